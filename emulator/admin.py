@@ -1,0 +1,208 @@
+"""Admin API under ``/_emulator/``: inspect uploads, reset, faults, clock, quotas and settings.
+
+No authentication and no quotas: it is for tests and people running the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from emulator.clock import format_iso, parse_iso
+from emulator.config import quotas_from_dict
+from emulator.faults import rule_from_dict, script_from_dict
+from emulator.state import EmulatorState
+from emulator.validation import CALLS, CONVERSIONS
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _state(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("the request body must be a JSON object")
+    return data
+
+
+def _filters(request: Request) -> tuple[int | None, str | None]:
+    counter = request.query_params.get("counter")
+    kind = request.query_params.get("kind") or None
+    if kind is not None and kind not in (CALLS, CONVERSIONS):
+        raise ValueError(f"kind must be '{CALLS}' or '{CONVERSIONS}'")
+    return (int(counter) if counter else None), kind
+
+
+Handler = Callable[[Request, EmulatorState], Awaitable[Any]]
+
+
+def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return _json(await handler(request, _state(request)))
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json({"error": str(exc)}, 400)
+
+    return endpoint
+
+
+async def health(request: Request, state: EmulatorState) -> Any:
+    return {"ok": True}
+
+
+async def uploads(request: Request, state: EmulatorState) -> Any:
+    counter, kind = _filters(request)
+    with_rows = request.query_params.get("rows", "1").lower() not in ("0", "false", "no")
+    now = state.clock.now()
+    found = state.store.all(counter, kind)
+    return {"uploads": [u.to_admin(now, state.step_seconds, with_rows) for u in found]}
+
+
+async def rows(request: Request, state: EmulatorState) -> Any:
+    counter, kind = _filters(request)
+    result: list[dict[str, str]] = []
+    for upload in state.store.all(counter, kind):
+        extra = {
+            "upload_id": str(upload.id),
+            "comment": upload.comment or "",
+            "counter": str(upload.counter),
+            "kind": upload.kind,
+        }
+        for row in upload.rows():
+            row.update(extra)
+            result.append(row)
+    return {"rows": result}
+
+
+async def reset(request: Request, state: EmulatorState) -> Any:
+    state.reset()
+    return {"ok": True}
+
+
+async def faults(request: Request, state: EmulatorState) -> Any:
+    if request.method == "DELETE":
+        state.faults.clear()
+    elif request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"rules", "script", "seed", "append"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        new_rules = [rule_from_dict(r) for r in data.get("rules", [])]
+        new_script = [script_from_dict(s) for s in data.get("script", [])]
+        if data.get("append"):
+            new_rules = state.faults.rules + new_rules
+            new_script = state.faults.scripts + new_script
+        seed = data.get("seed")
+        state.faults.configure(new_rules, new_script, int(seed) if seed is not None else None)
+    return state.faults.to_dict()
+
+
+def _clock_info(state: EmulatorState) -> dict[str, Any]:
+    now = state.clock.now()
+    return {"now": format_iso(now), "timestamp": now, "frozen": state.clock.frozen}
+
+
+async def clock(request: Request, state: EmulatorState) -> Any:
+    if request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"advance", "set", "frozen"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        if "set" in data:
+            frozen = data.get("frozen")
+            state.clock.set(parse_iso(str(data["set"])), None if frozen is None else bool(frozen))
+            state.quotas.reset_windows()
+        elif "frozen" in data:
+            if data["frozen"]:
+                state.clock.freeze()
+            else:
+                state.clock.unfreeze()
+        if "advance" in data:
+            state.clock.advance(float(data["advance"]))
+    return _clock_info(state)
+
+
+async def quotas(request: Request, state: EmulatorState) -> Any:
+    if request.method == "POST":
+        data = await _body(request)
+        reset_counts = bool(data.pop("reset_counts", False))
+        state.quotas.config = quotas_from_dict(data, state.quotas.config)
+        if reset_counts:
+            state.quotas.reset()
+    return asdict(state.quotas.config)
+
+
+def _settings_info(state: EmulatorState) -> dict[str, Any]:
+    known = state.known_visitors
+    return {
+        "step_seconds": state.step_seconds,
+        "known_visitors": sorted(known) if known is not None else None,
+        "trust_forwarded_for": state.trust_forwarded_for,
+    }
+
+
+async def settings(request: Request, state: EmulatorState) -> Any:
+    if request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"step_seconds", "known_visitors", "trust_forwarded_for"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        if "step_seconds" in data:
+            step = float(data["step_seconds"])
+            if step <= 0:
+                raise ValueError("step_seconds must be positive")
+            state.step_seconds = step
+        if "known_visitors" in data:
+            known = data["known_visitors"]
+            state.known_visitors = None if known is None or known == "*" else frozenset(str(v) for v in known)
+        if "trust_forwarded_for" in data:
+            state.trust_forwarded_for = bool(data["trust_forwarded_for"])
+    return _settings_info(state)
+
+
+async def stats(request: Request, state: EmulatorState) -> Any:
+    now = state.clock.now()
+    statuses: dict[str, int] = {}
+    for upload in state.store.all():
+        status = upload.status(now, state.step_seconds)
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "uploads": len(state.store),
+        "rows": state.store.row_count,
+        "upload_statuses": statuses,
+        "counts": dict(sorted(state.counts.items())),
+        "quota_rejections": dict(state.quotas.rejections),
+        "clock": _clock_info(state),
+    }
+
+
+def routes() -> list[Route]:
+    def route(path: str, handler: Handler, methods: list[str]) -> Route:
+        return Route(f"/_emulator/{path}", _admin(handler), methods=methods)
+
+    return [
+        route("health", health, ["GET"]),
+        route("uploads", uploads, ["GET"]),
+        route("rows", rows, ["GET"]),
+        route("reset", reset, ["POST"]),
+        route("faults", faults, ["GET", "POST", "DELETE"]),
+        route("clock", clock, ["GET", "POST"]),
+        route("quotas", quotas, ["GET", "POST"]),
+        route("settings", settings, ["GET", "POST"]),
+        route("stats", stats, ["GET"]),
+    ]

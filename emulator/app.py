@@ -1,0 +1,304 @@
+"""Starlette application: the six Metrica endpoints, the ``/_emulator`` admin API and the HTML page."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from emulator import admin
+from emulator.config import Account, EmulatorConfig
+from emulator.errors import (
+    AccessDenied,
+    ApiError,
+    BackendError,
+    InvalidParameter,
+    InvalidToken,
+    InvalidUploading,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    error_body,
+)
+from emulator.faults import Decision
+from emulator.formdata import extract_part
+from emulator.html import render_index
+from emulator.state import EmulatorState
+from emulator.validation import CALLS, CONVERSIONS, check_client_id_type, check_comment, parse_file
+
+RAW_SEND_KEY = "emulator.raw_send"
+OFFLOAD_BYTES = 256 * 1024  # parse bigger files in a worker thread to keep the loop responsive
+MAX_LIMIT = 10000
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.body(), error.http_status)
+
+
+def state_of(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+class _TruncatedResponse(Response):
+    """Fallback drop: headers promising a body, then the connection breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, headers={"content-length": "1000"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        raise ConnectionAbortedError("emulator: injected dropped connection")
+
+
+class _Dropped(Response):
+    """Stands for a dropped connection; never delivered."""
+
+
+async def drop_connection(request: Request) -> Response:
+    """Close the client connection without an answer. The returned response is never delivered."""
+    send = request.scope.get(RAW_SEND_KEY)
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    state_of(request).counts["dropped"] += 1
+    if transport is None or not hasattr(cycle, "disconnected"):
+        return _TruncatedResponse()
+    transport.close()
+    for _ in range(200):  # let uvicorn see the disconnect so it does not answer 500 itself
+        if getattr(cycle, "disconnected", True):
+            break
+        await asyncio.sleep(0.001)
+    return _Dropped(status_code=500)
+
+
+def client_ip(request: Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate(state: EmulatorState, request: Request) -> Account:
+    header = request.headers.get("authorization")
+    if not header:
+        message = "Authorization is required: send the header 'Authorization: OAuth <token>'"
+        raise Unauthorized(message, "Authorization")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "oauth" or not token:
+        raise Unauthorized("Malformed Authorization header; expected 'OAuth <token>'", "Authorization")
+    account = state.accounts.get(token)
+    if account is None:
+        raise InvalidToken("Invalid oauth_token", "Authorization")
+    return account
+
+
+def positive_int(value: str, name: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) <= 0:
+        raise InvalidParameter(f"Parameter {name} must be a positive integer, got '{value}'", name)
+    return int(value)
+
+
+def optional_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(f"Parameter {name} must be an integer, got '{raw}'", name) from None
+    if not low <= value <= high:
+        raise InvalidParameter(f"Parameter {name} must be within {low}..{high}, got {value}", name)
+    return value
+
+
+@dataclass(frozen=True)
+class Call:
+    """One admitted API request."""
+
+    request: Request
+    state: EmulatorState
+    account: Account
+    counter: int
+    kind: str
+
+
+Operation = Callable[[Call], Awaitable[Response]]
+
+
+async def guarded(request: Request, endpoint: str, kind: str, operation: Operation) -> Response:
+    """Run one API request through quotas, auth, access checks and faults, then ``operation``."""
+    state = state_of(request)
+    state.counts["requests"] += 1
+    state.counts[f"requests.{endpoint}"] += 1
+    try:
+        now = state.clock.now()
+        state.quotas.check_ip(client_ip(request, state.trust_forwarded_for), now)
+        account = authenticate(state, request)
+        counter = positive_int(request.path_params["counter_id"], "counterId")
+        state.quotas.acquire_parallel(account.login)
+        try:
+            state.quotas.count_daily(account.login, now)
+            if not state.counter_exists(counter):
+                raise NotFound(f"Counter {counter} not found", "counterId")
+            if not state.can_access(account, counter):
+                raise AccessDenied(f"Access to counter {counter} is denied", "counterId")
+            decision = state.faults.decide(endpoint, counter)
+            response = await _with_faults(Call(request, state, account, counter, kind), decision, operation)
+        finally:
+            state.quotas.release_parallel(account.login)
+    except ApiError as error:
+        response = error_response(error)
+    dropped = isinstance(response, _Dropped | _TruncatedResponse)
+    state.counts["status.dropped" if dropped else f"status.{response.status_code}"] += 1
+    return response
+
+
+async def _with_faults(call: Call, decision: Decision, operation: Operation) -> Response:
+    request, state = call.request, call.state
+    if decision.source != "none":
+        state.counts[f"faults.{decision.action}"] += 1
+    if decision.latency > 0:
+        await asyncio.sleep(decision.latency)
+    if decision.action == "error":
+        if decision.body is not None:
+            return json_response(decision.body, decision.status)
+        error_type = decision.error_type or BackendError.error_type
+        message = decision.message or f"Injected {error_type}"
+        body = error_body(decision.status, error_type, message, request.url.path)
+        return json_response(body, decision.status)
+    if decision.action == "drop_before_store":
+        await request.body()
+        return await drop_connection(request)
+    if decision.action == "drop_after_store":
+        with contextlib.suppress(ApiError):
+            await operation(call)
+        return await drop_connection(request)
+    return await operation(call)
+
+
+async def _upload(call: Call) -> Response:
+    request, state, counter, kind = call.request, call.state, call.counter, call.kind
+    params = request.query_params
+    comment = params.get("comment")
+    check_comment(kind, comment)
+    client_id_type = params.get("client_id_type")
+    check_client_id_type(kind, client_id_type)
+    new_goal_name = params.get("new_goal_name") if kind == CALLS else None
+    body = await request.body()
+    if len(body) > state.config.max_file_bytes:
+        raise InvalidUploading(f"The file is larger than {state.config.max_file_bytes} bytes", "file")
+    data = extract_part(request.headers.get("content-type"), body, "file")
+    created = state.clock.now()
+    known = state.known_visitors
+    if len(data) > OFFLOAD_BYTES:
+        parsed = await asyncio.to_thread(
+            parse_file, kind, data, now=created, client_id_type=client_id_type, known_visitors=known
+        )
+    else:
+        parsed = parse_file(kind, data, now=created, client_id_type=client_id_type, known_visitors=known)
+    if new_goal_name:
+        state.goals.setdefault(counter, new_goal_name)
+    upload = state.store.add(
+        counter=counter,
+        kind=kind,
+        login=call.account.login,
+        created=created,
+        comment=comment,
+        new_goal_name=new_goal_name,
+        file=parsed,
+    )
+    state.counts["uploads"] += 1
+    return json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
+
+
+async def _status(call: Call) -> Response:
+    upload_id = positive_int(call.request.path_params["upload_id"], "id")
+    upload = call.state.store.get(call.counter, call.kind, upload_id)
+    if upload is None:
+        raise NotFound(f"Uploading {upload_id} not found for counter {call.counter}", "id")
+    return json_response({"uploading": upload.to_api(call.state.clock.now(), call.state.step_seconds)})
+
+
+async def _list(call: Call) -> Response:
+    limit = optional_int(call.request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
+    offset = optional_int(call.request, "offset", 0, 0, 1 << 62)
+    now, step = call.state.clock.now(), call.state.step_seconds
+    page = call.state.store.page(call.counter, call.kind, limit, offset)
+    return json_response({"uploadings": [u.to_api(now, step) for u in page]})
+
+
+def _endpoint(endpoint: str, kind: str, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        return await guarded(request, endpoint, kind, operation)
+
+    return handle
+
+
+async def index(request: Request) -> Response:
+    state = state_of(request)
+    return HTMLResponse(render_index(state))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        message = f"Method {request.method} is not allowed here"
+        return error_response(MethodNotAllowed(message, request.url.path))
+    if status == 404:
+        return error_response(NotFound(f"No such resource: {request.url.path}", request.url.path))
+    return error_response(BackendError("Internal error", request.url.path, status))
+
+
+PREFIX = "/management/v1/counter/{counter_id}/offline_conversions"
+
+
+def routes() -> list[Route]:
+    table = [
+        ("upload_calls", "POST", "upload", CALLS, _upload),
+        ("calls_uploading/{upload_id}", "GET", "status", CALLS, _status),
+        ("calls_uploadings", "GET", "list", CALLS, _list),
+        ("upload", "POST", "upload", CONVERSIONS, _upload),
+        ("uploading/{upload_id}", "GET", "status", CONVERSIONS, _status),
+        ("uploadings", "GET", "list", CONVERSIONS, _list),
+    ]
+    api = [
+        Route(f"{PREFIX}/{path}", _endpoint(endpoint, kind, operation), methods=[method])
+        for path, method, endpoint, kind, operation in table
+    ]
+    api.append(Route("/", index, methods=["GET"]))
+    return api + admin.routes()
+
+
+class EmulatorApp:
+    """ASGI entry point; remembers the server's raw ``send`` so a handler can drop the connection."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.state = EmulatorState(config or EmulatorConfig())
+        self.starlette = Starlette(routes=routes(), exception_handlers={HTTPException: http_error})
+        self.starlette.state.emulator = self.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND_KEY] = send
+        await self.starlette(scope, receive, send)
+
+
+def create_app(config: EmulatorConfig | None = None) -> EmulatorApp:
+    """Build the ASGI app for ``config`` (defaults when None)."""
+    return EmulatorApp(config)

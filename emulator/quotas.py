@@ -1,0 +1,97 @@
+"""Metrica quotas: requests per IP per second, parallel requests and requests per day per login."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NoReturn
+
+from emulator.config import QuotaConfig
+from emulator.errors import ApiError, QuotaParallelRequests, QuotaRequestsByIp, QuotaRequestsByUid
+
+DAY = 86400
+
+
+class Quotas:
+    """Quota bookkeeping on the emulator clock. Only admitted requests are counted."""
+
+    def __init__(self, config: QuotaConfig) -> None:
+        self.config = config
+        self._ip_windows: dict[str, deque[float]] = {}
+        self._parallel: dict[str, int] = {}
+        self._daily: dict[str, tuple[int, int]] = {}
+        self.rejections: dict[str, int] = {}
+
+    def _reject(self, error: type[ApiError], message: str) -> NoReturn:
+        self.rejections[error.error_type] = self.rejections.get(error.error_type, 0) + 1
+        raise error(message, "", self.config.http_status)
+
+    def check_ip(self, ip: str, now: float) -> None:
+        """Sliding one-second window per client IP."""
+        limit = self.config.requests_per_ip_per_second
+        if limit is None:
+            return
+        window = self._ip_windows.get(ip)
+        if window is None:
+            window = self._ip_windows[ip] = deque()
+        while window and (window[0] <= now - 1.0 or window[0] > now):
+            window.popleft()
+        if len(window) >= limit:
+            self._reject(
+                QuotaRequestsByIp,
+                f"The limit on the number of API requests per second for an IP address has been exceeded "
+                f"({limit} per second)",
+            )
+        window.append(now)
+
+    def acquire_parallel(self, login: str) -> None:
+        """Take a parallel-request slot; pair with :meth:`release_parallel`."""
+        limit = self.config.parallel_requests_per_login
+        running = self._parallel.get(login, 0)
+        if limit is not None and running >= limit:
+            self._reject(
+                QuotaParallelRequests,
+                f"The limit on the number of parallel API requests for the user has been exceeded "
+                f"({limit} at a time)",
+            )
+        self._parallel[login] = running + 1
+
+    def release_parallel(self, login: str) -> None:
+        running = self._parallel.get(login, 0) - 1
+        if running > 0:
+            self._parallel[login] = running
+        else:
+            self._parallel.pop(login, None)
+
+    def count_daily(self, login: str, now: float) -> None:
+        """Count one request of ``login``; the count resets at 00:00 UTC of the emulator clock."""
+        limit = self.config.requests_per_login_per_day
+        day = int(now // DAY)
+        seen_day, count = self._daily.get(login, (day, 0))
+        if seen_day != day:
+            count = 0
+        if limit is not None and count >= limit:
+            self._reject(
+                QuotaRequestsByUid,
+                f"The limit on the number of API requests per day for the user has been exceeded "
+                f"({limit} per day)",
+            )
+        self._daily[login] = (day, count + 1)
+
+    def in_flight(self, login: str) -> int:
+        return self._parallel.get(login, 0)
+
+    def used_today(self, login: str, now: float) -> int:
+        seen_day, count = self._daily.get(login, (-1, 0))
+        return count if seen_day == int(now // DAY) else 0
+
+    def reset_windows(self) -> None:
+        """Forget per-IP windows (after the clock jumps)."""
+        self._ip_windows.clear()
+
+    def reset(self, config: QuotaConfig | None = None) -> None:
+        """Forget all counts except in-flight requests; optionally switch config."""
+        if config is not None:
+            self.config = config
+        self._ip_windows.clear()
+        self._daily.clear()
+        self.rejections.clear()
