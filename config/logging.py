@@ -1,0 +1,91 @@
+"""structlog set-up, done once per process (the Celery ``setup_logging`` signal, or a CLI's start).
+
+JSON lines when stderr is not a terminal, readable lines when it is. Context such as ``task_id``,
+``counter_id`` and ``batch_id`` is bound through ``structlog.contextvars`` by the code that owns it.
+A last processor scrubs every configured secret from every string value, as a backstop: the code
+itself never passes tokens to a logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from config.settings import Settings
+
+REDACTED = "**redacted**"
+
+
+class SecretScrubber:
+    """Replaces any configured secret found in a log event's string values."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if not self._secrets:
+            return event
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = self.scrub(value)
+        return event
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def _json_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(settings: Settings, *, force_format: str | None = None) -> None:
+    """Route structlog and the standard library (Celery, kombu, httpx) through one renderer."""
+    fmt = force_format or settings.log_format
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(serializer=_json_dumps)
+    )
+    scrubber = SecretScrubber(settings.secret_values())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            scrubber,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    # httpx logs every request line at INFO; keep it for DEBUG runs only.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,115 @@
+"""The Celery application: built by ``create_app`` from explicit settings, never at import time.
+
+Configured for at-least-once work: late acks, tasks requeued when their worker dies, prefetch of
+one, a visibility timeout far above the longest task, and periodic tasks that expire. Every task is
+safe to run twice, since each only says "look at batch X" and the state lives in Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import structlog
+from celery import Celery, current_app, signals
+
+from config.logging import configure_logging
+from config.settings import Settings
+from worker.keys import Keys
+from worker.runtime import Runtime
+
+QUEUE = "calltrack"
+TASK_MODULES = ["tasks.pipeline"]
+
+
+class CalltrackCelery(Celery):
+    """A Celery app that carries its settings and hands each process its own ``Runtime``."""
+
+    settings: Settings
+    transport: httpx.BaseTransport | None = None
+    _runtime: Runtime | None = None
+
+    def runtime(self) -> Runtime:
+        rt = self._runtime
+        if rt is None or rt.pid != os.getpid():
+            rt = self._runtime = Runtime(self.settings, transport=self.transport)
+        return rt
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    keys = Keys(settings.namespace, settings.shards)
+    upload_limit = settings.upload_lock_seconds
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "global_keyprefix": keys.celery_prefix,
+            # Far above the longest task (an upload is capped below the lock lease), so a slow
+            # task is never handed to a second worker while the first still runs.
+            "visibility_timeout": max(3600, upload_limit * 10),
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+        },
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_annotations": {
+            # A stuck upload is killed before its counter lock lapses.
+            "calltrack.upload_batch": {"time_limit": upload_limit - 5, "soft_time_limit": upload_limit - 15},
+        },
+        "beat_schedule": {
+            "drain": {
+                "task": "calltrack.drain",
+                "schedule": settings.drain_interval,
+                "options": {"expires": max(settings.drain_interval * 2, 2.0)},
+            },
+            "reconcile": {
+                "task": "calltrack.reconcile",
+                "schedule": settings.reconcile_interval,
+                "options": {"expires": max(settings.reconcile_interval * 2, 2.0)},
+            },
+        },
+    }
+
+
+def create_app(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> CalltrackCelery:
+    """A configured app; ``transport`` lets tests route Metrica requests elsewhere."""
+    app = CalltrackCelery("calltrack", set_as_current=False, include=TASK_MODULES)
+    app.settings = settings
+    app.transport = transport
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+# --- process-level hooks -------------------------------------------------------------------------
+# Celery fires these in whichever process runs the app; each reads the settings off the app.
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = getattr(current_app, "settings", None)
+    if isinstance(settings, Settings):
+        configure_logging(settings)
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()

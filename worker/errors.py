@@ -1,0 +1,119 @@
+"""The project's exceptions, split into permanent (never retry) and retryable ones.
+
+::
+
+    CalltrackError
+    ├── ProducerError                 Redis refused accepted events (full, read-only, down)
+    ├── DeferredError                 the work cannot start now (counter busy); try after a delay
+    └── MetricaError                  anything the Metrica API or the way to it did wrong
+        ├── PermanentError            retrying the same request cannot help
+        │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
+        │   ├── AuthError             401/403: token missing, invalid, or without access
+        │   ├── NotFoundError         404: no such counter or upload
+        │   └── UnexpectedAnswerError a 2xx body we cannot read, or another 4xx
+        └── RetryableError            the same request may succeed later
+            ├── QuotaError            429/420: a quota was exceeded (``quota`` names which)
+            ├── ServerError           5xx: backend_error, timeout (outcome unknown for uploads)
+            └── TransportError        no answer: connect/read timeout, dropped connection
+
+Every ``MetricaError`` carries the request that caused it as ``method`` and ``url`` (never its
+headers: they hold the OAuth token), the HTTP ``status`` when there was one, Metrica's
+``error_type`` and message.
+"""
+
+from __future__ import annotations
+
+
+class CalltrackError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ProducerError(CalltrackError):
+    """Redis did not accept the events: nothing of the request may be considered stored."""
+
+
+class DeferredError(CalltrackError):
+    """The work cannot start now (its counter is busy, or an earlier attempt may be in flight)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MetricaError(CalltrackError):
+    """The Metrica API refused or failed a request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        error_type: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error_type = error_type
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.url})" if self.method else ""
+        code = f"{self.status} " if self.status is not None else ""
+        kind = f"{self.error_type}: " if self.error_type else ""
+        return f"{code}{kind}{self.message}{where}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keeps the keyword fields when the error crosses a process boundary (Celery).
+        return (_rebuild, (type(self), self.message, self.method, self.url, self.status, self.error_type))
+
+
+def _rebuild(
+    cls: type[MetricaError], message: str, method: str, url: str, status: int | None, error_type: str
+) -> MetricaError:
+    return cls(message, method=method, url=url, status=status, error_type=error_type)
+
+
+class PermanentError(MetricaError):
+    """Retrying the same request cannot succeed."""
+
+
+class InvalidUploadError(PermanentError):
+    """400: Metrica refused the file or a parameter (invalid_uploading, invalid_parameter, ...)."""
+
+
+class AuthError(PermanentError):
+    """401/403: the token is missing, invalid, or its login cannot reach the counter."""
+
+
+class NotFoundError(PermanentError):
+    """404: the counter or upload does not exist."""
+
+
+class UnexpectedAnswerError(PermanentError):
+    """An answer this client cannot interpret (another 4xx, or a 2xx body of the wrong shape)."""
+
+
+class RetryableError(MetricaError):
+    """The same request may succeed later."""
+
+    #: True when the server may have acted on the request although we saw no success.
+    outcome_unknown: bool = False
+
+
+class QuotaError(RetryableError):
+    """429/420: a request quota was exceeded; ``error_type`` names which one."""
+
+
+class ServerError(RetryableError):
+    """5xx: Metrica failed; an upload may or may not have been stored."""
+
+    outcome_unknown = True
+
+
+class TransportError(RetryableError):
+    """No answer arrived (timeout, refused or dropped connection)."""
+
+    outcome_unknown = True

@@ -1,0 +1,107 @@
+"""Every Redis key this project writes, in one place.
+
+All keys of one shard share the hash tag ``{s<N>}`` so each Lua script touches a single slot (Redis
+Cluster-ready); a counter always maps to one shard, so every key of a counter is in that slot too.
+
+=========================  ======  ===========================================================
+key                        type    what it holds (owner)
+=========================  ======  ===========================================================
+``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
+``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
+``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
+``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
+``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
+``<ns>:{sN}:seq``          string  batch sequence number
+``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
+``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows (JSON objects, one per call)
+``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
+``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
+``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
+``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
+``<ns>:{sN}:seen:<hash>``  string  a call already accepted, for the dedup window (drain.lua)
+``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
+``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
+``<ns>:celery``            -       Celery broker keys (kombu's global key prefix)
+=========================  ======  ===========================================================
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+$")
+DRAIN_GROUP = "drain"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one deployment (``namespace``) split into ``shards``."""
+
+    namespace: str
+    shards: int
+
+    def shard_of(self, counter_id: int) -> int:
+        return zlib.crc32(str(counter_id).encode()) % self.shards
+
+    def prefix(self, shard: int) -> str:
+        return f"{self.namespace}:{{s{shard}}}"
+
+    def stream(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:in"
+
+    def epoch(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:epoch"
+
+    def buffer(self, shard: int, bucket: str) -> str:
+        return f"{self.prefix(shard)}:buf:{bucket}"
+
+    def buffer_bytes(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:bufbytes"
+
+    def due(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:due"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix(shard_of_batch(batch_id))}:batch:{batch_id}"
+
+    def rows(self, batch_id: str) -> str:
+        return f"{self.prefix(shard_of_batch(batch_id))}:rows:{batch_id}"
+
+    def sealed(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:sealed"
+
+    def uploaded(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:uploaded"
+
+    def quarantine(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:quarantine"
+
+    def done(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:done"
+
+    def lock(self, shard: int, counter_id: int) -> str:
+        return f"{self.prefix(shard)}:lock:{counter_id}"
+
+    def fence(self, shard: int, counter_id: int) -> str:
+        return f"{self.prefix(shard)}:fence:{counter_id}"
+
+    @property
+    def celery_prefix(self) -> str:
+        return f"{self.namespace}:celery:"
+
+    def all_pattern(self) -> str:
+        return f"{self.namespace}:*"
+
+
+def shard_of_batch(batch_id: str) -> int:
+    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>``)."""
+    match = _BATCH_RE.match(batch_id)
+    if match is None:
+        raise ValueError(f"not a batch id: {batch_id[:64]!r}")
+    return int(match.group(1))
+
+
+def is_batch_id(text: str) -> bool:
+    return _BATCH_RE.match(text) is not None

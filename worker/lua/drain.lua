@@ -1,0 +1,117 @@
+-- drain.lua: move up to COUNT entries of one shard's ingest stream into their open buffers, drop
+-- repeats, acknowledge and delete the entries, and seal every buffer that is full or due.
+-- One script run is one atomic step: a crash leaves each entry either in the stream or in a buffer.
+--
+-- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
+-- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
+--       8 max age (ms)  9 shard number  10 "1" to seal every open buffer now
+-- Returns: {entries read, repeats dropped, sealed batch id, ...}
+local p = ARGV[1]
+local group, consumer = ARGV[2], ARGV[3]
+local count = tonumber(ARGV[4])
+local dedup_ttl = tonumber(ARGV[5])
+local max_rows, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_age_ms = tonumber(ARGV[8])
+local shard = ARGV[9]
+local seal_all = ARGV[10] == '1'
+
+local epoch = redis.call('GET', p .. ':epoch')
+if not epoch then
+  return redis.error_reply('NOEPOCH shard ' .. shard .. ' is not initialised')
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stream = KEYS[1]
+local due_key, bytes_key = p .. ':due', p .. ':bufbytes'
+
+local sealed = {}
+local rows_of, bytes_of, touched = {}, {}, {}
+
+local function load(bucket)
+  if rows_of[bucket] == nil then
+    rows_of[bucket] = redis.call('LLEN', p .. ':buf:' .. bucket)
+    bytes_of[bucket] = tonumber(redis.call('HGET', bytes_key, bucket) or '0')
+  end
+end
+
+local function seal(bucket)
+  load(bucket)
+  local n = rows_of[bucket]
+  redis.call('ZREM', due_key, bucket)
+  redis.call('HDEL', bytes_key, bucket)
+  touched[bucket] = nil
+  if n == 0 then return end
+  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq')
+  redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
+  redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', bucket, 'rows', n,
+    'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)
+  redis.call('ZADD', p .. ':sealed', now_ms, id)
+  rows_of[bucket], bytes_of[bucket] = 0, 0
+  sealed[#sealed + 1] = id
+end
+
+local read, repeats = 0, 0
+local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
+if reply then
+  local entries = reply[1][2]
+  local ids = {}
+  for i = 1, #entries do
+    local entry_id, fields = entries[i][1], entries[i][2]
+    ids[#ids + 1] = entry_id
+    read = read + 1
+    local bucket, dedup, row
+    for j = 1, #fields, 2 do
+      local f = fields[j]
+      if f == 'b' then bucket = fields[j + 1]
+      elseif f == 'd' then dedup = fields[j + 1]
+      elseif f == 'r' then row = fields[j + 1] end
+    end
+    if bucket and row then
+      local fresh = true
+      if dedup and dedup ~= '' then
+        fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+      end
+      if not fresh then
+        repeats = repeats + 1
+      else
+        load(bucket)
+        local size = #row + 1
+        if rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes) then
+          seal(bucket)
+        end
+        if rows_of[bucket] == 0 then
+          redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
+        end
+        redis.call('RPUSH', p .. ':buf:' .. bucket, row)
+        rows_of[bucket] = rows_of[bucket] + 1
+        bytes_of[bucket] = bytes_of[bucket] + size
+        touched[bucket] = true
+      end
+    end
+  end
+  for i = 1, #ids, 1000 do
+    local last = math.min(i + 999, #ids)
+    redis.call('XACK', stream, group, unpack(ids, i, last))
+    redis.call('XDEL', stream, unpack(ids, i, last))
+  end
+end
+
+for bucket in pairs(touched) do
+  if rows_of[bucket] >= max_rows then
+    seal(bucket)
+  else
+    redis.call('HSET', bytes_key, bucket, bytes_of[bucket])
+  end
+end
+
+local ready
+if seal_all then
+  ready = redis.call('ZRANGE', due_key, 0, -1)
+else
+  ready = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_ms, 'LIMIT', 0, 1000)
+end
+for i = 1, #ready do seal(ready[i]) end
+
+local result = {read, repeats}
+for i = 1, #sealed do result[#result + 1] = sealed[i] end
+return result

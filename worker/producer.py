@@ -1,0 +1,125 @@
+"""The producer API: validate call events and return only once Redis holds the accepted ones.
+
+Each accepted event becomes one entry of its counter's shard stream with three fields: ``b`` the
+bucket (counter:kind:id type), ``d`` a digest of (counter, provider, call id) for deduplication, and
+``r`` the CSV cells as a JSON object. Bulk submissions are pipelined, one round trip per chunk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+
+from worker.calls import CallEvent, Rejection, TimePolicy, validate_calls
+from worker.errors import ProducerError
+from worker.keys import Keys
+from worker.store import ensure_shard
+
+log = structlog.get_logger(__name__)
+PIPELINE_CHUNK = 1_000
+
+
+def dedup_digest(source: str) -> str:
+    """A short, fixed-size key for "the same call": no provider data lands in a Redis key."""
+    digest = hashlib.blake2b(source.encode(), digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An event Redis holds: its position in the input, its call id and its stream entry."""
+
+    index: int
+    call_id: str
+    entry_id: str
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    """What happened to each event of one submission."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class Producer:
+    """Writes validated call events to the ingest streams."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        policy: TimePolicy,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._policy = policy
+        self._clock = clock
+        self._ready_shards: set[int] = set()
+
+    def submit(self, events: Iterable[Mapping[str, Any] | CallEvent]) -> SubmitResult:
+        """Validate every event; store the valid ones; report the invalid ones with reasons.
+
+        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
+        events may be stored by then; submitting the whole input again is safe, since repeats of a
+        call are dropped downstream.
+        """
+        accepted, rejected = validate_calls(events, self._clock(), self._policy)
+        result = SubmitResult(rejected=rejected)
+        for start in range(0, len(accepted), PIPELINE_CHUNK):
+            chunk = accepted[start : start + PIPELINE_CHUNK]
+            entry_ids = self._write(chunk)
+            result.accepted.extend(
+                Accepted(index, event.call_id, entry_id)
+                for (index, event), entry_id in zip(chunk, entry_ids, strict=True)
+            )
+        if rejected:
+            log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
+        return result
+
+    def _write(self, chunk: list[tuple[int, CallEvent]]) -> list[str]:
+        pipe = self._redis.pipeline(transaction=False)
+        for _, event in chunk:
+            bucket = event.bucket
+            shard = self._keys.shard_of(bucket.counter_id)
+            if shard not in self._ready_shards:
+                self._prepare(shard)
+            pipe.xadd(
+                self._keys.stream(shard),
+                {
+                    "b": bucket.encode(),
+                    "d": dedup_digest(event.dedup_source),
+                    "r": orjson.dumps(event.to_row()),
+                },
+            )
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except RedisError as error:
+            raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
+        failures = [reply for reply in replies if isinstance(reply, Exception)]
+        if failures:
+            stored = len(replies) - len(failures)
+            log.error("producer_write_failed", failed=len(failures), stored=stored, error=str(failures[0]))
+            raise ProducerError(
+                f"Redis refused {len(failures)} of {len(replies)} events: {failures[0]}; "
+                "resubmitting is safe (repeats are dropped)"
+            )
+        return [str(reply) for reply in replies]
+
+    def _prepare(self, shard: int) -> None:
+        try:
+            ensure_shard(self._redis, self._keys, shard)
+        except RedisError as error:
+            raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None
+        self._ready_shards.add(shard)
