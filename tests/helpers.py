@@ -1,0 +1,45 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+
+def make_call(counter: int, n: int, *, id_type: str = "ClientId", **extra: Any) -> dict[str, Any]:
+    """A valid call for ``counter``; ``n`` makes its ids and values distinct."""
+    identifier = {"ClientId": str(10**15 + n), "Yclid": str(7 * 10**15 + n), "UserId": f"user-{n}"}[id_type]
+    call: dict[str, Any] = {
+        "counter_id": counter,
+        "call_id": f"call-{counter}-{n}",
+        "provider": "api",
+        id_type: identifier,
+        "DateTime": int(datetime.now(UTC).timestamp()) - 3600 - n % 1000,
+        "PhoneNumber": f"+7912{n:07d}",
+        "TalkDuration": n % 300,
+        "HoldDuration": n % 30,
+        "CallMissed": n % 7 == 0,
+        "StaticCall": n % 2,
+        "Price": f"{n % 50}.25",
+        "Currency": "RUB",
+        "Tag": f"tag-{n % 5}",
+        "FirstTimeCaller": n % 3 == 0,
+        "URL": f"https://shop.example/p/{n}",
+        "CallTrackerURL": f"https://tracker.example/c/{n}",
+    }
+    call.update(extra)
+    return call
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,41 @@
+"""A running pipeline for tests: the emulator over HTTP, a real Celery worker and a real beat."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery.beat import EmbeddedService
+from celery.contrib.testing.worker import start_worker
+
+from config.settings import Settings
+from emulator.config import EmulatorConfig, QuotaConfig
+from emulator.server import RunningEmulator, start_in_thread
+from worker.app import CalltrackCelery, create_app
+
+
+@contextmanager
+def running_emulator(step_seconds: float = 0.2, **changes: object) -> Iterator[RunningEmulator]:
+    config = EmulatorConfig(step_seconds=step_seconds, quotas=QuotaConfig(requests_per_ip_per_second=None))
+    with start_in_thread(config.with_changes(**changes)) as emulator:
+        yield emulator
+
+
+@contextmanager
+def running_worker(
+    settings: Settings, tmp_path: Path, *, concurrency: int = 4, beat: bool = True
+) -> Iterator[CalltrackCelery]:
+    """A Celery worker (thread pool) and, unless told otherwise, an embedded beat, on ``settings``."""
+    app = create_app(settings)
+    app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
+    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="WARNING"):
+        service = EmbeddedService(app, thread=True) if beat else None
+        if service is not None:
+            service.start()
+        try:
+            yield app
+        finally:
+            if service is not None:
+                service.stop()
+    app.runtime().close()

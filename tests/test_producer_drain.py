@@ -1,0 +1,142 @@
+"""Producer and drain against a real Redis: what is stored, how buffers are sealed, repeats dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import orjson
+import pytest
+from redis import Redis
+
+from config.settings import Settings
+from tests.helpers import make_call
+from worker.drain import drain, drain_shard
+from worker.keys import DRAIN_GROUP
+from worker.runtime import Runtime
+
+
+def all_keys(redis: Redis, namespace: str) -> set[str]:
+    return set(cast(list[str], list(redis.scan_iter(match=f"{namespace}:*", count=1000))))
+
+
+def batch(rt: Runtime, batch_id: str) -> dict[str, str]:
+    return cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+
+
+def rows(rt: Runtime, batch_id: str) -> list[dict[str, str]]:
+    return [orjson.loads(r) for r in cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, -1))]
+
+
+def test_accepted_events_are_in_the_stream_when_submit_returns(runtime: Runtime) -> None:
+    result = runtime.producer.submit([make_call(101, i) for i in range(50)])
+    assert len(result.accepted) == 50 and not result.rejected
+    shard = runtime.keys.shard_of(101)
+    assert runtime.redis.xlen(runtime.keys.stream(shard)) == 50
+    entry = runtime.redis.xrange(runtime.keys.stream(shard), count=1)[0][1]
+    assert entry["b"] == "101:calls:CLIENT_ID"
+    assert orjson.loads(entry["r"])["PhoneNumber"] == "+79120000000"
+
+
+def test_invalid_events_are_reported_and_nothing_of_them_is_stored(runtime: Runtime, namespace: str) -> None:
+    bad = [make_call(101, 1, Currency="XXXX"), make_call(101, 2, ClientId="not-digits"), {"counter_id": 5}]
+    result = runtime.producer.submit(bad)
+    assert not result.accepted
+    assert [r.index for r in result.rejected] == [0, 1, 2]
+    assert "Currency" in result.rejected[0].reason and "ISO 4217" in result.rejected[0].reason
+    assert all_keys(runtime.redis, namespace) == set()  # not even an empty stream
+
+
+def test_mixed_submission_stores_only_the_valid_ones(runtime: Runtime) -> None:
+    result = runtime.producer.submit([make_call(101, 1), make_call(101, 2, TalkDuration=-4), make_call(101, 3)])
+    assert [a.index for a in result.accepted] == [0, 2]
+    assert [r.index for r in result.rejected] == [1]
+    assert runtime.redis.xlen(runtime.keys.stream(runtime.keys.shard_of(101))) == 2
+
+
+def test_drain_groups_rows_per_counter_and_identifier_type(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(flush_max_age=60))
+    events = [make_call(c, i, id_type="ClientId" if i % 2 else "Yclid") for c in (101, 202) for i in range(40)]
+    rt.producer.submit(events)
+    first = drain(rt)
+    assert first.read == 80 and not first.sealed  # not full, not due: stays in open buffers
+    for shard in range(rt.keys.shards):
+        assert rt.redis.xlen(rt.keys.stream(shard)) == 0  # drained entries are deleted
+        assert rt.redis.xpending(rt.keys.stream(shard), DRAIN_GROUP)["pending"] == 0
+    sealed = drain(rt, seal_all=True).sealed
+    assert len(sealed) == 4
+    buckets = sorted(batch(rt, b)["bucket"] for b in sealed)
+    assert buckets == ["101:calls:CLIENT_ID", "101:calls:YCLID", "202:calls:CLIENT_ID", "202:calls:YCLID"]
+    for batch_id in sealed:
+        record = batch(rt, batch_id)
+        assert record["state"] == "SEALED" and record["rows"] == "20"
+        id_column = "ClientId" if record["bucket"].endswith("CLIENT_ID") else "Yclid"
+        assert all(set(r) & {"ClientId", "Yclid", "UserId"} == {id_column} for r in rows(rt, batch_id))
+    rt.close()
+
+
+def test_buffer_is_sealed_at_max_rows_exactly(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(flush_max_rows=7, flush_max_age=60, drain_chunk=100))
+    rt.producer.submit([make_call(101, i) for i in range(23)])
+    result = drain(rt)
+    assert [int(batch(rt, b)["rows"]) for b in result.sealed] == [7, 7, 7]
+    rest = drain(rt, seal_all=True).sealed
+    assert [int(batch(rt, b)["rows"]) for b in rest] == [2]
+    rt.close()
+
+
+def test_buffer_is_sealed_before_it_exceeds_max_bytes(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(flush_max_bytes=2048, flush_max_age=60))
+    rt.producer.submit([make_call(101, i) for i in range(30)])
+    sealed = drain(rt).sealed + drain(rt, seal_all=True).sealed
+    assert sum(int(batch(rt, b)["rows"]) for b in sealed) == 30
+    assert all(int(batch(rt, b)["bytes"]) <= 2048 for b in sealed)
+    assert len(sealed) > 1
+    rt.close()
+
+
+def test_buffer_is_sealed_when_its_age_is_due(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(flush_max_age=0.3))
+    rt.producer.submit([make_call(101, 1)])
+    assert drain(rt).sealed == []
+    import time
+
+    time.sleep(0.4)
+    assert len(drain(rt).sealed) == 1
+    rt.close()
+
+
+def test_repeated_call_ids_are_dropped_across_drains(runtime: Runtime) -> None:
+    runtime.producer.submit([make_call(101, i) for i in range(10)])
+    first = drain(runtime, seal_all=True)
+    runtime.producer.submit([make_call(101, i) for i in range(5, 15)])  # 5 repeats, 5 new
+    second = drain(runtime, seal_all=True)
+    assert (first.read, first.repeats) == (10, 0)
+    assert (second.read, second.repeats) == (10, 5)
+    assert sum(int(batch(runtime, b)["rows"]) for b in first.sealed + second.sealed) == 15
+
+
+def test_same_call_id_on_another_counter_is_not_a_repeat(runtime: Runtime) -> None:
+    runtime.producer.submit([make_call(101, 1), {**make_call(202, 1), "call_id": "call-101-1"}])
+    assert drain(runtime, seal_all=True).repeats == 0
+
+
+def test_drain_recreates_a_lost_group_and_epoch(runtime: Runtime) -> None:
+    runtime.producer.submit([make_call(101, 1)])
+    shard = runtime.keys.shard_of(101)
+    runtime.redis.xgroup_destroy(runtime.keys.stream(shard), DRAIN_GROUP)
+    runtime.redis.delete(runtime.keys.epoch(shard))
+    result = drain_shard(runtime, shard, seal_all=True)
+    assert result.read == 1 and len(result.sealed) == 1
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_batch_ids_are_unique_and_carry_their_shard(make_settings: Callable[..., Settings], shards: int) -> None:
+    rt = Runtime(make_settings(shards=shards, flush_max_rows=3))
+    rt.producer.submit([make_call(c, i) for c in range(1, 30) for i in range(4)])
+    sealed = drain(rt, seal_all=True).sealed
+    assert len(sealed) == len(set(sealed))
+    for batch_id in sealed:
+        assert batch(rt, batch_id)["state"] == "SEALED"
+        assert batch_id.isalnum()  # a valid comment for both upload kinds
+    rt.close()
