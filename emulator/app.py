@@ -100,7 +100,7 @@ def authenticate(state: EmulatorState, request: Request) -> Account:
         raise Unauthorized(message, "Authorization")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "oauth" or not token:
+    if scheme.lower() != "oauth" or not token or len(token.split()) != 1:
         raise Unauthorized("Malformed Authorization header; expected 'OAuth <token>'", "Authorization")
     account = state.accounts.get(token)
     if account is None:

@@ -133,7 +133,7 @@ def _decode(data: bytes) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise InvalidUploading(
-            f"The file is not valid UTF-8: line {line}, column {column} (byte {exc.start})", "file"
+            f"Line {line}, column {column}: the file is not valid UTF-8 (byte {exc.start})", "file"
         ) from None
     return text[1:] if text.startswith("\ufeff") else text
 
@@ -142,9 +142,9 @@ def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tupl
     try:
         first = next(reader, None)
     except csv.Error as exc:
-        raise InvalidUploading(f"Line 1: the header line cannot be parsed as CSV: {exc}", "file") from None
+        raise InvalidUploading(f"Line 1, column 1: the header line cannot be parsed as CSV: {exc}", "file") from None
     if not first or not any(cell.strip() for cell in first):
-        raise InvalidUploading("Line 1: the file has no header line naming the columns", "file")
+        raise InvalidUploading("Line 1, column 1: the file has no header line naming the columns", "file")
     header = tuple(cell.strip() for cell in first)
     allowed = COLUMNS[kind]
     seen: dict[str, int] = {}
@@ -165,7 +165,7 @@ def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tupl
             ids.append((number, name))
     if not ids:
         raise InvalidUploading(
-            "Line 1: the header has no identifier column; exactly one of "
+            f"Line 1, column {len(header) + 1}: the header has no identifier column; exactly one of "
             + ", ".join(ID_COLUMNS[kind])
             + " is required",
             "file",
@@ -203,7 +203,7 @@ def parse_file(
     """Validate one uploaded file; raise InvalidUploading for whole-file problems."""
     text = _decode(data)
     if not text.strip():
-        raise InvalidUploading("Line 1: the file is empty; its first line must name the columns", "file")
+        raise InvalidUploading("Line 1, column 1: the file is empty; its first line must name the columns", "file")
     reader = csv.reader(io.StringIO(text))
     header, id_column = _header(kind, reader, client_id_type)
     width = len(header)
@@ -261,10 +261,10 @@ def parse_file(
             if not matched and known_visitors is not None and row[id_index] in known_visitors:
                 matched = True
     except csv.Error as exc:
-        message = f"Line {reader.line_num}: the line cannot be parsed as CSV: {exc}"
+        message = f"Line {reader.line_num}, column 1: the line cannot be parsed as CSV: {exc}"
         raise InvalidUploading(message, "file") from None
     if source == 0:
-        raise InvalidUploading("Line 2: the file has no data rows after the header", "file")
+        raise InvalidUploading("Line 2, column 1: the file has no data rows after the header", "file")
     if rejected == 0:
         newline = text.find("\n")
         body = "" if newline < 0 else text[newline + 1 :]
