@@ -171,9 +171,10 @@ async def guarded(request: Request, endpoint: str, kind: str, operation: Operati
 
 async def _with_faults(call: Call, decision: Decision, operation: Operation) -> Response:
     request, state = call.request, call.state
-    if decision.source != "none":
+    if decision.action != "pass":
         state.counts[f"faults.{decision.action}"] += 1
     if decision.latency > 0:
+        state.counts["faults.latency"] += 1
         await asyncio.sleep(decision.latency)
     if decision.action == "error":
         if decision.body is not None:

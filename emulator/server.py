@@ -21,6 +21,7 @@ def uvicorn_config(app: EmulatorApp, config: EmulatorConfig, host: str, port: in
         host=host,
         port=port,
         lifespan="off",
+        proxy_headers=False,  # X-Forwarded-For is honoured only with trust_forwarded_for
         access_log=config.access_log,
         log_level=config.log_level,
         timeout_graceful_shutdown=2,

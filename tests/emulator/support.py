@@ -1,4 +1,4 @@
-"""Shared pieces of the emulator tests: the base config and a thin Metrica API client."""
+"""Shared pieces of the emulator tests: the base config and a thin Metrica API client (fixtures: fixtures.py)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ import re
 from emulator.server import RunningEmulator
 from tests.emulator.support import PAST, Metrica, calls_csv
 
+pytest_plugins = ["tests.emulator.fixtures"]
+
 CALL_KEYS = {
     "id", "create_time", "source_quantity", "line_quantity", "comment", "client_id_type", "status",
     "static_calls_quantity", "dynamic_calls_quantity",

@@ -10,6 +10,8 @@ from emulator.config import EmulatorConfig
 from emulator.server import RunningEmulator
 from tests.emulator.support import PAST, TOKENS, Metrica, calls_csv, error_of
 
+pytest_plugins = ["tests.emulator.fixtures"]
+
 UPLOAD_PATH = "/management/v1/counter/101/offline_conversions/upload_calls"
 
 

@@ -8,6 +8,8 @@ from emulator.config import EmulatorConfig
 from emulator.server import RunningEmulator
 from tests.emulator.support import PAST, STEP, Metrica, calls_csv
 
+pytest_plugins = ["tests.emulator.fixtures"]
+
 
 def statuses_over_time(metrica: Metrica, emu: RunningEmulator, upload_id: int, kind: str = "calls") -> list[str]:
     seen = [metrica.status(101, upload_id, kind).json()["uploading"]["status"]]

@@ -9,6 +9,8 @@ import pytest
 from emulator.server import RunningEmulator
 from tests.emulator.support import PAST, Metrica, calls_csv, error_of
 
+pytest_plugins = ["tests.emulator.fixtures"]
+
 
 @pytest.mark.parametrize(
     ("content", "expected"),

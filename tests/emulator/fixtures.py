@@ -1,5 +1,9 @@
-"""Fixtures for the Metrica emulator tests: one shared in-thread server reset before each test,
-a factory for servers with their own config, and a thin client of the Metrica API."""
+"""Fixtures of the emulator tests, loaded with ``pytest_plugins = ["tests.emulator.fixtures"]``.
+
+(A conftest.py here would be a second top-level ``conftest`` module next to tests/conftest.py for mypy.)
+``shared_emulator``: one in-thread server per session; ``emu``: that server reset to BASE_CONFIG;
+``metrica``: a client of it; ``start_emulator``: servers with their own config, stopped after the test.
+"""
 
 from __future__ import annotations
 
