@@ -71,7 +71,9 @@ def configure_logging(settings: Settings, *, force_format: str | None = None) ->
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: tests capture events with structlog.testing.capture_logs(), and logging here
+        # happens per batch, never per call.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
