@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 
 
 class EmulatorAdmin:
@@ -36,7 +39,7 @@ class EmulatorAdmin:
                 request=response.request,
                 response=response,
             )
-        return response.json()
+        return orjson.loads(response.content)
 
     @staticmethod
     def _filters(counter: int | None, kind: str | None) -> dict[str, Any]:
@@ -62,7 +65,16 @@ class EmulatorAdmin:
 
     def rows(self, counter: int | None = None, kind: str | None = None) -> list[dict[str, str]]:
         """Every accepted row, with ``upload_id``, ``comment``, ``counter`` and ``kind`` added."""
-        result: list[dict[str, str]] = self._call("GET", "/rows", params=self._filters(counter, kind))["rows"]
+        params = self._filters(counter, kind)
+        params["format"] = "csv"
+        result: list[dict[str, str]] = []
+        for upload in self._call("GET", "/rows", params=params)["uploads"]:
+            columns = upload.pop("columns")
+            for values in csv.reader(io.StringIO(upload.pop("csv"))):
+                if values:
+                    row = dict(zip(columns, values, strict=False))
+                    row.update(upload)
+                    result.append(row)
         return result
 
     def stats(self) -> dict[str, Any]:

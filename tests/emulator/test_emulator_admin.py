@@ -37,6 +37,9 @@ def test_uploads_and_rows_filters(metrica: Metrica, emu: RunningEmulator) -> Non
     }  # fmt: skip
     assert [r["ClientId"] for r in rows] == ["1", "2", "3"]
     assert [r["ClientId"] for r in emu.admin.rows(counter=101)] == ["1", "2", "4"]
+    # The plain JSON form of the endpoint holds the same rows as the helper (which fetches CSV).
+    plain = httpx.get(emu.base_url + "/_emulator/rows", params={"kind": "calls"}).json()["rows"]
+    assert plain == rows
     with pytest.raises(httpx.HTTPStatusError):
         emu.admin.uploads(kind="visits")
 
