@@ -45,9 +45,7 @@ class FaultRule:
     counters: frozenset[int] | None = None
 
     def matches(self, kind: str, counter: int) -> bool:
-        return (self.kinds is None or kind in self.kinds) and (
-            self.counters is None or counter in self.counters
-        )
+        return (self.kinds is None or kind in self.kinds) and (self.counters is None or counter in self.counters)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,12 +163,7 @@ def rule_from_dict(data: Mapping[str, Any]) -> FaultRule:
         kinds=_kinds(data.get("kinds")),
         counters=_counters(data.get("counters")),
     )
-    total = (
-        rule.backend_error_share
-        + rule.timeout_share
-        + rule.drop_before_store_share
-        + rule.drop_after_store_share
-    )
+    total = rule.backend_error_share + rule.timeout_share + rule.drop_before_store_share + rule.drop_after_store_share
     if total > 1.0 + 1e-9:
         raise ValueError(f"fault shares add up to {total}, more than 1")
     return rule
@@ -235,9 +228,7 @@ class FaultInjector:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - fault shares, not security
 
-    def configure(
-        self, rules: Sequence[FaultRule], scripts: Sequence[ScriptEntry], seed: int | None = None
-    ) -> None:
+    def configure(self, rules: Sequence[FaultRule], scripts: Sequence[ScriptEntry], seed: int | None = None) -> None:
         self.rules = list(rules)
         self.scripts = [ScriptEntry(list(s.answers), s.kind, s.counter) for s in scripts]
         if seed is not None:

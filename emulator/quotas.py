@@ -50,8 +50,7 @@ class Quotas:
         if limit is not None and running >= limit:
             self._reject(
                 QuotaParallelRequests,
-                f"The limit on the number of parallel API requests for the user has been exceeded "
-                f"({limit} at a time)",
+                f"The limit on the number of parallel API requests for the user has been exceeded ({limit} at a time)",
             )
         self._parallel[login] = running + 1
 
@@ -72,8 +71,7 @@ class Quotas:
         if limit is not None and count >= limit:
             self._reject(
                 QuotaRequestsByUid,
-                f"The limit on the number of API requests per day for the user has been exceeded "
-                f"({limit} per day)",
+                f"The limit on the number of API requests per day for the user has been exceeded ({limit} per day)",
             )
         self._daily[login] = (day, count + 1)
 

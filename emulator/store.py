@@ -63,9 +63,7 @@ class Upload:
             login=self.login,
             new_goal_name=self.new_goal_name,
             columns=list(self.file.header),
-            rejected=[
-                {"line": r.line, "column": r.column, "reason": r.reason} for r in self.file.rejections
-            ],
+            rejected=[{"line": r.line, "column": r.column, "reason": r.reason} for r in self.file.rejections],
         )
         if with_rows:
             body["rows"] = self.rows()

@@ -112,9 +112,7 @@ def check_comment(kind: str, comment: str | None) -> None:
             f"Parameter comment is too long: {len(comment)} characters, at most 255 are allowed", "comment"
         )
     if kind == CONVERSIONS and _CONVERSION_COMMENT(comment) is None:
-        raise InvalidParameter(
-            "Parameter comment may contain only digits, Latin and Cyrillic letters", "comment"
-        )
+        raise InvalidParameter("Parameter comment may contain only digits, Latin and Cyrillic letters", "comment")
 
 
 def check_client_id_type(kind: str, value: str | None) -> None:
@@ -157,9 +155,7 @@ def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tupl
                 "file",
             )
         if name in seen:
-            raise InvalidUploading(
-                f"Line 1, column {number}: column '{name}' repeats column {seen[name]}", "file"
-            )
+            raise InvalidUploading(f"Line 1, column {number}: column '{name}' repeats column {seen[name]}", "file")
         seen[name] = number
         if name in ID_COLUMNS[kind]:
             ids.append((number, name))
@@ -179,9 +175,7 @@ def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tupl
         )
     for name in REQUIRED_COLUMNS[kind]:
         if name not in seen:
-            raise InvalidUploading(
-                f"Line 1, column {len(header) + 1}: required column '{name}' is missing", "file"
-            )
+            raise InvalidUploading(f"Line 1, column {len(header) + 1}: required column '{name}' is missing", "file")
     id_number, id_column = ids[0]
     if client_id_type is not None and ID_TYPES[id_column] != client_id_type:
         raise InvalidUploading(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
-from celery.beat import EmbeddedService
+from celery.beat import EmbeddedService, _Threaded
 from celery.contrib.testing.worker import start_worker
 
 from config.settings import Settings
@@ -30,7 +31,7 @@ def running_worker(
     app = create_app(settings)
     app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="WARNING"):
-        service = EmbeddedService(app, thread=True) if beat else None
+        service = cast(_Threaded, EmbeddedService(app, thread=True)) if beat else None
         if service is not None:
             service.start()
         try:

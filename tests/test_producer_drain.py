@@ -33,7 +33,7 @@ def test_accepted_events_are_in_the_stream_when_submit_returns(runtime: Runtime)
     assert len(result.accepted) == 50 and not result.rejected
     shard = runtime.keys.shard_of(101)
     assert runtime.redis.xlen(runtime.keys.stream(shard)) == 50
-    entry = runtime.redis.xrange(runtime.keys.stream(shard), count=1)[0][1]
+    entry = cast(list[tuple[str, dict[str, str]]], runtime.redis.xrange(runtime.keys.stream(shard), count=1))[0][1]
     assert entry["b"] == "101:calls:CLIENT_ID"
     assert orjson.loads(entry["r"])["PhoneNumber"] == "+79120000000"
 

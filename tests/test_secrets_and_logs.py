@@ -73,9 +73,7 @@ def test_task_log_lines_carry_task_counter_and_batch_ids(
         settings = make_settings(metrica_base_url=emulator.base_url)
         with running_worker(settings, tmp_path), capture_logs(processors=[merge_contextvars]) as events:
             Runtime(settings).producer.submit([make_call(303, i) for i in range(5)])
-            wait_for(
-                lambda: any(e["event"] == "batch_final" for e in events), timeout=60, what="a batch to be final"
-            )
+            wait_for(lambda: any(e["event"] == "batch_final" for e in events), timeout=60, what="a batch to be final")
     uploaded = [e for e in events if e["event"] == "batch_uploaded"]
     assert uploaded
     for event in uploaded:
@@ -108,7 +106,7 @@ def test_auth_error_text_and_pickle_hold_no_token(make_settings: Callable[..., S
     assert caught.status == 403 and caught.error_type == "invalid_token"
     for text in (str(caught), repr(caught), repr(caught.__dict__), repr(pickle.loads(pickle.dumps(caught)).__dict__)):
         assert TOKEN_A not in text
-    assert caught.__cause__ is None and caught.__context__ is None or TOKEN_A not in repr(caught.__context__)
+    assert (caught.__cause__ is None and caught.__context__ is None) or TOKEN_A not in repr(caught.__context__)
 
 
 def run_logging(fmt: str, env_extra: dict[str, str]) -> str:

@@ -70,7 +70,7 @@ def test_defaults_target_the_emulator_until_a_token_is_set() -> None:
     assert plain.api_base_url == str(plain.emulator_url).rstrip("/")
     assert plain.token_for(1) is not None
 
-    real = Settings(_env_file=None, metrica_counter_tokens="101=tok-a,102=tok-b")  # type: ignore[arg-type]
+    real = Settings(_env_file=None, metrica_counter_tokens="101=tok-a,102=tok-b")
     assert not real.uses_emulator
     assert real.api_base_url == REAL_METRICA_URL
     token = real.token_for(101)
@@ -80,6 +80,6 @@ def test_defaults_target_the_emulator_until_a_token_is_set() -> None:
 
 
 def test_counter_tokens_accept_json() -> None:
-    settings = Settings(_env_file=None, metrica_counter_tokens='{"5": "abc"}', metrica_token="default")  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, metrica_counter_tokens='{"5": "abc"}', metrica_token="default")
     assert settings.token_for(5).get_secret_value() == "abc"  # type: ignore[union-attr]
     assert settings.token_for(6).get_secret_value() == "default"  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from typing import cast
 
 import structlog
 
-from worker.errors import MetricaError
+from worker.errors import MetricaError, NotFoundError
 from worker.kinds import Bucket
 from worker.metrica import LIST_PAGE, Uploading
 from worker.runtime import Runtime
@@ -63,7 +63,10 @@ def _statuses(rt: Runtime, bucket: Bucket, wanted: set[int]) -> dict[int, Upload
             break
         offset += len(page)
     for upload_id in sorted(wanted - found.keys()):
-        found[upload_id] = rt.metrica.uploading(bucket.spec, bucket.counter_id, token, upload_id)
+        try:
+            found[upload_id] = rt.metrica.uploading(bucket.spec, bucket.counter_id, token, upload_id)
+        except NotFoundError:
+            log.error("upload_missing_at_metrica", upload_id=upload_id)
     return found
 
 
@@ -86,6 +89,10 @@ def reconcile(rt: Runtime) -> ReconcileResult:
             for upload_id, batch_id in uploads.items():
                 uploading = statuses.get(upload_id)
                 if uploading is None:
+                    continue
+                if uploading.comment and uploading.comment != batch_id:
+                    # The id belongs to another file: never copy its status onto this batch.
+                    log.error("upload_comment_mismatch", batch_id=batch_id, upload_id=upload_id)
                     continue
                 result.checked += 1
                 if _record(rt, shard, batch_id, uploading):

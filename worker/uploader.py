@@ -25,6 +25,7 @@ from worker.metrica import LIST_PAGE, Uploading
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+BUSY_RETRY_SECONDS = 1.0
 
 
 class UploadOutcome(StrEnum):
@@ -81,8 +82,9 @@ class CounterLock:
 
     def __enter__(self) -> CounterLock:
         if not self.acquire():
-            ttl = self._rt.redis.pttl(self._key)
-            raise DeferredError("the counter's upload lock is held", retry_after=max(ttl, 1000) / 1000)
+            # Locks are held for one upload, seconds; the lease only matters when a holder died.
+            ttl_s = max(int(self._rt.redis.pttl(self._key)), 0) / 1000
+            raise DeferredError("the counter's upload lock is held", retry_after=min(ttl_s, BUSY_RETRY_SECONDS))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -69,8 +69,9 @@ def test_ids_increase_globally_across_counters_and_kinds(metrica: Metrica) -> No
     ids = [
         metrica.upload(101, calls_csv(f"1,{PAST}")).json()["uploading"]["id"],
         metrica.upload(102, calls_csv(f"1,{PAST}")).json()["uploading"]["id"],
-        metrica.upload(101, calls_csv(f"1,g,{PAST}", header="ClientId,Target,DateTime"), kind="conversions")
-        .json()["uploading"]["id"],
+        metrica.upload(101, calls_csv(f"1,g,{PAST}", header="ClientId,Target,DateTime"), kind="conversions").json()[
+            "uploading"
+        ]["id"],
         metrica.upload(101, calls_csv(f"1,{PAST}")).json()["uploading"]["id"],
     ]
     assert ids == sorted(ids) and len(set(ids)) == 4

@@ -134,9 +134,7 @@ def test_invalid_fault_specs_are_refused(emu: RunningEmulator) -> None:
         emu.admin.script(["explode"])
 
 
-def test_faults_from_a_toml_config(
-    tmp_path: Path, start_emulator: Callable[[EmulatorConfig], RunningEmulator]
-) -> None:
+def test_faults_from_a_toml_config(tmp_path: Path, start_emulator: Callable[[EmulatorConfig], RunningEmulator]) -> None:
     path = tmp_path / "emulator.toml"
     path.write_text(
         """

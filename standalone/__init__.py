@@ -1,0 +1,1 @@
+"""Standalone mode: everything one machine needs, started from one command (Redis included)."""

@@ -1,0 +1,223 @@
+"""Standalone mode: Redis, the Metrica emulator, a Celery worker with beat, and a stream of sample
+calls, all from one command, until Ctrl-C (or, with ``--once``, until every upload is PROCESSED).
+
+    python -m standalone.run [--once] [--calls 600] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis import Redis
+
+from config.settings import load_settings
+from emulator.client import EmulatorAdmin
+from standalone.processes import ROOT, Children
+from standalone.redis_server import RedisServer, answers, configured_url, free_port
+from worker.runtime import Runtime
+
+VAR = ROOT / "var" / "standalone"
+DEMO_NAMESPACE = "demo"
+COUNTERS = (101, 202, 303)
+
+
+def sample_calls(start: int, count: int) -> list[dict[str, Any]]:
+    """Calls as a call tracker would send them: three counters, ClientId and Yclid mixed."""
+    now = int(datetime.now(UTC).timestamp())
+    calls = []
+    for n in range(start, start + count):
+        counter = COUNTERS[n % len(COUNTERS)]
+        answered = n % 5 != 0
+        call: dict[str, Any] = {
+            "counter_id": counter,
+            "call_id": f"demo-{now}-{n}",
+            "provider": "demo",
+            "DateTime": now - 60 - n % 600,
+            "PhoneNumber": f"+7495{n % 10_000_000:07d}",
+            "CallMissed": not answered,
+            "TalkDuration": (n * 7) % 400 if answered else 0,
+            "HoldDuration": n % 25,
+            "StaticCall": n % 4 == 0,
+            "Tag": "demo",
+            "URL": f"https://shop.example/landing/{n % 12}",
+        }
+        if n % 2:
+            call["ClientId"] = str(1_700_000_000_000_000_000 + n)
+        else:
+            call["Yclid"] = str(5_000_000_000_000_000 + n)
+        calls.append(call)
+    return calls
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="./scripts/run", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--once", action="store_true", help="exit once every upload is PROCESSED")
+    parser.add_argument("--calls", type=int, default=600, help="sample calls to send at start (default 600)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="with --once: give up after this many seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    children = Children(VAR / "logs")
+    redis_server: RedisServer | None = None
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        # --- Redis -------------------------------------------------------------------------
+        redis_url = configured_url()
+        if answers(redis_url):
+            print(f"redis      {redis_url} (configured)")
+        else:
+            redis_server = RedisServer(data_dir=VAR / "redis").start()
+            redis_url = redis_server.url
+            print(f"redis      {redis_url} (started {redis_server.binary}, AOF in {redis_server.data_dir})")
+        env = {
+            "REDIS_URL": redis_url,
+            "CALLTRACK_REDIS_URL": redis_url,
+            "CALLTRACK_FLUSH_MAX_AGE": "3",
+            "CALLTRACK_DRAIN_INTERVAL": "1",
+            "CALLTRACK_RECONCILE_INTERVAL": "2",
+            "CALLTRACK_LOG_FORMAT": "json",
+        }
+        if os.environ.get("CALLTRACK_NAMESPACE") is None:
+            env["CALLTRACK_NAMESPACE"] = DEMO_NAMESPACE
+        # --- Emulator ----------------------------------------------------------------------
+        base = load_settings()
+        emulator_url = str(base.emulator_url).rstrip("/")
+        if base.uses_emulator:
+            port = urlsplit(emulator_url).port or 8765
+            try:
+                EmulatorAdmin(emulator_url, timeout=1).health()
+                port = free_port()  # something already listens there: take another port
+            except Exception:  # noqa: S110 - nothing listens: the port is ours
+                pass
+            emulator_url = f"http://127.0.0.1:{port}"
+            env["CALLTRACK_EMULATOR_URL"] = emulator_url
+            children.python(
+                "emulator",
+                ["-m", "emulator", "--port", str(port), "--config", str(ROOT / "standalone" / "emulator-demo.toml")],
+                env,
+            )
+            print(f"emulator   {emulator_url}/  (its page lists every upload and its status)")
+        else:
+            print(f"metrica    {base.api_base_url} (real API: tokens are configured)")
+        os.environ.update(env)
+        settings = load_settings()
+        if settings.uses_emulator and settings.namespace == DEMO_NAMESPACE:
+            # The emulator starts empty, so the demo's earlier Redis state would point at uploads
+            # it no longer holds: start the demo namespace afresh.
+            _clear_namespace(redis_url, DEMO_NAMESPACE)
+        # --- Worker with beat --------------------------------------------------------------
+        VAR.mkdir(parents=True, exist_ok=True)
+        children.start(
+            "worker",
+            [
+                str(Path(sys.executable).with_name("celery")),
+                "-A", "worker.main", "worker", "--beat",
+                "--schedule", str(VAR / "celerybeat-schedule"),
+                "--loglevel", "INFO", "--concurrency", "2", "--hostname", "standalone@%h",
+            ],
+            env,
+        )  # fmt: skip
+        print(f"worker     celery worker --beat (logs in {VAR / 'logs'})")
+        admin = EmulatorAdmin(settings.api_base_url) if settings.uses_emulator else None
+        if admin is not None:
+            _wait(lambda: _healthy(admin), 20, "the emulator")
+        # --- Sample calls --------------------------------------------------------------------
+        runtime = Runtime(settings)
+        sent = 0
+        result = runtime.producer.submit(sample_calls(0, args.calls))
+        sent += len(result.accepted)
+        print(f"producer   {len(result.accepted)} calls accepted into Redis, {len(result.rejected)} rejected")
+        started = time.monotonic()
+        next_feed = started + 20
+        done_once = False
+        last_line = ""
+        tty = sys.stdout.isatty()
+        while not stopping:
+            children.check()
+            if admin is not None:
+                line, all_done = _progress(admin, sent)
+                if tty:
+                    print(f"\r{line}", end="", flush=True)
+                elif line != last_line:
+                    print(line.rstrip(), flush=True)
+                last_line = line
+                if all_done and not done_once:
+                    done_once = True
+                    print(
+                        f"\nall {sent} calls are at Metrica, every upload PROCESSED "
+                        f"({time.monotonic() - started:.0f} s). Emulator page: {settings.api_base_url}/"
+                    )
+                    if args.once:
+                        return 0
+                    print("feeding a few calls every 20 s; Ctrl-C stops everything")
+            if args.once and time.monotonic() - started > args.timeout:
+                print(f"\nnot every upload reached PROCESSED within {args.timeout:.0f} s", file=sys.stderr)
+                return 1
+            if not args.once and time.monotonic() > next_feed:
+                result = runtime.producer.submit(sample_calls(sent, 30))
+                sent += len(result.accepted)
+                next_feed = time.monotonic() + 20
+            time.sleep(1)
+        print("\nstopping ...")
+        return 0
+    finally:
+        children.stop_all()
+        if redis_server is not None:
+            redis_server.stop()
+        print("stopped: nothing left running")
+
+
+def _clear_namespace(redis_url: str, namespace: str) -> None:
+    client = Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
+
+
+def _healthy(admin: EmulatorAdmin) -> bool:
+    try:
+        return admin.health()
+    except Exception:
+        return False
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _progress(admin: EmulatorAdmin, sent: int) -> tuple[str, bool]:
+    uploads = admin.uploads(with_rows=False)
+    statuses = Counter(u["status"] for u in uploads)
+    rows = sum(int(u.get("line_quantity") or 0) for u in uploads)
+    order = ("UPLOADED", "EXPORTED", "MATCHED", "PROCESSED", "LINKAGE_FAILURE")
+    shown = "  ".join(f"{s} {statuses[s]}" for s in order if statuses[s])
+    line = f"metrica    {rows}/{sent} calls in {len(uploads)} uploads   {shown}".ljust(110)
+    done = rows >= sent and bool(uploads) and set(statuses) <= {"PROCESSED", "LINKAGE_FAILURE"}
+    return line, done
+
+
+if __name__ == "__main__":
+    sys.exit(main())
