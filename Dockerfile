@@ -1,0 +1,21 @@
+# One image for every role (worker, beat, emulator); the command picks the role.
+FROM python:3.11-slim AS build
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+COPY pyproject.toml uv.lock ./
+# Dependencies only: the application itself is copied as folders, never installed.
+RUN uv sync --frozen --no-dev --no-install-project
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 calltrack
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY config ./config
+COPY worker ./worker
+COPY tasks ./tasks
+COPY emulator ./emulator
+COPY standalone ./standalone
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 CALLTRACK_LOG_FORMAT=json
+USER calltrack
+CMD ["celery", "-A", "worker.main", "worker", "--loglevel", "INFO"]
