@@ -72,6 +72,7 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="calltrack-redis-")).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -144,7 +145,6 @@ def ensure(pidfile: Path) -> str:
     if answers(url):
         return url
     server = RedisServer(data_dir=pidfile.parent / "redis-data")
-    server.data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(server.args(daemonize=True), check=True, stdout=subprocess.DEVNULL)  # noqa: S603
     server._wait(10)
     pidfile.write_text((server.data_dir / "redis.pid").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, cast
 
 import structlog
@@ -11,10 +12,15 @@ from celery import Task, shared_task
 from worker import dispatch, reconciler, uploader
 from worker.app import CalltrackCelery
 from worker.drain import drain as drain_streams
-from worker.errors import DeferredError, RetryableError
+from worker.drain import update_holds
+from worker.errors import DeferredError, QuotaError
+from worker.failpoints import failpoint
+from worker.quota import QuotaGate
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+# Waits longer than this leave Celery's countdown for the sweeper (see worker.dispatch.park).
+LONG_WAIT_SECONDS = 60.0
 
 
 def _runtime(task: Task[Any, Any]) -> Runtime:
@@ -30,7 +36,9 @@ def _send_uploads(batch_ids: list[str]) -> None:
 def drain(self: Task[Any, Any], seal_all: bool = False) -> dict[str, int]:
     """Move stream entries into buffers, seal full or due buffers, send their upload tasks."""
     rt = _runtime(self)
+    update_holds(rt, QuotaGate(rt))
     result = drain_streams(rt, seal_all=seal_all)
+    failpoint("after_seal_before_dispatch")
     _send_uploads(result.sealed)
     overdue = dispatch.overdue_batches(rt)
     if overdue:
@@ -39,28 +47,49 @@ def drain(self: Task[Any, Any], seal_all: bool = False) -> dict[str, int]:
     return {"read": result.read, "repeats": result.repeats, "sealed": len(result.sealed)}
 
 
-def backoff(retries: int, *, base: float = 2.0, cap: float = 600.0) -> float:
-    """Exponential back-off with full jitter: up to ``base * 2**retries`` seconds, at most ``cap``."""
-    return random.uniform(base / 2, min(cap, base * 2**retries))  # noqa: S311
+def backoff(failures: int, *, base: float = 2.0, cap: float = 600.0) -> float:
+    """Exponential back-off with full jitter: up to ``base * 2**failures`` seconds, at most ``cap``."""
+    return random.uniform(base / 2, min(cap, base * 2 ** max(failures - 1, 0)))  # noqa: S311
+
+
+def _wait(task: Task[Any, Any], rt: Runtime, batch_id: str, seconds: float) -> str:
+    if seconds > LONG_WAIT_SECONDS:
+        dispatch.park(rt, batch_id, seconds)
+        return "parked"
+    raise task.retry(countdown=seconds + random.uniform(0, 0.5))  # noqa: S311
 
 
 @shared_task(bind=True, name="calltrack.upload_batch", ignore_result=True, max_retries=None)
 def upload_batch(self: Task[Any, Any], batch_id: str) -> str:
-    """Upload one sealed batch; retried with back-off, then handed to ``give_up``."""
+    """Upload one sealed batch; failures back off per the batch's own count, then ``give_up``."""
     rt = _runtime(self)
     structlog.contextvars.bind_contextvars(batch_id=batch_id)
     try:
         return uploader.upload_batch(rt, batch_id).value
     except DeferredError as error:
-        raise self.retry(countdown=error.retry_after + random.uniform(0, 1)) from None  # noqa: S311
-    except RetryableError as error:
-        if self.request.retries >= rt.settings.upload_max_retries:
-            return uploader.give_up(rt, batch_id, error).value
-        raise self.retry(countdown=backoff(self.request.retries)) from None
+        return _wait(self, rt, batch_id, error.retry_after)
+    except QuotaError as error:
+        # Metrica's own quota answer: wait by quota type.
+        if error.error_type == "quota_requests_by_uid":
+            loaded = uploader.load(rt, batch_id)
+            token = rt.settings.token_for(loaded[0].bucket.counter_id) if loaded else None
+            wait = QuotaGate(rt).exhaust_day(token) if token is not None else 3600.0
+        else:
+            wait = 1.0 + random.uniform(0, 1)  # noqa: S311
+        log.warning("metrica_quota_answer", quota=error.error_type, wait=round(wait, 1))
+        return _wait(self, rt, batch_id, wait)
+    except uploader.UploadFailed as failed:
+        age = time.time() - failed.first_sealed_ms / 1000
+        if failed.failures >= rt.settings.upload_max_retries or age > rt.settings.upload_max_retry_seconds:
+            try:
+                return uploader.give_up(rt, batch_id, failed.error).value
+            except DeferredError as error:
+                return _wait(self, rt, batch_id, error.retry_after)
+        return _wait(self, rt, batch_id, backoff(failed.failures))
 
 
 @shared_task(bind=True, name="calltrack.reconcile", ignore_result=True)
 def reconcile(self: Task[Any, Any]) -> dict[str, int]:
     """Copy Metrica's statuses onto uploaded batches until they are final."""
     result = reconciler.reconcile(_runtime(self))
-    return {"checked": result.checked, "final": result.final, "short": result.short}
+    return {"checked": result.checked, "final": result.final, "short": result.short, "overdue": result.overdue}

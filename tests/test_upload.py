@@ -15,7 +15,7 @@ from worker import uploader
 from worker.drain import drain
 from worker.errors import DeferredError, QuotaError, ServerError, TransportError
 from worker.runtime import Runtime
-from worker.uploader import UploadOutcome
+from worker.uploader import UploadFailed, UploadOutcome
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,9 @@ def test_posted_once_and_a_repeat_does_nothing(rt: Runtime, emulator: RunningEmu
 def test_connection_dropped_after_store_is_adopted_not_reposted(rt: Runtime, emulator: RunningEmulator) -> None:
     batch_id = seal_one(rt)
     emulator.admin.script(["drop_after_store"], kind="upload")
-    with pytest.raises(TransportError):
+    with pytest.raises(UploadFailed) as failed:
         uploader.upload_batch(rt, batch_id)
+    assert isinstance(failed.value.error, TransportError) and failed.value.failures == 1
     assert record(rt, batch_id)["state"] == "UPLOADING"
     assert uploader.upload_batch(rt, batch_id) is UploadOutcome.ADOPTED
     assert record(rt, batch_id)["recorded_by"] == "adopted"
@@ -70,8 +71,9 @@ def test_connection_dropped_after_store_is_adopted_not_reposted(rt: Runtime, emu
 def test_connection_dropped_before_store_is_posted_again(rt: Runtime, emulator: RunningEmulator) -> None:
     batch_id = seal_one(rt)
     emulator.admin.script(["drop_before_store"], kind="upload")
-    with pytest.raises(TransportError):
+    with pytest.raises(UploadFailed) as failed:
         uploader.upload_batch(rt, batch_id)
+    assert isinstance(failed.value.error, TransportError) and failed.value.failures == 1
     assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
     assert uploads_with_comment(emulator, batch_id) == 1
 
@@ -80,9 +82,9 @@ def test_connection_dropped_before_store_is_posted_again(rt: Runtime, emulator: 
 def test_server_error_looks_before_posting_again(rt: Runtime, emulator: RunningEmulator, status: int) -> None:
     batch_id = seal_one(rt)
     emulator.admin.script([status], kind="upload")
-    with pytest.raises(ServerError) as raised:
+    with pytest.raises(UploadFailed) as failed:
         uploader.upload_batch(rt, batch_id)
-    assert raised.value.status == status
+    assert isinstance(failed.value.error, ServerError) and failed.value.error.status == status
     lists_before = emulator.admin.stats()["counts"].get("requests.list", 0)
     assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
     assert emulator.admin.stats()["counts"].get("requests.list", 0) == lists_before + 1
@@ -172,14 +174,14 @@ def test_stale_uploader_cannot_record_over_a_newer_one(rt: Runtime) -> None:
 def test_give_up_adopts_when_metrica_holds_the_file_else_quarantines(rt: Runtime, emulator: RunningEmulator) -> None:
     stored = seal_one(rt, counter=101)
     emulator.admin.script(["drop_after_store"], kind="upload")
-    with pytest.raises(TransportError) as raised:
+    with pytest.raises(UploadFailed) as raised:
         uploader.upload_batch(rt, stored)
-    assert uploader.give_up(rt, stored, raised.value) is UploadOutcome.ADOPTED
+    assert uploader.give_up(rt, stored, raised.value.error) is UploadOutcome.ADOPTED
 
     lost = seal_one(rt, counter=202)
     emulator.admin.script([503], kind="upload")
-    with pytest.raises(ServerError) as raised_503:
+    with pytest.raises(UploadFailed) as raised_503:
         uploader.upload_batch(rt, lost)
-    assert uploader.give_up(rt, lost, raised_503.value) is UploadOutcome.QUARANTINED
+    assert uploader.give_up(rt, lost, raised_503.value.error) is UploadOutcome.QUARANTINED
     assert "503" in record(rt, lost)["reason"]
     assert uploads_with_comment(emulator, lost) == 0

@@ -69,6 +69,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A stuck upload is killed before its counter lock lapses.
             "calltrack.upload_batch": {"time_limit": upload_limit - 5, "soft_time_limit": upload_limit - 15},
         },
+        # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
+        # extra beat processes wait as hot standbys.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": keys.redbeat_prefix,
+        "redbeat_lock_timeout": 30,
+        "beat_max_loop_interval": 5,
         "beat_schedule": {
             "drain": {
                 "task": "calltrack.drain",

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from typing import cast
 
+from worker.keys import shard_of_batch
 from worker.runtime import Runtime
 from worker.uploader import now_ms
 
 MAX_PER_RUN = 1_000
+
+
+def park(rt: Runtime, batch_id: str, seconds: float) -> None:
+    """Send this batch's upload task again in ``seconds`` (a long wait: quota, paused token).
+
+    Long countdowns are not left to Celery: an ETA message longer than the broker's visibility
+    timeout would be delivered twice. The sweeper sends it when its time comes.
+    """
+    when = now_ms() + int((seconds - rt.settings.redispatch_after) * 1000)
+    rt.redis.zadd(rt.keys.sealed(shard_of_batch(batch_id)), {batch_id: when}, xx=True)
 
 
 def overdue_batches(rt: Runtime) -> list[str]:

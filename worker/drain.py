@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 from redis.exceptions import ResponseError
 
+from worker.failpoints import failpoint
 from worker.keys import DRAIN_GROUP
+from worker.quota import QuotaGate, fingerprint
 from worker.runtime import Runtime
 from worker.store import ensure_shard
 
@@ -57,10 +60,39 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
         # Redis lost the group or epoch (a restart without persistence, or a fresh server).
         ensure_shard(rt.redis, rt.keys, shard)
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)
+    failpoint("after_drain")  # entries are buffered and acknowledged, batches sealed, no task sent
     result = DrainResult(read=int(reply[0]), repeats=int(reply[1]), sealed=[str(x) for x in reply[2:]])
     if result.sealed:
         log.info("batches_sealed", shard=shard, batches=result.sealed, read=result.read)
     return result
+
+
+def update_holds(rt: Runtime, gate: QuotaGate) -> int:
+    """Mark counters whose login is short of upload quota, so their buffers seal by size only."""
+    tokens = {fingerprint(t): t for t in rt.settings.metrica_counter_tokens.values()}
+    default = rt.settings.token_for(0) if rt.settings.metrica_token is not None or rt.settings.uses_emulator else None
+    if default is not None:
+        tokens[fingerprint(default)] = default
+    short = {login for login, token in tokens.items() if gate.upload_budget_short(token)}
+    held = 0
+    for shard in range(rt.keys.shards):
+        key = rt.keys.hold(shard)
+        counters: set[str] = set()
+        if short:
+            for bucket in cast(list[str], rt.redis.zrange(rt.keys.due(shard), 0, -1)):
+                counter = int(bucket.split(":", 1)[0])
+                token = rt.settings.token_for(counter)
+                if token is not None and fingerprint(token) in short:
+                    counters.add(str(counter))
+        pipe = rt.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        if counters:
+            pipe.sadd(key, *counters)
+        pipe.execute()
+        held += len(counters)
+    if held:
+        log.warning("batches_growing_quota_short", counters=held)
+    return held
 
 
 def drain(rt: Runtime, *, time_budget: float | None = None, seal_all: bool = False) -> DrainResult:

@@ -21,8 +21,29 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:seen:<hash>``  string  a call already accepted, for the dedup window (drain.lua)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
-``<ns>:celery``            -       Celery broker keys (kombu's global key prefix)
+``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
+``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
+``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/quota.py)
+``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/quota.py)
+``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/quota.py)
+``<ns>:{q}:paused``        hash    login or login:counter -> why uploads are paused (401/403)
+``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
+``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
 =========================  ======  ===========================================================
+
+Ingestion (issue 5: ``worker/routing.py``, ``worker/held.py``, ``worker/callers.py``,
+``ingest/pbx/cdr_csv.py``):
+
+=================================  ======  ===================================================
+key                                type    what it holds (owner)
+=================================  ======  ===================================================
+``<ns>:routing``                   hash    tracking number ``+digits`` -> JSON route (routing)
+``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
+``<ns>:{held}:seen:<hash>``        string  a provider call already held once (held)
+``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
+                                           call to the counter (callers, FirstTimeCaller)
+``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
+=================================  ======  ===================================================
 """
 
 from __future__ import annotations
@@ -86,6 +107,49 @@ class Keys:
 
     def fence(self, shard: int, counter_id: int) -> str:
         return f"{self.prefix(shard)}:fence:{counter_id}"
+
+    def recheck(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:recheck"
+
+    def hold(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:hold"
+
+    # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is a token
+    # fingerprint (worker/quota.py), never the token.
+    def quota_inflight(self, login: str) -> str:
+        return f"{self.namespace}:{{q}}:inflight:{login}"
+
+    def quota_rate(self, egress: str) -> str:
+        return f"{self.namespace}:{{q}}:rate:{egress}"
+
+    def quota_day(self, login: str, day: str) -> str:
+        return f"{self.namespace}:{{q}}:day:{login}:{day}"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.namespace}:{{q}}:paused"
+
+    @property
+    def redbeat_prefix(self) -> str:
+        return f"{self.namespace}:redbeat:"
+
+    # --- Ingestion (issue 5) -------------------------------------------------------------------
+    @property
+    def routing(self) -> str:
+        return f"{self.namespace}:routing"
+
+    @property
+    def held(self) -> str:
+        return f"{self.namespace}:{{held}}:calls"
+
+    def held_seen(self, digest: str) -> str:
+        return f"{self.namespace}:{{held}}:seen:{digest}"
+
+    def caller(self, counter_id: int, caller_hash: str) -> str:
+        return f"{self.prefix(self.shard_of(counter_id))}:caller:{counter_id}:{caller_hash}"
+
+    def cdr_position(self, source_hash: str) -> str:
+        return f"{self.namespace}:cdrpos:{source_hash}"
 
     @property
     def celery_prefix(self) -> str:

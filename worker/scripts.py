@@ -30,3 +30,4 @@ class Scripts:
         self.quarantine = register("quarantine")
         self.end_attempt = register("end_attempt")
         self.release_lock = register("release_lock")
+        self.quota_acquire = register("quota_acquire")

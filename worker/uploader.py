@@ -5,6 +5,9 @@ batch record carries the token of the attempt that owns it, so a stale uploader 
 cannot record over a newer one. The batch id travels in the upload's ``comment``: when an earlier
 attempt ended without a known outcome (timeout, dropped connection, 5xx, a killed worker), the next
 one first looks for that comment in the counter's upload list and adopts the upload it finds.
+
+Every request first takes a permit from :mod:`worker.quota`; without one the batch is left exactly
+as it was and the task is retried later.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import cast
 
 import structlog
 from pydantic import SecretStr
 
 from worker.csvfile import build_csv
-from worker.errors import DeferredError, MetricaError, PermanentError, RetryableError
+from worker.errors import AuthError, DeferredError, MetricaError, PermanentError, QuotaError, RetryableError
+from worker.failpoints import failpoint
 from worker.keys import shard_of_batch
 from worker.kinds import Bucket
 from worker.metrica import LIST_PAGE, Uploading
+from worker.quota import Purpose, QuotaGate
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -35,6 +40,7 @@ class UploadOutcome(StrEnum):
     ADOPTED = "adopted"  # an earlier attempt had stored it; its upload was recorded
     NOTHING_TO_DO = "nothing_to_do"  # already uploaded, final, quarantined or gone
     QUARANTINED = "quarantined"  # Metrica refused it for good; rows kept for replay
+    PAUSED = "paused"  # Metrica refused the token (401/403); waits for a new token
     STALE = "stale"  # a newer attempt owns the batch
 
 
@@ -51,7 +57,7 @@ class BatchRef:
     bucket: Bucket
 
 
-def _load(rt: Runtime, batch_id: str) -> tuple[BatchRef, dict[str, str]] | None:
+def load(rt: Runtime, batch_id: str) -> tuple[BatchRef, dict[str, str]] | None:
     record = cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
     if not record:
         return None
@@ -67,36 +73,26 @@ class CounterLock:
         self._fence_key = rt.keys.fence(ref.shard, ref.bucket.counter_id)
         self.token = ""
 
-    def acquire(self) -> bool:
+    def __enter__(self) -> CounterLock:
         token = str(self._rt.redis.incr(self._fence_key))
         lease_ms = self._rt.settings.upload_lock_seconds * 1000
-        if self._rt.redis.set(self._key, token, nx=True, px=lease_ms):
-            self.token = token
-            return True
-        return False
-
-    def release(self) -> None:
-        if self.token:
-            self._rt.scripts.release_lock(keys=[self._key], args=[self.token])
-            self.token = ""
-
-    def __enter__(self) -> CounterLock:
-        if not self.acquire():
+        if not self._rt.redis.set(self._key, token, nx=True, px=lease_ms):
             # Locks are held for one upload, seconds; the lease only matters when a holder died.
             ttl_s = max(int(self._rt.redis.pttl(self._key)), 0) / 1000
             raise DeferredError("the counter's upload lock is held", retry_after=min(ttl_s, BUSY_RETRY_SECONDS))
+        self.token = token
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self._rt.scripts.release_lock(keys=[self._key], args=[self.token])
 
 
-def find_upload(rt: Runtime, ref: BatchRef, token: SecretStr) -> Uploading | None:
+def find_upload(rt: Runtime, gate: QuotaGate, ref: BatchRef, token: SecretStr) -> Uploading | None:
     """The counter's upload whose comment is this batch id, if Metrica holds one."""
-    spec = ref.bucket.spec
     offset = 0
     while True:
-        page = rt.metrica.uploadings(spec, ref.bucket.counter_id, token, limit=LIST_PAGE, offset=offset)
+        with gate.permit(token, Purpose.POLL):
+            page = rt.metrica.uploadings(ref.bucket.spec, ref.bucket.counter_id, token, limit=LIST_PAGE, offset=offset)
         for item in page:
             if item.comment == ref.batch_id:
                 return item
@@ -105,19 +101,42 @@ def find_upload(rt: Runtime, ref: BatchRef, token: SecretStr) -> Uploading | Non
         offset += len(page)
 
 
-def _record(rt: Runtime, ref: BatchRef, fence: str, uploading: Uploading, how: str) -> bool:
-    recorded = rt.scripts.record_upload(
-        keys=[rt.keys.batch(ref.batch_id), rt.keys.sealed(ref.shard), rt.keys.uploaded(ref.shard)],
-        args=[ref.batch_id, fence, uploading.id, uploading.status, now_ms(), how],
-    )
-    if recorded:
-        log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
-    else:
-        log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
-    return bool(recorded)
+class Attempt:
+    """One attempt at one batch, under the counter lock and its fencing token."""
+
+    def __init__(self, rt: Runtime, gate: QuotaGate, ref: BatchRef, fence: str, token: SecretStr) -> None:
+        self.rt, self.gate, self.ref, self.fence, self.token = rt, gate, ref, fence, token
+        self.key = rt.keys.batch(ref.batch_id)
+
+    def claim(self) -> str:
+        """Mark the batch UPLOADING under our fence; returns the state it had."""
+        state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence, now_ms()])
+        return str(state)
+
+    def record(self, uploading: Uploading, how: str) -> bool:
+        rt, ref = self.rt, self.ref
+        recorded = rt.scripts.record_upload(
+            keys=[self.key, rt.keys.sealed(ref.shard), rt.keys.uploaded(ref.shard)],
+            args=[ref.batch_id, self.fence, uploading.id, uploading.status, now_ms(), how],
+        )
+        if recorded:
+            log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
+        else:
+            log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
+        return bool(recorded)
+
+    def end(self, *, stored_nothing: bool, failure: bool, error: str) -> int:
+        return int(
+            self.rt.scripts.end_attempt(
+                keys=[self.key], args=[self.fence, "1" if stored_nothing else "0", error[:500], "1" if failure else "0"]
+            )
+        )
+
+    def quarantine(self, reason: str) -> bool:
+        return quarantine(self.rt, self.ref, self.fence, reason)
 
 
-def _quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
+def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     done = rt.scripts.quarantine(
         keys=[rt.keys.batch(ref.batch_id), rt.keys.sealed(ref.shard), rt.keys.quarantine(ref.shard)],
         args=[ref.batch_id, fence, reason[:1000], now_ms()],
@@ -127,98 +146,113 @@ def _quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     return bool(done)
 
 
-def upload_batch(rt: Runtime, batch_id: str) -> UploadOutcome:
-    """Post the batch unless Metrica already holds it; raise ``RetryableError`` to be retried later."""
-    loaded = _load(rt, batch_id)
-    if loaded is None:
+class UploadFailed(Exception):
+    """A retryable failure of the file, with the batch's failure count so far (for back-off)."""
+
+    def __init__(self, error: RetryableError, failures: int, first_sealed_ms: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.failures = failures
+        self.first_sealed_ms = first_sealed_ms
+
+
+def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> UploadOutcome:
+    """Post the batch unless Metrica already holds it.
+
+    Raises ``DeferredError`` (busy counter, no quota permit, paused token, an earlier attempt maybe
+    in flight), ``QuotaError`` (Metrica's own 429/420) or ``UploadFailed`` (5xx or no answer).
+    """
+    loaded = load(rt, batch_id)
+    if loaded is None or loaded[1]["state"] not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
-    ref, record = loaded
-    if record["state"] not in ("SEALED", "UPLOADING"):
-        return UploadOutcome.NOTHING_TO_DO
+    ref, _ = loaded
+    gate = gate or QuotaGate(rt)
     counter = ref.bucket.counter_id
     with structlog.contextvars.bound_contextvars(counter_id=counter, batch_id=batch_id):
         token = rt.settings.token_for(counter)
         if token is None:
-            _quarantine(rt, ref, "", f"no OAuth token is configured for counter {counter}")
+            quarantine(rt, ref, "", f"no OAuth token is configured for counter {counter}")
             return UploadOutcome.QUARANTINED
+        gate.check_paused(token, counter)
         with CounterLock(rt, ref) as lock:
-            return _attempt(rt, ref, lock.token, token)
+            return _attempt(Attempt(rt, gate, ref, lock.token, token))
 
 
-def _attempt(rt: Runtime, ref: BatchRef, fence: str, token: SecretStr) -> UploadOutcome:
-    key = rt.keys.batch(ref.batch_id)
-    state, previous_at, ended = rt.scripts.begin_upload(keys=[key], args=[fence, now_ms()])
+def _attempt(at: Attempt) -> UploadOutcome:
+    rt, ref = at.rt, at.ref
+    state, attempt_at, fence, ended, sealed_at = rt.redis.hmget(
+        at.key, ["state", "attempt_at", "fence", "ended", "sealed_at"]
+    )
     if state not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
     if state == "UPLOADING":
         # An earlier attempt may have stored the file: look before posting again.
-        if ended != "1" and previous_at:
-            waited = (now_ms() - int(previous_at)) / 1000
-            safe = float(rt.settings.upload_lock_seconds)
-            if waited < safe:
-                _end(rt, key, fence, stored_nothing=False, error="deferred: earlier attempt may be in flight")
-                raise DeferredError("an earlier attempt may still be in flight", retry_after=safe - waited)
-        found = _guarded(rt, key, fence, lambda: find_upload(rt, ref, token))
+        if ended != fence and attempt_at:
+            waited = (now_ms() - int(attempt_at)) / 1000
+            lease = float(rt.settings.upload_lock_seconds)
+            if waited < lease:
+                raise DeferredError("an earlier attempt may still be in flight", retry_after=lease - waited)
+        try:
+            found = find_upload(rt, at.gate, ref, at.token)
+        except RetryableError as error:
+            raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), int(sealed_at or 0)) from None
         if found is not None:
-            _record(rt, ref, fence, found, "adopted")
+            at.claim()
+            at.record(found, "adopted")
             return UploadOutcome.ADOPTED
-    rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
-    content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
-    log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)
-    try:
-        uploading = _guarded(
-            rt,
-            key,
-            fence,
-            lambda: rt.metrica.upload(
+    with at.gate.permit(at.token, Purpose.UPLOAD):
+        at.claim()
+        rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
+        content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
+        log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)
+        failpoint("before_upload_request")
+        try:
+            uploading = rt.metrica.upload(
                 ref.bucket.spec,
                 ref.bucket.counter_id,
-                token,
+                at.token,
                 content,
                 comment=ref.batch_id,
                 new_goal_name=rt.settings.new_goal_name,
-            ),
-        )
-    except PermanentError as error:
-        _quarantine(rt, ref, fence, f"Metrica refused the file: {error}")
-        return UploadOutcome.QUARANTINED
-    return UploadOutcome.POSTED if _record(rt, ref, fence, uploading, "posted") else UploadOutcome.STALE
+            )
+        except QuotaError as error:
+            at.end(stored_nothing=True, failure=False, error=str(error))
+            raise
+        except RetryableError as error:
+            failures = at.end(stored_nothing=not error.outcome_unknown, failure=True, error=str(error))
+            log.warning("metrica_request_failed", error=str(error), outcome_unknown=error.outcome_unknown)
+            raise UploadFailed(error, failures, int(sealed_at or 0)) from None
+        except AuthError as error:
+            at.end(stored_nothing=True, failure=False, error=str(error))
+            at.gate.pause(at.token, ref.bucket.counter_id if error.error_type == "access_denied" else None, str(error))
+            return UploadOutcome.PAUSED
+        except PermanentError as error:
+            at.quarantine(f"Metrica refused the file: {error}")
+            return UploadOutcome.QUARANTINED
+        failpoint("after_upload_answer")
+        return UploadOutcome.POSTED if at.record(uploading, "posted") else UploadOutcome.STALE
 
 
-def _guarded(rt: Runtime, key: str, fence: str, call: Any) -> Any:
-    """Run one Metrica request; on a retryable failure note on the batch whether anything was stored."""
-    try:
-        return call()
-    except RetryableError as error:
-        _end(rt, key, fence, stored_nothing=not error.outcome_unknown, error=str(error))
-        log.warning("metrica_request_failed", error=str(error), outcome_unknown=error.outcome_unknown)
-        raise
-
-
-def _end(rt: Runtime, key: str, fence: str, *, stored_nothing: bool, error: str) -> None:
-    rt.scripts.end_attempt(keys=[key], args=[fence, "1" if stored_nothing else "0", error[:500]])
-
-
-def give_up(rt: Runtime, batch_id: str, last_error: MetricaError) -> UploadOutcome:
+def give_up(rt: Runtime, batch_id: str, last_error: MetricaError, gate: QuotaGate | None = None) -> UploadOutcome:
     """After the last retry: adopt the upload if Metrica holds it after all, else quarantine."""
-    loaded = _load(rt, batch_id)
+    loaded = load(rt, batch_id)
     if loaded is None or loaded[1]["state"] not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
-    ref, _ = loaded
+    ref, record = loaded
+    gate = gate or QuotaGate(rt)
     with structlog.contextvars.bound_contextvars(counter_id=ref.bucket.counter_id, batch_id=batch_id):
         token = rt.settings.token_for(ref.bucket.counter_id)
         with CounterLock(rt, ref) as lock:
-            state, _, _ = rt.scripts.begin_upload(keys=[rt.keys.batch(batch_id)], args=[lock.token, now_ms()])
-            if state not in ("SEALED", "UPLOADING"):
-                return UploadOutcome.NOTHING_TO_DO
-            if token is not None and state == "UPLOADING":
+            at = Attempt(rt, gate, ref, lock.token, token or SecretStr(""))
+            if token is not None and record["state"] == "UPLOADING":
                 try:
-                    found = find_upload(rt, ref, token)
-                except MetricaError as error:
-                    found = None
-                    last_error = error
+                    found = find_upload(rt, gate, ref, token)
+                except (MetricaError, DeferredError) as error:
+                    raise DeferredError(f"cannot check Metrica before giving up: {error}", retry_after=60) from None
                 if found is not None:
-                    _record(rt, ref, lock.token, found, "adopted")
+                    at.claim()
+                    at.record(found, "adopted")
                     return UploadOutcome.ADOPTED
-            _quarantine(rt, ref, lock.token, f"gave up after repeated failures; last: {last_error}")
+            at.claim()
+            at.quarantine(f"gave up after repeated failures; last: {last_error}")
             return UploadOutcome.QUARANTINED

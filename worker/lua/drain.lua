@@ -110,7 +110,17 @@ if seal_all then
 else
   ready = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_ms, 'LIMIT', 0, 1000)
 end
-for i = 1, #ready do seal(ready[i]) end
+local hold_key = p .. ':hold'
+local holding = (not seal_all) and redis.call('SCARD', hold_key) > 0
+for i = 1, #ready do
+  local bucket = ready[i]
+  if holding and redis.call('SISMEMBER', hold_key, string.match(bucket, '^(%d+):')) == 1 then
+    -- The counter's login is short of quota: let the batch grow (it still seals when full).
+    redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
+  else
+    seal(bucket)
+  end
+end
 
 local result = {read, repeats}
 for i = 1, #sealed do result[#result + 1] = sealed[i] end

@@ -9,6 +9,9 @@ local status = ARGV[3]
 redis.call('HSET', KEYS[1], 'status', status, 'checked_at', ARGV[6])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'source_quantity', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'line_quantity', ARGV[5]) end
+if ARGV[4] ~= '' and ARGV[5] ~= '' and tonumber(ARGV[5]) < tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'rejected_lines', tonumber(ARGV[4]) - tonumber(ARGV[5]))
+end
 if status == 'PROCESSED' or status == 'LINKAGE_FAILURE' then
   redis.call('HSET', KEYS[1], 'state', status, 'final_at', ARGV[6])
   redis.call('ZREM', KEYS[3], ARGV[1])

@@ -1,0 +1,321 @@
+"""Delivery guarantees, one mechanism at a time: error classes, quotas, dedup window, reconcile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from config.settings import Settings
+from emulator.config import Account
+from emulator.server import RunningEmulator
+from standalone.redis_server import RedisServer
+from tests.helpers import make_call, wait_for
+from tests.pipeline import running_emulator, running_worker
+from worker import uploader
+from worker.drain import drain, update_holds
+from worker.errors import ProducerError, QuotaError
+from worker.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPaused, fingerprint
+from worker.reconciler import reconcile
+from worker.runtime import Runtime
+from worker.uploader import UploadOutcome
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    with running_emulator(step_seconds=0.1) as emu:
+        yield emu
+
+
+@pytest.fixture
+def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
+    emulator.admin.reset()
+    runtime = Runtime(make_settings(metrica_base_url=emulator.base_url))
+    yield runtime
+    runtime.close()
+
+
+def seal(rt: Runtime, counter: int = 101, n: int = 3, start: int = 0) -> str:
+    rt.producer.submit([make_call(counter, i) for i in range(start, start + n)])
+    (batch_id,) = drain(rt, seal_all=True).sealed
+    return batch_id
+
+
+def state(rt: Runtime, batch_id: str) -> dict[str, str]:
+    return cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+
+
+# --- 401/403 -------------------------------------------------------------------------------------
+
+
+def test_rejected_token_pauses_its_counters_until_the_token_is_replaced(
+    emulator: RunningEmulator, make_settings: Callable[..., Settings], namespace: str
+) -> None:
+    old = make_settings(metrica_base_url=emulator.base_url, metrica_counter_tokens={101: "revoked-token"})
+    rt = Runtime(old)
+    batch_id = seal(rt)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.PAUSED
+    assert state(rt, batch_id)["state"] == "SEALED"  # nothing stored: it waits, rows intact
+    with pytest.raises(UploadsPaused):
+        uploader.upload_batch(rt, batch_id)
+    (login,) = QuotaGate(rt).view()
+    assert login.paused and "invalid_token" in next(iter(login.paused.values()))
+    assert "revoked-token" not in repr(rt.redis.hgetall(rt.keys.paused))
+    rt.close()
+    # The operator replaces the token: a new fingerprint, so uploads resume by themselves.
+    fresh = Runtime(make_settings(metrica_base_url=emulator.base_url, metrica_counter_tokens={101: "demo-token"}))
+    assert uploader.upload_batch(fresh, batch_id) is UploadOutcome.POSTED
+    fresh.close()
+
+
+def test_access_denied_pauses_only_that_counter(make_settings: Callable[..., Settings]) -> None:
+    accounts = (Account("client-a", "a", frozenset({101})), Account("client-b", "b", frozenset({202})))
+    with running_emulator(accounts=accounts) as emulator:
+        settings = make_settings(metrica_base_url=emulator.base_url, metrica_token="client-a")
+        rt = Runtime(settings)
+        denied = seal(rt, counter=202)
+        allowed = seal(rt, counter=101)
+        assert uploader.upload_batch(rt, denied) is UploadOutcome.PAUSED
+        assert uploader.upload_batch(rt, allowed) is UploadOutcome.POSTED
+        paused = cast(dict[str, str], rt.redis.hgetall(rt.keys.paused))
+        assert list(paused) == [f"{fingerprint(SecretStr('client-a'))}:202"]
+        rt.close()
+
+
+# --- 429 / 420 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [429, 420])
+def test_metrica_quota_answer_leaves_the_batch_sealed(rt: Runtime, emulator: RunningEmulator, code: int) -> None:
+    batch_id = seal(rt)
+    emulator.admin.script([{"status": code, "error_type": "quota_requests_by_uid"}], kind="upload")
+    with pytest.raises(QuotaError) as raised:
+        uploader.upload_batch(rt, batch_id)
+    assert raised.value.error_type == "quota_requests_by_uid"
+    assert state(rt, batch_id)["state"] == "SEALED" and "failures" not in state(rt, batch_id)
+
+
+def test_daily_quota_answer_stops_the_login_until_midnight(rt: Runtime) -> None:
+    token = rt.settings.token_for(101)
+    assert token is not None
+    gate = QuotaGate(rt)
+    wait = gate.exhaust_day(token)
+    assert 0 < wait <= 86_400
+    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.POLL):
+        pass
+    assert raised.value.quota == "daily" and raised.value.retry_after == pytest.approx(wait, abs=5)
+
+
+# --- 5xx: capped retries -------------------------------------------------------------------------
+
+
+def test_repeated_5xx_is_quarantined_after_the_retry_cap_through_the_worker(
+    emulator: RunningEmulator, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(metrica_base_url=emulator.base_url, upload_max_retries=3)
+    rt = Runtime(settings)
+    emulator.admin.set_faults(backend_error_share=1.0, kinds="upload", counters=404)
+    with running_worker(settings, tmp_path):
+        rt.producer.submit([make_call(404, i) for i in range(3)])
+        wait_for(
+            lambda: any(state(rt, b).get("state") == "QUARANTINED" for b in _batches(rt)),
+            timeout=60,
+            what="the batch to be quarantined",
+        )
+    (batch_id,) = _batches(rt)
+    record = state(rt, batch_id)
+    assert record["failures"] == "3" and "503" in record["reason"]
+    assert rt.redis.llen(rt.keys.rows(batch_id)) == 3
+    emulator.admin.clear_faults()
+    rt.close()
+
+
+def test_failures_past_the_time_cap_give_up_even_below_the_count(
+    rt: Runtime, emulator: RunningEmulator, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(metrica_base_url=emulator.base_url, upload_max_retry_seconds=0.5)
+    emulator.admin.set_faults(backend_error_share=1.0, kinds="upload", counters=405)
+    with running_worker(settings, tmp_path):
+        rt.producer.submit([make_call(405, 1)])
+        wait_for(
+            lambda: any(state(rt, b).get("state") == "QUARANTINED" for b in _batches(rt)),
+            timeout=60,
+            what="quarantine by the time cap",
+        )
+    (batch_id,) = _batches(rt)
+    assert int(state(rt, batch_id)["failures"]) < settings.upload_max_retries
+    emulator.admin.clear_faults()
+
+
+def _batches(rt: Runtime) -> list[str]:
+    return [
+        str(key).rsplit(":", 1)[1] for key in rt.redis.scan_iter(match=f"{rt.settings.namespace}:*:batch:*", count=1000)
+    ]
+
+
+# --- quotas --------------------------------------------------------------------------------------
+
+
+def test_daily_budget_rolls_over_at_midnight_utc(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(quota_daily_per_login=3, quota_polling_reserve=1))
+    token = SecretStr("some-token")
+    now = [datetime(2030, 1, 1, 23, 59, 58, tzinfo=UTC)]
+    gate = QuotaGate(rt, clock=lambda: now[0])
+    for _ in range(2):  # uploads may spend 3 - 1 (the polling reserve)
+        with gate.permit(token, Purpose.UPLOAD):
+            pass
+    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.UPLOAD):
+        pass
+    assert raised.value.quota == "daily" and 1 <= raised.value.retry_after <= 3
+    with gate.permit(token, Purpose.POLL):  # the reserve is still there for polling
+        pass
+    with pytest.raises(QuotaExhausted), gate.permit(token, Purpose.POLL):
+        pass
+    now[0] += timedelta(seconds=3)  # 00:00:01 UTC
+    with gate.permit(token, Purpose.UPLOAD):
+        pass
+    rt.close()
+
+
+def test_parallel_and_rate_permits(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(quota_requests_per_second=5))
+    gate = QuotaGate(rt)
+    token = SecretStr("t")
+    with gate.permit(token, Purpose.POLL), gate.permit(token, Purpose.POLL), gate.permit(token, Purpose.POLL):
+        with pytest.raises(QuotaExhausted) as parallel, gate.permit(token, Purpose.POLL):
+            pass
+        assert parallel.value.quota == "parallel"
+    for _ in range(2):
+        with gate.permit(token, Purpose.POLL):
+            pass
+    with pytest.raises(QuotaExhausted) as rate, gate.permit(SecretStr("another login, same IP"), Purpose.POLL):
+        pass
+    assert rate.value.quota == "rate" and 0 < rate.value.retry_after <= 1
+    rt.close()
+
+
+def test_short_budget_makes_batches_grow_instead_of_sealing_by_age(make_settings: Callable[..., Settings]) -> None:
+    import time
+
+    rt = Runtime(make_settings(flush_max_age=0.2, flush_max_rows=5, quota_daily_per_login=100, quota_polling_reserve=0))
+    token = rt.settings.token_for(101)
+    assert token is not None
+    gate = QuotaGate(rt)
+    rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 95)
+    rt.producer.submit([make_call(101, i) for i in range(3)])
+    assert drain(rt).sealed == []
+    assert update_holds(rt, gate) == 1
+    time.sleep(0.3)
+    assert drain(rt).sealed == []  # due by age, but held: it keeps growing
+    rt.producer.submit([make_call(101, i) for i in range(3, 6)])
+    sealed = drain(rt).sealed
+    assert len(sealed) == 1 and state(rt, sealed[0])["rows"] == "5"  # full batches still go
+    rt.close()
+
+
+# --- dedup window ----------------------------------------------------------------------------------
+
+
+def test_duplicate_webhook_a_day_later_is_dropped(runtime: Runtime) -> None:
+    call = make_call(101, 1, provider="twilio", call_id="CA" + "1" * 32)
+    runtime.producer.submit([call])
+    first = drain(runtime, seal_all=True)
+    # A day passes: the dedup entry is a day closer to expiry.
+    for key in runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*:seen:*"):
+        ttl = int(runtime.redis.ttl(key))
+        assert ttl > 21 * 86_400
+        runtime.redis.expire(key, ttl - 86_400)
+    runtime.producer.submit([call])
+    second = drain(runtime, seal_all=True)
+    assert (first.repeats, len(first.sealed)) == (0, 1)
+    assert (second.repeats, second.sealed) == (1, [])
+
+
+# --- reconcile -------------------------------------------------------------------------------------
+
+
+def test_reconcile_records_rejected_lines_flags_overdue_and_backs_off(make_settings: Callable[..., Settings]) -> None:
+    answers: list[dict[str, Any]] = []
+    lists: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            comment = request.url.params["comment"]
+            return httpx.Response(200, json={"uploading": {"id": 7, "status": "UPLOADED", "comment": comment}})
+        lists.append(request.url.path)
+        return httpx.Response(200, json={"uploadings": answers})
+
+    settings = make_settings(reconcile_interval=5, final_status_timeout=0.001, reconcile_max_backoff=30)
+    rt = Runtime(settings, transport=httpx.MockTransport(handler))
+    batch_id = seal(rt, n=4)
+    shard = int(batch_id.split("S")[1].split("B")[0])
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+
+    def interval_after_a_check() -> float:
+        raw = cast(str | None, rt.redis.hget(rt.keys.recheck(shard), "101:calls"))
+        if raw:  # due now, keeping the interval reached so far
+            rt.redis.hset(rt.keys.recheck(shard), "101:calls", "0:" + raw.split(":")[1])
+        before = len(lists)
+        reconcile(rt)
+        assert len(lists) == before + 1
+        raw = cast(str, rt.redis.hget(rt.keys.recheck(shard), "101:calls"))
+        return float(raw.split(":")[1])
+
+    answers[:] = [{"id": 7, "status": "MATCHED", "comment": batch_id}]
+    import time
+
+    time.sleep(0.01)
+    assert interval_after_a_check() == 5  # the status moved: check again soon
+    assert state(rt, batch_id)["overdue"] == "1"  # not final past final_status_timeout
+    assert reconcile(rt).checked == 0  # not due yet: no request at all
+    assert [interval_after_a_check() for _ in range(4)] == [10, 20, 30, 30]  # no movement: back off, capped
+
+    answers[:] = [{"id": 7, "status": "PROCESSED", "comment": batch_id, "source_quantity": 4, "line_quantity": 3}]
+    rt.redis.delete(rt.keys.recheck(shard))
+    result = reconcile(rt)
+    assert (result.final, result.short) == (1, 1)
+    record = state(rt, batch_id)
+    assert record["state"] == "PROCESSED" and record["rejected_lines"] == "1" and record["line_quantity"] == "3"
+    rt.close()
+
+
+def test_a_status_is_never_taken_from_another_files_upload(make_settings: Callable[..., Settings]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"uploading": {"id": 9, "status": "UPLOADED", "comment": "x"}})
+        return httpx.Response(200, json={"uploadings": [{"id": 9, "status": "PROCESSED", "comment": "CTzzS0B99"}]})
+
+    rt = Runtime(make_settings(), transport=httpx.MockTransport(handler))
+    batch_id = seal(rt)
+    uploader.upload_batch(rt, batch_id)
+    assert reconcile(rt).final == 0 and state(rt, batch_id)["state"] == "UPLOADED"
+    rt.close()
+
+
+# --- a full Redis ----------------------------------------------------------------------------------
+
+
+def test_full_redis_makes_the_producer_fail_loudly_and_keeps_what_it_holds(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        rt = Runtime(make_settings(redis_url=server.url, shards=1))
+        rt.redis.config_set("maxmemory", "4mb")
+        stored = 0
+        with pytest.raises(ProducerError) as raised:
+            for chunk in range(1000):
+                result = rt.producer.submit([make_call(101, chunk * 500 + i, Tag="x" * 200) for i in range(500)])
+                stored += len(result.accepted)
+        assert "OOM" in str(raised.value) or "maxmemory" in str(raised.value)
+        assert stored > 0
+        assert rt.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        # Nothing accepted was evicted: every acknowledged event is still in the stream.
+        assert int(rt.redis.xlen(rt.keys.stream(0))) >= stored
+        assert orjson.loads(cast(list[Any], rt.redis.xrange(rt.keys.stream(0), count=1))[0][1]["r"])
+        rt.close()
