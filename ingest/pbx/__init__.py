@@ -1,0 +1,1 @@
+"""On-premise PBXs: the Asterisk AMI client and the ``Master.csv`` importer."""

@@ -1,0 +1,1 @@
+"""One module per provider: check the request is genuine, turn its event into ``InboundCall``."""

@@ -1,0 +1,65 @@
+"""FirstTimeCaller from each counter's caller history, whatever the provider sent.
+
+Per (counter, caller) one key holds the digest of the caller's first call to the counter, for
+``first_caller_days`` after their latest call. A call is a first-time call when it is the one that
+key names, so the answer is the same however often a call is delivered or replayed. The caller
+number appears only as a keyed hash (``caller_hash_secret``), never in a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+
+from worker.keys import Keys
+from worker.producer import dedup_digest
+
+_PERSON = b"ctw-caller"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerCall:
+    """One call to ask about: its counter, the caller's ``+digits`` number and the call's identity."""
+
+    counter_id: int
+    caller: str
+    call_key: str  # provider + call id: the same delivery always gives the same answer
+
+
+class CallerHistory:
+    """Answers FirstTimeCaller for many calls in one pipelined round trip."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, days: int, secret: bytes | None) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = days * 86_400
+        self._secret = secret
+
+    def caller_hash(self, counter_id: int, caller: str) -> str:
+        message = f"{counter_id}\x1f{caller}".encode()
+        if self._secret:
+            digest = hmac.new(self._secret, message, hashlib.blake2b).digest()[:15]
+        else:
+            digest = hashlib.blake2b(message, digest_size=15, person=_PERSON).digest()
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def first_time(self, calls: Sequence[CallerCall]) -> list[bool]:
+        """Record each call in its caller's history; True where it is the caller's first call."""
+        if not calls:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        marks = []
+        for call in calls:
+            key = self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller))
+            mark = dedup_digest(call.call_key)
+            marks.append(mark)
+            pipe.set(key, mark, nx=True, ex=self._ttl)
+            pipe.get(key)
+            pipe.expire(key, self._ttl)
+        replies = pipe.execute()
+        return [replies[3 * i + 1] == mark for i, mark in enumerate(marks)]

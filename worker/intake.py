@@ -1,0 +1,224 @@
+"""From provider calls to the pipeline: route, compute FirstTimeCaller, submit or hold.
+
+:meth:`Intake.accept` takes normalised :class:`InboundCall`s (from the HTTP service, the AMI client,
+the CDR importer) and answers one :class:`Outcome` per call, once Redis holds every call that was
+kept. Round trips per batch: one ``HMGET`` for routes (fewer with the cache), one pipeline for
+caller history, one for the producer, one for held calls. :meth:`Intake.replay` sends held calls
+again after the routing table or the identifiers were fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from worker.callers import CallerCall, CallerHistory
+from worker.calls import CallEvent, FieldError, TimePolicy, check_time, field_errors
+from worker.errors import ProducerError
+from worker.held import NO_IDENTIFIER, UNKNOWN_NUMBER, HeldCall, HeldCalls
+from worker.inbound import ID_COLUMNS, InboundCall
+from worker.producer import Producer
+from worker.routing import Route, RoutingTable
+from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+Status = Literal["accepted", "held", "ignored", "rejected"]
+_PLACEHOLDER_ID = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one call: stored for upload, held (with the reason), ignored, or rejected."""
+
+    status: Status
+    reason: str = ""
+    errors: tuple[FieldError, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": self.status}
+        if self.reason:
+            data["reason"] = self.reason
+        if self.errors:
+            data["errors"] = [{"field": e.field, "rule": e.rule, "message": e.message} for e in self.errors]
+        return data
+
+
+@dataclass(slots=True)
+class _Work:
+    index: int
+    call: InboundCall
+    route: Route | None = None
+    event: CallEvent | None = None
+    ftc: bool | None = None
+    has_id: bool = False
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What a replay did, per held entry id."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == status)
+
+
+class Intake:
+    """Routes calls and hands them to the producer or the held stream."""
+
+    def __init__(
+        self,
+        routing: RoutingTable,
+        callers: CallerHistory,
+        held: HeldCalls,
+        producer: Producer,
+        policy: TimePolicy,
+    ) -> None:
+        self.routing = routing
+        self.callers = callers
+        self.held = held
+        self.producer = producer
+        self.policy = policy
+
+    def accept(self, calls: Sequence[InboundCall], *, now: datetime | None = None) -> list[Outcome]:
+        """One outcome per call, in order. Raises ``ProducerError`` if Redis refused; then resend all."""
+        outcomes, to_hold = self._process(calls, now=now)
+        if to_hold:
+            try:
+                self.held.hold([(calls[i], reason) for i, reason in to_hold])
+            except RedisError as error:
+                raise ProducerError(f"Redis did not take the held calls: {type(error).__name__}") from None
+        return outcomes
+
+    def replay(self, entries: Sequence[HeldCall], *, ids: Mapping[str, str] | None = None) -> ReplayReport:
+        """Send held calls again; delete each entry only once the producer took its call.
+
+        ``ids`` (ClientId/UserId/Yclid) are added to every call first, for an operator who learned
+        the visitor of a call. An entry that is still not uploadable stays, with its reason brought
+        up to date; a rejected one stays as it was.
+        """
+        calls = [entry.call.with_ids(ids) if ids else entry.call for entry in entries]
+        outcomes, to_hold = self._process(calls)
+        report = ReplayReport({entry.entry_id: outcome for entry, outcome in zip(entries, outcomes, strict=True)})
+        done = [e.entry_id for e, o in zip(entries, outcomes, strict=True) if o.status in ("accepted", "ignored")]
+        changed = [
+            (entries[i], calls[i], reason)
+            for i, reason in to_hold
+            if reason != entries[i].reason or calls[i] != entries[i].call
+        ]
+        try:
+            self.held.rehold(changed)
+            self.held.release(done)
+        except RedisError as error:
+            raise ProducerError(f"Redis did not update the held calls: {type(error).__name__}") from None
+        log.info("held_replayed", accepted=report.count("accepted"), held=report.count("held"))
+        return report
+
+    # --- Steps -----------------------------------------------------------------------------------
+    def _process(
+        self, calls: Sequence[InboundCall], *, now: datetime | None = None
+    ) -> tuple[list[Outcome], list[tuple[int, str]]]:
+        now = now or datetime.now(UTC)
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        to_hold: list[tuple[int, str]] = []
+        try:
+            routes = self.routing.lookup(call.tracking_number for call in calls)
+        except RedisError as error:
+            raise ProducerError(f"Redis did not answer the routing lookup: {type(error).__name__}") from None
+        work: list[_Work] = []
+        for index, call in enumerate(calls):
+            route = routes.get(call.tracking_number) if call.tracking_number else None
+            if route is not None and call.direction == "out" and not route.outgoing:
+                outcomes[index] = Outcome("ignored", "outgoing calls are not enabled for this number")
+                continue
+            item = _Work(index, call, route)
+            errors = self._validate(item, now)
+            if errors:
+                outcomes[index] = Outcome("rejected", "; ".join(str(e) for e in errors), tuple(errors))
+                continue
+            if route is None:
+                outcomes[index] = Outcome("held", UNKNOWN_NUMBER)
+                to_hold.append((index, UNKNOWN_NUMBER))
+                continue
+            work.append(item)
+
+        asks = [w for w in work if w.call.caller and w.call.direction == "in"]
+        try:
+            answers = self.callers.first_time(
+                [
+                    CallerCall(w.route.counter_id, w.call.caller, w.call.tracking_key)
+                    for w in asks
+                    if w.route and w.call.caller
+                ]
+            )
+        except RedisError as error:
+            raise ProducerError(f"Redis did not answer the caller history: {type(error).__name__}") from None
+        for item, first in zip(asks, answers, strict=True):
+            item.ftc = first
+
+        ready: list[_Work] = []
+        for item in work:
+            if not item.has_id:
+                reason = NO_IDENTIFIER + (f" ({item.call.note})" if item.call.note else "")
+                outcomes[item.index] = Outcome("held", reason)
+                to_hold.append((item.index, reason))
+            else:
+                ready.append(item)
+        events = [
+            item.event.model_copy(update={"first_time_caller": item.ftc}) for item in ready if item.event is not None
+        ]
+        result = self.producer.submit(events)
+        for rejection in result.rejected:  # only the clock can move between our check and submit's
+            outcomes[ready[rejection.index].index] = Outcome("rejected", rejection.reason, rejection.errors)
+        for accepted in result.accepted:
+            outcomes[ready[accepted.index].index] = Outcome("accepted")
+        return [o or Outcome("rejected", "not processed") for o in outcomes], to_hold
+
+    def _validate(self, item: _Work, now: datetime) -> list[FieldError]:
+        """The call's columns as the producer will check them (with a stand-in id when it has none)."""
+        call, route = item.call, item.route
+        data: dict[str, Any] = {
+            **call.columns,
+            "counter_id": route.counter_id if route else 1,
+            "call_id": call.call_id,
+            "provider": call.provider,
+            "DateTime": call.started_at,
+            "PhoneNumber": call.caller,
+            "CallMissed": not call.answered,
+            "TalkDuration": call.talk,
+            "HoldDuration": call.hold,
+            "CallTrackerURL": call.call_tracker_url,
+        }
+        if route is not None:
+            data["StaticCall"] = route.static_call
+        ids = {column: call.ids[column] for column in ID_COLUMNS if call.ids.get(column)}
+        item.has_id = bool(ids)
+        data.update(ids or {"ClientId": _PLACEHOLDER_ID})
+        try:
+            event = CallEvent.model_validate(data)
+        except ValidationError as error:
+            return field_errors(error)
+        problems = check_time(event, now, self.policy)
+        if problems:
+            return problems
+        item.event = event if item.has_id else None
+        return []
+
+
+def build_intake(runtime: Runtime) -> Intake:
+    """The intake of one process, on the runtime's shared Redis client and producer."""
+    s = runtime.settings
+    secret = s.caller_hash_secret.get_secret_value().encode() if s.caller_hash_secret else None
+    return Intake(
+        RoutingTable(runtime.redis, runtime.keys, cache_seconds=s.routing_cache_seconds),
+        CallerHistory(runtime.redis, runtime.keys, days=s.first_caller_days, secret=secret),
+        HeldCalls(runtime.redis, runtime.keys, seen_days=s.dedup_window_days),
+        runtime.producer,
+        runtime.policy,
+    )
