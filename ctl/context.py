@@ -1,0 +1,35 @@
+"""What every command needs: the settings and a runtime, made once per invocation."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from config.logging import configure_logging
+from config.settings import Settings, load_settings
+from worker.intake import Intake, build_intake
+from worker.runtime import Runtime
+
+
+class Context:
+    """Built lazily, so ``--help`` works without settings or Redis."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = self._settings or load_settings()
+        configure_logging(settings, force_format="console")
+        return settings
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        return Runtime(self.settings)
+
+    @cached_property
+    def intake(self) -> Intake:
+        return build_intake(self.runtime)
+
+    def close(self) -> None:
+        if "runtime" in self.__dict__:
+            self.runtime.close()

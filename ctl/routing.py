@@ -1,0 +1,92 @@
+"""``ctl routing``: the table that maps tracking numbers to counters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from ctl.context import Context
+from ctl.output import emit, json_option
+from worker.inbound import normalize_number
+from worker.routing import Route, RouteError, parse_routes_csv
+
+
+@click.group()
+def routing() -> None:
+    """Tracking number -> counter, static or dynamic, channel label, outgoing calls."""
+
+
+@routing.command()
+@click.argument("number")
+@click.argument("counter_id", type=int)
+@click.option("--kind", type=click.Choice(["static", "dynamic"]), default="static", show_default=True)
+@click.option("--label", help="Channel label of the number (a later release makes it the call's Tag).")
+@click.option("--outgoing/--no-outgoing", default=False, show_default=True, help="Track outgoing calls too.")
+@json_option
+@click.pass_obj
+def add(
+    ctx: Context, number: str, counter_id: int, kind: str, label: str | None, outgoing: bool, as_json: bool
+) -> None:
+    """Add or replace the entry of NUMBER (international format) for COUNTER_ID."""
+    try:
+        route = Route.parse(number=number, counter_id=counter_id, kind=kind, label=label, outgoing=outgoing)
+    except RouteError as error:
+        raise click.ClickException(str(error)) from None
+    ctx.intake.routing.add([route])
+    emit({"added": asdict(route)}, as_json=as_json) if as_json else click.echo(f"{route.number} -> {counter_id}")
+
+
+@routing.command()
+@click.argument("numbers", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+def remove(ctx: Context, numbers: tuple[str, ...], as_json: bool) -> None:
+    """Remove the entries of NUMBERS."""
+    normalised = []
+    for number in numbers:
+        value = normalize_number(number)
+        if value is None:
+            raise click.ClickException(f"number: {number[:32]!r} is not an international number (7 to 15 digits)")
+        normalised.append(value)
+    removed = ctx.intake.routing.remove(normalised)
+    emit({"removed": removed}, as_json=as_json) if as_json else click.echo(f"removed {removed}")
+
+
+@routing.command("list")
+@json_option
+@click.pass_obj
+def list_(ctx: Context, as_json: bool) -> None:
+    """Every entry, by number."""
+    routes = ctx.intake.routing.all()
+    emit(
+        [asdict(r) for r in routes],
+        as_json=as_json,
+        headers=("number", "counter", "kind", "label", "outgoing"),
+        rows=[(r.number, r.counter_id, r.kind, r.label or "", "yes" if r.outgoing else "no") for r in routes],
+    )
+
+
+@routing.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the file and say what would be written.")
+@json_option
+@click.pass_obj
+def import_(ctx: Context, path: Path, dry_run: bool, as_json: bool) -> None:
+    """Add or replace entries from a CSV with a header: number,counter_id[,kind][,label][,outgoing].
+
+    Every line is checked first; one bad line writes nothing and names the line and the field.
+    """
+    try:
+        routes = parse_routes_csv(path.read_text(encoding="utf-8-sig"))
+    except RouteError as error:
+        raise click.ClickException(f"{path.name}: {error}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{path.name}: must be UTF-8 text") from None
+    if not dry_run:
+        ctx.intake.routing.add(routes)
+    result = {"imported": 0 if dry_run else len(routes), "checked": len(routes)}
+    emit(result, as_json=as_json) if as_json else click.echo(
+        f"{'checked' if dry_run else 'imported'} {len(routes)} entries"
+    )
