@@ -208,8 +208,10 @@ class Settings(BaseSettings):
     asterisk_call_id_prefix: str = Field(
         default="", pattern=r"^[A-Za-z0-9_.:-]{0,32}$", description="Prefix of Asterisk call ids (one per PBX)."
     )
-    asterisk_tracking_field: Literal["dst", "src", "DestinationNumber"] = Field(
-        default="dst", description="CDR field holding the tracking number dialled (dst for DID routing)."
+    asterisk_tracking_field: str = Field(
+        default="dst",
+        pattern=r"^[a-z]{2,20}$",
+        description="CDR column holding the tracking number dialled (dst when the dialplan routes by DID).",
     )
     asterisk_contexts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma list of dcontext values whose CDRs are calls (default: all)."
