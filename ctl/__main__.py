@@ -13,9 +13,9 @@ from ctl.routing import routing
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Operate calltrack-worker: settings come from CALLTRACK_* variables or .env."""
-    context = Context()
-    ctx.obj = context
-    ctx.call_on_close(context.close)
+    if ctx.obj is None:  # tests pass a Context of their own
+        ctx.obj = Context()
+    ctx.call_on_close(ctx.obj.close)
 
 
 main.add_command(routing)

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["config", "tasks", "worker", "emulator"])
+@pytest.mark.parametrize("name", ["config", "tasks", "worker", "emulator", "ingest", "ctl"])
 def test_package_resolves_inside_the_repository(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
@@ -23,7 +23,8 @@ def test_no_project_package_is_installed_in_the_environment() -> None:
     # Run from another directory: nothing of ours may be importable without the checkout on the path.
     code = (
         "import importlib.util, sys\n"
-        "found = [n for n in ('config', 'tasks', 'worker', 'emulator') if importlib.util.find_spec(n)]\n"
+        "names = ('config', 'tasks', 'worker', 'emulator', 'ingest', 'ctl')\n"
+        "found = [n for n in names if importlib.util.find_spec(n)]\n"
         "print(','.join(found))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
