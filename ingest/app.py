@@ -168,8 +168,9 @@ class IngestService:
         totals = {status: 0 for status in ("accepted", "held", "ignored", "rejected")}
         for item in items:
             totals[item["status"]] += 1
-        status = 422 if totals["rejected"] == len(items) else 200
-        return json_response({**totals, "lines": items}, status)
+        if totals["rejected"] == len(items):
+            return json_response({"error": "no line holds a valid call", **totals, "lines": items}, 422)
+        return json_response({**totals, "lines": items})
 
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:

@@ -34,6 +34,7 @@ def ingest_settings(make_settings: Callable[..., Settings], **overrides: Any) ->
         "mango_accounts": {"office": f"{MANGO_KEY}:{MANGO_SALT}"},
         "caller_hash_secret": CALLER_SECRET,
         "routing_cache_seconds": 0,
+        "http_write_timeout": 2,  # no uploads here; keeps the lock-lease rule satisfied
         "identifier_fields": {
             "twilio": {"ClientId": "SipHeader_X-Client-Id"},
             "zadarma": {"ClientId": "client_id"},
