@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # --- Tasks -------------------------------------------------------------------------------
     drain_interval: PositiveFloat = Field(default=1.0, description="Seconds between beat-triggered drains.")
     reconcile_interval: PositiveFloat = Field(default=10.0, description="Seconds between status reconciliations.")
+    beat_lock_seconds: Annotated[int, Field(ge=2)] = Field(
+        default=30, description="Lease of the single-beat lock; a standby beat takes over after it lapses."
+    )
     upload_lock_seconds: PositiveInt = Field(
         default=180, description="Lease of a counter's upload lock; longer than the slowest upload request."
     )
@@ -337,10 +340,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_flush(self) -> Settings:
-        if self.upload_lock_seconds <= self.http_read_timeout + self.http_connect_timeout:
+        one_request = self.http_connect_timeout + self.http_write_timeout + self.http_read_timeout
+        if self.upload_lock_seconds * 0.8 < one_request:
             raise ValueError(
-                "CALLTRACK_UPLOAD_LOCK_SECONDS must exceed the HTTP connect plus read timeout, "
-                "or a slow upload could outlive its lock"
+                "CALLTRACK_UPLOAD_LOCK_SECONDS must be at least 1.25 times the HTTP connect + write + read "
+                "timeouts: the upload task's soft time limit is 80% of the lock's lease"
             )
         return self
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -164,6 +164,10 @@ async def guarded(request: Request, endpoint: str, kind: str, operation: Operati
             state.quotas.release_parallel(account.login)
     except ApiError as error:
         response = error_response(error)
+    except ClientDisconnect:
+        # The client went away mid-body (a killed worker): nothing was stored, nobody to answer.
+        state.counts["status.client_gone"] += 1
+        return Response(status_code=499)
     dropped = isinstance(response, _Dropped | _TruncatedResponse)
     state.counts["status.dropped" if dropped else f"status.{response.status_code}"] += 1
     return response

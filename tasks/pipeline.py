@@ -67,6 +67,7 @@ def upload_batch(self: Task[Any, Any], batch_id: str) -> str:
     try:
         return uploader.upload_batch(rt, batch_id).value
     except DeferredError as error:
+        log.info("upload_deferred", reason=str(error), wait=round(error.retry_after, 2))
         return _wait(self, rt, batch_id, error.retry_after)
     except QuotaError as error:
         # Metrica's own quota answer: wait by quota type.

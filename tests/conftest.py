@@ -60,8 +60,9 @@ def make_settings(redis_url: str, namespace: str) -> Callable[..., Settings]:
             "drain_interval": 0.2,
             "reconcile_interval": 0.5,
             "upload_lock_seconds": 20,
+            "http_write_timeout": 5,
             "http_connect_timeout": 2,
-            "http_read_timeout": 10,
+            "http_read_timeout": 5,
             "redispatch_after": 5,
             "log_format": "json",
         }

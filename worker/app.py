@@ -13,13 +13,17 @@ from typing import Any
 import httpx
 import structlog
 from celery import Celery, current_app, signals
+from kombu import Queue
 
 from config.logging import configure_logging
 from config.settings import Settings
 from worker.keys import Keys
 from worker.runtime import Runtime
 
-QUEUE = "calltrack"
+# Two queues, consumed round-robin by every worker: a backlog of uploads (and their retries) can
+# never starve the drain and reconcile ticks, which expire if they wait too long.
+PERIODIC_QUEUE = "calltrack.periodic"
+UPLOAD_QUEUE = "calltrack.upload"
 TASK_MODULES = ["tasks.pipeline"]
 
 
@@ -51,7 +55,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
         },
-        "task_default_queue": QUEUE,
+        "task_default_queue": PERIODIC_QUEUE,
+        "task_queues": [Queue(PERIODIC_QUEUE), Queue(UPLOAD_QUEUE)],
+        "task_routes": {"calltrack.upload_batch": {"queue": UPLOAD_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -66,16 +72,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_annotations": {
-            # A stuck upload is killed before its counter lock lapses.
-            "calltrack.upload_batch": {"time_limit": upload_limit - 5, "soft_time_limit": upload_limit - 15},
+            # A stuck upload is killed (prefork pool) before its counter lock lapses, so no request of a
+            # stale uploader can still be in flight when the next one looks for its upload.
+            "calltrack.upload_batch": {
+                "time_limit": max(1, int(upload_limit * 0.9)),
+                "soft_time_limit": max(1, int(upload_limit * 0.8)),
+            },
         },
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
         # extra beat processes wait as hot standbys.
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": keys.redbeat_prefix,
-        "redbeat_lock_timeout": 30,
-        "beat_max_loop_interval": 5,
+        "redbeat_lock_timeout": settings.beat_lock_seconds,
+        "beat_max_loop_interval": max(1, min(5, settings.beat_lock_seconds // 3)),
         "beat_schedule": {
             "drain": {
                 "task": "calltrack.drain",

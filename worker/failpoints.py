@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
+import time
 
 ENV = "CALLTRACK_FAILPOINTS"
 
@@ -30,3 +32,17 @@ def failpoint(name: str) -> None:
     share = _POINTS.get(name)
     if share and random.random() < share:  # noqa: S311 - chaos, not crypto
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(name: str, within_seconds: float) -> None:
+    """With the configured probability, SIGKILL this process at a random moment in the next
+    ``within_seconds``: used around a request, so the kill lands while it is in flight."""
+    share = _POINTS.get(name)
+    if not share or random.random() >= share:  # noqa: S311
+        return
+
+    def fire() -> None:
+        time.sleep(random.uniform(0, within_seconds))  # noqa: S311
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=fire, name=f"failpoint-{name}", daemon=True).start()

@@ -7,3 +7,4 @@ from config.settings import load_settings
 from worker.app import create_app
 
 app = create_app(load_settings())
+app.set_current()  # so process-level signal handlers (logging set-up) find its settings

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from worker.csvfile import build_csv
 from worker.errors import AuthError, DeferredError, MetricaError, PermanentError, QuotaError, RetryableError
-from worker.failpoints import failpoint
+from worker.failpoints import arm, failpoint
 from worker.keys import shard_of_batch
 from worker.kinds import Bucket
 from worker.metrica import LIST_PAGE, Uploading
@@ -206,6 +206,7 @@ def _attempt(at: Attempt) -> UploadOutcome:
         content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
         log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)
         failpoint("before_upload_request")
+        arm("during_upload_request", within_seconds=0.2)
         try:
             uploading = rt.metrica.upload(
                 ref.bucket.spec,
