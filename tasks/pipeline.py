@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import structlog
 from celery import Task, shared_task
+from celery.exceptions import Retry
 
 from worker import dispatch, reconciler, uploader
 from worker.app import CalltrackCelery
@@ -38,6 +39,13 @@ def drain(self: Task[Any, Any], seal_all: bool = False) -> dict[str, int]:
     rt = _runtime(self)
     update_holds(rt, QuotaGate(rt))
     result = drain_streams(rt, seal_all=seal_all)
+    rt.metrics.add(
+        {
+            ("calls_drained", ()): result.read,
+            ("calls_deduplicated", ()): result.repeats,
+            ("batches_sealed", ()): len(result.sealed),
+        }
+    )
     failpoint("after_seal_before_dispatch")
     _send_uploads(result.sealed)
     overdue = dispatch.overdue_batches(rt)
@@ -64,6 +72,16 @@ def upload_batch(self: Task[Any, Any], batch_id: str) -> str:
     """Upload one sealed batch; failures back off per the batch's own count, then ``give_up``."""
     rt = _runtime(self)
     structlog.contextvars.bind_contextvars(batch_id=batch_id)
+    try:
+        outcome = _upload(self, rt, batch_id)
+    except Retry:
+        rt.metrics.incr("upload_tasks", "retry")
+        raise
+    rt.metrics.incr("upload_tasks", outcome)
+    return outcome
+
+
+def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
     try:
         return uploader.upload_batch(rt, batch_id).value
     except DeferredError as error:

@@ -8,6 +8,7 @@ safe to run twice, since each only says "look at batch X" and the state lives in
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import httpx
@@ -130,3 +131,31 @@ def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
 @signals.task_postrun.connect
 def _unbind_task(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
+
+
+# --- heartbeats (issue 6: worker/health.py) ------------------------------------------------------
+_heartbeats: list[Any] = []
+
+
+def _start_heartbeat(app: Any, role: str, node: str) -> None:
+    settings = getattr(app, "settings", None)
+    if isinstance(settings, Settings):
+        from worker.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
+
+        _heartbeats.append(Heartbeat(settings, role, node).start())
+
+
+@signals.worker_ready.connect
+def _worker_heartbeat(sender: Any = None, **_: Any) -> None:
+    _start_heartbeat(getattr(sender, "app", None), "worker", str(getattr(sender, "hostname", "worker")))
+
+
+@signals.beat_init.connect
+def _beat_heartbeat(sender: Any = None, **_: Any) -> None:
+    _start_heartbeat(getattr(sender, "app", None), "beat", f"beat@{socket.gethostname()}")
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeats(**_: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()

@@ -44,6 +44,17 @@ key                                type    what it holds (owner)
                                            call to the counter (callers, FirstTimeCaller)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
 =================================  ======  ===================================================
+
+Operations (issue 6: ``worker/metrics.py``, ``worker/health.py``, ``worker/replay.py``):
+
+=================================  ======  ===================================================
+key                                type    what it holds (owner)
+=================================  ======  ===================================================
+``<ns>:{m}:counters``              hash    "family|label|label" -> count since the deployment
+                                           began (metrics; HINCRBY per chunk, batch or request)
+``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid} of each live
+                                           worker and beat (health)
+=================================  ======  ===================================================
 """
 
 from __future__ import annotations
@@ -150,6 +161,15 @@ class Keys:
 
     def cdr_position(self, source_hash: str) -> str:
         return f"{self.namespace}:cdrpos:{source_hash}"
+
+    # --- Operations (issue 6) ------------------------------------------------------------------
+    @property
+    def metrics(self) -> str:
+        return f"{self.namespace}:{{m}}:counters"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.namespace}:heartbeats"
 
     @property
     def celery_prefix(self) -> str:

@@ -8,6 +8,7 @@ Failures become the exceptions drawn in :mod:`worker.errors`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,10 @@ class MetricaClient:
         timeout: httpx.Timeout,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "calltrack-worker",
+        observer: Callable[[str, str, str], None] | None = None,
     ) -> None:
+        # observer(endpoint, result, error_type) hears of every request (worker/metrics.py counts them)
+        self._observer = observer
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
@@ -142,6 +146,27 @@ class MetricaClient:
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
     ) -> Any:
+        try:
+            body = self._request(method, path, token, params=params, files=files)
+        except MetricaError as error:
+            self._observe(path, _result_of(error), error.error_type)
+            raise
+        self._observe(path, "ok", "")
+        return body
+
+    def _observe(self, path: str, result: str, error_type: str) -> None:
+        if self._observer is not None:
+            self._observer(_endpoint_of(path), result, error_type)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        token: SecretStr,
+        *,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+    ) -> Any:
         headers = {"Authorization": f"OAuth {token.get_secret_value()}"}
         url = path
         try:
@@ -162,6 +187,35 @@ class MetricaClient:
 
 
 _QUOTA_CODES = {420, 429}
+_RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
+    (QuotaError, "quota"),
+    (ServerError, "server_error"),
+    (TransportError, "no_answer"),
+    (AuthError, "auth"),
+    (NotFoundError, "not_found"),
+    (InvalidUploadError, "invalid"),
+)
+
+
+def _result_of(error: MetricaError) -> str:
+    return next((name for cls, name in _RESULTS if isinstance(error, cls)), "unexpected")
+
+
+def _endpoint_of(path: str) -> str:
+    """A request's endpoint as a metric label: upload, list or status of calls or conversions."""
+    parts = path.rstrip("/").split("/")
+    last, before = parts[-1], parts[-2] if len(parts) > 1 else ""
+    return _ENDPOINTS.get(last) or _ENDPOINTS.get(before) or "other"
+
+
+_ENDPOINTS = {
+    "upload_calls": "upload_calls",
+    "upload": "upload_conversions",
+    "calls_uploadings": "list_calls",
+    "uploadings": "list_conversions",
+    "calls_uploading": "status_calls",
+    "uploading": "status_conversions",
+}
 
 
 def _error_from(response: httpx.Response, method: str, url: str) -> MetricaError:

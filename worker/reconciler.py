@@ -170,4 +170,5 @@ def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading) -> boo
     )
     if final:
         log.info("batch_final", batch_id=batch_id, status=uploading.status, upload_id=uploading.id)
+        rt.metrics.incr("batches_final", uploading.status)
     return bool(final)

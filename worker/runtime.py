@@ -13,6 +13,7 @@ from config.settings import Settings
 from worker.calls import TimePolicy
 from worker.keys import Keys
 from worker.metrica import MetricaClient
+from worker.metrics import Metrics
 from worker.producer import Producer
 from worker.scripts import Scripts
 from worker.store import connect
@@ -45,7 +46,14 @@ class Runtime:
             write=s.http_write_timeout,
             pool=s.http_pool_timeout,
         )
-        return MetricaClient(s.api_base_url, timeout=timeout, transport=self._transport)
+        return MetricaClient(
+            s.api_base_url, timeout=timeout, transport=self._transport, observer=self.metrics.metrica_request
+        )
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """Counters kept in Redis for the whole deployment (worker/metrics.py)."""
+        return Metrics(self.redis, self.keys)
 
     @cached_property
     def producer(self) -> Producer:

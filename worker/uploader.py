@@ -121,6 +121,7 @@ class Attempt:
         )
         if recorded:
             log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
+            rt.metrics.incr("batches_uploaded", how)
         else:
             log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
         return bool(recorded)
@@ -143,6 +144,7 @@ def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     )
     if done:
         log.error("batch_quarantined", reason=reason)
+        rt.metrics.incr("batches_quarantined")
     return bool(done)
 
 
