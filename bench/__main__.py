@@ -1,0 +1,188 @@
+"""``python -m bench [--quick]``: the benchmark of issue 7 on this project's real parts.
+
+Starts its own ``redis-server`` (AOF, ``appendfsync everysec``), the Metrica emulator in a child
+process, ``celery -A worker.main worker`` processes and beat, and measures:
+
+* end to end: calls/s from the first producer call to the last upload the emulator answered, over 10
+  counters and over many (10,000) counters;
+* the naive baseline (``bench/naive.py``: one Celery task per call) and the ratio;
+* backlog drain: calls enqueued with the fleet stopped, then the fleet started; drain time and the
+  peak RSS (VmHWM) of every worker process, for a small and a large backlog;
+* enqueue-to-upload-request latency p50/p99 at 20% of the measured 10-counter rate;
+* the ingestion service (``python -m ingest``) under ``wrk``: single-call requests/s, bulk NDJSON
+  calls/s, CPU seconds per 1,000 calls.
+
+Prints a table with the targets and writes ``bench-results/<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.report import evaluate, render
+from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
+
+FULL = {
+    "calls": 1_000_000,
+    "counters": 10,
+    "many_counters": 10_000,
+    "backlogs": [100_000, 1_000_000],
+    "latency_seconds": 30.0,
+    "naive_calls": 20_000,
+    "naive_flush_rows": 1_000,
+    "ingest_seconds": 10.0,
+    "bulk_lines": 1_000,
+    "timeout": 1800.0,
+}
+QUICK = {
+    "calls": 5_000,
+    "counters": 10,
+    "many_counters": 50,
+    "backlogs": [2_000, 5_000],
+    "latency_seconds": 2.0,
+    "naive_calls": 400,
+    "naive_flush_rows": 100,
+    "ingest_seconds": 1.0,
+    "bulk_lines": 200,
+    "timeout": 120.0,
+}
+SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "ingest")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a short run (the test suite's check of the harness)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--calls", type=int, help="end-to-end calls (default 1,000,000; quick 5,000)")
+    parser.add_argument("--many-counters", type=int, help="counters of the second end-to-end run (10,000)")
+    parser.add_argument("--backlogs", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="backlog sizes")
+    parser.add_argument("--producers", type=int, default=2, help="producer processes (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (default 1)")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size of each (default 2)")
+    parser.add_argument("--egress-ips", type=int, default=1, help="egress IPs the fleet models (see bench/stack.py)")
+    parser.add_argument("--flush-age", type=float, help="CALLTRACK_FLUSH_MAX_AGE of the runs (2 s; quick: 1 s)")
+    parser.add_argument("--drain-interval", type=float, help="CALLTRACK_DRAIN_INTERVAL (1 s; quick: 0.5 s)")
+    parser.add_argument("--many-flush-age", type=float, help="flush age of the many-counter run (30 s; quick: 2 s)")
+    parser.add_argument("--ingest-workers", type=int, default=1, help="processes of the ingestion service")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the JSON goes")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.calls:
+        size["calls"] = args.calls
+    if args.many_counters:
+        size["many_counters"] = args.many_counters
+    if args.backlogs:
+        size["backlogs"] = list(args.backlogs)
+    if args.flush_age is None:
+        args.flush_age = 1.0 if args.quick else 2.0
+    if args.drain_interval is None:
+        args.drain_interval = 0.5 if args.quick else 1.0
+    many_age = args.many_flush_age if args.many_flush_age else (args.flush_age if args.quick else 30.0)
+    sections = set(args.only or SECTIONS)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f"calltrack-bench-{stamp}-"))
+    spec = FleetSpec(workers=args.workers, concurrency=args.concurrency, egress_ips=args.egress_ips)
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    document: dict[str, Any] = {
+        "started": stamp,
+        "quick": args.quick,
+        "machine": scenarios.machine(),
+        "settings": {
+            **size,
+            "producers": args.producers,
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "egress_ips": args.egress_ips,
+            "flush_age": args.flush_age,
+            "drain_interval": args.drain_interval,
+            "many_flush_age": many_age,
+            "ingest_workers": args.ingest_workers,
+            "redis_appendfsync": "everysec",
+        },
+        "results": results,
+        "errors": errors,
+        "work_dir": str(work_dir),
+    }
+
+    def say(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def step(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        say(f"{name} ...")
+        try:
+            results[name] = fn()
+            say(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'workers'})}")
+        except Exception as error:  # one failed section must not lose the others
+            errors[name] = f"{type(error).__name__}: {error}"
+            say(f"{name} failed: {errors[name]}\n{traceback.format_exc()}")
+
+    timeout = size["timeout"]
+    with Infra(work_dir) as infra:
+        base = PipelineConfig(namespace="bench", flush_max_age=args.flush_age, drain_interval=args.drain_interval)
+        if sections & {"e2e", "latency", "backlog", "naive"} or (sections & {"many"} and many_age == args.flush_age):
+            with scenarios.Stack(infra, base, spec, profile=args.profile) as stack:
+                if "e2e" in sections:
+                    step("e2e_10", lambda: scenarios.end_to_end(
+                        stack, calls=size["calls"], counters=size["counters"], producers=args.producers,
+                        counter_base=100_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
+                if "many" in sections and many_age == args.flush_age:
+                    step("e2e_many", lambda: scenarios.end_to_end(
+                        stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
+                        counter_base=1_000_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
+                if "latency" in sections:
+                    top = results.get("e2e_10", {}).get("rate") or 20_000.0
+                    step("latency", lambda: scenarios.latency(
+                        stack, rate=0.2 * top, seconds=size["latency_seconds"], counters=size["counters"],
+                        counter_base=200_000, timeout=timeout))  # fmt: skip
+                if "backlog" in sections:
+                    small, large = size["backlogs"]
+                    step("backlog_small", lambda: scenarios.backlog(
+                        stack, calls=small, counters=size["counters"], producers=args.producers,
+                        counter_base=300_000, timeout=timeout))  # fmt: skip
+                    step("backlog_large", lambda: scenarios.backlog(
+                        stack, calls=large, counters=size["counters"], producers=args.producers,
+                        counter_base=400_000, timeout=timeout))  # fmt: skip
+                if "naive" in sections:
+                    stack.fleet.stop()
+                    step("naive", lambda: scenarios.naive(
+                        infra, stack.emulator, calls=size["naive_calls"], counters=size["counters"],
+                        flush_rows=size["naive_flush_rows"], timeout=timeout))  # fmt: skip
+        if "many" in sections and many_age != args.flush_age:
+            many = PipelineConfig(namespace="benchmany", flush_max_age=many_age, drain_interval=args.drain_interval)
+            with scenarios.Stack(infra, many, spec, profile=args.profile) as stack:
+                step("e2e_many", lambda: scenarios.end_to_end(
+                    stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
+                    counter_base=1_000_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
+        if "ingest" in sections:
+            step("ingest", lambda: scenarios.ingest(
+                infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],
+                workers=args.ingest_workers))  # fmt: skip
+
+    document["targets"] = evaluate(results, document["settings"])
+    document["finished"] = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(render(document))
+    print(f"\nresults: {path}\nlogs and profiles: {work_dir}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Load on the ingestion service over loopback: ``wrk`` when installed, else a Python generator.
+
+``wrk`` (Debian package ``wrk``; ``apt-get install wrk``) runs a Lua script: single-call requests each
+carry a fresh ``call_id``; bulk requests post the same NDJSON body of ``lines`` calls again and again
+(repeats are dropped downstream, the service does the same work for each). The Python fallback
+(httpx over asyncio, in the harness process) is marked ``generator: python`` in the results, since it
+may itself be the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+JSON = "application/json"
+
+SINGLE_LUA = """
+local n = 0
+local tid = 0
+local base = {base}
+function setup(thread)
+  tid = tid + 1
+  thread:set("tid", tid)
+end
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{{"call_id":"{run}-%d-%d","to":"+7495000%04d","from":"+7916%07d","start":%d,"answer":%d,"end":%d,"ClientId":"1556018960%d"}}',
+    tid, n, n % {numbers}, n % 10000000, base, base + 5, base + 65, n)
+  return wrk.format("POST", "/v1/calls", {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+BULK_LUA = """
+local f = io.open("{path}", "rb")
+local body = f:read("*a")
+f:close()
+request = function()
+  return wrk.format("POST", "/v1/calls/bulk", {{["Content-Type"] = "application/x-ndjson"}}, body)
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    generator: str
+    requests: int
+    seconds: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def tracking_number(i: int) -> str:
+    return f"+7495000{i:04d}"
+
+
+def generic_call(run: str, n: int, numbers: int, base: int) -> dict[str, object]:
+    return {
+        "call_id": f"{run}-bulk-{n}",
+        "to": tracking_number(n % numbers),
+        "from": f"+7916{n % 10_000_000:07d}",
+        "start": base,
+        "answer": base + 5,
+        "end": base + 65,
+        "ClientId": f"1556018960{n}",
+    }
+
+
+def bulk_body(run: str, lines: int, numbers: int, base: int) -> bytes:
+    return b"\n".join(orjson.dumps(generic_call(run, n, numbers, base)) for n in range(lines)) + b"\n"
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def _wrk(url: str, script: str, seconds: float, connections: int) -> LoadResult:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+        path = handle.name
+    try:
+        out = subprocess.run(  # noqa: S603
+            [shutil.which("wrk") or "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+             "--timeout", "30s", "-s", path, url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        Path(path).unlink(missing_ok=True)
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if done is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    took = float(done.group(2)) * (0.001 if done.group(3) == "ms" else 1.0)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return LoadResult("wrk", int(done.group(1)), took, errors)
+
+
+async def _python_load(url: str, bodies: list[tuple[str, bytes, str]], seconds: float, connections: int) -> LoadResult:
+    count = errors = 0
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+
+        async def loop(worker: int) -> None:
+            nonlocal count, errors
+            i = worker
+            while time.monotonic() < deadline:
+                path, body, ctype = bodies[i % len(bodies)]
+                i += connections
+                response = await client.post(path, content=body, headers={"content-type": ctype})
+                count += 1
+                errors += response.status_code >= 300
+
+        began = time.monotonic()
+        await asyncio.gather(*(loop(w) for w in range(connections)))
+        took = time.monotonic() - began
+    return LoadResult("python", count, took, errors)
+
+
+def single_calls(url: str, run: str, numbers: int, seconds: float, connections: int) -> LoadResult:
+    base = int(time.time()) - 600
+    if have_wrk():
+        script = SINGLE_LUA.format(base=base, run=run, numbers=numbers)
+        return _wrk(url, script, seconds, connections)
+    bodies = [
+        ("/v1/calls", orjson.dumps({**generic_call(run, n, numbers, base), "call_id": f"{run}-{n}"}), JSON)
+        for n in range(20_000)
+    ]
+    return asyncio.run(_python_load(url, bodies, seconds, connections))
+
+
+def bulk_calls(url: str, run: str, numbers: int, lines: int, seconds: float, connections: int) -> LoadResult:
+    base = int(time.time()) - 600
+    body = bulk_body(run, lines, numbers, base)
+    if have_wrk():
+        with tempfile.NamedTemporaryFile("wb", suffix=".ndjson", delete=False) as handle:
+            handle.write(body)
+            path = handle.name
+        try:
+            return _wrk(url, BULK_LUA.format(path=path), seconds, connections)
+        finally:
+            Path(path).unlink(missing_ok=True)
+    return asyncio.run(_python_load(url, [("/v1/calls/bulk", body, "application/x-ndjson")], seconds, connections))

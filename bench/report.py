@@ -1,0 +1,114 @@
+"""The table the harness prints, and the targets of issue 7 checked against one run's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(results: dict[str, Any], section: str, key: str) -> Any:
+    return results.get(section, {}).get(key)
+
+
+def evaluate(results: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: what it asks, the measured figure, and whether it holds (None: not measured)."""
+    targets: list[dict[str, Any]] = []
+
+    def target(name: str, wanted: str, measured: Any, ok: bool | None) -> None:
+        targets.append({"target": name, "wanted": wanted, "measured": measured, "met": ok})
+
+    e2e = _get(results, "e2e_10", "rate")
+    naive = _get(results, "naive", "rate")
+    many = _get(results, "e2e_many", "rate")
+    target("end-to-end, 10 counters", ">= 20,000 calls/s", e2e, None if e2e is None else e2e >= 20_000)
+    ratio = round(e2e / naive, 1) if e2e and naive else None
+    target("end-to-end / naive", ">= 30x", ratio, None if ratio is None else ratio >= 30)
+    half = round(many / e2e, 2) if many and e2e else None
+    target("many counters / 10 counters", ">= 0.5", half, None if half is None else half >= 0.5)
+    large = _get(results, "backlog_large", "max_worker_peak_rss_mb")
+    small = _get(results, "backlog_small", "max_worker_peak_rss_mb")
+    target("backlog: worker peak RSS", "< 250 MB", large, None if large is None else large < 250)
+    growth = round(large / small, 2) if large and small else None
+    grown = None if growth is None else growth <= 1.25
+    target("backlog: RSS large / small backlog", "<= 1.25 (no growth)", growth, grown)
+    p99 = _get(results, "latency", "p99_seconds")
+    age = _get(results, "latency", "flush_max_age")
+    bound = (age or 0) + 2
+    target("latency p99", f"<= flush age + 2 s ({bound:g} s)", p99, None if p99 is None else p99 <= bound)
+    single = _get(results, "ingest", "single_rps")
+    bulk = _get(results, "ingest", "bulk_calls_per_second")
+    target("ingest single-call", ">= 3,000 requests/s", single, None if single is None else single >= 3_000)
+    target("ingest bulk", ">= 30,000 calls/s", bulk, None if bulk is None else bulk >= 30_000)
+    return targets
+
+
+def _n(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render(document: dict[str, Any]) -> str:
+    results: dict[str, Any] = document["results"]
+    m = document["machine"]
+    lines = [
+        f"calltrack benchmark {document['started']}{' (quick)' if document['quick'] else ''}",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}, "
+        f"load average at start {m['load_average_at_start']}",
+        "",
+    ]
+    rows: list[tuple[str, str, str]] = []
+
+    def row(section: str, what: str, value: Any) -> None:
+        rows.append((section, what, _n(value)))
+
+    for key, title in (("e2e_10", "end-to-end"), ("e2e_many", "end-to-end")):
+        r = results.get(key)
+        if r:
+            label = f"{title}, {r['counters']:,} counters"
+            row(label, f"calls/s ({r['calls']:,} calls, first submit -> last upload answered)", r["rate"])
+            row(label, "seconds", r["seconds"])
+            row(label, f"producer calls/s ({r['producers']} processes)", r["produce_rate"])
+            row(label, f"uploads (quota floor {r['quota_floor_seconds']} s)", r["uploads"])
+    r = results.get("naive")
+    if r:
+        row("naive (1 Celery task per call)", f"enqueue calls/s ({r['calls']:,} calls)", r["enqueue_rate"])
+        row("naive (1 Celery task per call)", "consume calls/s", r["consume_rate"])
+        if results.get("e2e_10"):
+            row("naive (1 Celery task per call)", "pipeline / naive", round(results["e2e_10"]["rate"] / r["rate"], 1))
+    for key in ("backlog_small", "backlog_large"):
+        r = results.get(key)
+        if r:
+            label = f"backlog {r['calls']:,}"
+            row(label, "drain seconds (fleet start -> last upload)", r["drain_seconds"])
+            row(label, "drain calls/s", r["drain_rate"])
+            row(label, "max peak RSS of a worker process, MB", r["max_worker_peak_rss_mb"])
+            per = ", ".join(f"{w['role']} {w['peak_rss_mb']:.0f}" for w in r["workers"])
+            row(label, "peak RSS per process, MB", per)
+    r = results.get("latency")
+    if r:
+        label = f"latency @ {r['rate']:,.0f} calls/s"
+        row(label, f"p50 s (flush age {r['flush_max_age']:g} s, {r['measured']:,} calls)", r["p50_seconds"])
+        row(label, "p99 s", r["p99_seconds"])
+        row(label, "max s", r["max_seconds"])
+    r = results.get("ingest")
+    if r:
+        label = f"ingest ({r['workers']} process, {r['generator']})"
+        row(label, "single-call requests/s", r["single_rps"])
+        row(label, "single-call CPU s per 1,000 calls", r["single_cpu_seconds_per_1000"])
+        row(label, f"bulk calls/s ({r['bulk_lines']} lines a request)", r["bulk_calls_per_second"])
+        row(label, "bulk CPU s per 1,000 calls", r["bulk_cpu_seconds_per_1000"])
+        row(label, "non-2xx / socket errors", r["single_errors"] + r["bulk_errors"])
+    w1 = max((len(a) for a, _, _ in rows), default=10)
+    w2 = max((len(b) for _, b, _ in rows), default=10)
+    lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]
+    lines += ["", "targets (issue 7):"]
+    for t in document.get("targets", []):
+        mark = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
+        lines.append(f"  {t['target'].ljust(36)} {t['wanted'].ljust(28)} {_n(t['measured']).rjust(10)}  {mark}")
+    for name, error in document.get("errors", {}).items():
+        lines.append(f"  error in {name}: {error}")
+    return "\n".join(lines)

@@ -1,0 +1,359 @@
+"""The measurements of issue 7, each on the real parts started by :mod:`bench.stack`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from redis import Redis
+
+from bench import http_load
+from bench.load import COUNTER_BASE, make_call, produce, produce_paced
+from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
+from config.settings import Settings
+from worker.keys import Keys
+from worker.routing import Route, RoutingTable
+
+WORKER_RPS = 28  # CALLTRACK_QUOTA_REQUESTS_PER_SECOND default: the worker's own per-IP cap
+
+
+class ScenarioTimeout(RuntimeError):
+    pass
+
+
+@dataclass
+class Stack:
+    """An emulator and a worker fleet on the harness's Redis, for one pipeline configuration."""
+
+    infra: Infra
+    config: PipelineConfig
+    fleet_spec: FleetSpec
+    profile: bool = False
+    emulator: Emulator = field(init=False)
+    fleet: Fleet = field(init=False)
+    settings: Settings = field(init=False)
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __enter__(self) -> Stack:
+        self.infra.flush()
+        self.emulator = Emulator(self.infra.log_dir, rps_per_ip=30 * self.fleet_spec.egress_ips)
+        self.settings = self.config.settings(self.infra.redis_url, self.emulator.base_url)
+        env = self.config.env(self.infra.redis_url, self.emulator.base_url)
+        self.fleet = Fleet(env, self.fleet_spec, self.infra.log_dir)
+        self.fleet.start()
+        self.warm_up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_profiles()
+        self.fleet.stop()
+        self.emulator.stop()
+
+    def warm_up(self, timeout: float = 120.0) -> None:
+        """One call through every part, so no process start-up counts in a measurement."""
+        before = self.emulator.rows()
+        produce(self.settings, f"warm{time.time_ns()}", 1, 1, 1)
+        self.wait_rows(before + 1, timeout)
+
+    def wait_rows(self, target: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.emulator.rows()
+            if rows >= target:
+                return rows
+            self.fleet.check()
+            if time.monotonic() > deadline:
+                raise ScenarioTimeout(f"{rows} of {target} rows at the emulator after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def last_answer(self, since: float) -> tuple[float, int]:
+        """The latest 200 answer to an upload that arrived after ``since``, and how many there were."""
+        arrived, answered = self.emulator.upload_times()
+        times = [answered[c] for c, t in arrived.items() if t >= since and c in answered]
+        return (max(times) if times else time.time()), len(times)
+
+    def start_profiles(self, work_dir: Path, name: str) -> None:
+        spy = Path(sys.executable).with_name("py-spy")
+        for i, pid in enumerate(self.fleet.worker_pids):
+            out = work_dir / f"profile-{name}-worker{i}.txt"
+            args = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "50",
+                    "--output", str(out), "--nonblocking"]  # fmt: skip
+            self.profilers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # noqa: S603
+
+    def stop_profiles(self) -> None:
+        for proc in self.profilers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        self.profilers.clear()
+
+
+def end_to_end(
+    stack: Stack, *, calls: int, counters: int, producers: int, counter_base: int, timeout: float, work_dir: Path
+) -> dict[str, Any]:
+    """Calls/s from the first producer call to the last upload answered by the emulator."""
+    before = stack.emulator.rows()
+    if stack.profile:
+        stack.start_profiles(work_dir, f"e2e{counters}")
+    run = f"e2e{counters}x{time.time_ns()}"
+    accepted, began, produced = produce(
+        stack.settings.model_copy(), run, calls, counters, producers, counter_base=counter_base
+    )
+    stack.wait_rows(before + calls, timeout)
+    ended, uploads = stack.last_answer(began)
+    stack.stop_profiles()
+    seconds = ended - began
+    return {
+        "calls": accepted,
+        "counters": counters,
+        "producers": producers,
+        "produce_seconds": round(produced - began, 3),
+        "produce_rate": round(accepted / (produced - began), 1),
+        "seconds": round(seconds, 3),
+        "rate": round(accepted / seconds, 1),
+        "uploads": uploads,
+        "quota_floor_seconds": round(uploads / (WORKER_RPS * stack.fleet_spec.egress_ips), 1),
+        "flush_max_age": stack.config.flush_max_age,
+        "flush_max_rows": stack.config.flush_max_rows,
+    }
+
+
+def backlog(
+    stack: Stack, *, calls: int, counters: int, producers: int, counter_base: int, timeout: float
+) -> dict[str, Any]:
+    """Enqueue with the fleet stopped, start it, time the drain; peak RSS of every worker process."""
+    stack.fleet.stop()
+    before = stack.emulator.rows()
+    run = f"backlog{calls}x{time.time_ns()}"
+    accepted, began, produced = produce(stack.settings, run, calls, counters, producers, counter_base=counter_base)
+    redis = Redis.from_url(stack.infra.redis_url)
+    redis_mb = int(redis.info("memory")["used_memory"]) / 2**20
+    redis.close()
+    sampler = RssSampler().start()
+    started = time.time()
+    stack.fleet.start(sampler)
+    try:
+        stack.wait_rows(before + calls, timeout)
+    finally:
+        peaks = sampler.stop()
+    ended, uploads = stack.last_answer(started)
+    workers = [{"pid": p.pid, "role": p.role, "peak_rss_mb": round(p.peak_rss_mb, 1)} for p in peaks]
+    return {
+        "calls": accepted,
+        "counters": counters,
+        "enqueue_seconds": round(produced - began, 3),
+        "redis_used_mb_with_backlog": round(redis_mb, 1),
+        "drain_seconds": round(ended - started, 3),
+        "drain_rate": round(accepted / (ended - started), 1),
+        "uploads": uploads,
+        "max_worker_peak_rss_mb": max((p.peak_rss_mb for p in peaks), default=0.0),
+        "workers": workers,
+    }
+
+
+def latency(
+    stack: Stack, *, rate: float, seconds: float, counters: int, counter_base: int, timeout: float
+) -> dict[str, Any]:
+    """Enqueue-to-upload-request latency at a steady rate: producer stamp vs. the emulator's arrival."""
+    before = stack.emulator.rows()
+    run = f"lat{time.time_ns()}"
+    sent = produce_paced(stack.settings, run, rate, seconds, counters, counter_base=counter_base)
+    stack.wait_rows(before + sent, timeout)
+    arrived, _ = stack.emulator.upload_times()
+    lat: list[float] = []
+    for counter in range(counter_base, counter_base + counters):
+        for row in stack.emulator.stored_rows(counter):
+            url = row.get("CallTrackerURL", "")
+            if f"/{run}/" in url and "?t=" in url and row["comment"] in arrived:
+                lat.append(arrived[row["comment"]] - int(url.rsplit("?t=", 1)[1]) / 1000)
+    lat.sort()
+    return {
+        "rate": round(rate, 1),
+        "seconds": seconds,
+        "calls": sent,
+        "measured": len(lat),
+        "flush_max_age": stack.config.flush_max_age,
+        "drain_interval": stack.config.drain_interval,
+        "p50_seconds": round(_pct(lat, 50), 3),
+        "p99_seconds": round(_pct(lat, 99), 3),
+        "max_seconds": round(lat[-1], 3) if lat else 0.0,
+        "mean_seconds": round(statistics.fmean(lat), 3) if lat else 0.0,
+    }
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def naive(
+    infra: Infra, emulator: Emulator, *, calls: int, counters: int, flush_rows: int, timeout: float
+) -> dict[str, Any]:
+    """One Celery task per call: enqueue rate with the worker stopped, then its consume rate."""
+    from bench import naive as naive_app  # noqa: PLC0415
+
+    naive_app.configure(infra.redis_url)
+    redis = Redis.from_url(infra.redis_url, decode_responses=True)
+    for key in redis.scan_iter(naive_app.PREFIX + "*"):
+        redis.delete(key)
+    redis.set(naive_app.PREFIX + "expect", calls)
+    now = int(time.time())
+    run = f"naive{time.time_ns()}"
+    payloads = [make_call(run, n, counters, now, counter_base=900_000) for n in range(calls)]
+    began = time.time()
+    for call in payloads:
+        naive_app.store_call.delay(call)
+    enqueued = time.time() - began
+    celery = str(Path(sys.executable).with_name("celery"))
+    log = (infra.log_dir / "naive-worker.log").open("ab")
+    env = {
+        "BENCH_NAIVE_REDIS_URL": infra.redis_url,
+        "BENCH_NAIVE_EMULATOR_URL": emulator.base_url,
+        "BENCH_NAIVE_FLUSH_ROWS": str(flush_rows),
+    }
+    proc = subprocess.Popen(  # noqa: S603
+        [celery, "-A", "bench.naive", "worker", "--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING",
+         "--without-gossip", "--without-mingle", "--hostname", "naive@%h"],
+        cwd=ROOT, env=python_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while redis.get(naive_app.PREFIX + "last") is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the naive worker exited; see {infra.log_dir}/naive-worker.log")
+            if time.monotonic() > deadline:
+                done = redis.get(naive_app.PREFIX + "done")
+                raise ScenarioTimeout(f"naive: {done!r} of {calls} calls consumed")
+            time.sleep(0.2)
+        first = float(redis.get(naive_app.PREFIX + "first") or 0)
+        last = float(redis.get(naive_app.PREFIX + "last") or 0)
+    finally:
+        stop_group(proc)
+        redis.close()
+    enqueue_rate = calls / enqueued
+    consume_rate = calls / (last - first)
+    return {
+        "calls": calls,
+        "counters": counters,
+        "flush_rows": flush_rows,
+        "enqueue_seconds": round(enqueued, 3),
+        "enqueue_rate": round(enqueue_rate, 1),
+        "consume_seconds": round(last - first, 3),
+        "consume_rate": round(consume_rate, 1),
+        "rate": round(min(enqueue_rate, consume_rate), 1),
+    }
+
+
+def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbers: int = 10) -> dict[str, Any]:
+    """The ingestion service under load on loopback: single-call requests/s, bulk calls/s, CPU per 1,000."""
+    from standalone.redis_server import free_port  # noqa: PLC0415
+
+    infra.flush()
+    namespace = "benchingest"
+    settings = Settings(_env_file=None, redis_url=infra.redis_url, namespace=namespace)
+    redis = Redis.from_url(infra.redis_url)
+    RoutingTable(redis, Keys(namespace, settings.shards)).add(
+        [Route(http_load.tracking_number(i), COUNTER_BASE + i) for i in range(numbers)]
+    )
+    redis.close()
+    port = free_port()
+    env = {
+        "REDIS_URL": infra.redis_url,
+        "CALLTRACK_REDIS_URL": infra.redis_url,
+        "CALLTRACK_NAMESPACE": namespace,
+        "CALLTRACK_LOG_LEVEL": "WARNING",
+        "CALLTRACK_LOG_FORMAT": "json",
+    }
+    log = (infra.log_dir / "ingest.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "ingest", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT, env=python_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/readyz", proc)
+        service = psutil.Process(proc.pid)
+        result: dict[str, Any] = {"workers": workers, "generator": "wrk" if http_load.have_wrk() else "python"}
+        run = f"ing{time.time_ns()}"
+        http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
+        cpu0 = _cpu(service)
+        single = http_load.single_calls(url, run, numbers, seconds, 32)
+        cpu1 = _cpu(service)
+        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2)
+        cpu2 = _cpu(service)
+        bulk_calls = bulk.requests * bulk_lines
+        result.update(
+            single_requests=single.requests,
+            single_errors=single.errors,
+            single_rps=round(single.rate, 1),
+            single_cpu_seconds_per_1000=round((cpu1 - cpu0) / max(single.requests, 1) * 1000, 3),
+            bulk_lines=bulk_lines,
+            bulk_requests=bulk.requests,
+            bulk_errors=bulk.errors,
+            bulk_calls_per_second=round(bulk_calls / bulk.seconds, 1) if bulk.seconds else 0.0,
+            bulk_cpu_seconds_per_1000=round((cpu2 - cpu1) / max(bulk_calls, 1) * 1000, 3),
+            seconds=seconds,
+        )
+        return result
+    finally:
+        stop_group(proc)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer")
+        time.sleep(0.1)
+
+
+def _cpu(proc: psutil.Process) -> float:
+    """utime + stime of the process and its live children (uvicorn workers), in seconds."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "redis": _redis_version(),
+    }
+
+
+def _redis_version() -> str:
+    from standalone.redis_server import find_binary  # noqa: PLC0415
+
+    binary = find_binary()
+    if binary is None:
+        return ""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout  # noqa: S603
+    return out.strip()
