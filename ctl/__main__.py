@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import click
 
+from ctl.calls import replay_calls
 from ctl.context import Context
+from ctl.conversions import conversions
+from ctl.doctor import doctor
 from ctl.held import held
+from ctl.quarantine import quarantine
 from ctl.routing import routing
+from ctl.status import status, uploads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +25,9 @@ def main(ctx: click.Context) -> None:
 
 main.add_command(routing)
 main.add_command(held)
+for _command in (status, uploads, quarantine, replay_calls, doctor):  # operations (issue 6)
+    main.add_command(_command)
+main.add_command(conversions)
 
 
 if __name__ == "__main__":

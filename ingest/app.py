@@ -9,8 +9,12 @@ Routes::
 
     GET  /healthz                           liveness
     GET  /readyz                            Redis reachable
+    GET  /metrics                           Prometheus metrics of the whole deployment (worker/metrics.py)
     POST /v1/calls                          one generic JSON call
     POST /v1/calls/bulk                     NDJSON, one call per line; a per-line report
+    POST /v1/conversions                    one offline conversion (JSON)
+    POST /v1/conversions/bulk               NDJSON, one conversion per line; a per-line report
+    POST /v1/calls/{provider}/{call_id}/conversions   a conversion for an earlier call
     POST /twilio/voice                      status callbacks and <Dial action> requests
     GET  /zadarma/{account}?zd_echo=X       Zadarma's URL check
     POST /zadarma/{account}                 Zadarma notifications
@@ -26,6 +30,7 @@ from typing import Any
 
 import orjson
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -38,10 +43,14 @@ from ingest.input import InputError, parse_form
 from ingest.providers import generic, mango, twilio, zadarma
 from ingest.providers.config import ProviderConfig
 from ingest.signatures import mango_valid, twilio_valid, zadarma_valid
+from worker import metrics
+from worker.call_refs import record_conversion
 from worker.calls import FieldError
 from worker.errors import ProducerError
 from worker.inbound import InboundCall
 from worker.intake import Intake, Outcome, build_intake
+from worker.kinds import UploadKind
+from worker.producer import SubmitResult
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -92,6 +101,7 @@ class IngestService:
         self.settings = settings
         self.runtime = runtime or Runtime(settings)
         self.intake: Intake = build_intake(self.runtime)
+        self.registry = metrics.registry(self.runtime.redis, self.runtime.keys, settings)
         self.configs = {
             "twilio": ProviderConfig.from_settings(settings, "twilio"),
             "zadarma": ProviderConfig.from_settings(settings, "zadarma", settings.zadarma_timezone),
@@ -106,20 +116,37 @@ class IngestService:
             try:
                 return await handler(request)
             except BodyTooLarge:
+                await self.count_refused(request, "too_large")
                 return error_response(413, "the body is larger than this endpoint accepts")
             except SignatureError as error:
                 log.warning("signature_refused", path=request.url.path, status=error.status, why=str(error))
+                await self.count_refused(request, "signature")
                 return error_response(error.status, str(error))
             except InputError as error:
+                await self.count_refused(request, _error_reason(error.errors))
                 return error_response(error.status, str(error), error.errors)
             except ProducerError as error:
                 log.error("store_failed", path=request.url.path, error=str(error))
+                await self.count_refused(request, "store_failed")
                 return error_response(503, "calls cannot be stored right now; retry later", ())
 
         return guarded
 
     async def submit(self, calls: Sequence[InboundCall]) -> list[Outcome]:
-        return await run_in_threadpool(self.intake.accept, calls)
+        return await run_in_threadpool(self.accept, calls)
+
+    def accept(self, calls: Sequence[InboundCall]) -> list[Outcome]:
+        """The intake's answer for ``calls``, counted per provider and outcome (worker/metrics.py)."""
+        outcomes = self.intake.accept(calls)
+        self.runtime.metrics.intake((c.provider for c in calls), (_status_reason(o) for o in outcomes))
+        return outcomes
+
+    async def count_refused(self, request: Request, reason: str) -> None:
+        provider = _provider_of(request.url.path)
+        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("rejected", reason)])
+
+    async def count_ignored(self, provider: str) -> None:
+        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("ignored", "")])
 
     @staticmethod
     def single_answer(outcome: Outcome) -> Response:
@@ -130,6 +157,10 @@ class IngestService:
     # --- Health ----------------------------------------------------------------------------------
     async def healthz(self, _request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def metrics(self, _request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(self, _request: Request) -> Response:
         try:
@@ -150,20 +181,7 @@ class IngestService:
 
     def _bulk(self, body: bytes) -> Response:
         lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
-        if not lines:
-            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
-        if len(lines) > self.settings.ingest_max_bulk_lines:
-            raise BodyTooLarge
-        report: dict[int, dict[str, Any]] = {}
-        calls: list[tuple[int, InboundCall]] = []
-        for number, line in lines:
-            try:
-                calls.append((number, generic.to_call(generic.parse_json(line))))
-            except InputError as error:
-                report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
-        outcomes = self.intake.accept([call for _, call in calls]) if calls else []
-        for (number, call), outcome in zip(calls, outcomes, strict=True):
-            report[number] = {"call_id": call.call_id, **outcome.to_dict()}
+        report = self._bulk_report(lines)
         items = [{"line": number, **report[number]} for number, _ in lines]
         totals = {status: 0 for status in ("accepted", "held", "ignored", "rejected")}
         for item in items:
@@ -171,6 +189,87 @@ class IngestService:
         if totals["rejected"] == len(items):
             return json_response({"error": "no line holds a valid call", **totals, "lines": items}, 422)
         return json_response({**totals, "lines": items})
+
+    def _bulk_report(self, lines: list[tuple[int, bytes]]) -> dict[int, dict[str, Any]]:
+        if not lines:
+            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
+        if len(lines) > self.settings.ingest_max_bulk_lines:
+            raise BodyTooLarge
+        report: dict[int, dict[str, Any]] = {}
+        calls: list[tuple[int, InboundCall]] = []
+        refused: list[str] = []
+        for number, line in lines:
+            try:
+                calls.append((number, generic.to_call(generic.parse_json(line))))
+            except InputError as error:
+                report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
+                refused.append(_error_reason(error.errors))
+        outcomes = self.accept([call for _, call in calls]) if calls else []
+        for (number, call), outcome in zip(calls, outcomes, strict=True):
+            report[number] = {"call_id": call.call_id, **outcome.to_dict()}
+        self.runtime.metrics.intake(["generic"] * len(refused), [("rejected", r) for r in refused])
+        return report
+
+    # --- Offline conversions ---------------------------------------------------------------------
+    async def conversion_one(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.ingest_max_body_bytes)
+        doc = _object(generic.parse_json(body))
+        result = await run_in_threadpool(self.runtime.producer.submit, [doc], UploadKind.CONVERSIONS)
+        return _one_result(result)
+
+    async def conversions_bulk(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.ingest_max_bulk_bytes)
+        return await run_in_threadpool(self._conversions_bulk, body)
+
+    def _conversions_bulk(self, body: bytes) -> Response:
+        lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+        if not lines:
+            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
+        if len(lines) > self.settings.ingest_max_bulk_lines:
+            raise BodyTooLarge
+        report: dict[int, dict[str, Any]] = {}
+        docs: list[tuple[int, dict[str, Any]]] = []
+        for number, line in lines:
+            try:
+                docs.append((number, _object(generic.parse_json(line))))
+            except InputError as error:
+                report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
+        if docs:
+            result = self.runtime.producer.submit([doc for _, doc in docs], UploadKind.CONVERSIONS)
+            for accepted in result.accepted:
+                report[docs[accepted.index][0]] = {"conversion_id": accepted.source_id, "status": "accepted"}
+            for rejection in result.rejected:
+                report[docs[rejection.index][0]] = Outcome("rejected", rejection.reason, rejection.errors).to_dict()
+        items = [{"line": number, **report[number]} for number, _ in lines]
+        accepted_count = sum(1 for item in items if item["status"] == "accepted")
+        totals = {"accepted": accepted_count, "rejected": len(items) - accepted_count}
+        if accepted_count == 0:
+            return json_response({"error": "no line holds a valid conversion", **totals, "lines": items}, 422)
+        return json_response({**totals, "lines": items})
+
+    async def call_conversion(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.ingest_max_body_bytes)
+        doc = _object(generic.parse_json(body))
+        unknown = sorted(set(doc) - {"Target", "DateTime", "Price", "Currency", "conversion_id"})
+        if unknown:
+            raise InputError.one(unknown[0], "extra_forbidden", "is not a known field", status=422)
+        if "Target" not in doc or "DateTime" not in doc:
+            missing = "Target" if "Target" not in doc else "DateTime"
+            raise InputError.one(missing, "missing", "is required", status=422)
+        provider, call_id = request.path_params["provider"], request.path_params["call_id"]
+        result = await run_in_threadpool(
+            lambda: record_conversion(
+                self.runtime,
+                provider,
+                call_id,
+                target=str(doc["Target"]),
+                date_time=doc["DateTime"],
+                price=doc.get("Price"),
+                currency=doc.get("Currency"),
+                conversion_id=doc.get("conversion_id"),
+            )
+        )
+        return _one_result(result)
 
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:
@@ -190,6 +289,8 @@ class IngestService:
             outcome = (await self.submit([result]))[0]
             if outcome.status == "rejected":
                 return self.single_answer(outcome)
+        else:
+            await self.count_ignored("twilio")
         return Response(twilio.EMPTY_TWIML, media_type="text/xml")
 
     def _public_url(self, request: Request) -> str:
@@ -219,6 +320,7 @@ class IngestService:
             raise SignatureError(403, "Signature does not match this request for this account")
         result = zadarma.to_call(form, self.configs["zadarma"])
         if isinstance(result, str):
+            await self.count_ignored("zadarma")
             return json_response({"status": "ignored", "reason": result})
         return self.single_answer((await self.submit([result]))[0])
 
@@ -242,6 +344,7 @@ class IngestService:
             return json_response({"status": "ignored", "reason": "only events/summary reports a finished call"})
         result = mango.to_call(mango.parse_json(form.get("json", "")), self.configs["mango"])
         if isinstance(result, str):
+            await self.count_ignored("mango")
             return json_response({"status": "ignored", "reason": result})
         return self.single_answer((await self.submit([result]))[0])
 
@@ -256,14 +359,49 @@ class IngestService:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/v1/calls", g(self.generic_one), methods=["POST"]),
             Route("/v1/calls/bulk", g(self.generic_bulk), methods=["POST"]),
+            Route("/v1/calls/{provider}/{call_id}/conversions", g(self.call_conversion), methods=["POST"]),
+            Route("/v1/conversions", g(self.conversion_one), methods=["POST"]),
+            Route("/v1/conversions/bulk", g(self.conversions_bulk), methods=["POST"]),
             Route("/twilio/voice", g(self.twilio_voice), methods=["POST"]),
             Route("/zadarma/{account}", g(self.zadarma_echo), methods=["GET"]),
             Route("/zadarma/{account}", g(self.zadarma_event), methods=["POST"]),
             Route("/mango/{account}/ping", g(self.mango_ping), methods=["POST", "GET"]),
             Route("/mango/{account}/events/{kind}", g(self.mango_event), methods=["POST"]),
         ]
+
+
+def _object(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise InputError.one("body", "object", "must be one JSON object", status=400)
+    return doc
+
+
+def _one_result(result: SubmitResult) -> Response:
+    if result.rejected:
+        rejection = result.rejected[0]
+        return error_response(422, rejection.reason, rejection.errors)
+    return json_response({"status": "accepted", "conversion_id": result.accepted[0].source_id})
+
+
+def _provider_of(path: str) -> str:
+    first = path.strip("/").split("/", 1)[0]
+    return first if first in ("twilio", "zadarma", "mango") else "generic"
+
+
+def _error_reason(errors: Sequence[FieldError]) -> str:
+    """``field:rule`` of the first error: a bounded label (fields and rules are the code's own words)."""
+    return f"{errors[0].field}:{errors[0].rule}" if errors else "invalid"
+
+
+def _status_reason(outcome: Outcome) -> tuple[str, str]:
+    if outcome.status == "rejected":
+        return "rejected", _error_reason(outcome.errors)
+    if outcome.status == "held":
+        return "held", metrics.reason_word(outcome.reason)
+    return outcome.status, ""
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:

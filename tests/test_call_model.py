@@ -143,5 +143,5 @@ def test_phone_forms() -> None:
 
 
 def test_not_a_mapping_is_rejected() -> None:
-    accepted, rejected = validate_calls(["nope"], NOW, POLICY)  # type: ignore[list-item]
-    assert not accepted and rejected[0].errors[0].field == "call"
+    accepted, rejected = validate_calls(["nope"], NOW, POLICY)
+    assert not accepted and rejected[0].errors[0].field == "event"

@@ -19,3 +19,4 @@ def test_every_accepted_call_is_stored_exactly_once_through_kills_restarts_and_f
     assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
     assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
     assert report.stored_rows == report.accepted == 2_500
+    assert report.conversions == 500  # the run mixes offline conversions with calls

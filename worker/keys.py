@@ -22,6 +22,8 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
+``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier", for a later conversion
+                                   (drain.lua writes it; worker/call_refs.py reads it)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/quota.py)
@@ -118,6 +120,9 @@ class Keys:
 
     def fence(self, shard: int, counter_id: int) -> str:
         return f"{self.prefix(shard)}:fence:{counter_id}"
+
+    def call_ref(self, shard: int, digest: str) -> str:
+        return f"{self.prefix(shard)}:ref:{digest}"
 
     def recheck(self, shard: int) -> str:
         return f"{self.prefix(shard)}:recheck"

@@ -1,15 +1,18 @@
-"""The producer API: validate call events and return only once Redis holds the accepted ones.
+"""The producer API: validate events (calls or offline conversions) and return only once Redis
+holds the accepted ones.
 
-Each accepted event becomes one entry of its counter's shard stream with three fields: ``b`` the
-bucket (counter:kind:id type), ``d`` a digest of (counter, provider, call id) for deduplication, and
-``r`` the CSV cells as a JSON object. Bulk submissions are pipelined, one round trip per chunk.
+Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
+(counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
+the CSV cells as a JSON object; a call also carries ``f``/``v``, the digest of (provider, call id)
+and "counter|id column|identifier", which drain keeps so a later conversion can find the call
+(:mod:`worker.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +23,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from worker.calls import CallEvent, Rejection, TimePolicy, validate_calls
+from worker.conversions import ConversionEvent, validate_conversions
 from worker.errors import ProducerError
 from worker.keys import Keys
+from worker.kinds import UploadKind
 from worker.store import ensure_shard
 
 log = structlog.get_logger(__name__)
@@ -34,12 +39,17 @@ def dedup_digest(source: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
+def call_ref_digest(provider: str, call_id: str) -> str:
+    """The key under which drain remembers a call for later conversions."""
+    return dedup_digest(f"ref\x1f{provider}\x1f{call_id}")
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An event Redis holds: its position in the input, its call id and its stream entry."""
+    """An event Redis holds: its position in the input, its source's id and its stream entry."""
 
     index: int
-    call_id: str
+    source_id: str
     entry_id: str
 
 
@@ -68,41 +78,52 @@ class Producer:
         self._clock = clock
         self._ready_shards: set[int] = set()
 
-    def submit(self, events: Iterable[Mapping[str, Any] | CallEvent]) -> SubmitResult:
-        """Validate every event; store the valid ones; report the invalid ones with reasons.
+    def submit(
+        self,
+        events: Iterable[Mapping[str, Any] | CallEvent | ConversionEvent],
+        kind: UploadKind = UploadKind.CALLS,
+    ) -> SubmitResult:
+        """Validate every event of ``kind``; store the valid ones; report the invalid ones with reasons.
 
         Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
-        accepted, rejected = validate_calls(events, self._clock(), self._policy)
+        accepted: list[tuple[int, CallEvent | ConversionEvent]] = []
+        if kind is UploadKind.CALLS:
+            calls, rejected = validate_calls(events, self._clock(), self._policy)
+            accepted.extend(calls)
+        else:
+            conversions, rejected = validate_conversions(events, self._clock(), self._policy)
+            accepted.extend(conversions)
         result = SubmitResult(rejected=rejected)
         for start in range(0, len(accepted), PIPELINE_CHUNK):
             chunk = accepted[start : start + PIPELINE_CHUNK]
             entry_ids = self._write(chunk)
             result.accepted.extend(
-                Accepted(index, event.call_id, entry_id)
+                Accepted(index, event.source_id, entry_id)
                 for (index, event), entry_id in zip(chunk, entry_ids, strict=True)
             )
         if rejected:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(self, chunk: list[tuple[int, CallEvent]]) -> list[str]:
+    def _write(self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]]) -> list[str]:
         pipe = self._redis.pipeline(transaction=False)
         for _, event in chunk:
             bucket = event.bucket
             shard = self._keys.shard_of(bucket.counter_id)
             if shard not in self._ready_shards:
                 self._prepare(shard)
-            pipe.xadd(
-                self._keys.stream(shard),
-                {
-                    "b": bucket.encode(),
-                    "d": dedup_digest(event.dedup_source),
-                    "r": orjson.dumps(event.to_row()),
-                },
-            )
+            fields: dict[str, str | bytes] = {
+                "b": bucket.encode(),
+                "d": dedup_digest(event.dedup_source),
+                "r": orjson.dumps(event.to_row()),
+            }
+            if isinstance(event, CallEvent):
+                fields["f"] = call_ref_digest(event.provider, event.call_id)
+                fields["v"] = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
+            pipe.xadd(self._keys.stream(shard), fields)  # type: ignore[arg-type]
         try:
             replies = pipe.execute(raise_on_error=False)
         except RedisError as error:

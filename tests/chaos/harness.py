@@ -39,6 +39,7 @@ from emulator.faults import FaultRule
 from emulator.server import RunningEmulator, start_in_thread
 from standalone.redis_server import RedisServer
 from worker.errors import ProducerError
+from worker.kinds import UploadKind
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ class ChaosReport:
 
     accepted: int = 0
     stored_rows: int = 0
+    conversions: int = 0
     lost: int = 0
     duplicated: int = 0
     batches_stored_twice: int = 0
@@ -70,8 +72,9 @@ class ChaosReport:
 
     def table(self) -> str:
         rows = [
-            ("calls accepted", self.accepted),
+            ("events accepted (calls and conversions)", self.accepted),
             ("rows stored at Metrica", self.stored_rows),
+            ("of which offline conversions", self.conversions),
             ("lost", self.lost),
             ("duplicated", self.duplicated),
             ("batches stored twice", self.batches_stored_twice),
@@ -91,16 +94,28 @@ class ChaosReport:
         return self.lost == 0 and self.duplicated == 0 and self.batches_stored_twice == 0
 
 
-def chaos_call(n: int, counters: int) -> dict[str, Any]:
+def chaos_event(n: int, counters: int) -> tuple[UploadKind, dict[str, Any]]:
+    """Event ``n``: every fifth an offline conversion, the rest calls; its identifier is unique to n."""
     counter = 1000 + n % counters
-    return {
+    identifier = str(10**15 + n)
+    when = int(datetime.now(UTC).timestamp()) - 600
+    if n % 5 == 0:
+        return UploadKind.CONVERSIONS, {
+            "counter_id": counter,
+            "conversion_id": f"chaos-{n}",
+            "source": "chaos",
+            ("PurchaseId" if n % 2 else "ClientId"): identifier,
+            "Target": "chaos_goal",
+            "DateTime": when,
+            "Price": "1.00",
+        }
+    return UploadKind.CALLS, {
         "counter_id": counter,
         "call_id": f"chaos-{n}",
         "provider": "chaos",
-        ("ClientId" if n % 4 else "Yclid"): str(10**15 + n),
-        "DateTime": int(datetime.now(UTC).timestamp()) - 600,
+        ("ClientId" if n % 4 else "Yclid"): identifier,
+        "DateTime": when,
         "TalkDuration": n % 500,
-        "CallTrackerURL": f"https://tracker.example/c/{n}",
     }
 
 
@@ -251,10 +266,11 @@ def run_chaos(
             next_kill = time.monotonic() + kill_every
             sent = 0
             while sent < calls:
-                batch = [chaos_call(n, counters) for n in range(sent, min(sent + chunk, calls))]
-                # Webhook-style repeats: some calls are delivered twice.
-                batch += [chaos_call(n, counters) for n in range(sent, min(sent + chunk, calls)) if n % 20 == 0]
-                _submit(producer_rt, batch)
+                span = range(sent, min(sent + chunk, calls))
+                # Webhook-style repeats: some events are delivered twice.
+                events = [chaos_event(n, counters) for n in [*span, *(n for n in span if n % 20 == 0)]]
+                for kind in UploadKind:
+                    _submit(producer_rt, [doc for k, doc in events if k is kind], kind)
                 sent = min(sent + chunk, calls)
                 if any(sent - chunk < point <= sent for point in restart_at):
                     say(f"restarting Redis (SIGKILL) after {sent} calls")
@@ -293,11 +309,11 @@ def run_chaos(
     return report
 
 
-def _submit(rt: Runtime, batch: list[dict[str, Any]]) -> None:
+def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind) -> None:
     """Submit until Redis takes it (it may be restarting); repeats are dropped downstream."""
     for attempt in range(200):
         try:
-            result = rt.producer.submit(batch)
+            result = rt.producer.submit(batch, kind)
             assert not result.rejected, result.rejected[:1]
             return
         except ProducerError:
@@ -321,8 +337,9 @@ def _settled(rt: Runtime) -> bool:
 def _count(emulator: RunningEmulator, report: ChaosReport, calls: int) -> None:
     rows = emulator.admin.rows()
     report.stored_rows = len(rows)
-    seen = Counter(row["CallTrackerURL"].rsplit("/", 1)[1] for row in rows)
-    report.lost = sum(1 for n in range(calls) if str(n) not in seen)
+    report.conversions = sum(1 for row in rows if row["kind"] == "conversions")
+    seen = Counter(next(row[c] for c in ("ClientId", "Yclid", "PurchaseId") if row.get(c)) for row in rows)
+    report.lost = sum(1 for n in range(calls) if str(10**15 + n) not in seen)
     report.duplicated = sum(count - 1 for count in seen.values() if count > 1)
     comments = Counter(u["comment"] for u in emulator.admin.uploads(with_rows=False))
     report.uploads = sum(comments.values())

@@ -59,12 +59,14 @@ if reply then
     local entry_id, fields = entries[i][1], entries[i][2]
     ids[#ids + 1] = entry_id
     read = read + 1
-    local bucket, dedup, row
+    local bucket, dedup, row, ref, ref_value
     for j = 1, #fields, 2 do
       local f = fields[j]
       if f == 'b' then bucket = fields[j + 1]
       elseif f == 'd' then dedup = fields[j + 1]
-      elseif f == 'r' then row = fields[j + 1] end
+      elseif f == 'r' then row = fields[j + 1]
+      elseif f == 'f' then ref = fields[j + 1]
+      elseif f == 'v' then ref_value = fields[j + 1] end
     end
     if bucket and row then
       local fresh = true
@@ -83,6 +85,10 @@ if reply then
           redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
+        if ref and ref_value then
+          -- Where a later conversion finds this call's counter and identifier.
+          redis.call('SET', p .. ':ref:' .. ref, ref_value, 'EX', dedup_ttl)
+        end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true

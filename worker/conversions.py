@@ -1,0 +1,131 @@
+"""Offline conversions: the second upload kind (orders paid, CRM deals closed).
+
+``ConversionEvent`` is one row of Metrica's offline-conversions file: an identifier (``ClientId``,
+``UserId``, ``Yclid`` or ``PurchaseId``), a goal ``Target``, a ``DateTime`` strictly in the past, and
+optional ``Price`` and ``Currency``. It flows through the same streams, buffers, batches, uploads,
+quotas and reconciliation as calls; only its columns and endpoints differ (``worker/kinds.py``).
+
+:class:`CallConversions` records a conversion for a call ingested earlier, by the call's provider
+and id: the counter and the visitor identifier come from the call (kept for the dedup window).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from worker.fields import (
+    Currency,
+    DigitsId,
+    FieldError,
+    OneLine,
+    Price,
+    Rejection,
+    SourceId,
+    SourceName,
+    TimePolicy,
+    UtcDateTime,
+    validate_events,
+)
+from worker.kinds import Bucket, IdType, UploadKind
+
+_TARGET_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
+
+
+class ConversionEvent(BaseModel):
+    """An offline conversion, ready to become one row of a Metrica offline-conversions file."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the conversion belongs to.")
+    conversion_id: SourceId = Field(description="The source's own id of the conversion; repeats are dropped.")
+    source: SourceName = Field(default="api", description="Where it came from (crm, shop, api, ...).")
+
+    client_id: DigitsId = Field(default=None, alias="ClientId")
+    user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
+    yclid: DigitsId = Field(default=None, alias="Yclid")
+    purchase_id: OneLine = Field(default=None, alias="PurchaseId", max_length=256)
+    target: str = Field(alias="Target", description="Goal identifier (a JavaScript-event goal).")
+    date_time: UtcDateTime = Field(alias="DateTime")
+    price: Price = Field(default=None, alias="Price")
+    currency: Currency = Field(default=None, alias="Currency")
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, value: str) -> str:
+        if not _TARGET_RE.match(value):
+            raise ValueError("must be a goal identifier: 1-255 Latin letters, digits, '_', '-' or '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_identifier(self) -> ConversionEvent:
+        if not (self.client_id or self.user_id or self.yclid or self.purchase_id):
+            raise PydanticCustomError(
+                "conversion_identifier_required", "at least one of ClientId, UserId, Yclid or PurchaseId is required"
+            )
+        return self
+
+    @property
+    def id_type(self) -> IdType:
+        """The identifier the file is keyed by when several are given: ClientId, UserId, Yclid, PurchaseId."""
+        if self.client_id:
+            return IdType.CLIENT_ID
+        if self.user_id:
+            return IdType.USER_ID
+        if self.yclid:
+            return IdType.YCLID
+        return IdType.PURCHASE_ID
+
+    @property
+    def identifier(self) -> str:
+        values = {
+            IdType.CLIENT_ID: self.client_id,
+            IdType.USER_ID: self.user_id,
+            IdType.YCLID: self.yclid,
+            IdType.PURCHASE_ID: self.purchase_id,
+        }
+        return values[self.id_type] or ""
+
+    @property
+    def bucket(self) -> Bucket:
+        return Bucket(self.counter_id, UploadKind.CONVERSIONS, self.id_type)
+
+    @property
+    def source_id(self) -> str:
+        return self.conversion_id
+
+    @property
+    def dedup_source(self) -> str:
+        """What makes two deliveries the same conversion: counter, source and the source's id."""
+        return f"conversion\x1f{self.counter_id}\x1f{self.source}\x1f{self.conversion_id}"
+
+    def to_row(self) -> dict[str, str]:
+        row = {
+            self.id_type.column: self.identifier,
+            "Target": self.target,
+            "DateTime": str(int(self.date_time.timestamp())),
+        }
+        if self.price is not None:
+            row["Price"] = format(self.price, "f")
+        if self.currency is not None:
+            row["Currency"] = self.currency
+        return row
+
+
+def check_conversion_time(event: ConversionEvent, now: datetime, policy: TimePolicy) -> list[FieldError]:
+    """Metrica refuses a conversion whose DateTime is not in the past; older than the window is useless."""
+    if event.date_time >= now:
+        return [FieldError("DateTime", "in_past", "must be in the past (Metrica refuses future conversions)")]
+    too_old = policy.too_old(event.date_time, now)
+    return [too_old] if too_old else []
+
+
+def validate_conversions(
+    raw_events: Iterable[object], now: datetime, policy: TimePolicy
+) -> tuple[list[tuple[int, ConversionEvent]], list[Rejection]]:
+    """Validate each conversion; return (index, event) pairs accepted and the rejections."""
+    return validate_events(ConversionEvent, raw_events, now, lambda event, at: check_conversion_time(event, at, policy))
