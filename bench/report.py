@@ -31,7 +31,7 @@ def evaluate(results: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
     grown = None if growth is None else growth <= 1.25
     target("backlog: RSS large / small backlog", "<= 1.25 (no growth)", growth, grown)
     p99 = _get(results, "latency", "p99_seconds")
-    age = _get(results, "latency", "flush_max_age")
+    age = _get(results, "latency", "flush_max_age") or settings.get("flush_age")
     bound = (age or 0) + 2
     target("latency p99", f"<= flush age + 2 s ({bound:g} s)", p99, None if p99 is None else p99 <= bound)
     single = _get(results, "ingest", "single_rps")

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["config", "tasks", "worker", "emulator", "ingest", "ctl"])
+@pytest.mark.parametrize("name", ["config", "tasks", "worker", "emulator", "ingest", "ctl", "bench"])
 def test_package_resolves_inside_the_repository(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
@@ -23,7 +23,7 @@ def test_no_project_package_is_installed_in_the_environment() -> None:
     # Run from another directory: nothing of ours may be importable without the checkout on the path.
     code = (
         "import importlib.util, sys\n"
-        "names = ('config', 'tasks', 'worker', 'emulator', 'ingest', 'ctl')\n"
+        "names = ('config', 'tasks', 'worker', 'emulator', 'ingest', 'ctl', 'bench')\n"
         "found = [n for n in names if importlib.util.find_spec(n)]\n"
         "print(','.join(found))\n"
     )

