@@ -16,6 +16,11 @@ class Context:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
 
+    @property
+    def given_settings(self) -> Settings | None:
+        """Settings a test passed in (``doctor`` loads its own, to report a bad configuration)."""
+        return self._settings
+
     @cached_property
     def settings(self) -> Settings:
         settings = self._settings or load_settings()
@@ -29,6 +34,18 @@ class Context:
     @cached_property
     def intake(self) -> Intake:
         return build_intake(self.runtime)
+
+    def send_upload(self, batch_id: str) -> bool:
+        """Send a batch's upload task now; if the broker refuses, the sweeper sends it later."""
+        from kombu.exceptions import OperationalError  # noqa: PLC0415
+
+        from worker.app import create_app  # noqa: PLC0415 - only commands that send tasks need Celery
+
+        try:
+            create_app(self.settings).send_task("calltrack.upload_batch", args=(batch_id,))
+        except OperationalError:
+            return False
+        return True
 
     def close(self) -> None:
         if "runtime" in self.__dict__:

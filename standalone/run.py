@@ -1,5 +1,7 @@
-"""Standalone mode: Redis, the Metrica emulator, a Celery worker with beat, and a stream of sample
-calls, all from one command, until Ctrl-C (or, with ``--once``, until every upload is PROCESSED).
+"""Standalone mode: Redis, the Metrica emulator, a Celery worker with beat, the ingestion service
+(which also serves the metrics), Flower, and a stream of sample calls sent to the ingestion service
+in each provider's own format, all from one command, until Ctrl-C (or, with ``--once``, until every
+upload is PROCESSED).
 
     python -m standalone.run [--once] [--calls 600] [--timeout 120]
 """
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -17,12 +21,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from redis import Redis
 
 from config.settings import load_settings
 from emulator.client import EmulatorAdmin
+from standalone.feed import Feeder, demo_env, demo_routes
 from standalone.processes import ROOT, Children
 from standalone.redis_server import RedisServer, answers, configured_url, free_port
+from worker.intake import build_intake
 from worker.runtime import Runtime
 
 VAR = ROOT / "var" / "standalone"
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             "CALLTRACK_DRAIN_INTERVAL": "1",
             "CALLTRACK_RECONCILE_INTERVAL": "2",
             "CALLTRACK_LOG_FORMAT": "json",
+            "CALLTRACK_HEARTBEAT_DIR": str(VAR),
+            **demo_env(),
         }
         if os.environ.get("CALLTRACK_NAMESPACE") is None:
             env["CALLTRACK_NAMESPACE"] = DEMO_NAMESPACE
@@ -117,6 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"emulator   {emulator_url}/  (its page lists every upload and its status)")
         else:
             print(f"metrica    {base.api_base_url} (real API: tokens are configured)")
+        ingest_port = _port(base.ingest_port)
+        flower_port = _port(base.flower_port)
+        env["CALLTRACK_INGEST_PORT"] = str(ingest_port)
+        env["CALLTRACK_FLOWER_PORT"] = str(flower_port)
+        flower_auth = "(user and password from CALLTRACK_FLOWER_USER / _PASSWORD)"
+        if base.flower_password is None:
+            password_file = VAR / "flower-password"
+            VAR.mkdir(parents=True, exist_ok=True)
+            password_file.touch(mode=0o600)
+            password_file.write_text(secrets.token_urlsafe(12) + "\n")
+            env["CALLTRACK_FLOWER_PASSWORD"] = password_file.read_text().strip()
+            flower_auth = f"(user {base.flower_user}, password in {password_file.relative_to(ROOT)})"
         os.environ.update(env)
         settings = load_settings()
         if settings.uses_emulator and settings.namespace == DEMO_NAMESPACE:
@@ -136,18 +157,33 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )  # fmt: skip
         print(f"worker     celery worker --beat (logs in {VAR / 'logs'})")
+        # --- Ingestion service (serves /metrics too) and Flower -----------------------------
+        ingest_url = f"http://127.0.0.1:{ingest_port}"
+        children.python("ingest", ["-m", "ingest", "--host", "127.0.0.1", "--port", str(ingest_port)], env)
+        children.python("flower", ["-m", "worker.flower"], env)
+        flower_url = f"http://127.0.0.1:{flower_port}/"
+        metrics_url = f"{ingest_url}/metrics"
         admin = EmulatorAdmin(settings.api_base_url) if settings.uses_emulator else None
         if admin is not None:
             _wait(lambda: _healthy(admin), 20, "the emulator")
-        # --- Sample calls --------------------------------------------------------------------
+        _wait(lambda: _answers(f"{ingest_url}/readyz"), 30, "the ingestion service")
+        print(f"ingest     {ingest_url}/  (/twilio/voice, /zadarma/demo, /mango/demo/events/summary, /v1/calls)")
+        print(f"metrics    {metrics_url}")
+        print(f"flower     {flower_url}  {flower_auth}")
+        # --- Sample calls, through the ingestion service -------------------------------------
         runtime = Runtime(settings)
-        sent = 0
-        result = runtime.producer.submit(sample_calls(0, args.calls))
-        sent += len(result.accepted)
-        print(f"producer   {len(result.accepted)} calls accepted into Redis, {len(result.rejected)} rejected")
+        build_intake(runtime).routing.add(demo_routes())
+        feeder = Feeder(ingest_url, settings.zadarma_timezone)
+        fed = feeder.send(0, args.calls)
+        sent = fed.accepted
+        print(
+            f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Zadarma, Mango, "
+            f"generic NDJSON), {fed.refused} refused"
+        )
         started = time.monotonic()
         next_feed = started + 20
         done_once = False
+        feeds = 0
         last_line = ""
         tty = sys.stdout.isatty()
         while not stopping:
@@ -163,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     done_once = True
                     print(
                         f"\nall {sent} calls are at Metrica, every upload PROCESSED "
-                        f"({time.monotonic() - started:.0f} s). Emulator page: {settings.api_base_url}/"
+                        f"({time.monotonic() - started:.0f} s). Emulator page: {settings.api_base_url}/\n"
+                        f"Flower: {flower_url}  metrics: {metrics_url}  ingestion: {ingest_url}/",
+                        flush=True,
                     )
                     if args.once:
                         return 0
@@ -172,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nnot every upload reached PROCESSED within {args.timeout:.0f} s", file=sys.stderr)
                 return 1
             if not args.once and time.monotonic() > next_feed:
-                result = runtime.producer.submit(sample_calls(sent, 30))
-                sent += len(result.accepted)
+                fed = feeder.send(args.calls + feeds * 30, 30)
+                feeds += 1
+                sent += fed.accepted
                 next_feed = time.monotonic() + 20
             time.sleep(1)
         print("\nstopping ...")
@@ -191,6 +230,23 @@ def _clear_namespace(redis_url: str, namespace: str) -> None:
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
     client.close()
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else a free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _healthy(admin: EmulatorAdmin) -> bool:
