@@ -111,14 +111,17 @@ class Metrics:
         self.incr("metrica_requests", endpoint, result, error_type or "none")
 
     def intake(self, provider_of: Iterable[str], statuses: Iterable[tuple[str, str]]) -> None:
-        """Count one request's calls: ``provider_of`` per call, ``statuses`` (status, reason) in the same order."""
+        """Count one request's calls: ``provider_of`` per call, ``statuses`` (status, reason) in the same order.
+
+        A reason must be a short code word (``unknown_number``, ``signature``, ``field:rule``).
+        """
         counts: Tally[tuple[str, tuple[str, ...]]] = Tally()
         for provider, (status, reason) in zip(provider_of, statuses, strict=True):
             counts["calls_received", (provider,)] += 1
             if status in ("accepted", "ignored"):
                 counts[f"calls_{status}", (provider,)] += 1
             else:
-                counts[f"calls_{status}", (provider, reason_word(reason))] += 1
+                counts[f"calls_{status}", (provider, reason or "unspecified")] += 1
         self.add(counts)
 
     def read(self) -> dict[str, int]:
