@@ -64,7 +64,12 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+
+    def pump() -> None:
+        for line in proc.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     redis_port = 0
     try:
