@@ -1,4 +1,4 @@
-# One image for every role (worker, beat, emulator); the command picks the role.
+# One image for every role (worker, beat, ingestion, Flower, exporter, emulator); the command picks the role.
 FROM python:3.11-slim AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv
 RUN pip install --no-cache-dir uv==0.13.9
@@ -16,6 +16,8 @@ COPY worker ./worker
 COPY tasks ./tasks
 COPY emulator ./emulator
 COPY standalone ./standalone
+COPY ingest ./ingest
+COPY ctl ./ctl
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 CALLTRACK_LOG_FORMAT=json
 USER calltrack
 CMD ["celery", "-A", "worker.main", "worker", "--loglevel", "INFO"]

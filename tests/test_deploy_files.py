@@ -1,0 +1,74 @@
+"""docker-compose.yml, the Dockerfile and the Grafana dashboard, checked without Docker or Grafana:
+structure, a healthcheck on every service, commands that name modules that exist, metrics that exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+from worker.metrics import FAMILIES, PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+GAUGES = {
+    "redis_up", "stream_lag_calls", "stream_oldest_pending_age_seconds", "buffered_calls", "batches", "open_uploads",
+    "oldest_open_upload_age_seconds", "held_calls", "quota_left", "quota_used_today", "quota_in_flight",
+    "uploads_paused", "processes_alive", "heartbeat_age_seconds",
+}  # fmt: skip
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_has_every_role_with_a_healthcheck() -> None:
+    services = compose()["services"]
+    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator"}
+    for name, service in services.items():
+        check = service.get("healthcheck", {}).get("test")
+        assert isinstance(check, list) and check[0] in ("CMD", "CMD-SHELL") and len(check) > 1, name
+        if name != "redis":
+            assert service.get("build") == ".", name
+            command = service["command"]
+            assert isinstance(command, list) and all(isinstance(part, str) for part in command), name
+    assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
+    assert "worker.health" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert "--role beat" in " ".join(services["beat"]["healthcheck"]["test"])
+    assert "/readyz" in " ".join(services["ingest"]["healthcheck"]["test"])
+    assert services["flower"]["command"] == ["python", "-m", "worker.flower"]
+    assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # No secret is written into the file: Flower's password comes from .env.
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"PASSWORD\s*:", text) and "TOKEN:" not in text
+
+
+def test_compose_commands_name_modules_the_image_holds() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, flags=re.M))
+    for name, service in compose()["services"].items():
+        words = [*service.get("command", []), *" ".join(service.get("healthcheck", {}).get("test", [])).split()]
+        for i, word in enumerate(words[:-1]):
+            if word in ("-m", "-A"):  # python -m MODULE, celery -A MODULE
+                module = words[i + 1]
+                assert module.split(".")[0] in copied, (name, module)
+                path = ROOT / module.replace(".", "/")
+                assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), (name, module)
+
+
+def test_dashboard_uses_only_metrics_that_exist() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "calltrack-dashboard.json").read_text())
+    known = {f"{PREFIX}_{name}_total" for name in FAMILIES} | {f"{PREFIX}_{name}" for name in GAUGES}
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(rf"\b{PREFIX}_[a-z_]+", target["expr"]))
+    assert used and used <= known, used - known
+    needed = {"calls_received", "calls_accepted", "calls_rejected", "batches_sealed", "batches_uploaded"}
+    needed |= {"batches_quarantined", "metrica_requests", "calls_deduplicated"}
+    assert {f"{PREFIX}_{n}_total" for n in needed} <= used
+    assert {f"{PREFIX}_stream_lag_calls", f"{PREFIX}_quota_left", f"{PREFIX}_open_uploads"} <= used
