@@ -34,6 +34,7 @@ _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -272,6 +273,27 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("pool_fallback_numbers", mode="before")
+    @classmethod
+    def _parse_fallbacks(cls, value: object) -> object:
+        return parse_pairs(value, "counter=number pairs separated by commas, or a JSON object")
+
+    @field_validator("pool_fallback_numbers")
+    @classmethod
+    def _check_fallbacks(cls, value: dict[int, str]) -> dict[int, str]:
+        for counter, number in value.items():
+            digits = number.removeprefix("+")
+            if counter <= 0 or not number.startswith("+") or not digits.isdigit() or not 7 <= len(digits) <= 15:
+                raise ValueError("must map positive counter ids to numbers written +<7-15 digits>")
+        return value
+
+    @field_validator("session_allowed_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
     @field_validator("zadarma_timezone", "asterisk_timezone")
     @classmethod
     def _check_zone(cls, value: str) -> str:
@@ -298,6 +320,31 @@ class Settings(BaseSettings):
     )
     heartbeat_dir: str = Field(
         default="", description="Folder of the local heartbeat files liveness probes read (default: the temp dir)."
+    )
+
+    # --- Number pools and attribution (dynamic call tracking) ---------------------------------
+    pool_lease_seconds: PositiveFloat = Field(
+        default=1800, description="How long a session keeps its number after its last page view."
+    )
+    pool_grace_seconds: NonNegativeFloat = Field(
+        default=0, description="A call this long after a lease ended still goes to its session, if unassigned."
+    )
+    pool_history_days: PositiveInt = Field(
+        default=22, description="How long lease history is kept for late attribution (>= the join window)."
+    )
+    pool_fallback_numbers: Annotated[dict[int, str], NoDecode] = Field(
+        default_factory=dict, description='Number shown when a pool is exhausted: "counter=+7495...,..." or JSON.'
+    )
+    static_label_as_tag: bool = Field(default=True, description="A static number's channel label becomes the Tag.")
+    session_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="Origins allowed to call the session API (CORS), comma-separated."
+    )
+    ingest_trust_forwarded_for: bool = Field(
+        default=False, description="Take the client IP from X-Forwarded-For (behind your own load balancer)."
+    )
+    session_rate_per_ip: PositiveInt = Field(default=20, description="Session API requests per second per client IP.")
+    session_rate_per_counter: PositiveInt = Field(
+        default=2000, description="Session API requests per second per counter."
     )
 
     # --- Logging -----------------------------------------------------------------------------

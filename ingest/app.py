@@ -12,6 +12,7 @@ Routes::
     GET  /metrics                           Prometheus metrics of the whole deployment (worker/metrics.py)
     POST /v1/calls                          one generic JSON call
     POST /v1/calls/bulk                     NDJSON, one call per line; a per-line report
+    GET|POST|OPTIONS /v1/number             the session API: a tracking number for a visitor (CORS)
     POST /v1/conversions                    one offline conversion (JSON)
     POST /v1/conversions/bulk               NDJSON, one conversion per line; a per-line report
     POST /v1/calls/{provider}/{call_id}/conversions   a conversion for an earlier call
@@ -42,6 +43,7 @@ from config.settings import Settings
 from ingest.input import InputError, parse_form
 from ingest.providers import generic, mango, twilio, zadarma
 from ingest.providers.config import ProviderConfig
+from ingest.sessions import SessionService
 from ingest.signatures import mango_valid, twilio_valid, zadarma_valid
 from worker import metrics
 from worker.call_refs import record_conversion
@@ -101,6 +103,7 @@ class IngestService:
         self.settings = settings
         self.runtime = runtime or Runtime(settings)
         self.intake: Intake = build_intake(self.runtime)
+        self.sessions = SessionService(settings, self.runtime)
         self.registry = metrics.registry(self.runtime.redis, self.runtime.keys, settings)
         self.configs = {
             "twilio": ProviderConfig.from_settings(settings, "twilio"),
@@ -363,6 +366,8 @@ class IngestService:
             Route("/v1/calls", g(self.generic_one), methods=["POST"]),
             Route("/v1/calls/bulk", g(self.generic_bulk), methods=["POST"]),
             Route("/v1/calls/{provider}/{call_id}/conversions", g(self.call_conversion), methods=["POST"]),
+            Route("/v1/number", self.sessions.number, methods=["GET", "POST"]),
+            Route("/v1/number", self.sessions.preflight, methods=["OPTIONS"]),
             Route("/v1/conversions", g(self.conversion_one), methods=["POST"]),
             Route("/v1/conversions/bulk", g(self.conversions_bulk), methods=["POST"]),
             Route("/twilio/voice", g(self.twilio_voice), methods=["POST"]),

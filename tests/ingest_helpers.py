@@ -84,11 +84,15 @@ def held_calls(rt: Runtime) -> list[tuple[str, dict[str, Any]]]:
 
 
 def snapshot(rt: Runtime) -> dict[bytes, bytes]:
-    """Every key of the namespace with its serialised value: equal snapshots mean nothing was stored."""
+    """Every key of the namespace with its serialised value: equal snapshots mean nothing was stored.
+
+    Metrics counters (``{m}`` keys) are left out: counting a refused request is not storing it.
+    """
     raw = Redis.from_url(rt.settings.redis_url)
     try:
         pattern = f"{rt.settings.namespace}:*"
-        return {key: cast(bytes, raw.dump(key)) for key in raw.scan_iter(match=pattern, count=1000)}
+        keys = [key for key in raw.scan_iter(match=pattern, count=1000) if b":{m}:" not in key]
+        return {key: cast(bytes, raw.dump(key)) for key in keys}
     finally:
         raw.close()
 

@@ -31,6 +31,7 @@ return false
 
 UNKNOWN_NUMBER = "unknown_number"
 NO_IDENTIFIER = "no_identifier"
+NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ again after the routing table or the identifiers were fixed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 from worker.callers import CallerCall, CallerHistory
 from worker.calls import CallEvent, FieldError, TimePolicy, check_time, field_errors
 from worker.errors import ProducerError
-from worker.held import NO_IDENTIFIER, UNKNOWN_NUMBER, HeldCall, HeldCalls
+from worker.held import NO_IDENTIFIER, NO_LEASE, UNKNOWN_NUMBER, HeldCall, HeldCalls
 from worker.inbound import ID_COLUMNS, InboundCall
+from worker.pools import NumberPools
 from worker.producer import Producer
 from worker.routing import Route, RoutingTable
 from worker.runtime import Runtime
@@ -57,6 +58,7 @@ class _Work:
     event: CallEvent | None = None
     ftc: bool | None = None
     has_id: bool = False
+    attributed: bool = False  # a dynamic number's session was found for the call's time
 
 
 @dataclass(slots=True)
@@ -79,7 +81,12 @@ class Intake:
         held: HeldCalls,
         producer: Producer,
         policy: TimePolicy,
+        pools: NumberPools | None = None,
+        *,
+        label_as_tag: bool = True,
     ) -> None:
+        self.pools = pools
+        self.label_as_tag = label_as_tag
         self.routing = routing
         self.callers = callers
         self.held = held
@@ -131,13 +138,14 @@ class Intake:
             routes = self.routing.lookup(call.tracking_number for call in calls)
         except RedisError as error:
             raise ProducerError(f"Redis did not answer the routing lookup: {type(error).__name__}") from None
+        calls, attributed = self._attribute(calls, routes)
         work: list[_Work] = []
         for index, call in enumerate(calls):
             route = routes.get(call.tracking_number) if call.tracking_number else None
             if route is not None and call.direction == "out" and not route.outgoing:
                 outcomes[index] = Outcome("ignored", "outgoing calls are not enabled for this number")
                 continue
-            item = _Work(index, call, route)
+            item = _Work(index, call, route, attributed=index in attributed)
             errors = self._validate(item, now)
             if errors:
                 outcomes[index] = Outcome("rejected", "; ".join(str(e) for e in errors), tuple(errors))
@@ -165,7 +173,9 @@ class Intake:
         ready: list[_Work] = []
         for item in work:
             if not item.has_id:
-                reason = NO_IDENTIFIER + (f" ({item.call.note})" if item.call.note else "")
+                dynamic = item.route is not None and item.route.kind == "dynamic"
+                reason = NO_LEASE if dynamic else NO_IDENTIFIER
+                reason += f" ({item.call.note})" if item.call.note else ""
                 outcomes[item.index] = Outcome("held", reason)
                 to_hold.append((item.index, reason))
             else:
@@ -179,6 +189,34 @@ class Intake:
         for accepted in result.accepted:
             outcomes[ready[accepted.index].index] = Outcome("accepted")
         return [o or Outcome("rejected", "not processed") for o in outcomes], to_hold
+
+    def _attribute(
+        self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]
+    ) -> tuple[list[InboundCall], set[int]]:
+        """Calls to dynamic numbers take the identifiers and landing URL of the session that held
+        the number when the call started (worker/pools.py); returns the calls and which were."""
+        result = list(calls)
+        asks: list[tuple[int, tuple[int, str, int]]] = []
+        for index, call in enumerate(calls):
+            route = routes.get(call.tracking_number) if call.tracking_number else None
+            if self.pools is not None and route is not None and route.kind == "dynamic" and call.direction == "in":
+                asks.append((index, (route.counter_id, route.number, call.started_at)))
+        if not asks:
+            return result, set()
+        try:
+            found = self.pools.attribute([ask for _, ask in asks]) if self.pools else []
+        except RedisError as error:
+            raise ProducerError(f"Redis did not answer the lease lookup: {type(error).__name__}") from None
+        attributed: set[int] = set()
+        for (index, _), attribution in zip(asks, found, strict=True):
+            if attribution is None:
+                continue
+            call = result[index].with_ids(attribution.ids)
+            if attribution.url and not call.columns.get("URL"):
+                call = replace(call, columns={**call.columns, "URL": attribution.url})
+            result[index] = call
+            attributed.add(index)
+        return result, attributed
 
     def _validate(self, item: _Work, now: datetime) -> list[FieldError]:
         """The call's columns as the producer will check them (with a stand-in id when it has none)."""
@@ -196,7 +234,10 @@ class Intake:
             "CallTrackerURL": call.call_tracker_url,
         }
         if route is not None:
-            data["StaticCall"] = route.static_call
+            # Dynamic numbers are "dynamic calls" only when a session held the number at the time.
+            data["StaticCall"] = not item.attributed
+            if route.static_call and route.label and self.label_as_tag and not data.get("Tag"):
+                data["Tag"] = route.label
         ids = {column: call.ids[column] for column in ID_COLUMNS if call.ids.get(column)}
         item.has_id = bool(ids)
         data.update(ids or {"ClientId": _PLACEHOLDER_ID})
@@ -221,4 +262,6 @@ def build_intake(runtime: Runtime) -> Intake:
         HeldCalls(runtime.redis, runtime.keys, seen_days=s.dedup_window_days),
         runtime.producer,
         runtime.policy,
+        NumberPools(runtime),
+        label_as_tag=s.static_label_as_tag,
     )

@@ -24,6 +24,14 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier", for a later conversion
                                    (drain.lua writes it; worker/call_refs.py reads it)
+``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
+``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/pools.py)
+``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
+``<ns>:{sN}:plog:<ctr>``   hash    lease id -> "number|start ms|end ms|session JSON" (history)
+``<ns>:{sN}:phist:<ctr>:<number>`` zset  lease id -> start ms, for attribution at a call's time
+``<ns>:{sN}:pseq``         string  lease id sequence
+``<ns>:{sN}:pexhausted``   hash    counter -> times its pool had no free number
+``<ns>:rl:<what>:<id>:<s>`` string requests in second s (session API rate limits; ids hashed)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/quota.py)
@@ -120,6 +128,34 @@ class Keys:
 
     def fence(self, shard: int, counter_id: int) -> str:
         return f"{self.prefix(shard)}:fence:{counter_id}"
+
+    def _pool_key(self, name: str, counter_id: int) -> str:
+        return f"{self.prefix(self.shard_of(counter_id))}:{name}:{counter_id}"
+
+    def pool(self, counter_id: int) -> str:
+        return self._pool_key("pool", counter_id)
+
+    def pool_sessions(self, counter_id: int) -> str:
+        return self._pool_key("psess", counter_id)
+
+    def pool_holders(self, counter_id: int) -> str:
+        return self._pool_key("pholder", counter_id)
+
+    def pool_log(self, counter_id: int) -> str:
+        return self._pool_key("plog", counter_id)
+
+    def pool_history(self, counter_id: int, number: str = "") -> str:
+        """One number's lease history; with no number, the prefix lua/lease.lua completes."""
+        return self._pool_key("phist", counter_id) + f":{number}"
+
+    def pool_seq(self, counter_id: int) -> str:
+        return f"{self.prefix(self.shard_of(counter_id))}:pseq"
+
+    def pool_exhausted(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:pexhausted"
+
+    def rate(self, what: str, ident: str, second: int) -> str:
+        return f"{self.namespace}:rl:{what}:{ident}:{second}"
 
     def call_ref(self, shard: int, digest: str) -> str:
         return f"{self.prefix(shard)}:ref:{digest}"

@@ -110,6 +110,7 @@ class RoutingTable:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
+        self._keys = keys
         self._key = keys.routing
         self._ttl = cache_seconds
         self._clock = clock
@@ -150,19 +151,48 @@ class RoutingTable:
 
     # --- Management (CLI) ------------------------------------------------------------------------
     def add(self, routes: Iterable[Route]) -> int:
-        """Write (or overwrite) entries in one round trip; returns how many were given."""
-        mapping = {route.number: route.to_json() for route in routes}
-        if mapping:
-            self._redis.hset(self._key, mapping=mapping)  # type: ignore[arg-type]
+        """Write (or overwrite) entries; dynamic numbers join their counter's pool (worker/pools.py)."""
+        new = {route.number: route for route in routes}
+        if new:
+            old = self._current(list(new))
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(self._key, mapping={n: r.to_json() for n, r in new.items()})
+            for number, route in new.items():
+                before = old.get(number)
+                if (
+                    before is not None
+                    and before.kind == "dynamic"
+                    and (before.counter_id, route.kind)
+                    != (
+                        route.counter_id,
+                        "dynamic",
+                    )
+                ):
+                    pipe.zrem(self._keys.pool(before.counter_id), number)
+                if route.kind == "dynamic":
+                    pipe.zadd(self._keys.pool(route.counter_id), {number: 0}, nx=True)
+            pipe.execute()
         self.forget_cache()
-        return len(mapping)
+        return len(new)
 
     def remove(self, numbers: Iterable[str]) -> int:
-        """Delete entries; returns how many existed."""
+        """Delete entries (and take dynamic ones out of their pool); returns how many existed."""
         names = list(numbers)
-        removed = int(self._redis.hdel(self._key, *names)) if names else 0
+        if not names:
+            return 0
+        old = self._current(names)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hdel(self._key, *names)
+        for number, route in old.items():
+            if route.kind == "dynamic":
+                pipe.zrem(self._keys.pool(route.counter_id), number)
+        removed = int(pipe.execute()[0])
         self.forget_cache()
         return removed
+
+    def _current(self, numbers: list[str]) -> dict[str, Route]:
+        values = cast(list[str | None], self._redis.hmget(self._key, numbers))
+        return {n: Route.from_json(n, v) for n, v in zip(numbers, values, strict=True) if v is not None}
 
     def all(self) -> list[Route]:
         raw = cast(dict[str, str], self._redis.hgetall(self._key))

@@ -31,3 +31,4 @@ class Scripts:
         self.end_attempt = register("end_attempt")
         self.release_lock = register("release_lock")
         self.quota_acquire = register("quota_acquire")
+        self.lease = register("lease")

@@ -1,0 +1,60 @@
+-- lease.lua: give a visitor session a number from its counter's pool, or extend the one it holds.
+-- KEYS: 1 pool (zset number -> lease end ms)  2 sessions (hash session -> number)
+--       3 holders (hash number -> "session|lease id")  4 lease log (hash lease id -> record)
+--       5 lease id sequence  6 exhausted counts (hash counter -> n)
+-- ARGV: 1 session key  2 session JSON  3 lease ms  4 history ms  5 counter  6 history key prefix
+-- Returns {number, lease end ms, 'extended'|'new'} or {'', 0, 'exhausted'}.
+-- The free number whose lease ended longest ago is taken first (never-leased numbers score 0).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local session, record_json = ARGV[1], ARGV[2]
+local lease_ms, history_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local hist_prefix = ARGV[6]
+local ends = now + lease_ms
+
+local held = redis.call('HGET', KEYS[2], session)
+if held then
+  local holder = redis.call('HGET', KEYS[3], held)
+  local score = redis.call('ZSCORE', KEYS[1], held)
+  if holder and score and tonumber(score) >= now then
+    local sep = string.find(holder, '|', 1, true)
+    if string.sub(holder, 1, sep - 1) == session then
+      local lease_id = string.sub(holder, sep + 1)
+      local entry = redis.call('HGET', KEYS[4], lease_id)
+      redis.call('ZADD', KEYS[1], 'XX', ends, held)
+      if entry then
+        local a = string.find(entry, '|', 1, true)
+        local b = string.find(entry, '|', a + 1, true)
+        local c = string.find(entry, '|', b + 1, true)
+        redis.call('HSET', KEYS[4], lease_id, string.sub(entry, 1, b) .. ends .. string.sub(entry, c))
+      end
+      return {held, ends, 'extended'}
+    end
+  end
+  redis.call('HDEL', KEYS[2], session)
+end
+
+local free = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 1)
+if #free == 0 then
+  redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
+  return {'', 0, 'exhausted'}
+end
+local number = free[1]
+local previous = redis.call('HGET', KEYS[3], number)
+if previous then
+  redis.call('HDEL', KEYS[2], string.sub(previous, 1, string.find(previous, '|', 1, true) - 1))
+end
+local lease_id = tostring(redis.call('INCR', KEYS[5]))
+redis.call('ZADD', KEYS[1], ends, number)
+redis.call('HSET', KEYS[3], number, session .. '|' .. lease_id)
+redis.call('HSET', KEYS[2], session, number)
+redis.call('HSET', KEYS[4], lease_id, number .. '|' .. now .. '|' .. ends .. '|' .. record_json)
+local hist = hist_prefix .. number
+redis.call('ZADD', hist, now, lease_id)
+-- History older than the join window can no longer attribute anything: drop a little each time.
+local old = redis.call('ZRANGEBYSCORE', hist, '-inf', now - history_ms, 'LIMIT', 0, 20)
+if #old > 0 then
+  redis.call('HDEL', KEYS[4], unpack(old))
+  redis.call('ZREM', hist, unpack(old))
+end
+return {number, ends, 'new'}
