@@ -8,28 +8,25 @@ name the field and the rule.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.fields import (
     MAX_TEXT,
-    Currency,
-    DigitsId,
     FieldError,
     Flag,
     OneLine,
-    Price,
+    Phone,
     Rejection,
     Seconds,
     SourceId,
     SourceName,
     TimePolicy,
     UrlText,
-    UtcDateTime,
+    VisitorEvent,
     field_errors,
     validate_events,
 )
@@ -37,26 +34,15 @@ from worker.kinds import Bucket, IdType, UploadKind
 
 __all__ = ["CallEvent", "FieldError", "Rejection", "TimePolicy", "check_time", "field_errors", "validate_calls"]
 
-_PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 
-
-class CallEvent(BaseModel):
+class CallEvent(VisitorEvent):
     """A finished phone call, ready to become one row of a Metrica calls file."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the call belongs to.")
     call_id: SourceId = Field(description="The provider's own id of the call; repeats are dropped.")
     provider: SourceName = Field(default="api", description="Where the call came from (twilio, zadarma, ...).")
 
-    client_id: DigitsId = Field(default=None, alias="ClientId")
-    user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
-    yclid: DigitsId = Field(default=None, alias="Yclid")
-    date_time: UtcDateTime = Field(alias="DateTime")
     static_call: Flag = Field(default=None, alias="StaticCall")
-    price: Price = Field(default=None, alias="Price")
-    currency: Currency = Field(default=None, alias="Currency")
-    phone_number: str | None = Field(default=None, alias="PhoneNumber")
+    phone_number: Phone = Field(default=None, alias="PhoneNumber")
     talk_duration: Seconds | None = Field(default=None, alias="TalkDuration")
     hold_duration: Seconds | None = Field(default=None, alias="HoldDuration")
     call_missed: Flag = Field(default=None, alias="CallMissed")
@@ -64,22 +50,6 @@ class CallEvent(BaseModel):
     first_time_caller: Flag = Field(default=None, alias="FirstTimeCaller")
     url: UrlText = Field(default=None, alias="URL")
     call_tracker_url: UrlText = Field(default=None, alias="CallTrackerURL")
-
-    @field_validator("phone_number")
-    @classmethod
-    def _normalise_phone(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        text = _PHONE_STRIP_RE.sub("", value)
-        if text.startswith("+"):
-            digits = text[1:]
-        elif text.startswith("00"):
-            digits = text[2:]
-        else:
-            digits = text
-        if not digits.isdigit() or not 7 <= len(digits) <= 15:
-            raise ValueError("must be an international number with country code, 7 to 15 digits, as +70123456789")
-        return "+" + digits
 
     @model_validator(mode="after")
     def _needs_identifier(self) -> CallEvent:

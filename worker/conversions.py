@@ -15,20 +15,17 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.fields import (
-    Currency,
-    DigitsId,
     FieldError,
     OneLine,
-    Price,
     Rejection,
     SourceId,
     SourceName,
     TimePolicy,
-    UtcDateTime,
+    VisitorEvent,
     validate_events,
 )
 from worker.kinds import Bucket, IdType, UploadKind
@@ -36,23 +33,13 @@ from worker.kinds import Bucket, IdType, UploadKind
 _TARGET_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
 
 
-class ConversionEvent(BaseModel):
+class ConversionEvent(VisitorEvent):
     """An offline conversion, ready to become one row of a Metrica offline-conversions file."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the conversion belongs to.")
     conversion_id: SourceId = Field(description="The source's own id of the conversion; repeats are dropped.")
     source: SourceName = Field(default="api", description="Where it came from (crm, shop, api, ...).")
-
-    client_id: DigitsId = Field(default=None, alias="ClientId")
-    user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
-    yclid: DigitsId = Field(default=None, alias="Yclid")
     purchase_id: OneLine = Field(default=None, alias="PurchaseId", max_length=256)
     target: str = Field(alias="Target", description="Goal identifier (a JavaScript-event goal).")
-    date_time: UtcDateTime = Field(alias="DateTime")
-    price: Price = Field(default=None, alias="Price")
-    currency: Currency = Field(default=None, alias="Currency")
 
     @field_validator("target")
     @classmethod

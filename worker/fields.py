@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from worker.currencies import ISO_4217
 
@@ -23,6 +23,7 @@ _DIGITS_RE = re.compile(r"^[0-9]{1,64}$")
 _SOURCE_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+_PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 MAX_TEXT = 1000
 MAX_URL = 2048
 
@@ -73,6 +74,27 @@ class TimePolicy:
 
 
 # --- parsers -------------------------------------------------------------------------------------
+def normalize_phone(text: str | None) -> str | None:
+    """``+<digits>`` for an international number (7-15 digits; ``+`` or ``00`` prefix optional;
+    spaces, dashes, dots and parentheses ignored), else None."""
+    if not text:
+        return None
+    cleaned = _PHONE_STRIP_RE.sub("", text)
+    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
+    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+        return None
+    return "+" + digits
+
+
+def _phone(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    number = normalize_phone(value)
+    if number is None:
+        raise ValueError("must be an international number with country code, 7 to 15 digits, as +70123456789")
+    return number
+
+
 def _strict_int(value: Any) -> Any:
     """Whole numbers only: no bools, no 1.5, no "1.0"."""
     if isinstance(value, bool):
@@ -202,6 +224,21 @@ OneLine = Annotated[str | None, AfterValidator(_one_line)]
 UrlText = Annotated[str | None, Field(max_length=MAX_URL), AfterValidator(_url)]
 SourceId = Annotated[str, AfterValidator(_source_id)]
 SourceName = Annotated[str, AfterValidator(_source)]
+Phone = Annotated[str | None, AfterValidator(_phone)]
+
+
+class VisitorEvent(BaseModel):
+    """What every uploaded row has: a counter, the visitor identifiers, a time, an optional value."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the event belongs to.")
+    client_id: DigitsId = Field(default=None, alias="ClientId")
+    user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
+    yclid: DigitsId = Field(default=None, alias="Yclid")
+    date_time: UtcDateTime = Field(alias="DateTime")
+    price: Price = Field(default=None, alias="Price")
+    currency: Currency = Field(default=None, alias="Currency")
 
 
 # --- errors --------------------------------------------------------------------------------------

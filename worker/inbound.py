@@ -14,33 +14,21 @@ from typing import Any, Literal
 
 import orjson
 
-from worker.calls import FieldError
+from worker.fields import FieldError, normalize_phone
 
 Direction = Literal["in", "out"]
 ID_COLUMNS = ("ClientId", "UserId", "Yclid")
-_PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 _DIGITS_RE = re.compile(r"^[0-9]{1,64}$")
 _PAIR_SPLIT_RE = re.compile(r"[;&,|]")
 
 
 def normalize_number(text: str | None) -> str | None:
-    """``+<digits>`` for an international number (7-15 digits, ``+``/``00`` prefix optional), else None.
+    """``+<digits>`` for an international number, else None (the rule of ``PhoneNumber``).
 
     Hidden or internal numbers (``anonymous``, ``101``) give None: the call is still a call, it just
     has no caller number.
     """
-    if not text:
-        return None
-    cleaned = _PHONE_STRIP_RE.sub("", text)
-    if cleaned.startswith("+"):
-        digits = cleaned[1:]
-    elif cleaned.startswith("00"):
-        digits = cleaned[2:]
-    else:
-        digits = cleaned
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
-        return None
-    return "+" + digits
+    return normalize_phone(text)
 
 
 @dataclass(frozen=True, slots=True)
