@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
 from worker.fields import (
     MAX_TEXT,
@@ -50,12 +49,6 @@ class CallEvent(VisitorEvent):
     first_time_caller: Flag = Field(default=None, alias="FirstTimeCaller")
     url: UrlText = Field(default=None, alias="URL")
     call_tracker_url: UrlText = Field(default=None, alias="CallTrackerURL")
-
-    @model_validator(mode="after")
-    def _needs_identifier(self) -> CallEvent:
-        if not (self.client_id or self.user_id or self.yclid):
-            raise PydanticCustomError("identifier_required", "at least one of ClientId, UserId or Yclid is required")
-        return self
 
     # --- Pipeline view -----------------------------------------------------------------------
     @property

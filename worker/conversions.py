@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator
 
 from worker.fields import (
     FieldError,
@@ -48,13 +48,13 @@ class ConversionEvent(VisitorEvent):
             raise ValueError("must be a goal identifier: 1-255 Latin letters, digits, '_', '-' or '.'")
         return value
 
-    @model_validator(mode="after")
-    def _needs_identifier(self) -> ConversionEvent:
-        if not (self.client_id or self.user_id or self.yclid or self.purchase_id):
-            raise PydanticCustomError(
-                "conversion_identifier_required", "at least one of ClientId, UserId, Yclid or PurchaseId is required"
-            )
-        return self
+    identifier_rule: ClassVar[tuple[str, str]] = (
+        "conversion_identifier_required",
+        "at least one of ClientId, UserId, Yclid or PurchaseId is required",
+    )
+
+    def identifiers(self) -> tuple[str | None, ...]:
+        return (*super().identifiers(), self.purchase_id)
 
     @property
     def id_type(self) -> IdType:

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from worker.currencies import ISO_4217
 
@@ -227,15 +228,33 @@ SourceName = Annotated[str, AfterValidator(_source)]
 Phone = Annotated[str | None, AfterValidator(_phone)]
 
 
-class VisitorEvent(BaseModel):
-    """What every uploaded row has: a counter, the visitor identifiers, a time, an optional value."""
+class Visitor(BaseModel):
+    """Metrica's visitor identifiers, at least one of which must be given."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
+    identifier_rule: ClassVar[tuple[str, str]] = (
+        "identifier_required",
+        "at least one of ClientId, UserId or Yclid is required",
+    )
 
-    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the event belongs to.")
     client_id: DigitsId = Field(default=None, alias="ClientId")
     user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
     yclid: DigitsId = Field(default=None, alias="Yclid")
+
+    def identifiers(self) -> tuple[str | None, ...]:
+        return (self.client_id, self.user_id, self.yclid)
+
+    @model_validator(mode="after")
+    def _needs_identifier(self) -> Self:
+        if not any(self.identifiers()):
+            raise PydanticCustomError(*self.identifier_rule)
+        return self
+
+
+class VisitorEvent(Visitor):
+    """What every uploaded row has: a counter, the visitor identifiers, a time, an optional value."""
+
+    counter_id: int = Field(gt=0, le=2**63 - 1, description="Metrica counter the event belongs to.")
     date_time: UtcDateTime = Field(alias="DateTime")
     price: Price = Field(default=None, alias="Price")
     currency: Currency = Field(default=None, alias="Currency")

@@ -18,31 +18,19 @@ from typing import Any, cast
 
 import orjson
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
-from worker.fields import DigitsId, OneLine, UrlText
+from worker.fields import UrlText, Visitor
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 
-class Session(BaseModel):
+class Session(Visitor):
     """What the site's script knows of a visitor: Metrica's ClientId, and UserId, Yclid, landing URL."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, str_strip_whitespace=True)
-
     counter_id: int = Field(gt=0, le=2**63 - 1, alias="counter")
-    client_id: DigitsId = Field(default=None, alias="ClientId")
-    user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
-    yclid: DigitsId = Field(default=None, alias="Yclid")
     url: UrlText = Field(default=None, alias="URL")
-
-    @model_validator(mode="after")
-    def _needs_identifier(self) -> Session:
-        if not (self.client_id or self.user_id or self.yclid):
-            raise PydanticCustomError("identifier_required", "at least one of ClientId, UserId or Yclid is required")
-        return self
 
     @property
     def key(self) -> str:
