@@ -206,7 +206,7 @@ def naive(
 
     naive_app.configure(infra.redis_url)
     redis = Redis.from_url(infra.redis_url, decode_responses=True)
-    for key in redis.scan_iter(naive_app.PREFIX + "*"):
+    for key in redis.scan_iter(naive_app.PREFIX + "*", count=10_000):  # the Redis may hold millions of keys
         redis.delete(key)
     redis.set(naive_app.PREFIX + "expect", calls)
     now = int(time.time())
