@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,8 @@ TWILIO_TOKEN = "demo-twilio-auth-token"  # noqa: S105
 ZADARMA_SECRET = "demo-zadarma-secret"  # noqa: S105
 MANGO_KEY, MANGO_SALT = "demo-mango-api-key", "demo-mango-salt"
 NUMBERS = {"+74950000101": 101, "+74950000202": 202, "+74950000303": 303}
+# Counter 202's pool for the demo site's visitors (standalone/site.py).
+POOL_NUMBERS = ("+74950002201", "+74950002202", "+74950002203")
 PROVIDERS = ("twilio", "zadarma", "mango", "generic")
 
 
@@ -48,8 +50,9 @@ def demo_env() -> dict[str, str]:
 
 
 def demo_routes() -> list[Route]:
-    kinds = {101: "static", 202: "dynamic", 303: "static"}
-    return [Route(number, counter, kinds[counter], label=f"demo-{counter}") for number, counter in NUMBERS.items()]  # type: ignore[arg-type]
+    kinds: dict[int, Literal["static", "dynamic"]] = {101: "static", 202: "dynamic", 303: "static"}
+    routes = [Route(number, counter, kinds[counter], label=f"demo-{counter}") for number, counter in NUMBERS.items()]
+    return routes + [Route(number, 202, "dynamic") for number in POOL_NUMBERS]
 
 
 @dataclass
@@ -132,17 +135,40 @@ class Feeder:
 
     def _zadarma(self, n: int) -> httpx.Response:
         c = self._call(n)
-        started = datetime.fromtimestamp(c["ended"] - c["talk"], self.zone).strftime("%Y-%m-%d %H:%M:%S")
+        return self.zadarma_call(
+            f"in_{c['id']}",
+            to=c["to"],
+            caller=c["from"],
+            started=c["ended"] - c["talk"],
+            answered=c["answered"],
+            talk=c["talk"],
+            client_id=c["client_id"],
+        )
+
+    def zadarma_call(
+        self,
+        call_id: str,
+        *,
+        to: str,
+        caller: str,
+        started: int | None = None,
+        answered: bool = True,
+        talk: int = 30,
+        client_id: str | None = None,
+    ) -> httpx.Response:
+        """One signed Zadarma NOTIFY_END; without ``client_id`` the call carries no visitor id."""
+        when = int(datetime.now(UTC).timestamp()) if started is None else started
         form = {
             "event": "NOTIFY_END",
-            "call_start": started,
-            "pbx_call_id": f"in_{c['id']}",
-            "caller_id": c["from"].lstrip("+"),
-            "called_did": c["to"].lstrip("+"),
-            "disposition": "answered" if c["answered"] else "no answer",
-            "duration": str(c["talk"]),
-            "client_id": c["client_id"],
+            "call_start": datetime.fromtimestamp(when, self.zone).strftime("%Y-%m-%d %H:%M:%S"),
+            "pbx_call_id": call_id,
+            "caller_id": caller.lstrip("+"),
+            "called_did": to.lstrip("+"),
+            "disposition": "answered" if answered else "no answer",
+            "duration": str(talk),
         }
+        if client_id:
+            form["client_id"] = client_id
         signature = zadarma_signature(ZADARMA_SECRET, form["caller_id"] + form["called_did"] + form["call_start"])
         return self.http.post(
             "/zadarma/demo",

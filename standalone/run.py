@@ -29,6 +29,7 @@ from emulator.client import EmulatorAdmin
 from standalone.feed import Feeder, demo_env, demo_routes
 from standalone.processes import ROOT, Children
 from standalone.redis_server import RedisServer, answers, configured_url, free_port
+from standalone.site import visit_and_call, where_is
 from worker.intake import build_intake
 from worker.runtime import Runtime
 
@@ -170,6 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest     {ingest_url}/  (/twilio/voice, /zadarma/demo, /mango/demo/events/summary, /v1/calls)")
         print(f"metrics    {metrics_url}")
         print(f"flower     {flower_url}  {flower_auth}")
+        site_url = None
+        if admin is not None:
+            site_port = free_port()
+            site_url = f"http://127.0.0.1:{site_port}/"
+            children.python(
+                "site",
+                ["-m", "standalone.site", "--port", str(site_port), "--ingest", ingest_url,
+                 "--emulator", settings.api_base_url],
+                env,
+            )  # fmt: skip
+            print(f"site       {site_url}  (a demo shop page: it asks for a number; its button simulates a call)")
         # --- Sample calls, through the ingestion service -------------------------------------
         runtime = Runtime(settings)
         build_intake(runtime).routing.add(demo_routes())
@@ -180,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Zadarma, Mango, "
             f"generic NDJSON), {fed.refused} refused"
         )
+        # --- A visitor of the demo site, and the call that follows its visit ----------------
+        visit = visit_and_call(ingest_url, f"{int(time.time())}{os.getpid() % 1000:03d}")
+        sent += 1
+        print(f"visitor    ClientId {visit.client_id} was shown {visit.number}; a call to it was made")
         started = time.monotonic()
         next_feed = started + 20
         done_once = False
@@ -197,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                 last_line = line
                 if all_done and not done_once:
                     done_once = True
+                    found = where_is(admin, visit.client_id)
+                    if found is not None:
+                        print(
+                            f"\nattribution: the call to {visit.number} reached Metrica with ClientId "
+                            f"{found['row']['ClientId']} (upload {found['upload_id']}, {found['status']})",
+                            flush=True,
+                        )
                     print(
                         f"\nall {sent} calls are at Metrica, every upload PROCESSED "
                         f"({time.monotonic() - started:.0f} s). Emulator page: {settings.api_base_url}/\n"

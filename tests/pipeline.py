@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from celery.beat import EmbeddedService, _Threaded
 from celery.contrib.testing.worker import start_worker
@@ -43,29 +43,36 @@ def running_worker(
 
 
 @contextmanager
-def running_ingest(settings: Settings) -> Iterator[str]:
-    """The ingestion service over real HTTP (uvicorn in a thread, a free port); yields its base URL."""
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI app over real HTTP (uvicorn in a thread, a free port); yields its base URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    from ingest.app import create_app as create_ingest_app
-
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_ingest_app(settings), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline:
-            raise RuntimeError("the ingestion service did not start")
+            raise RuntimeError("the server did not start")
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def running_ingest(settings: Settings) -> Iterator[str]:
+    """The ingestion service over real HTTP; yields its base URL."""
+    from ingest.app import create_app as create_ingest_app
+
+    with serving(create_ingest_app(settings)) as url:
+        yield url

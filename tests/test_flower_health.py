@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,21 +20,10 @@ from playwright.sync_api import Page
 
 from config.settings import Settings
 from standalone.redis_server import free_port
-from tests.helpers import wait_for
+from tests.helpers import chromium, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "flower-test-password-0123"
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-
-
-def chromium() -> str:
-    found = next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None) or shutil.which("chromium")
-    if found is None:
-        message = "Chromium is not installed (./scripts/ensure-chromium installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

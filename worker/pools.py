@@ -97,7 +97,8 @@ class NumberPools:
         k = self._rt.keys
         pipe = self._rt.redis.pipeline(transaction=False)
         for counter, number, started in lookups:
-            pipe.zrevrangebyscore(k.pool_history(counter, number), started * 1000, "-inf", start=0, num=1)
+            # Call times have whole seconds: a lease that began within the call's second counts.
+            pipe.zrevrangebyscore(k.pool_history(counter, number), started * 1000 + 999, "-inf", start=0, num=1)
         lease_ids = cast(list[list[str]], pipe.execute())
         pipe = self._rt.redis.pipeline(transaction=False)
         asked: list[int] = []
