@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # --- Tasks -------------------------------------------------------------------------------
     drain_interval: PositiveFloat = Field(default=1.0, description="Seconds between beat-triggered drains.")
     reconcile_interval: PositiveFloat = Field(default=10.0, description="Seconds between status reconciliations.")
+    task_events: bool = Field(
+        default=False, description="Send Celery task events from the start (Flower enables them while it runs)."
+    )
     beat_lock_seconds: Annotated[int, Field(ge=2)] = Field(
         default=30, description="Lease of the single-beat lock; a standby beat takes over after it lapses."
     )

@@ -226,8 +226,10 @@ def test_duplicate_webhook_a_day_later_is_dropped(runtime: Runtime) -> None:
     call = make_call(101, 1, provider="twilio", call_id="CA" + "1" * 32)
     runtime.producer.submit([call])
     first = drain(runtime, seal_all=True)
-    # A day passes: the dedup entry is a day closer to expiry.
-    for key in runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*:seen:*"):
+    # A day passes: the dedup mark (for a call, its ref key) is a day closer to expiry.
+    marks = list(runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*:ref:*"))
+    assert len(marks) == 1
+    for key in marks:
         ttl = int(runtime.redis.ttl(key))
         assert ttl > 21 * 86_400
         runtime.redis.expire(key, ttl - 86_400)

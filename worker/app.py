@@ -70,8 +70,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_soft_shutdown_timeout": 10.0,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost a message per task state; Flower switches them on (enable_events) for as
+        # long as it runs, so workers need not send them otherwise.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "task_annotations": {
             # A stuck upload is killed (prefork pool) before its counter lock lapses, so no request of a
             # stale uploader can still be in flight when the next one looks for its upload.

@@ -18,6 +18,7 @@ from redis import Redis
 
 from worker.keys import Keys
 from worker.producer import dedup_digest
+from worker.scripts import Scripts
 
 _PERSON = b"ctw-caller"
 
@@ -39,6 +40,7 @@ class CallerHistory:
         self._keys = keys
         self._ttl = days * 86_400
         self._secret = secret
+        self._scripts = Scripts(redis)
 
     def caller_hash(self, counter_id: int, caller: str) -> str:
         message = f"{counter_id}\x1f{caller}".encode()
@@ -49,17 +51,23 @@ class CallerHistory:
         return base64.urlsafe_b64encode(digest).decode()
 
     def first_time(self, calls: Sequence[CallerCall]) -> list[bool]:
-        """Record each call in its caller's history; True where it is the caller's first call."""
+        """Record each call in its caller's history; True where it is the caller's first call.
+
+        One ``first_caller.lua`` call per shard, all in one pipelined round trip.
+        """
         if not calls:
             return []
+        per_shard: dict[int, tuple[list[int], list[str], list[str]]] = {}
+        for position, call in enumerate(calls):
+            positions, keys, marks = per_shard.setdefault(self._keys.shard_of(call.counter_id), ([], [], []))
+            positions.append(position)
+            keys.append(self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller)))
+            marks.append(dedup_digest(call.call_key))
         pipe = self._redis.pipeline(transaction=False)
-        marks = []
-        for call in calls:
-            key = self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller))
-            mark = dedup_digest(call.call_key)
-            marks.append(mark)
-            pipe.set(key, mark, nx=True, ex=self._ttl)
-            pipe.get(key)
-            pipe.expire(key, self._ttl)
-        replies = pipe.execute()
-        return [replies[3 * i + 1] == mark for i, mark in enumerate(marks)]
+        for _, keys, marks in per_shard.values():
+            self._scripts.first_caller(keys=keys, args=[self._ttl, *marks], client=pipe)
+        answers = [False] * len(calls)
+        for (positions, _, _), replies in zip(per_shard.values(), pipe.execute(), strict=True):
+            for position, first in zip(positions, replies, strict=True):
+                answers[position] = bool(first)
+        return answers

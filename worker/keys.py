@@ -18,12 +18,13 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:seen:<hash>``  string  a call already accepted, for the dedup window (drain.lua)
+``<ns>:{sN}:seen:<hash>``  string  a conversion already accepted, for the dedup window (drain.lua)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
-``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier", for a later conversion
-                                   (drain.lua writes it; worker/call_refs.py reads it)
+``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
+                                   window, and where a later conversion finds it (drain.lua writes
+                                   it; worker/call_refs.py reads it)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder

@@ -27,6 +27,7 @@ from worker.conversions import ConversionEvent, validate_conversions
 from worker.errors import ProducerError
 from worker.keys import Keys
 from worker.kinds import UploadKind
+from worker.scripts import Scripts
 from worker.store import ensure_shard
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,7 @@ class Producer:
         self._policy = policy
         self._clock = clock
         self._ready_shards: set[int] = set()
+        self._scripts = Scripts(redis)
 
     def submit(
         self,
@@ -109,34 +111,41 @@ class Producer:
         return result
 
     def _write(self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]]) -> list[str]:
-        pipe = self._redis.pipeline(transaction=False)
-        for _, event in chunk:
+        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
+        per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
+        for position, (_, event) in enumerate(chunk):
             bucket = event.bucket
             shard = self._keys.shard_of(bucket.counter_id)
             if shard not in self._ready_shards:
                 self._prepare(shard)
-            fields: dict[str, str | bytes] = {
-                "b": bucket.encode(),
-                "d": dedup_digest(event.dedup_source),
-                "r": orjson.dumps(event.to_row()),
-            }
+            positions, args = per_shard.setdefault(shard, ([], []))
+            positions.append(position)
             if isinstance(event, CallEvent):
-                fields["f"] = call_ref_digest(event.provider, event.call_id)
-                fields["v"] = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
-            pipe.xadd(self._keys.stream(shard), fields)  # type: ignore[arg-type]
+                ref = call_ref_digest(event.provider, event.call_id)
+                ref_value = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
+            else:
+                ref = ref_value = ""
+            args += [bucket.encode(), dedup_digest(event.dedup_source), orjson.dumps(event.to_row()), ref, ref_value]
+        pipe = self._redis.pipeline(transaction=False)
+        for shard, (_, args) in per_shard.items():
+            self._scripts.xadd_many(keys=[self._keys.stream(shard)], args=args, client=pipe)
         try:
             replies = pipe.execute(raise_on_error=False)
         except RedisError as error:
             raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
         failures = [reply for reply in replies if isinstance(reply, Exception)]
         if failures:
-            stored = len(replies) - len(failures)
-            log.error("producer_write_failed", failed=len(failures), stored=stored, error=str(failures[0]))
+            stored = sum(len(reply) for reply in replies if not isinstance(reply, Exception))
+            log.error("producer_write_failed", failed_shards=len(failures), stored=stored, error=str(failures[0]))
             raise ProducerError(
-                f"Redis refused {len(failures)} of {len(replies)} events: {failures[0]}; "
+                f"Redis refused events of {len(failures)} of {len(replies)} shards: {failures[0]}; "
                 "resubmitting is safe (repeats are dropped)"
             )
-        return [str(reply) for reply in replies]
+        entry_ids = [""] * len(chunk)
+        for (positions, _), ids in zip(per_shard.values(), replies, strict=True):
+            for position, entry_id in zip(positions, ids, strict=True):
+                entry_ids[position] = str(entry_id)
+        return entry_ids
 
     def _prepare(self, shard: int) -> None:
         try:

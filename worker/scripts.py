@@ -32,3 +32,5 @@ class Scripts:
         self.release_lock = register("release_lock")
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
+        self.xadd_many = register("xadd_many")
+        self.first_caller = register("first_caller")

@@ -70,7 +70,18 @@ if reply then
     end
     if bucket and row then
       local fresh = true
-      if dedup and dedup ~= '' then
+      if ref and ref_value then
+        -- A call: its ref key (where a later conversion finds it) is also its dedup mark, one key
+        -- instead of two. The same provider call id on another counter (rare) falls back to the
+        -- per-counter dedup key.
+        fresh = redis.call('SET', p .. ':ref:' .. ref, ref_value, 'NX', 'EX', dedup_ttl) ~= false
+        if not fresh then
+          local held = redis.call('GET', p .. ':ref:' .. ref)
+          if held and string.match(held, '^[^|]*') ~= string.match(ref_value, '^[^|]*') then
+            fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+          end
+        end
+      elseif dedup and dedup ~= '' then
         fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
       end
       if not fresh then
@@ -85,10 +96,6 @@ if reply then
           redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
-        if ref and ref_value then
-          -- Where a later conversion finds this call's counter and identifier.
-          redis.call('SET', p .. ':ref:' .. ref, ref_value, 'EX', dedup_ttl)
-        end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true
