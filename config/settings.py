@@ -141,6 +141,9 @@ class Settings(BaseSettings):
         default=0.1,
         description="Below this share of the upload budget left, buffers seal by size only (batches grow).",
     )
+    quota_wait_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=1.0, description="An upload waits this long for a rate or parallel permit before it is retried later."
+    )
     egress_id: str = Field(
         default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Name of this worker's egress IP."
     )

@@ -321,3 +321,23 @@ def test_full_redis_makes_the_producer_fail_loudly_and_keeps_what_it_holds(
         assert int(rt.redis.xlen(rt.keys.stream(0))) >= stored
         assert orjson.loads(cast(list[Any], rt.redis.xrange(rt.keys.stream(0), count=1))[0][1]["r"])
         rt.close()
+
+
+def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(quota_requests_per_second=2))
+    gate = QuotaGate(rt)
+    token = SecretStr("t")
+    for _ in range(2):
+        with gate.permit(token, Purpose.UPLOAD):
+            pass
+    with pytest.raises(QuotaExhausted):
+        with gate.permit(token, Purpose.UPLOAD):  # no wait allowed
+            pass
+    with gate.permit(token, Purpose.UPLOAD, wait=1.5):  # the window frees within a second
+        pass
+    rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 10**6)
+    with pytest.raises(QuotaExhausted) as daily:
+        with gate.permit(token, Purpose.UPLOAD, wait=5):  # the day's budget is never waited for
+            pass
+    assert daily.value.quota == "daily"
+    rt.close()

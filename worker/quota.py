@@ -11,6 +11,7 @@ A login is known here by its token's fingerprint (a short hash), never by the to
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,8 +71,25 @@ class QuotaGate:
         return now.strftime("%Y%m%d"), max(1, int((midnight - now).total_seconds() * 1000))
 
     @contextmanager
-    def permit(self, token: SecretStr, purpose: Purpose) -> Iterator[None]:
-        """Hold a permit for one request; raises ``QuotaExhausted`` when a quota has no room."""
+    def permit(self, token: SecretStr, purpose: Purpose, *, wait: float = 0.0) -> Iterator[None]:
+        """Hold a permit for one request. A permit due within ``wait`` seconds is waited for (a
+        blocking acquire, like a semaphore's); otherwise ``QuotaExhausted`` says when to come back."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                holder, inflight = self._acquire(token, purpose)
+                break
+            except QuotaExhausted as error:
+                left = deadline - time.monotonic()
+                if error.quota == "daily" or error.retry_after > left:
+                    raise
+                time.sleep(error.retry_after)
+        try:
+            yield
+        finally:
+            self._rt.redis.zrem(inflight, holder)
+
+    def _acquire(self, token: SecretStr, purpose: Purpose) -> tuple[str, str]:
         s = self._rt.settings
         login = fingerprint(token)
         day, to_midnight = self._day()
@@ -91,10 +109,7 @@ class QuotaGate:
         )
         if not int(ok):
             raise QuotaExhausted(str(quota), retry_after=int(retry_ms) / 1000)
-        try:
-            yield
-        finally:
-            self._rt.redis.zrem(inflight, holder)
+        return holder, inflight
 
     def exhaust_day(self, token: SecretStr) -> float:
         """Metrica said the daily quota is spent (other clients share the login): stop until midnight."""

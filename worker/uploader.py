@@ -202,7 +202,7 @@ def _attempt(at: Attempt) -> UploadOutcome:
             at.claim()
             at.record(found, "adopted")
             return UploadOutcome.ADOPTED
-    with at.gate.permit(at.token, Purpose.UPLOAD):
+    with at.gate.permit(at.token, Purpose.UPLOAD, wait=rt.settings.quota_wait_seconds):
         at.claim()
         rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
         content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
