@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size of each (default 2)")
     parser.add_argument("--egress-ips", type=int, default=1, help="egress IPs the fleet models (see bench/stack.py)")
     parser.add_argument("--flush-age", type=float, help="CALLTRACK_FLUSH_MAX_AGE of the runs (2 s; quick: 1 s)")
-    parser.add_argument("--drain-interval", type=float, help="CALLTRACK_DRAIN_INTERVAL (1 s; quick: 0.5 s)")
+    parser.add_argument("--drain-interval", type=float, help="CALLTRACK_DRAIN_INTERVAL (0.5 s, the default setting)")
     parser.add_argument("--many-flush-age", type=float, help="flush age of the many-counter run (30 s; quick: 2 s)")
     parser.add_argument("--ingest-workers", type=int, default=1, help="processes of the ingestion service")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.flush_age is None:
         args.flush_age = 1.0 if args.quick else 2.0
     if args.drain_interval is None:
-        args.drain_interval = 0.5 if args.quick else 1.0
+        args.drain_interval = 0.5
     many_age = args.many_flush_age if args.many_flush_age else (args.flush_age if args.quick else 30.0)
     sections = set(args.only or SECTIONS)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

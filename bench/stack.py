@@ -239,7 +239,7 @@ class PipelineConfig:
     namespace: str
     flush_max_age: float = 2.0
     flush_max_rows: int = 50_000
-    drain_interval: float = 1.0
+    drain_interval: float = 0.5
     shards: int = 4
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:

@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     )
 
     # --- Tasks -------------------------------------------------------------------------------
-    drain_interval: PositiveFloat = Field(default=1.0, description="Seconds between beat-triggered drains.")
+    drain_interval: PositiveFloat = Field(
+        default=0.5, description="Seconds between beat-triggered drains (a due batch waits at most this long)."
+    )
     reconcile_interval: PositiveFloat = Field(default=10.0, description="Seconds between status reconciliations.")
     task_events: bool = Field(
         default=False, description="Send Celery task events from the start (Flower enables them while it runs)."
