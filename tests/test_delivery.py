@@ -330,14 +330,12 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
     for _ in range(2):
         with gate.permit(token, Purpose.UPLOAD):
             pass
-    with pytest.raises(QuotaExhausted):
-        with gate.permit(token, Purpose.UPLOAD):  # no wait allowed
-            pass
+    with pytest.raises(QuotaExhausted), gate.permit(token, Purpose.UPLOAD):  # no wait allowed
+        pass
     with gate.permit(token, Purpose.UPLOAD, wait=1.5):  # the window frees within a second
         pass
     rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 10**6)
-    with pytest.raises(QuotaExhausted) as daily:
-        with gate.permit(token, Purpose.UPLOAD, wait=5):  # the day's budget is never waited for
-            pass
+    with pytest.raises(QuotaExhausted) as daily, gate.permit(token, Purpose.UPLOAD, wait=5):  # never waited for
+        pass
     assert daily.value.quota == "daily"
     rt.close()
