@@ -105,6 +105,8 @@ class IngestService:
         self.intake: Intake = build_intake(self.runtime)
         self.sessions = SessionService(settings, self.runtime)
         self.registry = metrics.registry(self.runtime.redis, self.runtime.keys, settings)
+        # Requests count into memory, written to Redis every second: no round trip per request.
+        self.runtime.metrics.buffer(interval=1.0)
         self.configs = {
             "twilio": ProviderConfig.from_settings(settings, "twilio"),
             "zadarma": ProviderConfig.from_settings(settings, "zadarma", settings.zadarma_timezone),
@@ -162,6 +164,7 @@ class IngestService:
         return json_response({"status": "ok"})
 
     async def metrics(self, _request: Request) -> Response:
+        await run_in_threadpool(self.runtime.metrics.flush)  # this process's own counts, up to now
         body = await run_in_threadpool(metrics.render, self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -140,3 +140,12 @@ def test_batch_ids_are_unique_and_carry_their_shard(make_settings: Callable[...,
         assert batch(rt, batch_id)["state"] == "SEALED"
         assert batch_id.isalnum()  # a valid comment for both upload kinds
     rt.close()
+
+
+def test_scripts_forgotten_by_redis_are_loaded_again_and_nothing_runs_twice(runtime: Runtime) -> None:
+    runtime.producer.submit([make_call(c, 0) for c in range(1, 9)])  # several shards, scripts loaded
+    runtime.redis.script_flush()  # as after a Redis restart
+    result = runtime.producer.submit([make_call(c, 1) for c in range(1, 9)])
+    assert len(result.accepted) == 8
+    total = sum(int(runtime.redis.xlen(runtime.keys.stream(s))) for s in range(runtime.keys.shards))
+    assert total == 16

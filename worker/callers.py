@@ -18,7 +18,7 @@ from redis import Redis
 
 from worker.keys import Keys
 from worker.producer import dedup_digest
-from worker.scripts import Scripts
+from worker.scripts import Scripts, run_many
 
 _PERSON = b"ctw-caller"
 
@@ -63,11 +63,15 @@ class CallerHistory:
             positions.append(position)
             keys.append(self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller)))
             marks.append(dedup_digest(call.call_key))
-        pipe = self._redis.pipeline(transaction=False)
-        for _, keys, marks in per_shard.values():
-            self._scripts.first_caller(keys=keys, args=[self._ttl, *marks], client=pipe)
+        calls_by_shard = [
+            (self._scripts.first_caller, keys, [self._ttl, *marks]) for _, keys, marks in per_shard.values()
+        ]
+        replies_by_shard = run_many(self._redis, calls_by_shard)
+        for reply in replies_by_shard:
+            if isinstance(reply, Exception):
+                raise reply
         answers = [False] * len(calls)
-        for (positions, _, _), replies in zip(per_shard.values(), pipe.execute(), strict=True):
+        for (positions, _, _), replies in zip(per_shard.values(), replies_by_shard, strict=True):
             for position, first in zip(positions, replies, strict=True):
                 answers[position] = bool(first)
         return answers

@@ -19,6 +19,7 @@ from redis import Redis
 from worker.inbound import InboundCall
 from worker.keys import Keys
 from worker.producer import dedup_digest
+from worker.scripts import ScriptCall, run_many
 
 # KEYS[1] the held stream, KEYS[2] the call's seen key (same slot: tag {held}).
 # ARGV: reason, call JSON, held-at ms, seen TTL seconds. Returns the entry id, or false if already held.
@@ -57,12 +58,20 @@ class HeldCalls:
         """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None."""
         if not items:
             return []
-        pipe = self._redis.pipeline(transaction=False)
         now = str(int(time.time() * 1000))
-        for call, reason in items:
-            keys = [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key))]
-            self._hold_once(keys=keys, args=[reason, call.to_json(), now, self._seen_ttl], client=pipe)
-        return [str(reply) if reply else None for reply in pipe.execute()]
+        calls: list[ScriptCall] = [
+            (
+                self._hold_once,
+                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key))],
+                [reason, call.to_json(), now, self._seen_ttl],
+            )
+            for call, reason in items
+        ]
+        replies = run_many(self._redis, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [str(reply) if reply else None for reply in replies]
 
     def entries(self, *, count: int = 100, start: str = "-") -> list[HeldCall]:
         entries = cast(

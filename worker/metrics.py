@@ -15,7 +15,9 @@ never a phone number, a token or a call id.
 
 from __future__ import annotations
 
+import atexit
 import re
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -89,10 +91,44 @@ class Metrics:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._key = keys.metrics
+        self._pending: Tally[str] | None = None  # set while buffering
+        self._lock = threading.Lock()
+
+    def buffer(self, interval: float) -> None:
+        """Gather counts in memory and write them every ``interval`` seconds (and at exit), so a
+        busy request path spends no round trip on them; :meth:`flush` writes them at once."""
+        if self._pending is not None:
+            return
+        self._pending = Tally()
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                self.flush()
+
+        threading.Thread(target=loop, name="metrics-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        with self._lock:
+            items, self._pending = list(self._pending.items()), Tally()
+        self._write(items)
 
     def add(self, counts: Mapping[tuple[str, tuple[str, ...]], int]) -> None:
-        """Add each ``(family, labels) -> amount`` in one round trip; never raises."""
+        """Add each ``(family, labels) -> amount`` (in one round trip, or to the buffer); never raises."""
         items = [(_field(family, labels), amount) for (family, labels), amount in counts.items() if amount]
+        if not items:
+            return
+        if self._pending is not None:
+            with self._lock:
+                for field, amount in items:
+                    self._pending[field] += amount
+            return
+        self._write(items)
+
+    def _write(self, items: Sequence[tuple[str, int]]) -> None:
         if not items:
             return
         try:

@@ -27,7 +27,7 @@ from worker.conversions import ConversionEvent, validate_conversions
 from worker.errors import ProducerError
 from worker.keys import Keys
 from worker.kinds import UploadKind
-from worker.scripts import Scripts
+from worker.scripts import Scripts, run_many
 from worker.store import ensure_shard
 
 log = structlog.get_logger(__name__)
@@ -126,11 +126,9 @@ class Producer:
             else:
                 ref = ref_value = ""
             args += [bucket.encode(), dedup_digest(event.dedup_source), orjson.dumps(event.to_row()), ref, ref_value]
-        pipe = self._redis.pipeline(transaction=False)
-        for shard, (_, args) in per_shard.items():
-            self._scripts.xadd_many(keys=[self._keys.stream(shard)], args=args, client=pipe)
+        calls = [(self._scripts.xadd_many, [self._keys.stream(shard)], args) for shard, (_, args) in per_shard.items()]
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = run_many(self._redis, calls)
         except RedisError as error:
             raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
         failures = [reply for reply in replies if isinstance(reply, Exception)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 _DIR = Path(__file__).with_name("lua")
 
@@ -34,3 +37,40 @@ class Scripts:
         self.lease = register("lease")
         self.xadd_many = register("xadd_many")
         self.first_caller = register("first_caller")
+
+
+ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+
+
+def run_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run several script calls in one round trip; each reply or the exception it raised, in order.
+
+    redis-py's pipelines ask ``SCRIPT EXISTS`` before every execution that holds a script (one more
+    round trip each time); here each call is a plain ``EVALSHA``, and only calls that Redis answered
+    ``NOSCRIPT`` (it restarted or was flushed: they did not run) are sent again after loading.
+    """
+    if len(calls) == 1:
+        script, keys, args = calls[0]
+        try:
+            return [script(keys=keys, args=args)]
+        except Exception as error:
+            return [error]
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for _ in range(2):
+        pipe = redis.pipeline(transaction=False)
+        for i in pending:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        answers = pipe.execute(raise_on_error=False)
+        missing = []
+        for i, answer in zip(pending, answers, strict=True):
+            replies[i] = answer
+            if isinstance(answer, NoScriptError):
+                missing.append(i)
+        if not missing:
+            break
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            redis.script_load(script.script)
+        pending = missing
+    return replies
