@@ -110,7 +110,10 @@ def test_metrics_during_an_end_to_end_run(make_settings: Callable[..., Settings]
             with running_worker(settings, tmp_path):
                 wait_for(
                     lambda: (
-                        value(scrape(f"{base}/metrics"), "calltrack_batches_final_total", status="PROCESSED") >= 1
+                        value(
+                            scrape(f"{base}/metrics"), "calltrack_batches_final_total", kind="calls", status="PROCESSED"
+                        )
+                        >= 1
                         and emulator.admin.stats()["rows"] == 7
                     ),
                     timeout=60,
@@ -122,7 +125,7 @@ def test_metrics_during_an_end_to_end_run(make_settings: Callable[..., Settings]
     assert value(during, "calltrack_calls_drained_total") == 8
     assert value(during, "calltrack_calls_deduplicated_total") == 1
     assert value(during, "calltrack_batches_sealed_total") >= 1
-    assert value(during, "calltrack_batches_uploaded_total", how="posted") >= 1
+    assert value(during, "calltrack_batches_uploaded_total", kind="calls", how="posted") >= 1
     assert value(during, "calltrack_upload_tasks_total", outcome="posted") >= 1
     assert (
         value(during, "calltrack_metrica_requests_total", endpoint="upload_calls", result="ok", error_type="none") >= 1
@@ -144,7 +147,7 @@ def test_the_exporter_serves_the_same_numbers(make_settings: Callable[..., Setti
     settings = make_settings()
     rt = Runtime(settings)
     rt.metrics.incr("calls_received", "zadarma", amount=3)
-    rt.metrics.incr("batches_quarantined")
+    rt.metrics.incr("batches_quarantined", "calls")
     from prometheus_client import start_http_server
 
     port = free_port()
@@ -156,7 +159,7 @@ def test_the_exporter_serves_the_same_numbers(make_settings: Callable[..., Setti
         thread.join(5)
         rt.close()
     assert value(samples, "calltrack_calls_received_total", provider="zadarma") == 3
-    assert value(samples, "calltrack_batches_quarantined_total") == 1
+    assert value(samples, "calltrack_batches_quarantined_total", kind="calls") == 1
     assert value(samples, "calltrack_processes_alive", role="worker") == 0
 
 

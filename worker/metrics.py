@@ -60,9 +60,13 @@ FAMILIES: dict[str, Family] = {
         Family("calls_drained", "Stream entries moved into buffers by drain."),
         Family("calls_deduplicated", "Repeats of an already accepted call dropped by drain."),
         Family("batches_sealed", "Batches sealed from buffers."),
-        Family("batches_uploaded", "Batches whose upload Metrica holds, by how (posted, adopted).", ("how",)),
-        Family("batches_quarantined", "Batches quarantined (refused for good, or retries ran out)."),
-        Family("batches_final", "Uploads that reached a final status.", ("status",)),
+        Family(
+            "batches_uploaded",
+            "Batches whose upload Metrica holds, by kind and how (posted, adopted).",
+            ("kind", "how"),
+        ),
+        Family("batches_quarantined", "Batches quarantined (refused for good, or retries ran out).", ("kind",)),
+        Family("batches_final", "Uploads that reached a final status, by kind.", ("kind", "status")),
         Family("upload_tasks", "Upload task runs by how they ended.", ("outcome",)),
         Family(
             "metrica_requests",

@@ -108,7 +108,7 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
                     log.warning("reconcile_failed", error=str(error))
                     continue
                 failpoint("during_reconcile")
-                moved = _apply(rt, shard, uploads, statuses, result)
+                moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result)
             interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
             rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
     return result
@@ -122,7 +122,12 @@ def _parse_schedule(raw: str | None, base: float) -> tuple[int, float]:
 
 
 def _apply(
-    rt: Runtime, shard: int, uploads: dict[int, OpenUpload], statuses: dict[int, Uploading], result: ReconcileResult
+    rt: Runtime,
+    shard: int,
+    kind: str,
+    uploads: dict[int, OpenUpload],
+    statuses: dict[int, Uploading],
+    result: ReconcileResult,
 ) -> bool:
     moved = False
     timeout_ms = int(rt.settings.final_status_timeout * 1000)
@@ -138,7 +143,7 @@ def _apply(
         result.checked += 1
         previous = rt.redis.hget(rt.keys.batch(batch_id), "status")
         moved |= previous != uploading.status
-        if _record(rt, shard, batch_id, uploading):
+        if _record(rt, shard, batch_id, uploading, kind):
             result.final += 1
             if (uploading.line_quantity or 0) < (uploading.source_quantity or 0):
                 result.short += 1
@@ -155,7 +160,7 @@ def _apply(
     return moved
 
 
-def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading) -> bool:
+def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading, kind: str) -> bool:
     final = rt.scripts.record_status(
         keys=[rt.keys.batch(batch_id), rt.keys.rows(batch_id), rt.keys.uploaded(shard), rt.keys.done(shard)],
         args=[
@@ -170,5 +175,5 @@ def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading) -> boo
     )
     if final:
         log.info("batch_final", batch_id=batch_id, status=uploading.status, upload_id=uploading.id)
-        rt.metrics.incr("batches_final", uploading.status)
+        rt.metrics.incr("batches_final", kind, uploading.status)
     return bool(final)

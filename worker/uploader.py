@@ -121,7 +121,7 @@ class Attempt:
         )
         if recorded:
             log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
-            rt.metrics.incr("batches_uploaded", how)
+            rt.metrics.incr("batches_uploaded", ref.bucket.kind.value, how)
         else:
             log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
         return bool(recorded)
@@ -144,7 +144,7 @@ def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     )
     if done:
         log.error("batch_quarantined", reason=reason)
-        rt.metrics.incr("batches_quarantined")
+        rt.metrics.incr("batches_quarantined", ref.bucket.kind.value)
     return bool(done)
 
 
