@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         description="Base URL the providers call (as they sign it), e.g. https://calls.example.com; "
         "needed behind a proxy or load balancer for Twilio signatures. Default: the URL the request arrived at.",
     )
+    ingest_api_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the generic call and conversion endpoints require 'Authorization: Bearer <it>'.",
+    )
     ingest_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=64 * 1024, description="Largest body of a single-call request; more is answered 413."
     )
@@ -449,6 +453,8 @@ class Settings(BaseSettings):
         secrets += ingest_secret_values(self)
         if self.flower_password is not None:
             secrets.append(self.flower_password.get_secret_value())
+        if self.ingest_api_token is not None:
+            secrets.append(self.ingest_api_token.get_secret_value())
         return [s for s in secrets if len(s) >= 4]
 
 

@@ -26,6 +26,7 @@ Routes::
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -136,6 +137,23 @@ class IngestService:
                 return error_response(503, "calls cannot be stored right now; retry later", ())
 
         return guarded
+
+    def api_auth(self, handler: Handler) -> Handler:
+        """The generic endpoints' bearer token (``ingest_api_token``), when one is configured."""
+        token = self.settings.ingest_api_token
+        if token is None:
+            return handler
+        expected = f"Bearer {token.get_secret_value()}".encode()
+
+        async def checked(request: Request) -> Response:
+            given = request.headers.get("authorization", "")
+            if not given:
+                raise SignatureError(401, "Authorization: Bearer <token> is required")
+            if not hmac.compare_digest(given.encode(), expected):
+                raise SignatureError(403, "the bearer token is not valid")
+            return await handler(request)
+
+        return checked
 
     async def submit(self, calls: Sequence[InboundCall]) -> list[Outcome]:
         return await run_in_threadpool(self.accept, calls)
@@ -361,18 +379,18 @@ class IngestService:
 
     # --- Application -----------------------------------------------------------------------------
     def routes(self) -> list[Route]:
-        g = self.guard
+        g, a = self.guard, self.api_auth
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/v1/calls", g(self.generic_one), methods=["POST"]),
-            Route("/v1/calls/bulk", g(self.generic_bulk), methods=["POST"]),
-            Route("/v1/calls/{provider}/{call_id}/conversions", g(self.call_conversion), methods=["POST"]),
+            Route("/v1/calls", g(a(self.generic_one)), methods=["POST"]),
+            Route("/v1/calls/bulk", g(a(self.generic_bulk)), methods=["POST"]),
+            Route("/v1/calls/{provider}/{call_id}/conversions", g(a(self.call_conversion)), methods=["POST"]),
             Route("/v1/number", self.sessions.number, methods=["GET", "POST"]),
             Route("/v1/number", self.sessions.preflight, methods=["OPTIONS"]),
-            Route("/v1/conversions", g(self.conversion_one), methods=["POST"]),
-            Route("/v1/conversions/bulk", g(self.conversions_bulk), methods=["POST"]),
+            Route("/v1/conversions", g(a(self.conversion_one)), methods=["POST"]),
+            Route("/v1/conversions/bulk", g(a(self.conversions_bulk)), methods=["POST"]),
             Route("/twilio/voice", g(self.twilio_voice), methods=["POST"]),
             Route("/zadarma/{account}", g(self.zadarma_echo), methods=["GET"]),
             Route("/zadarma/{account}", g(self.zadarma_event), methods=["POST"]),
