@@ -56,7 +56,6 @@ class _Work:
     call: InboundCall
     route: Route | None = None
     event: CallEvent | None = None
-    ftc: bool | None = None
     has_id: bool = False
     attributed: bool = False  # a dynamic number's session was found for the call's time
 
@@ -156,20 +155,6 @@ class Intake:
                 continue
             work.append(item)
 
-        asks = [w for w in work if w.call.caller and w.call.direction == "in"]
-        try:
-            answers = self.callers.first_time(
-                [
-                    CallerCall(w.route.counter_id, w.call.caller, w.call.tracking_key)
-                    for w in asks
-                    if w.route and w.call.caller
-                ]
-            )
-        except RedisError as error:
-            raise ProducerError(f"Redis did not answer the caller history: {type(error).__name__}") from None
-        for item, first in zip(asks, answers, strict=True):
-            item.ftc = first
-
         ready: list[_Work] = []
         for item in work:
             if not item.has_id:
@@ -180,15 +165,27 @@ class Intake:
                 to_hold.append((item.index, reason))
             else:
                 ready.append(item)
-        events = [
-            item.event.model_copy(update={"first_time_caller": item.ftc}) for item in ready if item.event is not None
+        events = [item.event for item in ready if item.event is not None]
+        # FirstTimeCaller comes from the caller history (decided as each call is stored), whatever
+        # the provider sent; calls without a caller number, or outgoing ones, carry none.
+        marks: list[tuple[str, str] | None] = [
+            self._caller_mark(item) if item.call.caller and item.call.direction == "in" else None for item in ready
         ]
-        result = self.producer.submit(events)
+        for i, item in enumerate(ready):
+            if marks[i] is None and item.event is not None and item.event.first_time_caller is not None:
+                events[i] = item.event.model_copy(update={"first_time_caller": None})
+        result = self.producer.submit(events, callers=marks)
         for rejection in result.rejected:  # only the clock can move between our check and submit's
             outcomes[ready[rejection.index].index] = Outcome("rejected", rejection.reason, rejection.errors)
         for accepted in result.accepted:
             outcomes[ready[accepted.index].index] = Outcome("accepted")
         return [o or Outcome("rejected", "not processed") for o in outcomes], to_hold
+
+    def _caller_mark(self, item: _Work) -> tuple[str, str] | None:
+        if item.route is None or not item.call.caller:
+            return None
+        mark = self.callers.mark(CallerCall(item.route.counter_id, item.call.caller, item.call.tracking_key))
+        return mark.key, mark.mark
 
     def _attribute(
         self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]

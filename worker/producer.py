@@ -72,7 +72,9 @@ class Producer:
         policy: TimePolicy,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        caller_ttl: int = 365 * 86_400,
     ) -> None:
+        self._caller_ttl = caller_ttl
         self._redis = redis
         self._keys = keys
         self._policy = policy
@@ -84,8 +86,14 @@ class Producer:
         self,
         events: Iterable[Mapping[str, Any] | CallEvent | ConversionEvent],
         kind: UploadKind = UploadKind.CALLS,
+        *,
+        callers: Sequence[tuple[str, str] | None] | None = None,
     ) -> SubmitResult:
         """Validate every event of ``kind``; store the valid ones; report the invalid ones with reasons.
+
+        ``callers`` gives, per input event, the caller-history key and call mark from
+        :class:`worker.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
+        is stored, whatever the event says.
 
         Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
         events may be stored by then; submitting the whole input again is safe, since repeats of a
@@ -101,7 +109,8 @@ class Producer:
         result = SubmitResult(rejected=rejected)
         for start in range(0, len(accepted), PIPELINE_CHUNK):
             chunk = accepted[start : start + PIPELINE_CHUNK]
-            entry_ids = self._write(chunk)
+            marks = [callers[index] if callers is not None else None for index, _ in chunk]
+            entry_ids = self._write(chunk, marks)
             result.accepted.extend(
                 Accepted(index, event.source_id, entry_id)
                 for (index, event), entry_id in zip(chunk, entry_ids, strict=True)
@@ -110,10 +119,12 @@ class Producer:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]]) -> list[str]:
+    def _write(
+        self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]], marks: Sequence[tuple[str, str] | None]
+    ) -> list[str]:
         """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
         per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
-        for position, (_, event) in enumerate(chunk):
+        for position, ((_, event), mark) in enumerate(zip(chunk, marks, strict=True)):
             bucket = event.bucket
             shard = self._keys.shard_of(bucket.counter_id)
             if shard not in self._ready_shards:
@@ -125,8 +136,16 @@ class Producer:
                 ref_value = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
             else:
                 ref = ref_value = ""
-            args += [bucket.encode(), dedup_digest(event.dedup_source), orjson.dumps(event.to_row()), ref, ref_value]
-        calls = [(self._scripts.xadd_many, [self._keys.stream(shard)], args) for shard, (_, args) in per_shard.items()]
+            caller_key, call_mark = mark or ("", "")
+            cells = event.to_row()
+            if mark is not None:
+                cells.pop("FirstTimeCaller", None)  # decided from the caller history instead
+            row = orjson.dumps(cells)
+            args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
+        calls = [
+            (self._scripts.xadd_many, [self._keys.stream(shard)], [self._caller_ttl, *args])
+            for shard, (_, args) in per_shard.items()
+        ]
         try:
             replies = run_many(self._redis, calls)
         except RedisError as error:

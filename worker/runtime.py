@@ -57,7 +57,7 @@ class Runtime:
 
     @cached_property
     def producer(self) -> Producer:
-        return Producer(self.redis, self.keys, self.policy)
+        return Producer(self.redis, self.keys, self.policy, caller_ttl=self.settings.first_caller_days * 86_400)
 
     @cached_property
     def consumer_name(self) -> str:

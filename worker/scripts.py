@@ -36,7 +36,6 @@ class Scripts:
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
         self.xadd_many = register("xadd_many")
-        self.first_caller = register("first_caller")
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
