@@ -291,7 +291,9 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         cpu0 = _cpu(service)
         single = http_load.single_calls(url, run, numbers, seconds, 32)
         cpu1 = _cpu(service)
-        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2)
+        # Two bulk requests in flight per service process: each is a 1,000-line batch that keeps one
+        # process busy, so fewer connections than that would leave service processes idle.
+        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2 * workers)
         cpu2 = _cpu(service)
         bulk_calls = bulk.requests * bulk_lines
         result.update(
