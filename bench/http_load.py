@@ -132,6 +132,28 @@ async def _python_load(url: str, bodies: list[tuple[str, bytes, str]], seconds: 
     return LoadResult("python", count, took, errors)
 
 
+SESSION_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  local path = string.format("/v1/number?counter={counter}&ClientId=%d&URL=https%%3A%%2F%%2Fshop.example%%2Fp",
+    1700000000000000000 + n % {visitors})
+  return wrk.format("GET", path)
+end
+"""
+
+
+def session_requests(url: str, counter: int, visitors: int, seconds: float, connections: int) -> LoadResult:
+    """The session API as sites call it: ``visitors`` sessions coming back again and again."""
+    if have_wrk():
+        return _wrk(url, SESSION_LUA.format(counter=counter, visitors=visitors), seconds, connections)
+    bodies = []  # GET requests: the Python generator posts the same fields as JSON instead
+    for n in range(visitors):
+        doc = {"counter": counter, "ClientId": str(1_700_000_000_000_000_000 + n), "URL": "https://shop.example/p"}
+        bodies.append(("/v1/number", orjson.dumps(doc), JSON))
+    return asyncio.run(_python_load(url, bodies, seconds, connections))
+
+
 def single_calls(url: str, run: str, numbers: int, seconds: float, connections: int) -> LoadResult:
     base = int(time.time()) - 600
     if have_wrk():

@@ -38,6 +38,13 @@ def evaluate(results: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
     bulk = _get(results, "ingest", "bulk_calls_per_second")
     target("ingest single-call", ">= 3,000 requests/s", single, None if single is None else single >= 3_000)
     target("ingest bulk", ">= 30,000 calls/s", bulk, None if bulk is None else bulk >= 30_000)
+    session = _get(results, "ingest", "session_rps")
+    target(
+        "session API (issue 9)",
+        ">= single-call ingestion rate",
+        session,
+        None if session is None or single is None else session >= single,
+    )
     return targets
 
 
@@ -101,7 +108,11 @@ def render(document: dict[str, Any]) -> str:
         row(label, "single-call CPU s per 1,000 calls", r["single_cpu_seconds_per_1000"])
         row(label, f"bulk calls/s ({r['bulk_lines']} lines a request)", r["bulk_calls_per_second"])
         row(label, "bulk CPU s per 1,000 calls", r["bulk_cpu_seconds_per_1000"])
-        row(label, "non-2xx / socket errors", r["single_errors"] + r["bulk_errors"])
+        if "session_rps" in r:
+            row(label, "session API requests/s (GET /v1/number)", r["session_rps"])
+            row(label, "session API CPU s per 1,000 requests", r["session_cpu_seconds_per_1000"])
+        errors = r["single_errors"] + r["bulk_errors"] + r.get("session_errors", 0)
+        row(label, "non-2xx / socket errors", errors)
     w1 = max((len(a) for a, _, _ in rows), default=10)
     w2 = max((len(b) for _, b, _ in rows), default=10)
     lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]

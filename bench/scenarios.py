@@ -256,6 +256,10 @@ def naive(
     }
 
 
+SESSION_COUNTER = 9_999_999
+SESSION_VISITORS = 500
+
+
 def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbers: int = 10) -> dict[str, Any]:
     """The ingestion service under load on loopback: single-call requests/s, bulk calls/s, CPU per 1,000."""
     from standalone.redis_server import free_port  # noqa: PLC0415
@@ -266,6 +270,8 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
     redis = Redis.from_url(infra.redis_url)
     RoutingTable(redis, Keys(namespace, settings.shards)).add(
         [Route(http_load.tracking_number(i), COUNTER_BASE + i) for i in range(numbers)]
+        # The session API's pool: one counter with as many dynamic numbers as visitors come back.
+        + [Route(f"+7499{n:07d}", SESSION_COUNTER, "dynamic") for n in range(SESSION_VISITORS)]
     )
     redis.close()
     port = free_port()
@@ -275,6 +281,9 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         "CALLTRACK_NAMESPACE": namespace,
         "CALLTRACK_LOG_LEVEL": "WARNING",
         "CALLTRACK_LOG_FORMAT": "json",
+        # One load generator is one client IP: lift the per-IP limit that guards the session API.
+        "CALLTRACK_SESSION_RATE_PER_IP": "1000000",
+        "CALLTRACK_SESSION_RATE_PER_COUNTER": "1000000",
     }
     log = (infra.log_dir / "ingest.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603
@@ -295,6 +304,8 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         # process busy, so fewer connections than that would leave service processes idle.
         bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2 * workers)
         cpu2 = _cpu(service)
+        sessions = http_load.session_requests(url, SESSION_COUNTER, SESSION_VISITORS, seconds, 32)
+        cpu3 = _cpu(service)
         bulk_calls = bulk.requests * bulk_lines
         result.update(
             single_requests=single.requests,
@@ -306,6 +317,10 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
             bulk_errors=bulk.errors,
             bulk_calls_per_second=round(bulk_calls / bulk.seconds, 1) if bulk.seconds else 0.0,
             bulk_cpu_seconds_per_1000=round((cpu2 - cpu1) / max(bulk_calls, 1) * 1000, 3),
+            session_requests=sessions.requests,
+            session_errors=sessions.errors,
+            session_rps=round(sessions.rate, 1),
+            session_cpu_seconds_per_1000=round((cpu3 - cpu2) / max(sessions.requests, 1) * 1000, 3),
             seconds=seconds,
         )
         return result

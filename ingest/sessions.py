@@ -9,8 +9,6 @@ with ``Retry-After`` beyond that. CORS follows ``session_allowed_origins``.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +21,7 @@ from starlette.responses import Response
 from config.settings import Settings
 from ingest.input import InputError
 from worker.fields import field_errors
-from worker.pools import Lease, NumberPools, Session
+from worker.pools import Lease, NumberPools, RateLimited, Session
 from worker.runtime import Runtime
 
 FIELDS = ("counter", "ClientId", "UserId", "Yclid", "URL")
@@ -93,25 +91,11 @@ class SessionService:
         return self.answer(request, {"number": lease.number, "expires_at": expires, "fallback": lease.fallback})
 
     def _lease(self, session: Session, client: str) -> Lease:
-        self._limit(session.counter_id, client)
-        return self.pools.lease(session)
-
-    def _limit(self, counter: int, client: str) -> None:
-        """At most ``session_rate_per_ip`` per second per client IP and ``_per_counter`` per counter."""
-        second = int(time.time())
-        k = self.runtime.keys
-        ip_key = k.rate("ip", hashlib.blake2b(client.encode(), digest_size=8).hexdigest(), second)
-        counter_key = k.rate("ctr", str(counter), second)
-        pipe = self.runtime.redis.pipeline(transaction=False)
-        pipe.incr(ip_key)
-        pipe.expire(ip_key, 2)
-        pipe.incr(counter_key)
-        pipe.expire(counter_key, 2)
-        by_ip, _, by_counter, _ = pipe.execute()
-        if int(by_ip) > self.settings.session_rate_per_ip:
-            raise InputError.one("client", "rate", "too many requests from this address; retry in a second", status=429)
-        if int(by_counter) > self.settings.session_rate_per_counter:
-            raise InputError.one("counter", "rate", "too many requests for this counter; retry in a second", status=429)
+        try:
+            return self.pools.lease(session, client)
+        except RateLimited as error:
+            field = "client" if error.who == "client" else "counter"
+            raise InputError.one(field, "rate", str(error), status=429) from None
 
     def _client_ip(self, request: Request) -> str:
         if self.settings.ingest_trust_forwarded_for:

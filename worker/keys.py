@@ -32,7 +32,8 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:phist:<ctr>:<number>`` zset  lease id -> start ms, for attribution at a call's time
 ``<ns>:{sN}:pseq``         string  lease id sequence
 ``<ns>:{sN}:pexhausted``   hash    counter -> times its pool had no free number
-``<ns>:rl:<what>:<id>:<s>`` string requests in second s (session API rate limits; ids hashed)
+``<ns>:{sN}:rl:<what>:<id>:<s>`` string  session API requests in second s, per client IP (hashed)
+                                   or counter, kept under the counter's shard tag
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/quota.py)
@@ -155,8 +156,9 @@ class Keys:
     def pool_exhausted(self, shard: int) -> str:
         return f"{self.prefix(shard)}:pexhausted"
 
-    def rate(self, what: str, ident: str, second: int) -> str:
-        return f"{self.namespace}:rl:{what}:{ident}:{second}"
+    def rate(self, counter_id: int, what: str, ident: str, second: int) -> str:
+        """Session API requests in one second, under the counter's shard tag (one script touches it)."""
+        return f"{self.prefix(self.shard_of(counter_id))}:rl:{what}:{ident}:{second}"
 
     def call_ref(self, shard: int, digest: str) -> str:
         return f"{self.prefix(shard)}:ref:{digest}"

@@ -12,6 +12,7 @@ no free number the counter's fallback number is answered and the event counted.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -43,6 +44,14 @@ class Session(Visitor):
         return orjson.dumps({k: v for k, v in data.items() if v})
 
 
+class RateLimited(Exception):
+    """Too many session requests this second from one client IP (``who='client'``) or for a counter."""
+
+    def __init__(self, who: str) -> None:
+        super().__init__(f"too many requests for this {who}; retry in a second")
+        self.who = who
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """The answer to the site: the number to show, until when, and whether it is the fallback."""
@@ -70,9 +79,15 @@ class NumberPools:
         self._history_ms = int(s.pool_history_days * 86_400_000)
         self._grace_ms = int(s.pool_grace_seconds * 1000)
 
-    def lease(self, session: Session) -> Lease:
-        """A number for this session: the one it holds (lease extended), a free one, or the fallback."""
+    def lease(self, session: Session, client: str = "") -> Lease:
+        """A number for this session: the one it holds (lease extended), a free one, or the fallback.
+
+        Raises ``RateLimited`` when the client IP or the counter is over its per-second limit.
+        """
         k, counter = self._rt.keys, session.counter_id
+        s = self._rt.settings
+        second = int(time.time())
+        client_id = hashlib.blake2b(client.encode(), digest_size=8).hexdigest()
         number, ends, how = self._rt.scripts.lease(
             keys=[
                 k.pool(counter),
@@ -81,9 +96,22 @@ class NumberPools:
                 k.pool_log(counter),
                 k.pool_seq(counter),
                 k.pool_exhausted(k.shard_of(counter)),
+                k.rate(counter, "ip", client_id, second),
+                k.rate(counter, "ctr", str(counter), second),
             ],
-            args=[session.key, session.record(), self._lease_ms, self._history_ms, counter, k.pool_history(counter)],
+            args=[
+                session.key,
+                session.record(),
+                self._lease_ms,
+                self._history_ms,
+                counter,
+                k.pool_history(counter),
+                s.session_rate_per_ip,
+                s.session_rate_per_counter,
+            ],
         )
+        if how in ("rate_ip", "rate_counter"):
+            raise RateLimited("client" if how == "rate_ip" else "counter")
         if how == "exhausted":
             log.warning("number_pool_exhausted", counter_id=counter)
             fallback = self._rt.settings.pool_fallback_numbers.get(counter)

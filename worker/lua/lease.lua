@@ -2,8 +2,11 @@
 -- KEYS: 1 pool (zset number -> lease end ms)  2 sessions (hash session -> number)
 --       3 holders (hash number -> "session|lease id")  4 lease log (hash lease id -> record)
 --       5 lease id sequence  6 exhausted counts (hash counter -> n)
+--       7 requests of this client IP in this second  8 requests of this counter in this second
 -- ARGV: 1 session key  2 session JSON  3 lease ms  4 history ms  5 counter  6 history key prefix
--- Returns {number, lease end ms, 'extended'|'new'} or {'', 0, 'exhausted'}.
+--       7 limit per client IP and second  8 limit per counter and second
+-- Returns {number, lease end ms, 'extended'|'new'}, {'', 0, 'exhausted'}, or {'', 0, 'rate_ip'} /
+-- {'', 0, 'rate_counter'} when a limit is reached (counted in the same step: one round trip).
 -- The free number whose lease ended longest ago is taken first (never-leased numbers score 0).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -11,6 +14,13 @@ local session, record_json = ARGV[1], ARGV[2]
 local lease_ms, history_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local hist_prefix = ARGV[6]
 local ends = now + lease_ms
+
+local by_ip = redis.call('INCR', KEYS[7])
+if by_ip == 1 then redis.call('EXPIRE', KEYS[7], 2) end
+local by_counter = redis.call('INCR', KEYS[8])
+if by_counter == 1 then redis.call('EXPIRE', KEYS[8], 2) end
+if by_ip > tonumber(ARGV[7]) then return {'', 0, 'rate_ip'} end
+if by_counter > tonumber(ARGV[8]) then return {'', 0, 'rate_counter'} end
 
 local held = redis.call('HGET', KEYS[2], session)
 if held then
