@@ -29,7 +29,7 @@ from worker.fields import (
     field_errors,
     validate_events,
 )
-from worker.kinds import Bucket, IdType, UploadKind
+from worker.kinds import Bucket, UploadKind
 
 __all__ = ["CallEvent", "FieldError", "Rejection", "TimePolicy", "check_time", "field_errors", "validate_calls"]
 
@@ -51,19 +51,6 @@ class CallEvent(VisitorEvent):
     call_tracker_url: UrlText = Field(default=None, alias="CallTrackerURL")
 
     # --- Pipeline view -----------------------------------------------------------------------
-    @property
-    def id_type(self) -> IdType:
-        """The identifier the file is keyed by when a call carries several: ClientId, UserId, Yclid."""
-        if self.client_id:
-            return IdType.CLIENT_ID
-        if self.user_id:
-            return IdType.USER_ID
-        return IdType.YCLID
-
-    @property
-    def identifier(self) -> str:
-        return {IdType.CLIENT_ID: self.client_id, IdType.USER_ID: self.user_id}.get(self.id_type) or self.yclid or ""
-
     @property
     def bucket(self) -> Bucket:
         return Bucket(self.counter_id, UploadKind.CALLS, self.id_type)

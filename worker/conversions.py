@@ -53,29 +53,10 @@ class ConversionEvent(VisitorEvent):
         "at least one of ClientId, UserId, Yclid or PurchaseId is required",
     )
 
+    id_types: ClassVar[tuple[IdType, ...]] = (IdType.CLIENT_ID, IdType.USER_ID, IdType.YCLID, IdType.PURCHASE_ID)
+
     def identifiers(self) -> tuple[str | None, ...]:
         return (*super().identifiers(), self.purchase_id)
-
-    @property
-    def id_type(self) -> IdType:
-        """The identifier the file is keyed by when several are given: ClientId, UserId, Yclid, PurchaseId."""
-        if self.client_id:
-            return IdType.CLIENT_ID
-        if self.user_id:
-            return IdType.USER_ID
-        if self.yclid:
-            return IdType.YCLID
-        return IdType.PURCHASE_ID
-
-    @property
-    def identifier(self) -> str:
-        values = {
-            IdType.CLIENT_ID: self.client_id,
-            IdType.USER_ID: self.user_id,
-            IdType.YCLID: self.yclid,
-            IdType.PURCHASE_ID: self.purchase_id,
-        }
-        return values[self.id_type] or ""
 
     @property
     def bucket(self) -> Bucket:

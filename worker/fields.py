@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from worker.currencies import ISO_4217
+from worker.kinds import IdType
 
 _DIGITS_RE = re.compile(r"^[0-9]{1,64}$")
 _SOURCE_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -241,8 +242,21 @@ class Visitor(BaseModel):
     user_id: OneLine = Field(default=None, alias="UserId", max_length=256)
     yclid: DigitsId = Field(default=None, alias="Yclid")
 
+    #: The identifier types in the order that picks a file's type when an event carries several.
+    id_types: ClassVar[tuple[IdType, ...]] = (IdType.CLIENT_ID, IdType.USER_ID, IdType.YCLID)
+
     def identifiers(self) -> tuple[str | None, ...]:
+        """The identifier values, in the order of ``id_types``."""
         return (self.client_id, self.user_id, self.yclid)
+
+    @property
+    def id_type(self) -> IdType:
+        """The identifier the file is keyed by: the first of ``id_types`` the event carries."""
+        return next(t for t, v in zip(self.id_types, self.identifiers(), strict=True) if v)
+
+    @property
+    def identifier(self) -> str:
+        return next((v for v in self.identifiers() if v), "")
 
     @model_validator(mode="after")
     def _needs_identifier(self) -> Self:
