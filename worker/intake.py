@@ -2,8 +2,9 @@
 
 :meth:`Intake.accept` takes normalised :class:`InboundCall`s (from the HTTP service, the AMI client,
 the CDR importer) and answers one :class:`Outcome` per call, once Redis holds every call that was
-kept. Round trips per batch: one ``HMGET`` for routes (fewer with the cache), one pipeline for
-caller history, one for the producer, one for held calls. :meth:`Intake.replay` sends held calls
+kept. Round trips per batch: one ``HMGET`` for routes (fewer with the cache), two for the lease
+history when calls went to dynamic numbers, one for the producer (which also records the caller
+history and decides FirstTimeCaller), one for held calls. :meth:`Intake.replay` sends held calls
 again after the routing table or the identifiers were fixed.
 """
 
