@@ -61,3 +61,16 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def seal_batch(rt: Any, counter: int = 101, n: int = 3, start: int = 0) -> str:
+    """Submit ``n`` calls for ``counter`` and seal them into one batch; its id."""
+    from worker.drain import drain
+
+    rt.producer.submit([make_call(counter, i) for i in range(start, start + n)])
+    (batch_id,) = drain(rt, seal_all=True).sealed
+    return str(batch_id)
+
+
+def batch_record(rt: Any, batch_id: str) -> dict[str, str]:
+    return dict(rt.redis.hgetall(rt.keys.batch(batch_id)))

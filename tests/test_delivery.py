@@ -16,7 +16,7 @@ from config.settings import Settings
 from emulator.config import Account
 from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer
-from tests.helpers import make_call, wait_for
+from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker import uploader
 from worker.drain import drain, update_holds
@@ -41,14 +41,8 @@ def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Ite
     runtime.close()
 
 
-def seal(rt: Runtime, counter: int = 101, n: int = 3, start: int = 0) -> str:
-    rt.producer.submit([make_call(counter, i) for i in range(start, start + n)])
-    (batch_id,) = drain(rt, seal_all=True).sealed
-    return batch_id
-
-
-def state(rt: Runtime, batch_id: str) -> dict[str, str]:
-    return cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+seal = seal_batch
+state = batch_record
 
 
 # --- 401/403 -------------------------------------------------------------------------------------

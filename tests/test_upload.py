@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import cast
 
 import pytest
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
-from tests.helpers import make_call
+from tests.helpers import batch_record, seal_batch
 from tests.pipeline import running_emulator
 from worker import uploader
-from worker.drain import drain
 from worker.errors import DeferredError, QuotaError, ServerError, TransportError
 from worker.runtime import Runtime
 from worker.uploader import UploadFailed, UploadOutcome
@@ -33,13 +31,10 @@ def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Ite
 
 
 def seal_one(rt: Runtime, counter: int = 101, n: int = 5) -> str:
-    rt.producer.submit([make_call(counter, i) for i in range(n)])
-    (batch_id,) = drain(rt, seal_all=True).sealed
-    return batch_id
+    return seal_batch(rt, counter, n)
 
 
-def record(rt: Runtime, batch_id: str) -> dict[str, str]:
-    return cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+record = batch_record
 
 
 def uploads_with_comment(emulator: RunningEmulator, batch_id: str) -> int:
