@@ -1,7 +1,7 @@
 """The naive baseline of issue 7: one Celery task per call, on its own Celery app and worker.
 
 ``store_call(call)`` does what a straightforward implementation would: validate the call with
-``worker.calls.CallEvent``, append its row to the counter's Redis list, and when the list reaches
+``worker.model.calls.CallEvent``, append its row to the counter's Redis list, and when the list reaches
 ``BENCH_NAIVE_FLUSH_ROWS`` rows, take them and upload them as one CSV with the project's Metrica
 client. The worker process is ``celery -A bench.naive worker`` with the settings in the environment
 (``BENCH_NAIVE_REDIS_URL``, ``BENCH_NAIVE_EMULATOR_URL``, ``BENCH_NAIVE_FLUSH_ROWS``).
@@ -23,9 +23,9 @@ from celery import Celery
 from pydantic import SecretStr
 from redis import Redis
 
-from worker.calls import CallEvent
-from worker.csvfile import build_csv
-from worker.metrica import MetricaClient
+from worker.delivery.csvfile import build_csv
+from worker.delivery.metrica import MetricaClient
+from worker.model.calls import CallEvent
 
 PREFIX = "naive:"
 app = Celery("bench_naive", set_as_current=False)

@@ -21,8 +21,8 @@ from bench import http_load
 from bench.load import COUNTER_BASE, make_call, produce, produce_paced
 from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
 from config.settings import Settings
+from worker.intake.routing import Route, RoutingTable
 from worker.keys import Keys
-from worker.routing import Route, RoutingTable
 
 WORKER_RPS = 28  # CALLTRACK_QUOTA_REQUESTS_PER_SECOND default: the worker's own per-IP cap
 

@@ -21,7 +21,7 @@ from ctl.output import emit, json_option
 from ingest.input import InputError
 from ingest.providers import generic
 from worker.errors import ProducerError
-from worker.inbound import InboundCall
+from worker.model.inbound import InboundCall
 
 
 @click.command("replay-calls")

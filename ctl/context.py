@@ -6,7 +6,7 @@ from functools import cached_property
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
-from worker.intake import Intake, build_intake
+from worker.intake.service import Intake, build_intake
 from worker.runtime import Runtime
 
 

@@ -9,7 +9,7 @@ import click
 from ctl.context import Context
 from ctl.output import emit, json_option
 from ingest.crm_csv import ColumnMap, MappingError, import_file
-from worker.call_refs import record_conversion
+from worker.intake.call_refs import record_conversion
 
 
 @click.group()

@@ -17,10 +17,10 @@ from redis.exceptions import RedisError, ResponseError
 from config.settings import Settings, describe_error
 from ctl.context import Context
 from ctl.output import emit, json_option
+from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import CalltrackError
-from worker.kinds import CALLS
-from worker.metrics import heartbeats
-from worker.quota import Purpose, QuotaGate
+from worker.model.kinds import CALLS
+from worker.ops.metrics import heartbeats
 from worker.runtime import Runtime
 
 Status = Literal["ok", "warn", "fail"]

@@ -10,8 +10,8 @@ import click
 from ctl.context import Context
 from ctl.output import emit, json_option
 from worker.errors import ProducerError
-from worker.held import HeldCall
-from worker.inbound import check_identifier
+from worker.intake.held import HeldCall
+from worker.model.inbound import check_identifier
 
 
 def _when(seconds: float) -> str:

@@ -11,8 +11,8 @@ import orjson
 from ctl.context import Context
 from ctl.output import emit, json_option
 from ctl.status import when
-from worker import overview
-from worker.replay import QuarantineError, ReplayResult, discard, replay
+from worker.delivery.replay import QuarantineError, ReplayResult, discard, replay
+from worker.ops import overview
 
 
 def _operator() -> str:

@@ -9,8 +9,8 @@ import click
 
 from ctl.context import Context
 from ctl.output import emit, json_option
-from worker.inbound import normalize_number
-from worker.routing import Route, RouteError, parse_routes_csv
+from worker.intake.routing import Route, RouteError, parse_routes_csv
+from worker.model.inbound import normalize_number
 
 
 @click.group()

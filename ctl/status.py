@@ -8,7 +8,7 @@ import click
 
 from ctl.context import Context
 from ctl.output import emit, json_option
-from worker import overview
+from worker.ops import overview
 
 
 def when(ms: int | str | None) -> str:

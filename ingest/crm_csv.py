@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.fields import FieldError
-from worker.kinds import UploadKind
-from worker.producer import Producer
+from worker.delivery.producer import Producer
+from worker.model.fields import FieldError
+from worker.model.kinds import UploadKind
 
 FIELDS = (
     "conversion_id",

@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from worker.calls import FieldError
+from worker.model.calls import FieldError
 
 
 class InputError(ValueError):

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from ingest.signatures import mango_sign, twilio_signature, zadarma_signature
-from worker.routing import Route
+from worker.intake.routing import Route
 
 # Demo credentials of the fake provider accounts: not secrets, only the demo's own.
 TWILIO_SID = "AC" + "d3m0" * 8

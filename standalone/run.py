@@ -30,7 +30,7 @@ from standalone.feed import Feeder, demo_env, demo_routes
 from standalone.processes import ROOT, Children
 from standalone.redis_server import RedisServer, answers, configured_url, free_port
 from standalone.site import visit_and_call, where_is
-from worker.intake import build_intake
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 VAR = ROOT / "var" / "standalone"
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         # --- Ingestion service (serves /metrics too) and Flower -----------------------------
         ingest_url = f"http://127.0.0.1:{ingest_port}"
         children.python("ingest", ["-m", "ingest", "--host", "127.0.0.1", "--port", str(ingest_port)], env)
-        children.python("flower", ["-m", "worker.flower"], env)
+        children.python("flower", ["-m", "worker.ops.flower"], env)
         flower_url = f"http://127.0.0.1:{flower_port}/"
         metrics_url = f"{ingest_url}/metrics"
         admin = EmulatorAdmin(settings.api_base_url) if settings.uses_emulator else None

@@ -10,17 +10,17 @@ import structlog
 from celery import Task, shared_task
 from celery.exceptions import Retry
 
-from worker import dispatch, reconciler, uploader
 from worker.app import CalltrackCelery
-from worker.drain import drain as drain_streams
-from worker.drain import update_holds
+from worker.delivery import dispatch, reconciler, uploader
+from worker.delivery.drain import drain as drain_streams
+from worker.delivery.drain import update_holds
+from worker.delivery.quota import QuotaGate
 from worker.errors import DeferredError, QuotaError
 from worker.failpoints import failpoint
-from worker.quota import QuotaGate
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
-# Waits longer than this leave Celery's countdown for the sweeper (see worker.dispatch.park).
+# Waits longer than this leave Celery's countdown for the sweeper (see worker.delivery.dispatch.park).
 LONG_WAIT_SECONDS = 60.0
 
 

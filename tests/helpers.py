@@ -65,7 +65,7 @@ def chromium() -> str:
 
 def seal_batch(rt: Any, counter: int = 101, n: int = 3, start: int = 0) -> str:
     """Submit ``n`` calls for ``counter`` and seal them into one batch; its id."""
-    from worker.drain import drain
+    from worker.delivery.drain import drain
 
     rt.producer.submit([make_call(counter, i) for i in range(start, start + n)])
     (batch_id,) = drain(rt, seal_all=True).sealed

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from ingest.app import create_app
-from worker.routing import Route
+from worker.intake.routing import Route
 from worker.runtime import Runtime
 
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
@@ -47,7 +47,7 @@ def ingest_settings(make_settings: Callable[..., Settings], **overrides: Any) ->
 
 
 def add_routes(rt: Runtime) -> None:
-    from worker.intake import build_intake
+    from worker.intake.service import build_intake
 
     build_intake(rt).routing.add(
         [

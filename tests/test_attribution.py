@@ -18,10 +18,10 @@ from ingest.pbx.asterisk import AsteriskConfig
 from ingest.pbx.cdr_csv import CdrCsvImporter
 from tests.ingest_helpers import ingest_settings, stored_rows
 from tests.pipeline import running_ingest
-from worker.inbound import InboundCall
-from worker.intake import build_intake
-from worker.pools import NumberPools, Session
-from worker.routing import Route
+from worker.intake.pools import NumberPools, Session
+from worker.intake.routing import Route
+from worker.intake.service import build_intake
+from worker.model.inbound import InboundCall
 from worker.runtime import Runtime
 
 POOL = ("+74952220001", "+74952220002")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker.calls import CallEvent, TimePolicy, validate_calls
-from worker.kinds import IdType
+from worker.model.calls import CallEvent, TimePolicy, validate_calls
+from worker.model.kinds import IdType
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 POLICY = TimePolicy.from_days(21, 300)

@@ -8,8 +8,8 @@ from typing import cast
 import orjson
 
 from tests.helpers import make_call
-from worker.callers import CallerCall, CallerHistory
-from worker.drain import drain
+from worker.delivery.drain import drain
+from worker.intake.callers import CallerCall, CallerHistory
 from worker.runtime import Runtime
 
 

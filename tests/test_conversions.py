@@ -17,11 +17,11 @@ from ctl.context import Context
 from ingest.crm_csv import ColumnMap, MappingError, import_file
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
-from worker.call_refs import find_call, record_conversion
-from worker.conversions import ConversionEvent, validate_conversions
-from worker.drain import drain
-from worker.fields import TimePolicy
-from worker.kinds import IdType, UploadKind
+from worker.delivery.drain import drain
+from worker.intake.call_refs import find_call, record_conversion
+from worker.model.conversions import ConversionEvent, validate_conversions
+from worker.model.fields import TimePolicy
+from worker.model.kinds import IdType, UploadKind
 from worker.runtime import Runtime
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

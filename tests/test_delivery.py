@@ -18,13 +18,14 @@ from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
-from worker import uploader
-from worker.drain import drain, update_holds
+from worker.delivery import uploader
+from worker.delivery.drain import drain, update_holds
+from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPaused
+from worker.delivery.reconciler import reconcile
+from worker.delivery.uploader import UploadOutcome
 from worker.errors import ProducerError, QuotaError
-from worker.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPaused, fingerprint
-from worker.reconciler import reconcile
+from worker.keys import fingerprint
 from worker.runtime import Runtime
-from worker.uploader import UploadOutcome
 
 
 @pytest.fixture(scope="module")

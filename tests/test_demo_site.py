@@ -11,7 +11,7 @@ from standalone.feed import POOL_NUMBERS, ZADARMA_SECRET, demo_routes
 from standalone.site import create_app as create_site
 from tests.helpers import chromium
 from tests.pipeline import running_emulator, running_ingest, running_worker, serving
-from worker.intake import build_intake
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 

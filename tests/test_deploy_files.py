@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from worker.metrics import FAMILIES, PREFIX
+from worker.ops.metrics import FAMILIES, PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 GAUGES = {
@@ -37,10 +37,10 @@ def test_compose_has_every_role_with_a_healthcheck() -> None:
             command = service["command"]
             assert isinstance(command, list) and all(isinstance(part, str) for part in command), name
     assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
-    assert "worker.health" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert "worker.ops.health" in " ".join(services["worker"]["healthcheck"]["test"])
     assert "--role beat" in " ".join(services["beat"]["healthcheck"]["test"])
     assert "/readyz" in " ".join(services["ingest"]["healthcheck"]["test"])
-    assert services["flower"]["command"] == ["python", "-m", "worker.flower"]
+    assert services["flower"]["command"] == ["python", "-m", "worker.ops.flower"]
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
     # No secret is written into the file: Flower's password comes from .env.
     text = (ROOT / "docker-compose.yml").read_text()

@@ -18,8 +18,8 @@ from ctl.context import Context
 from emulator.config import Account
 from standalone.redis_server import RedisServer
 from tests.pipeline import running_emulator
-from worker.intake import build_intake
-from worker.routing import Route
+from worker.intake.routing import Route
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent

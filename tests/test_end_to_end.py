@@ -11,7 +11,7 @@ from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
-from worker.calls import CallEvent
+from worker.model.calls import CallEvent
 from worker.runtime import Runtime
 
 ID_COLUMNS = {"ClientId", "Yclid", "UserId"}

@@ -66,7 +66,7 @@ def worker(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 
 def probe(env: dict[str, str], *args: str) -> int:
-    cmd = [sys.executable, "-m", "worker.health", *args]
+    cmd = [sys.executable, "-m", "worker.ops.health", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False).returncode
 
 
@@ -85,7 +85,7 @@ def test_health_probes_follow_the_worker(env: dict[str, str], worker: subprocess
 def test_flower_refuses_to_start_without_credentials(env: dict[str, str]) -> None:
     bare = {k: v for k, v in env.items() if k != "CALLTRACK_FLOWER_PASSWORD"}
     out = subprocess.run(
-        [sys.executable, "-m", "worker.flower"],
+        [sys.executable, "-m", "worker.ops.flower"],
         cwd=ROOT,
         env=bare,
         capture_output=True,
@@ -105,7 +105,7 @@ def test_browser_logs_into_flower_and_sees_the_worker(
     base = f"http://127.0.0.1:{env['CALLTRACK_FLOWER_PORT']}"
     with (tmp_path / "flower.log").open("wb") as log:
         flower = subprocess.Popen(
-            [sys.executable, "-m", "worker.flower"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "worker.ops.flower"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:

@@ -11,8 +11,8 @@ from config.settings import Settings
 from ingest.pbx.ami import AmiClient, cdr_handler, encode_action, read_message
 from ingest.pbx.asterisk import AsteriskConfig
 from tests.ingest_helpers import STATIC, add_routes, ingest_settings, recent, stored_rows
-from worker.drain import drain
-from worker.intake import build_intake
+from worker.delivery.drain import drain
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 SECRET = "ami-secret-0123456789"

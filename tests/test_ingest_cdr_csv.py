@@ -21,8 +21,8 @@ from ingest.pbx.asterisk import AsteriskConfig
 from ingest.pbx.cdr_csv import CdrCsvImporter, split_records
 from tests.helpers import wait_for
 from tests.ingest_helpers import STATIC, add_routes, ingest_settings, recent, stored_rows
-from worker.drain import drain
-from worker.intake import build_intake
+from worker.delivery.drain import drain
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent

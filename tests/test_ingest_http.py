@@ -359,7 +359,7 @@ def test_redis_down_answers_503(make_settings: Callable[..., Settings]) -> None:
     settings = ingest_settings(make_settings)
     with service(settings) as (client, _rt):
         service_obj = client.app.state.service  # type: ignore[attr-defined]
-        from worker.intake import build_intake
+        from worker.intake.service import build_intake
 
         down = Runtime(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
         service_obj.runtime, service_obj.intake = down, build_intake(down)

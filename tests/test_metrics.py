@@ -21,7 +21,7 @@ from standalone.redis_server import free_port
 from tests.helpers import wait_for
 from tests.ingest_helpers import STATIC, TWILIO_SID, TWILIO_TOKEN, add_routes, ingest_settings
 from tests.pipeline import running_emulator, running_worker
-from worker import metrics
+from worker.ops import metrics
 from worker.runtime import Runtime
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -19,9 +19,14 @@ from worker.keys import shard_of_batch
 from worker.runtime import Runtime
 
 
-def run(settings: Settings, *args: str) -> tuple[int, str]:
+def run(settings: Settings, *args: str, stdout_only: bool = False) -> tuple[int, str]:
+    """Exit code and output: stdout alone on success (or when asked), else stdout and stderr together.
+
+    The worker runs in this process, so its log lines (a task's result dict among them) can land in
+    the captured stderr while the command runs: JSON is read from stdout alone.
+    """
     result = CliRunner().invoke(main, list(args), obj=Context(settings), catch_exceptions=False)
-    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+    return result.exit_code, result.stdout if result.exit_code == 0 or stdout_only else result.output
 
 
 def run_json(settings: Settings, *args: str) -> Any:
@@ -130,9 +135,9 @@ def test_status_uploads_quarantine_and_replay(make_settings: Callable[..., Setti
             lines.append('{"call_id": "bad", "to": "12"}')
             calls_file = tmp_path / "calls.ndjson"
             calls_file.write_text("\n".join(lines) + "\n")
-            code, out = run(settings, "replay-calls", str(calls_file), "--json")
+            code, out = run(settings, "replay-calls", str(calls_file), "--json", stdout_only=True)
             assert code == 1
-            report = orjson.loads(out[out.index("{") :])
+            report = orjson.loads(out)
             assert report["accepted"] == 5 and report["rejected"] == 1 and report["problems"][0]["line"] == 6
             wait_for(lambda: len(emulator.admin.rows(counter=303)) == 5, timeout=60, what="replayed calls stored")
             code, out = run(settings, "replay-calls", str(calls_file))  # again: repeats are dropped

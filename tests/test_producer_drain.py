@@ -11,7 +11,7 @@ from redis import Redis
 
 from config.settings import Settings
 from tests.helpers import make_call
-from worker.drain import drain, drain_shard
+from worker.delivery.drain import drain, drain_shard
 from worker.keys import DRAIN_GROUP
 from worker.runtime import Runtime
 

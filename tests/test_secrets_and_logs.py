@@ -18,9 +18,9 @@ from config.settings import Settings
 from emulator.config import Account
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
+from worker.delivery.metrica import MetricaClient
 from worker.errors import AuthError
 from worker.keys import is_batch_id
-from worker.metrica import MetricaClient
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_auth_error_text_and_pickle_hold_no_token(make_settings: Callable[..., S
         settings = make_settings(metrica_token=TOKEN_A)
         token = settings.token_for(101)
         assert token is not None
-        from worker.kinds import CALLS
+        from worker.model.kinds import CALLS
 
         try:
             client.uploadings(CALLS, 101, token)

@@ -100,7 +100,7 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
         redis_port = int(match.group(1))
         children = marked(marker, redis_port)
         names = " ".join(" ".join(p.cmdline()) for p in children)
-        for part in ("redis-server", "celery", "ingest", "worker.flower", "emulator", "standalone.site"):
+        for part in ("redis-server", "celery", "ingest", "worker.ops.flower", "emulator", "standalone.site"):
             assert part in names, names
     finally:
         proc.send_signal(signal.SIGINT)

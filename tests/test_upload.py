@@ -10,10 +10,10 @@ from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import batch_record, seal_batch
 from tests.pipeline import running_emulator
-from worker import uploader
+from worker.delivery import uploader
+from worker.delivery.uploader import UploadFailed, UploadOutcome
 from worker.errors import DeferredError, QuotaError, ServerError, TransportError
 from worker.runtime import Runtime
-from worker.uploader import UploadFailed, UploadOutcome
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_attempt_of_a_dead_worker_waits_for_its_lease_then_adopts(rt: Runtime, e
     emulator.admin.script(["pass"], kind="upload")
     token = rt.settings.token_for(101)
     assert token is not None
-    from worker.kinds import Bucket
+    from worker.model.kinds import Bucket
 
     bucket = Bucket.decode(record(rt, batch_id)["bucket"])
     rt.metrica.upload(bucket.spec, 101, token, b"ClientId,DateTime\n1,1795000000\n", comment=batch_id)

@@ -135,14 +135,14 @@ def _unbind_task(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
 
 
-# --- heartbeats (issue 6: worker/health.py) ------------------------------------------------------
+# --- heartbeats (issue 6: worker/ops/health.py) ------------------------------------------------------
 _heartbeats: list[Any] = []
 
 
 def _start_heartbeat(app: Any, role: str, node: str) -> None:
     settings = getattr(app, "settings", None)
     if isinstance(settings, Settings):
-        from worker.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
+        from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
         _heartbeats.append(Heartbeat(settings, role, node).start())
 

@@ -24,9 +24,9 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
                                    window, and where a later conversion finds it (drain.lua writes
-                                   it; worker/call_refs.py reads it)
+                                   it; worker/intake/call_refs.py reads it)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
-``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/pools.py)
+``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
 ``<ns>:{sN}:plog:<ctr>``   hash    lease id -> "number|start ms|end ms|session JSON" (history)
 ``<ns>:{sN}:phist:<ctr>:<number>`` zset  lease id -> start ms, for attribution at a call's time
@@ -35,15 +35,15 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:rl:<what>:<id>:<s>`` string  session API requests in second s, per client IP (hashed)
                                    or counter, kept under the counter's shard tag
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
-``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/quota.py)
-``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/quota.py)
-``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/quota.py)
+``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
+``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
+``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
 ``<ns>:{q}:paused``        hash    login or login:counter -> why uploads are paused (401/403)
 ``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
 ``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
 =========================  ======  ===========================================================
 
-Ingestion (issue 5: ``worker/routing.py``, ``worker/held.py``, ``worker/callers.py``,
+Ingestion (issue 5: ``worker/intake/routing.py``, ``worker/intake/held.py``, ``worker/intake/callers.py``,
 ``ingest/pbx/cdr_csv.py``):
 
 =================================  ======  ===================================================
@@ -57,7 +57,7 @@ key                                type    what it holds (owner)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
 =================================  ======  ===================================================
 
-Operations (issue 6: ``worker/metrics.py``, ``worker/health.py``, ``worker/replay.py``):
+Operations (issue 6: ``worker/ops/metrics.py``, ``worker/ops/health.py``, ``worker/delivery/replay.py``):
 
 =================================  ======  ===================================================
 key                                type    what it holds (owner)
@@ -71,9 +71,12 @@ key                                type    what it holds (owner)
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 _BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+$")
 DRAIN_GROUP = "drain"
@@ -170,7 +173,7 @@ class Keys:
         return f"{self.prefix(shard)}:hold"
 
     # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is a token
-    # fingerprint (worker/quota.py), never the token.
+    # fingerprint (worker/delivery/quota.py), never the token.
     def quota_inflight(self, login: str) -> str:
         return f"{self.namespace}:{{q}}:inflight:{login}"
 
@@ -233,3 +236,8 @@ def shard_of_batch(batch_id: str) -> int:
 
 def is_batch_id(text: str) -> bool:
     return _BATCH_RE.match(text) is not None
+
+
+def fingerprint(token: SecretStr) -> str:
+    """A stable, non-reversible name for the login a token belongs to."""
+    return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

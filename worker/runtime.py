@@ -10,11 +10,11 @@ import httpx
 from redis import Redis
 
 from config.settings import Settings
-from worker.calls import TimePolicy
+from worker.delivery.metrica import MetricaClient
+from worker.delivery.producer import Producer
 from worker.keys import Keys
-from worker.metrica import MetricaClient
-from worker.metrics import Metrics
-from worker.producer import Producer
+from worker.model.calls import TimePolicy
+from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
 from worker.store import connect
 
@@ -52,7 +52,7 @@ class Runtime:
 
     @cached_property
     def metrics(self) -> Metrics:
-        """Counters kept in Redis for the whole deployment (worker/metrics.py)."""
+        """Counters kept in Redis for the whole deployment (worker/ops/metrics.py)."""
         return Metrics(self.redis, self.keys)
 
     @cached_property

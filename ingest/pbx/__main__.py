@@ -14,7 +14,7 @@ from config.settings import load_settings
 from ingest.pbx.ami import AmiClient, cdr_handler
 from ingest.pbx.asterisk import AsteriskConfig
 from ingest.pbx.cdr_csv import CdrCsvImporter
-from worker.intake import build_intake
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 

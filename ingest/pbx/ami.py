@@ -23,7 +23,7 @@ import structlog
 from ingest.input import InputError
 from ingest.pbx.asterisk import AsteriskConfig, from_ami, to_call
 from worker.errors import ProducerError
-from worker.intake import Intake
+from worker.intake.service import Intake
 
 log = structlog.get_logger(__name__)
 Message = dict[str, str]

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from config.settings import Settings
 from ingest.input import InputError, local_time, seconds
-from worker.inbound import InboundCall, extract_identifiers, normalize_number
+from worker.model.inbound import InboundCall, extract_identifiers, normalize_number
 
 AMI_FIELDS = {
     "AccountCode": "accountcode",

@@ -26,12 +26,12 @@ from redis import Redis
 
 from ingest.input import InputError
 from ingest.pbx.asterisk import AsteriskConfig, from_row, to_call
+from worker.delivery.producer import dedup_digest
 from worker.errors import ProducerError
 from worker.failpoints import failpoint
-from worker.inbound import InboundCall
-from worker.intake import Intake
+from worker.intake.service import Intake
 from worker.keys import Keys
-from worker.producer import dedup_digest
+from worker.model.inbound import InboundCall
 
 log = structlog.get_logger(__name__)
 READ_CHUNK = 1 << 20

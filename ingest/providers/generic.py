@@ -22,8 +22,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest.input import InputError
-from worker.calls import FieldError, field_errors
-from worker.inbound import InboundCall, normalize_number
+from worker.model.calls import FieldError, field_errors
+from worker.model.inbound import InboundCall, normalize_number
 
 _PASS_THROUGH = ("URL", "CallTrackerURL", "Price", "Currency", "Tag")
 

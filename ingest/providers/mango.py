@@ -16,7 +16,7 @@ import orjson
 
 from ingest.input import InputError, unix_time
 from ingest.providers.config import ProviderConfig
-from worker.inbound import InboundCall, extract_identifiers, normalize_number
+from worker.model.inbound import InboundCall, extract_identifiers, normalize_number
 
 
 def parse_json(text: str) -> dict[str, Any]:

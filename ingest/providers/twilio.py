@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from ingest.input import InputError, required, rfc2822_time, seconds
 from ingest.providers.config import ProviderConfig
-from worker.inbound import InboundCall, extract_identifiers, normalize_number
+from worker.model.inbound import InboundCall, extract_identifiers, normalize_number
 
 FINAL_STATUSES = {"completed": True, "busy": False, "no-answer": False, "canceled": False, "failed": False}
 DIAL_ANSWERED = {"completed", "answered"}

@@ -1,7 +1,7 @@
 """Zadarma webhook notifications: ``NOTIFY_END`` (incoming) and ``NOTIFY_OUT_END`` (outgoing).
 
 ``NOTIFY_OUT_END`` becomes a call only where the routing entry of the number enables outgoing
-calls (:mod:`worker.intake`). Other events are answered and ignored. Zadarma gives one ``duration``
+calls (:mod:`worker.intake.service`). Other events are answered and ignored. Zadarma gives one ``duration``
 and no talk/wait split: an answered call's ``TalkDuration`` is ``duration``, a missed call's is 0,
 and ``HoldDuration`` is left out. ``call_start`` has no zone: ``CALLTRACK_ZADARMA_TIMEZONE``.
 No link to a call exists in Zadarma's cabinet; set a CallTrackerURL template to add one.
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ingest.input import local_time, required, seconds
 from ingest.providers.config import ProviderConfig
-from worker.inbound import InboundCall, extract_identifiers, normalize_number
+from worker.model.inbound import InboundCall, extract_identifiers, normalize_number
 
 CALL_EVENTS = {"NOTIFY_END": "in", "NOTIFY_OUT_END": "out"}
 

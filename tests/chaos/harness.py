@@ -39,7 +39,7 @@ from emulator.faults import FaultRule
 from emulator.server import RunningEmulator, start_in_thread
 from standalone.redis_server import RedisServer
 from worker.errors import ProducerError
-from worker.kinds import UploadKind
+from worker.model.kinds import UploadKind
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]

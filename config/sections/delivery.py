@@ -1,0 +1,153 @@
+"""Delivery: batching, call validation windows, the Metrica API, tasks and the fleet-wide quotas."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Self
+
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from config.sections.common import NonNegativeInt, PositiveFloat, PositiveInt
+
+
+class DeliverySettings(BaseModel):
+    """Everything between the stream and a final Metrica status."""
+
+    # --- Batching ----------------------------------------------------------------------------
+    flush_max_rows: PositiveInt = Field(default=50_000, description="Seal a batch at this many rows.")
+    flush_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024 * 1024, description="Seal a batch before its rows exceed this many bytes."
+    )
+    flush_max_age: PositiveFloat = Field(
+        default=60.0, description="Seal a batch this many seconds after its first row."
+    )
+    drain_chunk: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=5_000, description="Stream entries moved into buffers per Redis script call."
+    )
+    drain_time_budget: PositiveFloat = Field(
+        default=5.0, description="Seconds one drain task keeps draining a backlog."
+    )
+
+    # --- Validation of incoming calls --------------------------------------------------------
+    join_window_days: PositiveInt = Field(
+        default=21, description="Calls older than this are rejected (Metrica joins within 21 days)."
+    )
+    clock_skew_seconds: NonNegativeInt = Field(
+        default=300, description="How far in the future a call's DateTime may be."
+    )
+    dedup_window_days: PositiveInt = Field(
+        default=22, description="How long a provider call id is remembered to drop repeats."
+    )
+
+    # --- Metrica -----------------------------------------------------------------------------
+    metrica_base_url: HttpUrl | None = Field(
+        default=None, description="API root. Default: the real API when a token is set, else the local emulator."
+    )
+    emulator_url: HttpUrl = Field(
+        default=HttpUrl("http://127.0.0.1:8765"), description="Where the bundled emulator listens."
+    )
+    metrica_token: SecretStr | None = Field(default=None, description="OAuth token for counters without their own.")
+    metrica_counter_tokens: Annotated[dict[int, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description='Per-counter OAuth tokens, "counter=token,counter=token" or a JSON object.',
+    )
+    http_connect_timeout: PositiveFloat = 5.0
+    http_read_timeout: PositiveFloat = 60.0
+    http_write_timeout: PositiveFloat = 60.0
+    http_pool_timeout: PositiveFloat = 10.0
+    new_goal_name: str | None = Field(
+        default=None, max_length=255, description="Calls goal to create if a counter has none."
+    )
+
+    # --- Tasks -------------------------------------------------------------------------------
+    drain_interval: PositiveFloat = Field(
+        default=0.5, description="Seconds between beat-triggered drains (a due batch waits at most this long)."
+    )
+    reconcile_interval: PositiveFloat = Field(default=10.0, description="Seconds between status reconciliations.")
+    task_events: bool = Field(
+        default=False, description="Send Celery task events from the start (Flower enables them while it runs)."
+    )
+    beat_lock_seconds: Annotated[int, Field(ge=2)] = Field(
+        default=30, description="Lease of the single-beat lock; a standby beat takes over after it lapses."
+    )
+    upload_lock_seconds: PositiveInt = Field(
+        default=180, description="Lease of a counter's upload lock; longer than the slowest upload request."
+    )
+    upload_max_retries: NonNegativeInt = Field(default=8, description="Retries of a failing upload before quarantine.")
+    redispatch_after: PositiveFloat = Field(
+        default=120.0, description="Seconds after which a sealed batch with no upload is sent to the upload task again."
+    )
+    rows_retention_seconds: PositiveInt = Field(
+        default=7 * 24 * 3600, description="How long a final batch keeps its rows in Redis for inspection."
+    )
+
+    # --- Metrica quotas (shared by every worker through Redis) ------------------------------
+    quota_parallel_per_login: Annotated[int, Field(ge=1, le=3)] = Field(
+        default=3, description="Requests of one login in flight at once (Metrica allows 3)."
+    )
+    quota_requests_per_second: Annotated[int, Field(ge=1, le=30)] = Field(
+        default=28, description="Requests per second from one egress IP (Metrica allows 30)."
+    )
+    quota_daily_per_login: PositiveInt = Field(default=5000, description="Requests of one login per UTC day.")
+    quota_polling_reserve: NonNegativeInt = Field(
+        default=500, description="Part of the daily budget that only status polling may spend."
+    )
+    quota_short_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.1,
+        description="Below this share of the upload budget left, buffers seal by size only (batches grow).",
+    )
+    quota_wait_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=1.0, description="An upload waits this long for a rate or parallel permit before it is retried later."
+    )
+    egress_id: str = Field(
+        default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Name of this worker's egress IP."
+    )
+    upload_max_retry_seconds: PositiveFloat = Field(
+        default=6 * 3600, description="After this long failing, a batch is quarantined whatever the retry count."
+    )
+    final_status_timeout: PositiveFloat = Field(
+        default=3 * 3600, description="An upload not final after this long is flagged (Metrica says up to 2 h)."
+    )
+    reconcile_max_backoff: PositiveFloat = Field(
+        default=600, description="Longest pause between status checks of one counter."
+    )
+
+    @field_validator("metrica_counter_tokens", mode="before")
+    @classmethod
+    def _parse_counter_tokens(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError('is not valid JSON; use {"counter": "token"} or counter=token,...') from None
+        pairs: dict[str, str] = {}
+        for item in text.split(","):
+            counter, sep, token = item.partition("=")
+            if not sep or not counter.strip() or not token.strip():
+                # Never echo the item: it holds a token.
+                raise ValueError("must be counter=token pairs separated by commas")
+            pairs[counter.strip()] = token.strip()
+        return pairs
+
+    @field_validator("metrica_counter_tokens")
+    @classmethod
+    def _check_counters(cls, value: dict[int, SecretStr]) -> dict[int, SecretStr]:
+        if any(counter <= 0 for counter in value):
+            raise ValueError("counter ids must be positive integers")
+        return value
+
+    @model_validator(mode="after")
+    def _check_flush(self) -> Self:
+        one_request = self.http_connect_timeout + self.http_write_timeout + self.http_read_timeout
+        if self.upload_lock_seconds * 0.8 < one_request:
+            raise ValueError(
+                "CALLTRACK_UPLOAD_LOCK_SECONDS must be at least 1.25 times the HTTP connect + write + read "
+                "timeouts: the upload task's soft time limit is 80% of the lock's lease"
+            )
+        return self

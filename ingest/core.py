@@ -1,0 +1,179 @@
+"""What every router of the ingestion service shares: the runtime, intake, answers and guards.
+
+Every answer follows one rule: 2xx only once Redis holds the call (in an ingest stream or in the
+held stream) or once it is clear that the request reports no call; 401/403 for a missing or wrong
+signature, with nothing stored; 400/422 naming the field for a malformed body; 413 above the size
+limits; 503 when Redis refuses, so the provider retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from config.settings import Settings
+from ingest.input import InputError
+from ingest.providers.config import ProviderConfig
+from worker.delivery.producer import SubmitResult
+from worker.errors import ProducerError
+from worker.intake.service import Intake, Outcome, build_intake
+from worker.model.fields import FieldError
+from worker.model.inbound import InboundCall
+from worker.ops import metrics
+from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BodyTooLarge(Exception):
+    """The body is over the limit of its endpoint."""
+
+
+class SignatureError(Exception):
+    """No signature (401) or a wrong one (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, errors: Sequence[FieldError] = ()) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if errors:
+        body["errors"] = [{"field": e.field, "rule": e.rule, "message": e.message} for e in errors]
+    return json_response(body, status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class IngestCore:
+    """One process-wide runtime (one Redis client) and intake, and the plumbing every router uses."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or Runtime(settings)
+        self.intake: Intake = build_intake(self.runtime)
+        # Requests count into memory, written to Redis every second: no round trip per request.
+        self.runtime.metrics.buffer(interval=1.0)
+        self.configs = {
+            "twilio": ProviderConfig.from_settings(settings, "twilio"),
+            "zadarma": ProviderConfig.from_settings(settings, "zadarma", settings.zadarma_timezone),
+            "mango": ProviderConfig.from_settings(settings, "mango"),
+        }
+
+    def guard(self, handler: Handler) -> Handler:
+        """Turns the service's exceptions into their answers; nothing else may reach the client as 500."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BodyTooLarge:
+                await self.count_refused(request, "too_large")
+                return error_response(413, "the body is larger than this endpoint accepts")
+            except SignatureError as error:
+                log.warning("signature_refused", path=request.url.path, status=error.status, why=str(error))
+                await self.count_refused(request, "signature")
+                return error_response(error.status, str(error))
+            except InputError as error:
+                await self.count_refused(request, error_reason(error.errors))
+                return error_response(error.status, str(error), error.errors)
+            except ProducerError as error:
+                log.error("store_failed", path=request.url.path, error=str(error))
+                await self.count_refused(request, "store_failed")
+                return error_response(503, "calls cannot be stored right now; retry later", ())
+
+        return guarded
+
+    def api_auth(self, handler: Handler) -> Handler:
+        """The generic endpoints' bearer token (``ingest_api_token``), when one is configured."""
+        token = self.settings.ingest_api_token
+        if token is None:
+            return handler
+        expected = f"Bearer {token.get_secret_value()}".encode()
+
+        async def checked(request: Request) -> Response:
+            given = request.headers.get("authorization", "")
+            if not given:
+                raise SignatureError(401, "Authorization: Bearer <token> is required")
+            if not hmac.compare_digest(given.encode(), expected):
+                raise SignatureError(403, "the bearer token is not valid")
+            return await handler(request)
+
+        return checked
+
+    async def submit(self, calls: Sequence[InboundCall]) -> list[Outcome]:
+        return await run_in_threadpool(self.accept, calls)
+
+    def accept(self, calls: Sequence[InboundCall]) -> list[Outcome]:
+        """The intake's answer for ``calls``, counted per provider and outcome (worker/ops/metrics.py)."""
+        outcomes = self.intake.accept(calls)
+        self.runtime.metrics.intake((c.provider for c in calls), (_status_reason(o) for o in outcomes))
+        return outcomes
+
+    async def count_refused(self, request: Request, reason: str) -> None:
+        provider = _provider_of(request.url.path)
+        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("rejected", reason)])
+
+    async def count_ignored(self, provider: str) -> None:
+        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("ignored", "")])
+
+    @staticmethod
+    def single_answer(outcome: Outcome) -> Response:
+        if outcome.status == "rejected":
+            return error_response(422, outcome.reason, outcome.errors)
+        return json_response(outcome.to_dict())
+
+
+def as_object(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise InputError.one("body", "object", "must be one JSON object", status=400)
+    return doc
+
+
+def one_result(result: SubmitResult) -> Response:
+    if result.rejected:
+        rejection = result.rejected[0]
+        return error_response(422, rejection.reason, rejection.errors)
+    return json_response({"status": "accepted", "conversion_id": result.accepted[0].source_id})
+
+
+def error_reason(errors: Sequence[FieldError]) -> str:
+    """``field:rule`` of the first error: a bounded label (fields and rules are the code's own words)."""
+    return f"{errors[0].field}:{errors[0].rule}" if errors else "invalid"
+
+
+def _provider_of(path: str) -> str:
+    first = path.strip("/").split("/", 1)[0]
+    return first if first in ("twilio", "zadarma", "mango") else "generic"
+
+
+def _status_reason(outcome: Outcome) -> tuple[str, str]:
+    if outcome.status == "rejected":
+        return "rejected", error_reason(outcome.errors)
+    if outcome.status == "held":
+        return "held", metrics.reason_word(outcome.reason)
+    return outcome.status, ""

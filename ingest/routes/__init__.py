@@ -1,0 +1,1 @@
+"""The ingestion service's routers: operations, the generic API and conversions, providers, sessions."""

@@ -1,0 +1,113 @@
+"""Provider webhooks: Twilio status callbacks, Zadarma notifications, Mango Office events."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from ingest.core import IngestCore, SignatureError, error_response, json_response, read_body
+from ingest.input import InputError, parse_form
+from ingest.providers import mango, twilio, zadarma
+from ingest.signatures import mango_valid, twilio_valid, zadarma_valid
+from worker.model.inbound import InboundCall
+
+
+class ProviderRoutes:
+    """Each provider's own format and signature, mapped to an ``InboundCall`` and handed to intake."""
+
+    def __init__(self, core: IngestCore) -> None:
+        self.core = core
+        self.settings = core.settings
+
+    # --- Twilio ----------------------------------------------------------------------------------
+    async def twilio_voice(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.ingest_max_body_bytes)
+        pairs = parse_form(body)
+        form = dict(pairs)
+        signature = request.headers.get("x-twilio-signature", "")
+        if not signature:
+            raise SignatureError(401, "X-Twilio-Signature is missing")
+        token = self.settings.twilio_auth_tokens.get(form.get("AccountSid", ""))
+        url = self._public_url(request)
+        settings_header = request.headers.get("x-twilio-webhooks-signature-settings", "")
+        if token is None or not twilio_valid(token.get_secret_value(), [url], pairs, signature, settings_header):
+            raise SignatureError(403, "X-Twilio-Signature does not match this request for its AccountSid")
+        result = twilio.to_call(form, self.core.configs["twilio"])
+        if isinstance(result, InboundCall):
+            outcome = (await self.core.submit([result]))[0]
+            if outcome.status == "rejected":
+                return self.core.single_answer(outcome)
+        else:
+            await self.core.count_ignored("twilio")
+        return Response(twilio.EMPTY_TWIML, media_type="text/xml")
+
+    def _public_url(self, request: Request) -> str:
+        base = self.settings.ingest_public_url
+        if base is None:
+            return str(request.url)
+        query = request.url.query
+        return str(base).rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+    # --- Zadarma ---------------------------------------------------------------------------------
+    async def zadarma_echo(self, request: Request) -> Response:
+        if request.path_params["account"] not in self.settings.zadarma_secrets:
+            return error_response(404, "no such Zadarma account is configured")
+        echo = request.query_params.get("zd_echo")
+        if echo is None or len(echo) > 256:
+            raise InputError.one("zd_echo", "required", "is required (at most 256 characters)", status=400)
+        return PlainTextResponse(echo)
+
+    async def zadarma_event(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.ingest_max_body_bytes)
+        form = dict(parse_form(body))
+        signature = request.headers.get("signature", "")
+        if not signature:
+            raise SignatureError(401, "the Signature header is missing")
+        secret = self.settings.zadarma_secrets.get(request.path_params["account"])
+        if secret is None or not zadarma_valid(secret.get_secret_value(), form, signature):
+            raise SignatureError(403, "Signature does not match this request for this account")
+        result = zadarma.to_call(form, self.core.configs["zadarma"])
+        if isinstance(result, str):
+            await self.core.count_ignored("zadarma")
+            return json_response({"status": "ignored", "reason": result})
+        return self.core.single_answer((await self.core.submit([result]))[0])
+
+    # --- Mango Office ----------------------------------------------------------------------------
+    async def _mango_form(self, request: Request) -> dict[str, str]:
+        body = await read_body(request, self.settings.ingest_max_body_bytes)
+        form = dict(parse_form(body))
+        if not form.get("sign"):
+            raise SignatureError(401, "sign is missing")
+        secret = self.settings.mango_accounts.get(request.path_params["account"])
+        if secret is None:
+            raise SignatureError(403, "sign does not match this request for this account")
+        key, _, salt = secret.get_secret_value().partition(":")
+        if not mango_valid(key, salt, form):
+            raise SignatureError(403, "sign does not match this request for this account")
+        return form
+
+    async def mango_event(self, request: Request) -> Response:
+        form = await self._mango_form(request)
+        if request.path_params["kind"] != "summary":
+            return json_response({"status": "ignored", "reason": "only events/summary reports a finished call"})
+        result = mango.to_call(mango.parse_json(form.get("json", "")), self.core.configs["mango"])
+        if isinstance(result, str):
+            await self.core.count_ignored("mango")
+            return json_response({"status": "ignored", "reason": result})
+        return self.core.single_answer((await self.core.submit([result]))[0])
+
+    async def mango_ping(self, request: Request) -> Response:
+        if request.path_params["account"] not in self.settings.mango_accounts:
+            return error_response(404, "no such Mango Office account is configured")
+        return json_response({"status": "ok"})
+
+    def routes(self) -> list[Route]:
+        g = self.core.guard
+        return [
+            Route("/twilio/voice", g(self.twilio_voice), methods=["POST"]),
+            Route("/zadarma/{account}", g(self.zadarma_echo), methods=["GET"]),
+            Route("/zadarma/{account}", g(self.zadarma_event), methods=["POST"]),
+            Route("/mango/{account}/ping", g(self.mango_ping), methods=["POST", "GET"]),
+            Route("/mango/{account}/events/{kind}", g(self.mango_event), methods=["POST"]),
+        ]

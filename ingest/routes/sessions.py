@@ -1,0 +1,119 @@
+"""The session API: the site's script asks which tracking number to show a visitor.
+
+``GET /v1/number?counter=101&ClientId=...&URL=...`` (a simple request: no CORS preflight) or
+``POST /v1/number`` with the same fields as JSON. The answer holds only the number, when its lease
+ends and whether it is the counter's fallback: never another session's data. Every field is checked
+(:class:`worker.intake.pools.Session`); requests are limited per client IP and per counter, and answer 429
+with ``Retry-After`` beyond that. CORS follows ``session_allowed_origins``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from config.settings import Settings
+from ingest.input import InputError
+from worker.intake.pools import Lease, NumberPools, RateLimited, Session
+from worker.model.fields import field_errors
+from worker.runtime import Runtime
+
+FIELDS = ("counter", "ClientId", "UserId", "Yclid", "URL")
+
+
+class SessionService:
+    """Handlers of the session API over the process's runtime."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.pools = NumberPools(runtime)
+        self.origins = set(settings.session_allowed_origins)
+
+    def cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if "*" in self.origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin and origin.rstrip("/") in self.origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {"Vary": "Origin"}
+
+    def answer(self, request: Request, data: Any, status: int = 200, extra: dict[str, str] | None = None) -> Response:
+        headers = {**self.cors(request), "Cache-Control": "no-store", **(extra or {})}
+        return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+    async def preflight(self, request: Request) -> Response:
+        headers = {
+            **self.cors(request),
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": "86400",
+        }
+        return Response(status_code=204, headers=headers)
+
+    async def number(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.body()
+            if len(body) > 8192:
+                return self.answer(request, {"error": "the body is larger than this endpoint accepts"}, 413)
+            try:
+                raw = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raw = None
+            if not isinstance(raw, dict):
+                return self.answer(request, _errors([("body", "json", "must be one JSON object")]), 400)
+        else:
+            raw = dict(request.query_params)
+        unknown = sorted(set(raw) - set(FIELDS))
+        if unknown:
+            return self.answer(request, _errors([(unknown[0], "extra_forbidden", "is not a known field")]), 422)
+        try:
+            session = Session.model_validate(raw)
+        except ValidationError as error:
+            errors = field_errors(error)
+            return self.answer(request, _errors([(e.field, e.rule, e.message) for e in errors]), 422)
+        client = self._client_ip(request)
+        try:
+            lease = await run_in_threadpool(self._lease, session, client)
+        except InputError as error:
+            return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
+        expires = (
+            datetime.fromtimestamp(lease.expires_at_ms / 1000, UTC).isoformat(timespec="seconds")
+            if lease.expires_at_ms
+            else None
+        )
+        return self.answer(request, {"number": lease.number, "expires_at": expires, "fallback": lease.fallback})
+
+    def _lease(self, session: Session, client: str) -> Lease:
+        try:
+            return self.pools.lease(session, client)
+        except RateLimited as error:
+            field = "client" if error.who == "client" else "counter"
+            raise InputError.one(field, "rate", str(error), status=429) from None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/number", self.number, methods=["GET", "POST"]),
+            Route("/v1/number", self.preflight, methods=["OPTIONS"]),
+        ]
+
+    def _client_ip(self, request: Request) -> str:
+        if self.settings.ingest_trust_forwarded_for:
+            forwarded = request.headers.get("x-forwarded-for", "")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        return request.client.host if request.client else "unknown"
+
+
+def _errors(items: list[tuple[str, str, str]]) -> dict[str, Any]:
+    return {
+        "error": "; ".join(f"{field}: {message}" for field, _, message in items),
+        "errors": [{"field": f, "rule": r, "message": m} for f, r, m in items],
+    }

@@ -1,0 +1,1 @@
+"""Delivery: producer -> stream -> drain -> batch -> upload -> reconcile, with quotas and replay."""

@@ -1,0 +1,246 @@
+"""The HTTP boundary to the Yandex Metrica management API: the only module that speaks HTTP to it.
+
+One ``MetricaClient`` per process wraps an ``httpx.Client`` with explicit timeouts and an injectable
+transport (tests use the emulator over real HTTP; unit tests may pass ``httpx.MockTransport``).
+Tokens are passed per call, sent only in the ``Authorization`` header and never kept in an error.
+Failures become the exceptions drawn in :mod:`worker.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from worker.errors import (
+    AuthError,
+    InvalidUploadError,
+    MetricaError,
+    NotFoundError,
+    QuotaError,
+    ServerError,
+    TransportError,
+    UnexpectedAnswerError,
+)
+from worker.model.kinds import KindSpec, UploadKind
+
+FINAL_STATUSES = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
+LIST_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Uploading:
+    """One upload as Metrica reports it."""
+
+    id: int
+    status: str
+    comment: str
+    source_quantity: int | None = None
+    line_quantity: int | None = None
+    create_time: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, data: Any) -> Uploading:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int) or not isinstance(data.get("status"), str):
+            raise ValueError("an uploading needs an integer id and a status")
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            comment=str(data.get("comment") or ""),
+            source_quantity=_opt_int(data.get("source_quantity")),
+            line_quantity=_opt_int(data.get("line_quantity")),
+            create_time=str(data.get("create_time") or ""),
+        )
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class MetricaClient:
+    """Calls the three endpoints of each upload kind: upload, one status, list."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout,
+        transport: httpx.BaseTransport | None = None,
+        user_agent: str = "calltrack-worker",
+        observer: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        # observer(endpoint, result, error_type) hears of every request (worker/ops/metrics.py counts them)
+        self._observer = observer
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def upload(
+        self,
+        spec: KindSpec,
+        counter_id: int,
+        token: SecretStr,
+        content: bytes,
+        *,
+        comment: str,
+        new_goal_name: str | None = None,
+    ) -> Uploading:
+        """Post one CSV file; returns the upload Metrica created."""
+        params = {"comment": comment}
+        if new_goal_name and spec.kind is UploadKind.CALLS:
+            params["new_goal_name"] = new_goal_name
+        body = self._send(
+            "POST",
+            spec.upload_path.format(counter=counter_id),
+            token,
+            params=params,
+            files={"file": ("upload.csv", content, "text/csv")},
+        )
+        return self._uploading(body, "uploading")
+
+    def uploading(self, spec: KindSpec, counter_id: int, token: SecretStr, upload_id: int) -> Uploading:
+        body = self._send("GET", spec.status_path.format(counter=counter_id, upload_id=upload_id), token)
+        return self._uploading(body, "uploading")
+
+    def uploadings(
+        self, spec: KindSpec, counter_id: int, token: SecretStr, *, limit: int = LIST_PAGE, offset: int = 0
+    ) -> list[Uploading]:
+        body = self._send(
+            "GET", spec.list_path.format(counter=counter_id), token, params={"limit": limit, "offset": offset}
+        )
+        items = body.get("uploadings") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise UnexpectedAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
+        try:
+            return [Uploading.from_json(item) for item in items]
+        except ValueError as error:
+            raise UnexpectedAnswerError(str(error), error_type="bad_answer") from None
+
+    # --- internals ---------------------------------------------------------------------------
+    def _uploading(self, body: Any, key: str) -> Uploading:
+        try:
+            return Uploading.from_json(body.get(key) if isinstance(body, dict) else None)
+        except ValueError as error:
+            raise UnexpectedAnswerError(f"the answer has no valid {key!r}: {error}", error_type="bad_answer") from None
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        token: SecretStr,
+        *,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            body = self._request(method, path, token, params=params, files=files)
+        except MetricaError as error:
+            self._observe(path, _result_of(error), error.error_type)
+            raise
+        self._observe(path, "ok", "")
+        return body
+
+    def _observe(self, path: str, result: str, error_type: str) -> None:
+        if self._observer is not None:
+            self._observer(_endpoint_of(path), result, error_type)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        token: SecretStr,
+        *,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"OAuth {token.get_secret_value()}"}
+        url = path
+        try:
+            response = self._http.request(method, path, params=params, files=files, headers=headers)
+        except httpx.TimeoutException as error:
+            raise TransportError(f"no answer in time ({type(error).__name__})", method=method, url=url) from None
+        except httpx.TransportError as error:
+            raise TransportError(f"connection failed ({type(error).__name__})", method=method, url=url) from None
+        url = str(response.request.url.copy_with(query=None))
+        if response.is_success:
+            try:
+                return orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise UnexpectedAnswerError(
+                    "the answer is not JSON", method=method, url=url, status=response.status_code
+                ) from None
+        raise _error_from(response, method, url)
+
+
+_QUOTA_CODES = {420, 429}
+_RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
+    (QuotaError, "quota"),
+    (ServerError, "server_error"),
+    (TransportError, "no_answer"),
+    (AuthError, "auth"),
+    (NotFoundError, "not_found"),
+    (InvalidUploadError, "invalid"),
+)
+
+
+def _result_of(error: MetricaError) -> str:
+    return next((name for cls, name in _RESULTS if isinstance(error, cls)), "unexpected")
+
+
+def _endpoint_of(path: str) -> str:
+    """A request's endpoint as a metric label: upload, list or status of calls or conversions."""
+    parts = path.rstrip("/").split("/")
+    last, before = parts[-1], parts[-2] if len(parts) > 1 else ""
+    return _ENDPOINTS.get(last) or _ENDPOINTS.get(before) or "other"
+
+
+_ENDPOINTS = {
+    "upload_calls": "upload_calls",
+    "upload": "upload_conversions",
+    "calls_uploadings": "list_calls",
+    "uploadings": "list_conversions",
+    "calls_uploading": "status_calls",
+    "uploading": "status_conversions",
+}
+
+
+def _error_from(response: httpx.Response, method: str, url: str) -> MetricaError:
+    """Turn a non-2xx answer into the matching exception, with Metrica's own error type and text."""
+    status = response.status_code
+    error_type, message = "", response.reason_phrase or "error"
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        error_type = str(first.get("error_type") or "")
+        message = str(first.get("message") or body.get("message") or message)
+    message = message[:500]
+    kwargs: dict[str, Any] = {"method": method, "url": url, "status": status, "error_type": error_type}
+    if status in _QUOTA_CODES or error_type.startswith("quota_"):
+        return QuotaError(message, **kwargs)
+    if status >= 500:
+        return ServerError(message, **kwargs)
+    if status in (401, 403):
+        return AuthError(message, **kwargs)
+    if status == 404:
+        return NotFoundError(message, **kwargs)
+    if status == 400:
+        return InvalidUploadError(message, **kwargs)
+    return UnexpectedAnswerError(message, **kwargs)

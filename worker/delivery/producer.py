@@ -1,0 +1,172 @@
+"""The producer API: validate events (calls or offline conversions) and return only once Redis
+holds the accepted ones.
+
+Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
+(counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
+the CSV cells as a JSON object; a call also carries ``f``/``v``, the digest of (provider, call id)
+and "counter|id column|identifier", which drain keeps so a later conversion can find the call
+(:mod:`worker.intake.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+
+from worker.errors import ProducerError
+from worker.keys import Keys
+from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
+from worker.model.conversions import ConversionEvent, validate_conversions
+from worker.model.kinds import UploadKind
+from worker.scripts import Scripts, run_many
+from worker.store import ensure_shard
+
+log = structlog.get_logger(__name__)
+PIPELINE_CHUNK = 1_000
+
+
+def dedup_digest(source: str) -> str:
+    """A short, fixed-size key for "the same call": no provider data lands in a Redis key."""
+    digest = hashlib.blake2b(source.encode(), digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def call_ref_digest(provider: str, call_id: str) -> str:
+    """The key under which drain remembers a call for later conversions."""
+    return dedup_digest(f"ref\x1f{provider}\x1f{call_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An event Redis holds: its position in the input, its source's id and its stream entry."""
+
+    index: int
+    source_id: str
+    entry_id: str
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    """What happened to each event of one submission."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class Producer:
+    """Writes validated call events to the ingest streams."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        policy: TimePolicy,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        caller_ttl: int = 365 * 86_400,
+    ) -> None:
+        self._caller_ttl = caller_ttl
+        self._redis = redis
+        self._keys = keys
+        self._policy = policy
+        self._clock = clock
+        self._ready_shards: set[int] = set()
+        self._scripts = Scripts(redis)
+
+    def submit(
+        self,
+        events: Iterable[Mapping[str, Any] | CallEvent | ConversionEvent],
+        kind: UploadKind = UploadKind.CALLS,
+        *,
+        callers: Sequence[tuple[str, str] | None] | None = None,
+    ) -> SubmitResult:
+        """Validate every event of ``kind``; store the valid ones; report the invalid ones with reasons.
+
+        ``callers`` gives, per input event, the caller-history key and call mark from
+        :class:`worker.intake.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
+        is stored, whatever the event says.
+
+        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
+        events may be stored by then; submitting the whole input again is safe, since repeats of a
+        call are dropped downstream.
+        """
+        accepted: list[tuple[int, CallEvent | ConversionEvent]] = []
+        if kind is UploadKind.CALLS:
+            calls, rejected = validate_calls(events, self._clock(), self._policy)
+            accepted.extend(calls)
+        else:
+            conversions, rejected = validate_conversions(events, self._clock(), self._policy)
+            accepted.extend(conversions)
+        result = SubmitResult(rejected=rejected)
+        for start in range(0, len(accepted), PIPELINE_CHUNK):
+            chunk = accepted[start : start + PIPELINE_CHUNK]
+            marks = [callers[index] if callers is not None else None for index, _ in chunk]
+            entry_ids = self._write(chunk, marks)
+            result.accepted.extend(
+                Accepted(index, event.source_id, entry_id)
+                for (index, event), entry_id in zip(chunk, entry_ids, strict=True)
+            )
+        if rejected:
+            log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
+        return result
+
+    def _write(
+        self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]], marks: Sequence[tuple[str, str] | None]
+    ) -> list[str]:
+        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
+        per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
+        for position, ((_, event), mark) in enumerate(zip(chunk, marks, strict=True)):
+            bucket = event.bucket
+            shard = self._keys.shard_of(bucket.counter_id)
+            if shard not in self._ready_shards:
+                self._prepare(shard)
+            positions, args = per_shard.setdefault(shard, ([], []))
+            positions.append(position)
+            if isinstance(event, CallEvent):
+                ref = call_ref_digest(event.provider, event.call_id)
+                ref_value = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
+            else:
+                ref = ref_value = ""
+            caller_key, call_mark = mark or ("", "")
+            cells = event.to_row()
+            if mark is not None:
+                cells.pop("FirstTimeCaller", None)  # decided from the caller history instead
+            row = orjson.dumps(cells)
+            args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
+        calls = [
+            (self._scripts.xadd_many, [self._keys.stream(shard)], [self._caller_ttl, *args])
+            for shard, (_, args) in per_shard.items()
+        ]
+        try:
+            replies = run_many(self._redis, calls)
+        except RedisError as error:
+            raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
+        failures = [reply for reply in replies if isinstance(reply, Exception)]
+        if failures:
+            stored = sum(len(reply) for reply in replies if not isinstance(reply, Exception))
+            log.error("producer_write_failed", failed_shards=len(failures), stored=stored, error=str(failures[0]))
+            raise ProducerError(
+                f"Redis refused events of {len(failures)} of {len(replies)} shards: {failures[0]}; "
+                "resubmitting is safe (repeats are dropped)"
+            )
+        entry_ids = [""] * len(chunk)
+        for (positions, _), ids in zip(per_shard.values(), replies, strict=True):
+            for position, entry_id in zip(positions, ids, strict=True):
+                entry_ids[position] = str(entry_id)
+        return entry_ids
+
+    def _prepare(self, shard: int) -> None:
+        try:
+            ensure_shard(self._redis, self._keys, shard)
+        except RedisError as error:
+            raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None
+        self._ready_shards.add(shard)

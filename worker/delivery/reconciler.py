@@ -1,0 +1,181 @@
+"""Reconcile: copy Metrica's status onto every uploaded batch until it is final.
+
+One list request per (counter, kind) covers all of that counter's open uploads, rather than one
+status request per upload; an upload missing from the list is asked for by id. A counter whose
+statuses did not move is checked less often (doubling up to ``reconcile_max_backoff``). A final
+status (``PROCESSED`` or ``LINKAGE_FAILURE``) closes the batch and records ``source_quantity`` and
+``line_quantity`` (``rejected_lines`` when Metrica kept fewer lines than it received). An upload not
+final after ``final_status_timeout`` is flagged ``overdue``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import structlog
+
+from worker.delivery.metrica import LIST_PAGE, Uploading
+from worker.delivery.quota import Purpose, QuotaGate
+from worker.delivery.uploader import now_ms
+from worker.errors import DeferredError, MetricaError, NotFoundError
+from worker.failpoints import failpoint
+from worker.model.kinds import Bucket, KindSpec
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+MAX_OPEN_PER_RUN = 10_000
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """Totals of one reconciliation run."""
+
+    checked: int = 0
+    final: int = 0
+    short: int = 0  # final batches of which Metrica kept fewer lines than it received
+    overdue: int = 0
+    skipped_counters: int = 0  # backing off, no quota, or a failed request
+
+
+@dataclass(slots=True)
+class OpenUpload:
+    batch_id: str
+    uploaded_at: int
+    overdue: bool
+
+
+def _open_uploads(rt: Runtime, shard: int) -> dict[tuple[int, KindSpec], dict[int, OpenUpload]]:
+    """(counter, kind) -> {upload id: open upload} for the shard's batches whose status is not final."""
+    groups: dict[tuple[int, KindSpec], dict[int, OpenUpload]] = defaultdict(dict)
+    batch_ids = cast(list[str], rt.redis.zrange(rt.keys.uploaded(shard), 0, MAX_OPEN_PER_RUN - 1))
+    if not batch_ids:
+        return groups
+    pipe = rt.redis.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.hmget(rt.keys.batch(batch_id), ["bucket", "upload_id", "uploaded_at", "overdue"])
+    for batch_id, (bucket, upload_id, uploaded_at, overdue) in zip(batch_ids, pipe.execute(), strict=True):
+        if bucket and upload_id:
+            b = Bucket.decode(bucket)
+            groups[(b.counter_id, b.spec)][int(upload_id)] = OpenUpload(batch_id, int(uploaded_at or 0), bool(overdue))
+    return groups
+
+
+def _statuses(rt: Runtime, gate: QuotaGate, spec: KindSpec, counter: int, wanted: set[int]) -> dict[int, Uploading]:
+    token = rt.settings.token_for(counter)
+    if token is None:
+        return {}
+    found: dict[int, Uploading] = {}
+    offset = 0
+    while wanted - found.keys():
+        with gate.permit(token, Purpose.POLL):
+            page = rt.metrica.uploadings(spec, counter, token, limit=LIST_PAGE, offset=offset)
+        found.update((u.id, u) for u in page if u.id in wanted)
+        if len(page) < LIST_PAGE:
+            break
+        offset += len(page)
+    for upload_id in sorted(wanted - found.keys()):
+        try:
+            with gate.permit(token, Purpose.POLL):
+                found[upload_id] = rt.metrica.uploading(spec, counter, token, upload_id)
+        except NotFoundError:
+            log.error("upload_missing_at_metrica", upload_id=upload_id)
+    return found
+
+
+def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
+    """Poll every counter with open uploads that is due for a check, and record what changed."""
+    gate = gate or QuotaGate(rt)
+    result = ReconcileResult()
+    for shard in range(rt.keys.shards):
+        groups = _open_uploads(rt, shard)
+        if not groups:
+            continue
+        schedule = cast(dict[str, str], rt.redis.hgetall(rt.keys.recheck(shard)))
+        now = now_ms()
+        for (counter, spec), uploads in groups.items():
+            field = f"{counter}:{spec.kind.value}"
+            next_ms, interval = _parse_schedule(schedule.get(field), rt.settings.reconcile_interval)
+            if next_ms > now:
+                result.skipped_counters += 1
+                continue
+            with structlog.contextvars.bound_contextvars(counter_id=counter):
+                try:
+                    statuses = _statuses(rt, gate, spec, counter, set(uploads))
+                except (MetricaError, DeferredError) as error:
+                    result.skipped_counters += 1
+                    log.warning("reconcile_failed", error=str(error))
+                    continue
+                failpoint("during_reconcile")
+                moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result)
+            interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
+            rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
+    return result
+
+
+def _parse_schedule(raw: str | None, base: float) -> tuple[int, float]:
+    if not raw:
+        return 0, base
+    next_ms, _, interval = raw.partition(":")
+    return int(next_ms), float(interval or base)
+
+
+def _apply(
+    rt: Runtime,
+    shard: int,
+    kind: str,
+    uploads: dict[int, OpenUpload],
+    statuses: dict[int, Uploading],
+    result: ReconcileResult,
+) -> bool:
+    moved = False
+    timeout_ms = int(rt.settings.final_status_timeout * 1000)
+    for upload_id, open_upload in uploads.items():
+        batch_id = open_upload.batch_id
+        uploading = statuses.get(upload_id)
+        if uploading is None:
+            continue
+        if uploading.comment and uploading.comment != batch_id:
+            # The id belongs to another file: never copy its status onto this batch.
+            log.error("upload_comment_mismatch", batch_id=batch_id, upload_id=upload_id)
+            continue
+        result.checked += 1
+        previous = rt.redis.hget(rt.keys.batch(batch_id), "status")
+        moved |= previous != uploading.status
+        if _record(rt, shard, batch_id, uploading, kind):
+            result.final += 1
+            if (uploading.line_quantity or 0) < (uploading.source_quantity or 0):
+                result.short += 1
+                log.warning(
+                    "upload_lines_rejected",
+                    batch_id=batch_id,
+                    source_quantity=uploading.source_quantity,
+                    line_quantity=uploading.line_quantity,
+                )
+        elif not open_upload.overdue and now_ms() - open_upload.uploaded_at > timeout_ms:
+            rt.redis.hset(rt.keys.batch(batch_id), "overdue", 1)
+            result.overdue += 1
+            log.error("upload_not_final_in_time", batch_id=batch_id, status=uploading.status, upload_id=upload_id)
+    return moved
+
+
+def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading, kind: str) -> bool:
+    final = rt.scripts.record_status(
+        keys=[rt.keys.batch(batch_id), rt.keys.rows(batch_id), rt.keys.uploaded(shard), rt.keys.done(shard)],
+        args=[
+            batch_id,
+            uploading.id,
+            uploading.status,
+            "" if uploading.source_quantity is None else uploading.source_quantity,
+            "" if uploading.line_quantity is None else uploading.line_quantity,
+            now_ms(),
+            rt.settings.rows_retention_seconds,
+        ],
+    )
+    if final:
+        log.info("batch_final", batch_id=batch_id, status=uploading.status, upload_id=uploading.id)
+        rt.metrics.incr("batches_final", kind, uploading.status)
+    return bool(final)

@@ -1,0 +1,66 @@
+"""FirstTimeCaller from each counter's caller history, whatever the provider sent.
+
+Per (counter, caller) one key holds the digest of the caller's first call to the counter, for
+``first_caller_days`` after their latest call. A call is a first-time call when it is the one that
+key names, so the answer is the same however often a call is delivered or replayed. The caller
+number appears only as a keyed hash (``caller_hash_secret``), never in a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from redis import Redis
+
+from worker.delivery.producer import dedup_digest
+from worker.keys import Keys
+
+_PERSON = b"ctw-caller"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerCall:
+    """One call to ask about: its counter, the caller's ``+digits`` number and the call's identity."""
+
+    counter_id: int
+    caller: str
+    call_key: str  # provider + call id: the same delivery always gives the same answer
+
+
+@dataclass(frozen=True, slots=True)
+class CallerMark:
+    """Where a call is recorded in its caller's history, and the mark that names the call."""
+
+    key: str
+    mark: str
+
+
+class CallerHistory:
+    """Names each call's place in its caller's history; FirstTimeCaller is decided when it is stored."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, days: int, secret: bytes | None) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = days * 86_400
+        self._secret = secret
+
+    def caller_hash(self, counter_id: int, caller: str) -> str:
+        message = f"{counter_id}\x1f{caller}".encode()
+        if self._secret:
+            digest = hmac.new(self._secret, message, hashlib.blake2b).digest()[:15]
+        else:
+            digest = hashlib.blake2b(message, digest_size=15, person=_PERSON).digest()
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def mark(self, call: CallerCall) -> CallerMark:
+        """The history key and call mark the producer stores the call with (lua/xadd_many.lua decides
+        FirstTimeCaller in the same step that stores the call: no round trip of its own)."""
+        key = self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller))
+        return CallerMark(key, dedup_digest(call.call_key))
+
+    @property
+    def ttl(self) -> int:
+        return self._ttl

@@ -1,0 +1,111 @@
+"""The held stream: calls that cannot become a Metrica row yet, kept with the reason, never dropped.
+
+Reasons: ``unknown_number`` (no routing entry for the tracking number) and ``no_identifier``
+(no ClientId, UserId or Yclid yet). Each entry holds the reason, the normalised
+:class:`worker.model.inbound.InboundCall` as JSON and when it was held. A provider that repeats a
+webhook does not add a second entry: ``{held}:seen:<hash>`` remembers the call for the dedup
+window. Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+
+from worker.delivery.producer import dedup_digest
+from worker.keys import Keys
+from worker.model.inbound import InboundCall
+from worker.scripts import ScriptCall, run_many
+
+# KEYS[1] the held stream, KEYS[2] the call's seen key (same slot: tag {held}).
+# ARGV: reason, call JSON, held-at ms, seen TTL seconds. Returns the entry id, or false if already held.
+_HOLD_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+  return redis.call('XADD', KEYS[1], '*', 'reason', ARGV[1], 'call', ARGV[2], 'at', ARGV[3])
+end
+return false
+"""
+
+UNKNOWN_NUMBER = "unknown_number"
+NO_IDENTIFIER = "no_identifier"
+NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCall:
+    """One entry of the held stream."""
+
+    entry_id: str
+    reason: str
+    held_at_ms: int
+    call: InboundCall
+
+
+class HeldCalls:
+    """Adds, reads, replaces and deletes held calls."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, seen_days: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._seen_ttl = seen_days * 86_400
+        self._hold_once = redis.register_script(_HOLD_ONCE)
+
+    def hold(self, items: Sequence[tuple[InboundCall, str]]) -> list[str | None]:
+        """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None."""
+        if not items:
+            return []
+        now = str(int(time.time() * 1000))
+        calls: list[ScriptCall] = [
+            (
+                self._hold_once,
+                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key))],
+                [reason, call.to_json(), now, self._seen_ttl],
+            )
+            for call, reason in items
+        ]
+        replies = run_many(self._redis, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [str(reply) if reply else None for reply in replies]
+
+    def entries(self, *, count: int = 100, start: str = "-") -> list[HeldCall]:
+        entries = cast(
+            list[tuple[str, dict[str, str]]], self._redis.xrange(self._keys.held, min=start, max="+", count=count)
+        )
+        return [_entry(entry_id, fields) for entry_id, fields in entries]
+
+    def get(self, entry_ids: Iterable[str]) -> list[HeldCall]:
+        found: list[HeldCall] = []
+        for entry_id in entry_ids:
+            entries = cast(
+                list[tuple[str, dict[str, str]]], self._redis.xrange(self._keys.held, min=entry_id, max=entry_id)
+            )
+            found.extend(_entry(eid, fields) for eid, fields in entries)
+        return found
+
+    def count(self) -> int:
+        return int(self._redis.xlen(self._keys.held))
+
+    def release(self, entry_ids: Sequence[str]) -> int:
+        """Delete entries whose calls the producer has taken."""
+        return int(self._redis.xdel(self._keys.held, *entry_ids)) if entry_ids else 0
+
+    def rehold(self, items: Sequence[tuple[HeldCall, InboundCall, str]]) -> None:
+        """Replace entries whose reason or call changed (atomic per entry: add the new, delete the old)."""
+        if not items:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        now = str(int(time.time() * 1000))
+        for old, call, reason in items:
+            pipe.xadd(self._keys.held, {"reason": reason, "call": call.to_json(), "at": now})
+            pipe.xdel(self._keys.held, old.entry_id)
+        pipe.execute()
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> HeldCall:
+    return HeldCall(entry_id, fields["reason"], int(fields.get("at", "0")), InboundCall.from_json(fields["call"]))

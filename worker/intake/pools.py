@@ -1,0 +1,158 @@
+"""Dynamic number pools: each visitor session is shown a number, and a call to that number is
+credited to the session that held it when the call started.
+
+The routing table decides which numbers are dynamic; :class:`NumberPools` keeps each counter's pool
+in a sorted set scored by lease end (``lua/lease.lua``): a session gets a free number, least recently
+used first, keeps it while it returns within the lease, and every lease is logged with its start,
+end and the session's identifiers and landing URL for ``pool_history_days``, so a CDR imported days
+late is still attributed to the visitor who held the number at the time of the call. When a pool has
+no free number the counter's fallback number is answered and the event counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+import structlog
+from pydantic import Field
+
+from worker.model.fields import UrlText, Visitor
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class Session(Visitor):
+    """What the site's script knows of a visitor: Metrica's ClientId, and UserId, Yclid, landing URL."""
+
+    counter_id: int = Field(gt=0, le=2**63 - 1, alias="counter")
+    url: UrlText = Field(default=None, alias="URL")
+
+    @property
+    def key(self) -> str:
+        """Who the session is: its ClientId, else UserId, else Yclid (hashed: keys carry no ids)."""
+        ident = f"c:{self.client_id}" if self.client_id else f"u:{self.user_id}" if self.user_id else f"y:{self.yclid}"
+        return hashlib.blake2b(ident.encode(), digest_size=10).hexdigest()
+
+    def record(self) -> bytes:
+        data = {"ClientId": self.client_id, "UserId": self.user_id, "Yclid": self.yclid, "URL": self.url}
+        return orjson.dumps({k: v for k, v in data.items() if v})
+
+
+class RateLimited(Exception):
+    """Too many session requests this second from one client IP (``who='client'``) or for a counter."""
+
+    def __init__(self, who: str) -> None:
+        super().__init__(f"too many requests for this {who}; retry in a second")
+        self.who = who
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The answer to the site: the number to show, until when, and whether it is the fallback."""
+
+    number: str | None
+    expires_at_ms: int
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """The session that held a number when a call started."""
+
+    ids: dict[str, str]
+    url: str | None
+
+
+class NumberPools:
+    """Leases and lease history of every counter's dynamic numbers."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        s = rt.settings
+        self._lease_ms = int(s.pool_lease_seconds * 1000)
+        self._history_ms = int(s.pool_history_days * 86_400_000)
+        self._grace_ms = int(s.pool_grace_seconds * 1000)
+
+    def lease(self, session: Session, client: str = "") -> Lease:
+        """A number for this session: the one it holds (lease extended), a free one, or the fallback.
+
+        Raises ``RateLimited`` when the client IP or the counter is over its per-second limit.
+        """
+        k, counter = self._rt.keys, session.counter_id
+        s = self._rt.settings
+        second = int(time.time())
+        client_id = hashlib.blake2b(client.encode(), digest_size=8).hexdigest()
+        number, ends, how = self._rt.scripts.lease(
+            keys=[
+                k.pool(counter),
+                k.pool_sessions(counter),
+                k.pool_holders(counter),
+                k.pool_log(counter),
+                k.pool_seq(counter),
+                k.pool_exhausted(k.shard_of(counter)),
+                k.rate(counter, "ip", client_id, second),
+                k.rate(counter, "ctr", str(counter), second),
+            ],
+            args=[
+                session.key,
+                session.record(),
+                self._lease_ms,
+                self._history_ms,
+                counter,
+                k.pool_history(counter),
+                s.session_rate_per_ip,
+                s.session_rate_per_counter,
+            ],
+        )
+        if how in ("rate_ip", "rate_counter"):
+            raise RateLimited("client" if how == "rate_ip" else "counter")
+        if how == "exhausted":
+            log.warning("number_pool_exhausted", counter_id=counter)
+            fallback = self._rt.settings.pool_fallback_numbers.get(counter)
+            return Lease(fallback, 0, True)
+        return Lease(str(number), int(ends), False)
+
+    def attribute(self, lookups: Sequence[tuple[int, str, int]]) -> list[Attribution | None]:
+        """For each (counter, number, call start in Unix seconds), the session holding it then."""
+        if not lookups:
+            return []
+        k = self._rt.keys
+        pipe = self._rt.redis.pipeline(transaction=False)
+        for counter, number, started in lookups:
+            # Call times have whole seconds: a lease that began within the call's second counts.
+            pipe.zrevrangebyscore(k.pool_history(counter, number), started * 1000 + 999, "-inf", start=0, num=1)
+        lease_ids = cast(list[list[str]], pipe.execute())
+        pipe = self._rt.redis.pipeline(transaction=False)
+        asked: list[int] = []
+        for i, ((counter, _, _), ids) in enumerate(zip(lookups, lease_ids, strict=True)):
+            if ids:
+                pipe.hget(k.pool_log(counter), ids[0])
+                asked.append(i)
+        records = cast(list[str | None], pipe.execute()) if asked else []
+        result: list[Attribution | None] = [None] * len(lookups)
+        for i, record in zip(asked, records, strict=True):
+            if record is None:
+                continue
+            _, _, end, data = record.split("|", 3)
+            if lookups[i][2] * 1000 > int(end) + self._grace_ms:
+                continue  # the lease had ended and nobody held the number
+            raw: dict[str, Any] = orjson.loads(data)
+            url = raw.pop("URL", None)
+            result[i] = Attribution({c: str(v) for c, v in raw.items() if v}, url)
+        return result
+
+    def exhausted(self) -> dict[int, int]:
+        """Counter -> how often its pool had no free number."""
+        counts: dict[int, int] = {}
+        for shard in range(self._rt.keys.shards):
+            raw = cast(dict[str, str], self._rt.redis.hgetall(self._rt.keys.pool_exhausted(shard)))
+            counts.update({int(c): int(n) for c, n in raw.items()})
+        return counts

@@ -1,0 +1,1 @@
+"""The event model: field rules, the call and conversion models, upload kinds, the inbound call."""

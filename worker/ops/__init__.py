@@ -1,0 +1,1 @@
+"""Operations: metrics, heartbeats and probes, the exporter, the overview, Flower's settings."""

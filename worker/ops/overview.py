@@ -1,0 +1,208 @@
+"""What operators look at: per-counter status and a counter's upload history, read from Redis.
+
+Batches are found through the per-shard indexes (``sealed``, ``uploaded``, ``quarantine`` in full;
+``done``, the history, by its newest ``HISTORY_SCAN`` entries per shard), with one pipelined
+``HGETALL`` per index page, so a status costs a few round trips whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from worker.keys import fingerprint
+from worker.model.kinds import Bucket
+from worker.ops.metrics import quota_view
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+HISTORY_SCAN = 5_000
+STREAM_SAMPLE = 20_000
+_RECORD_FIELDS = (
+    "state", "bucket", "rows", "sealed_at", "attempts", "failures", "upload_id", "status", "uploaded_at",
+    "final_at", "source_quantity", "line_quantity", "rejected_lines", "reason", "quarantined_at", "overdue",
+    "replayed_as", "replay_of", "discarded_by", "discard_reason", "last_error",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class BatchInfo:
+    """One batch record, with its id and counter."""
+
+    batch_id: str
+    counter_id: int
+    kind: str
+    record: dict[str, str]
+
+    @property
+    def state(self) -> str:
+        return self.record.get("state", "")
+
+    @property
+    def when_ms(self) -> int:
+        for name in ("final_at", "uploaded_at", "quarantined_at", "sealed_at"):
+            if self.record.get(name):
+                return int(self.record[name])
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "counter_id": self.counter_id, "kind": self.kind, **self.record}
+
+
+def batches(rt: Runtime, *, history: int = HISTORY_SCAN) -> list[BatchInfo]:
+    """Every open or quarantined batch, and the newest ``history`` final ones per shard."""
+    found: list[BatchInfo] = []
+    for shard in range(rt.keys.shards):
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zrange(rt.keys.sealed(shard), 0, -1)
+        pipe.zrange(rt.keys.uploaded(shard), 0, -1)
+        pipe.zrange(rt.keys.quarantine(shard), 0, -1)
+        pipe.zrevrange(rt.keys.done(shard), 0, max(history - 1, 0)) if history else pipe.echo("")
+        sealed, uploaded, quarantined, done = pipe.execute()
+        ids = list(dict.fromkeys([*sealed, *uploaded, *quarantined, *(done or [])]))
+        pipe = rt.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hmget(rt.keys.batch(batch_id), list(_RECORD_FIELDS))
+        for batch_id, values in zip(ids, pipe.execute(), strict=True):
+            record = {k: v for k, v in zip(_RECORD_FIELDS, values, strict=True) if v is not None}
+            if not record.get("bucket"):
+                continue
+            bucket = Bucket.decode(record["bucket"])
+            found.append(BatchInfo(batch_id, bucket.counter_id, bucket.kind.value, record))
+    return found
+
+
+def batch(rt: Runtime, batch_id: str) -> BatchInfo | None:
+    record = cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+    if not record.get("bucket"):
+        return None
+    bucket = Bucket.decode(record["bucket"])
+    return BatchInfo(batch_id, bucket.counter_id, bucket.kind.value, record)
+
+
+@dataclass(slots=True)
+class CounterStatus:
+    """One counter at a glance."""
+
+    counter_id: int
+    pending_calls: int = 0  # in the ingest stream (sampled) and in open buffers
+    pending_exact: bool = True
+    open_batches: int = 0  # sealed, uploading or uploaded without a final status
+    quarantined: int = 0
+    last_batch: str = ""
+    last_upload_id: str = ""
+    last_status: str = ""
+    last_upload_at_ms: int = 0
+    quota_left: int | None = None
+    quota_left_for_uploads: int | None = None
+    paused: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counter_id": self.counter_id,
+            "pending_calls": self.pending_calls,
+            "pending_exact": self.pending_exact,
+            "open_batches": self.open_batches,
+            "quarantined": self.quarantined,
+            "last_upload": {
+                "batch_id": self.last_batch,
+                "upload_id": self.last_upload_id,
+                "status": self.last_status,
+                "uploaded_at_ms": self.last_upload_at_ms,
+            }
+            if self.last_batch
+            else None,
+            "quota_left": self.quota_left,
+            "quota_left_for_uploads": self.quota_left_for_uploads,
+            "paused": self.paused,
+        }
+
+
+def _pending(rt: Runtime) -> tuple[Tally[int], bool]:
+    """Calls per counter not yet in a batch: open buffers (exact) and stream entries (sampled)."""
+    counts: Tally[int] = Tally()
+    exact = True
+    for shard in range(rt.keys.shards):
+        buckets = cast(list[str], rt.redis.hkeys(rt.keys.buffer_bytes(shard)))
+        pipe = rt.redis.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.llen(rt.keys.buffer(shard, bucket))
+        for bucket, length in zip(buckets, pipe.execute(), strict=True):
+            counts[int(bucket.split(":", 1)[0])] += int(length)
+        entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard), count=STREAM_SAMPLE))
+        exact &= len(entries) < STREAM_SAMPLE
+        for _, fields in entries:
+            bucket = fields.get("b", "")
+            if bucket:
+                counts[int(bucket.split(":", 1)[0])] += 1
+    return counts, exact
+
+
+def counters_known(rt: Runtime, infos: list[BatchInfo], pending: Tally[int]) -> set[int]:
+    """Counters with a token, a routing entry, a batch or pending calls."""
+    known = set(rt.settings.metrica_counter_tokens) | {b.counter_id for b in infos} | set(pending)
+    for raw in cast(list[str], rt.redis.hvals(rt.keys.routing)):
+        try:
+            known.add(int(orjson.loads(raw)["counter_id"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return known
+
+
+def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
+    infos = batches(rt)
+    pending, exact = _pending(rt)
+    counters = sorted(only if only else counters_known(rt, infos, pending))
+    quotas = {q.login: q for q in quota_view(rt.redis, rt.keys, rt.settings)}
+    paused = cast(dict[str, str], rt.redis.hgetall(rt.keys.paused))
+    result = {c: CounterStatus(c, pending_calls=pending.get(c, 0), pending_exact=exact) for c in counters}
+    for info in infos:
+        item = result.get(info.counter_id)
+        if item is None:
+            continue
+        if info.state in ("SEALED", "UPLOADING", "UPLOADED"):
+            item.open_batches += 1
+        elif info.state == "QUARANTINED":
+            item.quarantined += 1
+        uploaded_at = int(info.record.get("uploaded_at") or 0)
+        if uploaded_at and uploaded_at >= item.last_upload_at_ms:
+            item.last_batch = info.batch_id
+            item.last_upload_id = info.record.get("upload_id", "")
+            item.last_status = info.record.get("status", "")
+            item.last_upload_at_ms = uploaded_at
+    for item in result.values():
+        token = rt.settings.token_for(item.counter_id)
+        if token is None:
+            continue
+        login = fingerprint(token)
+        quota = quotas.get(login)
+        if quota is not None:
+            item.quota_left = quota.left_today
+            item.quota_left_for_uploads = quota.left_for_uploads
+        item.paused = [k for k in paused if k in (login, f"{login}:{item.counter_id}")]
+    return list(result.values())
+
+
+def history(rt: Runtime, counter_id: int, *, limit: int = 50) -> list[BatchInfo]:
+    """The counter's batches, newest first."""
+    mine = [b for b in batches(rt) if b.counter_id == counter_id]
+    return sorted(mine, key=lambda b: (b.when_ms, b.batch_id), reverse=True)[:limit]
+
+
+def quarantined(rt: Runtime) -> list[BatchInfo]:
+    return sorted((b for b in batches(rt, history=0) if b.state == "QUARANTINED"), key=lambda b: b.when_ms)
+
+
+def age_text(ms: int) -> str:
+    if not ms:
+        return "-"
+    seconds = max(0, int(time.time() - ms / 1000))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
