@@ -149,3 +149,23 @@ def test_management_faults_only_when_named(metrica: Metrica, emu: RunningEmulato
     assert metrica.http.get(f"{MGMT}/counters", headers=metrica.headers()).status_code == 200
     emu.admin.script([503], kind="management")
     assert metrica.http.get(f"{MGMT}/counter/101/goals", headers=metrica.headers()).status_code == 503
+
+
+def test_new_config_keys() -> None:
+    from emulator.config import OAuthApp, config_from_dict
+
+    config = config_from_dict(
+        {
+            "oauth_apps": [{"client_id": "app", "client_secret": "s", "redirect_uris": "https://cb.example/x"}],
+            "counters": [{"id": 5, "name": "Five"}],
+            "token_lifetime": 60,
+            "code_lifetime": 5,
+            "join_rules": True,
+            "count_unjoined": True,
+        }
+    )
+    assert config.oauth_apps == (OAuthApp("app", "s", ("https://cb.example/x",)),)
+    assert config.counters == (CounterInfo(5, "Five", None),)
+    assert (config.token_lifetime, config.code_lifetime, config.join_rules, config.count_unjoined) == (
+        60.0, 5.0, True, True,
+    )  # fmt: skip
