@@ -76,7 +76,7 @@ def _send(
             producer_lines.append((number, data))
             continue
         try:
-            generic_lines.append((number, generic.to_call(data)))
+            generic_lines.append((number, generic.to_call(data, ctx.settings.phone_region)))
         except InputError as error:
             totals["rejected"] += 1
             problems.append({"line": number, "error": str(error)})

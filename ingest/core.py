@@ -174,6 +174,6 @@ def _provider_of(path: str) -> str:
 def _status_reason(outcome: Outcome) -> tuple[str, str]:
     if outcome.status == "rejected":
         return "rejected", error_reason(outcome.errors)
-    if outcome.status == "held":
-        return "held", metrics.reason_word(outcome.reason)
+    if outcome.status in ("held", "ignored") and outcome.reason:
+        return outcome.status, metrics.reason_word(outcome.reason)
     return outcome.status, ""

@@ -14,6 +14,7 @@ from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
 from worker.keys import Keys
 from worker.model.calls import TimePolicy
+from worker.model.fields import PhoneRegions
 from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
 from worker.store import connect
@@ -25,7 +26,10 @@ class Runtime:
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.namespace, settings.shards)
-        self.policy = TimePolicy.from_days(settings.join_window_days, settings.clock_skew_seconds)
+        self.policy = TimePolicy.from_days(
+            settings.join_window_days, settings.clock_skew_seconds, late_static=settings.late_calls == "static"
+        )
+        self.regions = PhoneRegions(settings.phone_region, settings.phone_regions)
         self._transport = transport
         self.pid = os.getpid()
 
@@ -57,7 +61,13 @@ class Runtime:
 
     @cached_property
     def producer(self) -> Producer:
-        return Producer(self.redis, self.keys, self.policy, caller_ttl=self.settings.first_caller_days * 86_400)
+        return Producer(
+            self.redis,
+            self.keys,
+            self.policy,
+            caller_ttl=self.settings.first_caller_days * 86_400,
+            regions=self.regions,
+        )
 
     @cached_property
     def consumer_name(self) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
+import phonenumbers
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from config.sections.common import NonNegativeInt, PositiveFloat, PositiveInt
+from config.sections.common import NonNegativeInt, PositiveFloat, PositiveInt, parse_pairs
 
 
 class DeliverySettings(BaseModel):
@@ -38,6 +39,19 @@ class DeliverySettings(BaseModel):
     )
     dedup_window_days: PositiveInt = Field(
         default=22, description="How long a provider call id is remembered to drop repeats."
+    )
+    late_calls: Literal["hold", "static", "drop"] = Field(
+        default="hold",
+        description="A call older than the join window: hold it (reason too_old), upload it as a static "
+        "call (Metrica shows it in call reports without a visit), or drop it (counted in the metrics).",
+    )
+    phone_region: str | None = Field(
+        default="RU",
+        description="Numbering plan (ISO 3166 code) of phone numbers written without a country code, "
+        "as 8 (912) 345-67-89; empty: such numbers are read as international.",
+    )
+    phone_regions: Annotated[dict[int, str], NoDecode] = Field(
+        default_factory=dict, description='Numbering plan per counter, "counter=RU,counter=KZ" or a JSON object.'
     )
 
     # --- Metrica -----------------------------------------------------------------------------
@@ -142,6 +156,28 @@ class DeliverySettings(BaseModel):
             raise ValueError("counter ids must be positive integers")
         return value
 
+    @field_validator("phone_region", mode="before")
+    @classmethod
+    def _empty_region(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("phone_regions", mode="before")
+    @classmethod
+    def _parse_regions(cls, value: object) -> object:
+        return parse_pairs(value, "counter=region pairs separated by commas, or a JSON object")
+
+    @field_validator("phone_region")
+    @classmethod
+    def _check_region(cls, value: str | None) -> str | None:
+        return None if value is None else _region(value)
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _check_regions(cls, value: dict[int, str]) -> dict[int, str]:
+        if any(counter <= 0 for counter in value):
+            raise ValueError("counter ids must be positive integers")
+        return {counter: _region(region) for counter, region in value.items()}
+
     @model_validator(mode="after")
     def _check_flush(self) -> Self:
         one_request = self.http_connect_timeout + self.http_write_timeout + self.http_read_timeout
@@ -151,3 +187,11 @@ class DeliverySettings(BaseModel):
                 "timeouts: the upload task's soft time limit is 80% of the lock's lease"
             )
         return self
+
+
+def _region(value: str) -> str:
+    """An ISO 3166 region code libphonenumber has a numbering plan for."""
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{code[:8]!r} is not a region with a numbering plan; use an ISO 3166 code as RU or KZ")
+    return code

@@ -51,6 +51,7 @@ class AsteriskConfig:
     contexts: frozenset[str] = frozenset()
     id_fields: Mapping[str, str] = field(default_factory=dict)
     tracker_template: str | None = None
+    phone_region: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsteriskConfig:
@@ -62,6 +63,7 @@ class AsteriskConfig:
             contexts=frozenset(settings.asterisk_contexts),
             id_fields=settings.identifier_fields.get("asterisk", {}),
             tracker_template=settings.call_tracker_urls.get("asterisk"),
+            phone_region=settings.phone_region,
         )
 
 
@@ -95,8 +97,8 @@ def to_call(cdr: Mapping[str, str], config: AsteriskConfig) -> InboundCall | str
         call_id=call_id,
         started_at=started,
         answered=answered,
-        tracking_number=normalize_number(cdr.get(config.tracking_field, "")),
-        caller=normalize_number(cdr.get("src", "")),
+        tracking_number=normalize_number(cdr.get(config.tracking_field, ""), config.phone_region),
+        caller=normalize_number(cdr.get("src", ""), config.phone_region),
         talk=billsec if answered else 0,
         hold=duration - billsec if answered else duration,
         call_tracker_url=config.tracker_template.replace("{call_id}", call_id) if config.tracker_template else None,

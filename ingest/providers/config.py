@@ -11,12 +11,13 @@ from config.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
-    """Identifier fields, the CallTrackerURL template and the time zone of one provider."""
+    """Identifier fields, the CallTrackerURL template, the time zone and numbering plan of one provider."""
 
     provider: str
     id_fields: Mapping[str, str] = field(default_factory=dict)
     tracker_template: str | None = None
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    phone_region: str | None = None  # numbering plan of numbers the provider writes without country code
 
     def tracker_url(self, call_id: str) -> str | None:
         return self.tracker_template.replace("{call_id}", call_id) if self.tracker_template else None
@@ -28,4 +29,5 @@ class ProviderConfig:
             settings.identifier_fields.get(provider, {}),
             settings.call_tracker_urls.get(provider),
             ZoneInfo(zone),
+            settings.phone_region,
         )

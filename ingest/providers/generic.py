@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ingest.input import InputError
 from worker.model.calls import FieldError, field_errors
@@ -70,28 +70,29 @@ class GenericCall(BaseModel):
 
     @field_validator("to")
     @classmethod
-    def _check_to(cls, value: str) -> str:
-        number = normalize_number(value)
+    def _check_to(cls, value: str, info: ValidationInfo) -> str:
+        number = normalize_number(value, (info.context or {}).get("region"))
         if number is None:
-            raise ValueError("must be the tracking number in international format, 7 to 15 digits")
+            raise ValueError("must be the tracking number: a phone number with country code, as +74951234567")
         return number
 
     @field_validator("from_")
     @classmethod
-    def _check_from(cls, value: str | None) -> str | None:
+    def _check_from(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
-        number = normalize_number(value)
+        number = normalize_number(value, (info.context or {}).get("region"))
         if number is None:
-            raise ValueError("must be a number in international format, 7 to 15 digits")
+            raise ValueError("must be a phone number with country code, as +79123456789")
         return number
 
 
-def to_call(data: Any) -> InboundCall:
+def to_call(data: Any, region: str | None = None) -> InboundCall:
+    """The call of one generic JSON object; numbers without a country code are read in ``region``."""
     if not isinstance(data, dict):
         raise InputError.one("call", "type", "must be a JSON object")
     try:
-        item = GenericCall.model_validate(data)
+        item = GenericCall.model_validate(data, context={"region": region})
     except ValidationError as error:
         raise InputError([_rename(e) for e in field_errors(error)]) from None
     derived_hold = derived_talk = None

@@ -29,16 +29,16 @@ def parse_json(text: str) -> dict[str, Any]:
     return data
 
 
-def _number(data: Mapping[str, Any], side: str) -> str | None:
+def _number(data: Mapping[str, Any], side: str, region: str | None) -> str | None:
     node = data.get(side)
     value = node.get("number") if isinstance(node, dict) else None
-    return _as_number(value)
+    return _as_number(value, region)
 
 
-def _as_number(value: Any) -> str | None:
+def _as_number(value: Any, region: str | None) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    return normalize_number(str(value))
+    return normalize_number(str(value), region)
 
 
 def to_call(data: Mapping[str, Any], config: ProviderConfig) -> InboundCall | str:
@@ -66,8 +66,8 @@ def to_call(data: Mapping[str, Any], config: ProviderConfig) -> InboundCall | st
         call_id=entry_id.strip(),
         started_at=created,
         answered=answered,
-        tracking_number=_as_number(line),
-        caller=_number(data, "from" if inbound else "to"),
+        tracking_number=_as_number(line, config.phone_region),
+        caller=_number(data, "from" if inbound else "to", config.phone_region),
         direction="in" if inbound else "out",
         talk=min(talk, 7 * 86_400),
         hold=min(hold, 7 * 86_400),

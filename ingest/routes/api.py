@@ -28,7 +28,7 @@ class ApiRoutes:
     # --- Calls -----------------------------------------------------------------------------------
     async def generic_one(self, request: Request) -> Response:
         body = await read_body(request, self.settings.ingest_max_body_bytes)
-        call = generic.to_call(generic.parse_json(body))
+        call = generic.to_call(generic.parse_json(body), self.settings.phone_region)
         return self.core.single_answer((await self.core.submit([call]))[0])
 
     async def generic_bulk(self, request: Request) -> Response:
@@ -56,7 +56,7 @@ class ApiRoutes:
         refused: list[str] = []
         for number, line in lines:
             try:
-                calls.append((number, generic.to_call(generic.parse_json(line))))
+                calls.append((number, generic.to_call(generic.parse_json(line), self.settings.phone_region)))
             except InputError as error:
                 report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
                 refused.append(error_reason(error.errors))

@@ -26,6 +26,7 @@ from worker.errors import ProducerError
 from worker.keys import Keys
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.conversions import ConversionEvent, validate_conversions
+from worker.model.fields import PhoneRegions
 from worker.model.kinds import UploadKind
 from worker.scripts import Scripts, run_many
 from worker.store import ensure_shard
@@ -73,8 +74,10 @@ class Producer:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         caller_ttl: int = 365 * 86_400,
+        regions: PhoneRegions | None = None,
     ) -> None:
         self._caller_ttl = caller_ttl
+        self.regions = regions or PhoneRegions()
         self._redis = redis
         self._keys = keys
         self._policy = policy
@@ -101,7 +104,7 @@ class Producer:
         """
         accepted: list[tuple[int, CallEvent | ConversionEvent]] = []
         if kind is UploadKind.CALLS:
-            calls, rejected = validate_calls(events, self._clock(), self._policy)
+            calls, rejected = validate_calls(events, self._clock(), self._policy, self.regions)
             accepted.extend(calls)
         else:
             conversions, rejected = validate_conversions(events, self._clock(), self._policy)

@@ -32,6 +32,7 @@ return false
 
 UNKNOWN_NUMBER = "unknown_number"
 NO_IDENTIFIER = "no_identifier"
+TOO_OLD = "too_old"  # older than the join window, with late_calls=hold
 NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from worker.delivery.producer import Producer
 from worker.errors import ProducerError
 from worker.intake.callers import CallerCall, CallerHistory
-from worker.intake.held import NO_IDENTIFIER, NO_LEASE, UNKNOWN_NUMBER, HeldCall, HeldCalls
+from worker.intake.held import NO_IDENTIFIER, NO_LEASE, TOO_OLD, UNKNOWN_NUMBER, HeldCall, HeldCalls
 from worker.intake.pools import NumberPools
 from worker.intake.routing import Route, RoutingTable
 from worker.model.calls import CallEvent, FieldError, TimePolicy, check_time, field_errors
@@ -86,7 +86,9 @@ class Intake:
         pools: NumberPools | None = None,
         *,
         label_as_tag: bool = True,
+        late_calls: Literal["hold", "static", "drop"] = "hold",
     ) -> None:
+        self.late_calls = late_calls
         self.pools = pools
         self.label_as_tag = label_as_tag
         self.routing = routing
@@ -149,6 +151,14 @@ class Intake:
                 continue
             item = _Work(index, call, route, attributed=index in attributed)
             errors = self._validate(item, now)
+            if errors and all(e.rule == "join_window" for e in errors) and self.late_calls != "static":
+                # Never a 4xx for a late call (providers do not retry those): held or dropped, visibly.
+                if self.late_calls == "drop":
+                    outcomes[index] = Outcome("ignored", f"{TOO_OLD}: {errors[0]}")
+                else:
+                    outcomes[index] = Outcome("held", TOO_OLD)
+                    to_hold.append((index, TOO_OLD))
+                continue
             if errors:
                 outcomes[index] = Outcome("rejected", "; ".join(str(e) for e in errors), tuple(errors))
                 continue
@@ -238,11 +248,13 @@ class Intake:
             data["StaticCall"] = not item.attributed
             if route.static_call and route.label and self.label_as_tag and not data.get("Tag"):
                 data["Tag"] = route.label
+        if self.late_calls == "static" and self.policy.too_old(_start(call), now) is not None:
+            data["StaticCall"] = True  # uploaded for Metrica's call reports; never joined to a visit
         ids = {column: call.ids[column] for column in ID_COLUMNS if call.ids.get(column)}
         item.has_id = bool(ids)
         data.update(ids or {"ClientId": _PLACEHOLDER_ID})
         try:
-            event = CallEvent.model_validate(data)
+            event = CallEvent.model_validate(data, context=self.producer.regions.context())
         except ValidationError as error:
             return field_errors(error)
         problems = check_time(event, now, self.policy)
@@ -250,6 +262,10 @@ class Intake:
             return problems
         item.event = event if item.has_id else None
         return []
+
+
+def _start(call: InboundCall) -> datetime:
+    return datetime.fromtimestamp(call.started_at, UTC)
 
 
 def build_intake(runtime: Runtime) -> Intake:
@@ -264,4 +280,5 @@ def build_intake(runtime: Runtime) -> Intake:
         runtime.policy,
         NumberPools(runtime),
         label_as_tag=s.static_label_as_tag,
+        late_calls=s.late_calls,
     )

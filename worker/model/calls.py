@@ -19,6 +19,7 @@ from worker.model.fields import (
     Flag,
     OneLine,
     Phone,
+    PhoneRegions,
     Rejection,
     Seconds,
     SourceId,
@@ -102,11 +103,14 @@ def check_time(event: CallEvent, now: datetime, policy: TimePolicy) -> list[Fiel
             )
         ]
     too_old = policy.too_old(event.date_time, now)
-    return [too_old] if too_old else []
+    if too_old is None or (policy.late_static and event.static_call):
+        return []
+    return [too_old]
 
 
 def validate_calls(
-    raw_events: Iterable[object], now: datetime, policy: TimePolicy
+    raw_events: Iterable[object], now: datetime, policy: TimePolicy, regions: PhoneRegions | None = None
 ) -> tuple[list[tuple[int, CallEvent]], list[Rejection]]:
     """Validate each call; return (index, event) pairs accepted and the rejections."""
-    return validate_events(CallEvent, raw_events, now, lambda event, at: check_time(event, at, policy))
+    context = (regions or PhoneRegions()).context()
+    return validate_events(CallEvent, raw_events, now, lambda event, at: check_time(event, at, policy), context)

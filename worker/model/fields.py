@@ -9,13 +9,23 @@ raw events.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from worker.model.currencies import ISO_4217
@@ -60,10 +70,13 @@ class TimePolicy:
 
     join_window: timedelta
     clock_skew: timedelta
+    #: A static call older than the join window is still uploaded (Metrica shows static calls in its
+    #: call reports without joining them to a visit): the ``static`` choice of ``late_calls``.
+    late_static: bool = False
 
     @classmethod
-    def from_days(cls, join_window_days: int, clock_skew_seconds: int) -> TimePolicy:
-        return cls(timedelta(days=join_window_days), timedelta(seconds=clock_skew_seconds))
+    def from_days(cls, join_window_days: int, clock_skew_seconds: int, *, late_static: bool = False) -> TimePolicy:
+        return cls(timedelta(days=join_window_days), timedelta(seconds=clock_skew_seconds), late_static)
 
     def too_old(self, when: datetime, now: datetime) -> FieldError | None:
         if when < now - self.join_window:
@@ -76,24 +89,68 @@ class TimePolicy:
 
 
 # --- parsers -------------------------------------------------------------------------------------
-def normalize_phone(text: str | None) -> str | None:
-    """``+<digits>`` for an international number (7-15 digits; ``+`` or ``00`` prefix optional;
-    spaces, dashes, dots and parentheses ignored), else None."""
+def normalize_phone(text: str | None, region: str | None = None) -> str | None:
+    """E.164 ``+<digits>`` for a phone number, else None.
+
+    ``+`` or ``00`` mark an international number; without them the number is read in the national
+    form of ``region`` (ISO 3166 code, e.g. ``RU``: ``8 (912) 345-67-89`` and ``9123456789`` are
+    ``+79123456789``) and, failing that, as an international number without its ``+``. Numbering plans
+    come from ``phonenumbers`` (Google's libphonenumber data); a number whose length no plan allows is
+    None. Spaces, dashes, dots and parentheses are ignored; letters are not.
+    """
     if not text:
         return None
     cleaned = _PHONE_STRIP_RE.sub("", text)
-    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+    if cleaned.startswith("00"):
+        cleaned = "+" + cleaned[2:]
+    if not cleaned.removeprefix("+").isdigit():
         return None
-    return "+" + digits
+    if cleaned.startswith("+"):
+        candidates: list[tuple[str, str | None]] = [(cleaned, None)]
+    else:
+        candidates = [(cleaned, region)] if region else []
+        candidates.append(("+" + cleaned, None))
+    for candidate, plan in candidates:
+        try:
+            number = phonenumbers.parse(candidate, plan)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
-def _phone(value: str | None) -> str | None:
+PHONE_REGIONS = "phone_regions"
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRegions:
+    """Which national numbering plan reads a number written without its country code, per counter."""
+
+    default: str | None = None
+    per_counter: Mapping[int, str] = field(default_factory=dict)
+
+    def of(self, counter_id: object) -> str | None:
+        return self.per_counter.get(counter_id, self.default) if isinstance(counter_id, int) else self.default
+
+    def context(self) -> dict[str, Any]:
+        """The pydantic validation context that carries these regions to the ``PhoneNumber`` rule."""
+        return {PHONE_REGIONS: self}
+
+
+def _phone(value: str | None, info: ValidationInfo) -> str | None:
     if value is None or value == "":
         return None
-    number = normalize_phone(value)
+    regions = (info.context or {}).get(PHONE_REGIONS)
+    region = regions.of(info.data.get("counter_id")) if isinstance(regions, PhoneRegions) else None
+    number = normalize_phone(value, region)
     if number is None:
-        raise ValueError("must be an international number with country code, 7 to 15 digits, as +70123456789")
+        plan = f" or a national number of {region}" if region else ""
+        raise PydanticCustomError(
+            "phone_number",
+            "must be a phone number with its country code{plan}, as +70123456789 (numbering plans of libphonenumber)",
+            {"plan": plan},
+        )
     return number
 
 
@@ -305,6 +362,7 @@ def validate_events(
     raw_events: Iterable[object],
     now: datetime,
     time_check: Callable[[Model, datetime], list[FieldError]],
+    context: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[int, Model]], list[Rejection]]:
     """Validate each event with ``model`` and ``time_check``; return accepted (index, event) pairs
     and the rejections."""
@@ -312,7 +370,7 @@ def validate_events(
     rejected: list[Rejection] = []
     for index, raw in enumerate(raw_events):
         try:
-            event = raw if isinstance(raw, model) else model.model_validate(raw)
+            event = raw if isinstance(raw, model) else model.model_validate(raw, context=context)
         except ValidationError as error:
             rejected.append(Rejection(index, tuple(field_errors(error))))
             continue

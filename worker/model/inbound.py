@@ -22,13 +22,13 @@ _DIGITS_RE = re.compile(r"^[0-9]{1,64}$")
 _PAIR_SPLIT_RE = re.compile(r"[;&,|]")
 
 
-def normalize_number(text: str | None) -> str | None:
-    """``+<digits>`` for an international number, else None (the rule of ``PhoneNumber``).
+def normalize_number(text: str | None, region: str | None = None) -> str | None:
+    """E.164 ``+<digits>``, else None (the rule of ``PhoneNumber``; ``region`` reads national forms).
 
     Hidden or internal numbers (``anonymous``, ``101``) give None: the call is still a call, it just
     has no caller number.
     """
-    return normalize_phone(text)
+    return normalize_phone(text, region)
 
 
 @dataclass(frozen=True, slots=True)

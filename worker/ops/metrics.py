@@ -57,6 +57,7 @@ FAMILIES: dict[str, Family] = {
         Family("calls_accepted", "Calls stored in an ingest stream for upload.", ("provider",)),
         Family("calls_held", "Calls kept in the held stream (unknown number, no identifier).", ("provider", "reason")),
         Family("calls_ignored", "Requests that report no call (non-final status, internal call).", ("provider",)),
+        Family("calls_dropped_late", "Calls older than the join window dropped (late_calls=drop).", ("provider",)),
         Family("calls_rejected", "Calls or requests refused, by reason.", ("provider", "reason")),
         Family("calls_drained", "Stream entries moved into buffers by drain."),
         Family("calls_deduplicated", "Repeats of an already accepted call dropped by drain."),
@@ -161,6 +162,8 @@ class Metrics:
             counts["calls_received", (provider,)] += 1
             if status in ("accepted", "ignored"):
                 counts[f"calls_{status}", (provider,)] += 1
+                if status == "ignored" and reason == "too_old":
+                    counts["calls_dropped_late", (provider,)] += 1
             else:
                 counts[f"calls_{status}", (provider, reason or "unspecified")] += 1
         self.add(counts)

@@ -1,0 +1,126 @@
+"""Data quality: phone numbers read with numbering plans, late calls kept per the policy, never a 4xx."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from config.settings import Settings
+from tests.helpers import make_call, wait_for
+from tests.ingest_helpers import STATIC, add_routes, ingest_settings, recent, service, stored_rows
+from tests.pipeline import running_emulator, running_ingest, running_worker
+from worker.intake.held import HeldCalls
+from worker.model.calls import CallEvent, field_errors
+from worker.model.fields import PhoneRegions, normalize_phone
+from worker.runtime import Runtime
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "expected"),
+    [
+        ("8 (912) 345-67-89", "RU", "+79123456789"),
+        ("9123456789", "RU", "+79123456789"),
+        ("79123456789", "RU", "+79123456789"),
+        ("+7 912 345-67-89", "RU", "+79123456789"),
+        ("+7 912 345-67-89", None, "+79123456789"),
+        ("0044 20 7946 0958", "RU", "+442079460958"),
+        ("12025550123", "RU", "+12025550123"),  # not a Russian number: read as international
+        ("8 (7172) 55-12-34", "KZ", "+77172551234"),
+        ("12-34", "RU", None),
+        ("+7 912 abc", "RU", None),
+        ("101", "RU", None),
+    ],
+)
+def test_numbering_plans(text: str, region: str | None, expected: str | None) -> None:
+    assert normalize_phone(text, region) == expected
+
+
+def test_phone_number_uses_the_counters_plan_and_names_the_rule() -> None:
+    regions = PhoneRegions("RU", {202: "KZ"})
+    call = make_call(101, 1, PhoneNumber="8 (912) 345-67-89")
+    assert CallEvent.model_validate(call, context=regions.context()).phone_number == "+79123456789"
+    kz = make_call(202, 1, PhoneNumber="8 (7172) 55-12-34")
+    assert CallEvent.model_validate(kz, context=regions.context()).phone_number == "+77172551234"
+    with pytest.raises(ValidationError) as caught:
+        CallEvent.model_validate(make_call(101, 2, PhoneNumber="12-34"), context=regions.context())
+    (error,) = field_errors(caught.value)
+    assert (error.field, error.rule) == ("PhoneNumber", "phone_number")
+    assert "national number of RU" in error.message
+
+
+def test_producer_reads_national_forms_with_the_settings_plan(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(phone_region="RU", phone_regions={202: "KZ"}))
+    try:
+        result = rt.producer.submit(
+            [make_call(101, 1, PhoneNumber="8 (912) 345-67-89"), make_call(202, 2, PhoneNumber="87172551234")]
+        )
+        assert len(result.accepted) == 2
+        assert sorted(row["PhoneNumber"] for row in stored_rows(rt)) == ["+77172551234", "+79123456789"]
+    finally:
+        rt.close()
+
+
+def test_phone_region_settings_name_the_rule(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ValidationError, match="not a region with a numbering plan"):
+        make_settings(phone_region="XX")
+    with pytest.raises(ValidationError, match="counter=region pairs"):
+        make_settings(phone_regions="101")
+    assert make_settings(phone_region="").phone_region is None
+    assert make_settings(phone_regions="101=kz").phone_regions == {101: "KZ"}
+
+
+def _old_call(call_id: str, days: int = 30, **extra: Any) -> dict[str, Any]:
+    return {"call_id": call_id, "to": STATIC, "start": recent(days * 86_400), "ClientId": "1556", **extra}
+
+
+@pytest.mark.parametrize("policy", ["hold", "drop", "static"])
+def test_a_late_call_is_never_a_4xx(make_settings: Callable[..., Settings], policy: str) -> None:
+    with service(ingest_settings(make_settings, late_calls=policy)) as (client, rt):
+        answer = client.post("/v1/calls", json=_old_call("late-1"))
+        assert answer.status_code == 200
+        held = [entry.reason for entry in HeldCalls(rt.redis, rt.keys, seen_days=1).entries()]
+        rows = stored_rows(rt)
+        if policy == "hold":
+            assert answer.json() == {"status": "held", "reason": "too_old"}
+            assert held == ["too_old"] and rows == []
+        elif policy == "drop":
+            assert answer.json()["status"] == "ignored" and answer.json()["reason"].startswith("too_old")
+            assert held == [] and rows == []
+            rt.metrics.flush()
+            assert rt.metrics.read().get("calls_dropped_late|generic") == 1
+        else:
+            assert answer.json() == {"status": "accepted"}
+            assert held == [] and [row["StaticCall"] for row in rows] == ["1"]
+        # A call inside the window is untouched by the policy.
+        assert client.post("/v1/calls", json=_old_call("fresh-1", days=1)).json() == {"status": "accepted"}
+
+
+def test_late_static_calls_and_national_numbers_reach_metrica(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Through the real pipeline: a 30-day-old call goes out as a static call, the national caller
+    number arrives in E.164, a late call under ``hold`` waits in the held stream."""
+    with running_emulator(step_seconds=0.1) as emulator:
+        settings = ingest_settings(
+            make_settings, metrica_base_url=emulator.base_url, late_calls="static", http_write_timeout=5
+        )
+        rt = Runtime(settings)
+        add_routes(rt)
+        with running_worker(settings, tmp_path), running_ingest(settings) as url:
+            late = httpx.post(f"{url}/v1/calls", json=_old_call("late-2", **{"from": "8 (912) 345-67-89"}))
+            fresh = httpx.post(f"{url}/v1/calls", json=_old_call("fresh-2", days=1, **{"from": "9161234567"}))
+            assert late.json() == fresh.json() == {"status": "accepted"}
+            rows = wait_for(
+                lambda: (found := emulator.admin.rows(counter=101)) and len(found) == 2 and found,
+                timeout=60,
+                what="both calls at the emulator",
+            )
+        by_phone = {row["PhoneNumber"]: row for row in rows}
+        assert set(by_phone) == {"+79123456789", "+79161234567"}
+        assert by_phone["+79123456789"]["StaticCall"] == "1"
+        rt.close()
