@@ -74,8 +74,9 @@ def test_phone_region_settings_name_the_rule(make_settings: Callable[..., Settin
     assert make_settings(phone_regions="101=kz").phone_regions == {101: "KZ"}
 
 
-def _old_call(call_id: str, days: int = 30, **extra: Any) -> dict[str, Any]:
-    return {"call_id": call_id, "to": STATIC, "start": recent(days * 86_400), "ClientId": "1556", **extra}
+def _old_call(call_id: str, days: int = 30, caller: str | None = None) -> dict[str, Any]:
+    call = {"call_id": call_id, "to": STATIC, "start": recent(days * 86_400), "ClientId": "1556"}
+    return {**call, "from": caller} if caller else call
 
 
 @pytest.mark.parametrize("policy", ["hold", "drop", "static"])
@@ -112,8 +113,8 @@ def test_late_static_calls_and_national_numbers_reach_metrica(
         rt = Runtime(settings)
         add_routes(rt)
         with running_worker(settings, tmp_path), running_ingest(settings) as url:
-            late = httpx.post(f"{url}/v1/calls", json=_old_call("late-2", **{"from": "8 (912) 345-67-89"}))
-            fresh = httpx.post(f"{url}/v1/calls", json=_old_call("fresh-2", days=1, **{"from": "9161234567"}))
+            late = httpx.post(f"{url}/v1/calls", json=_old_call("late-2", caller="8 (912) 345-67-89"))
+            fresh = httpx.post(f"{url}/v1/calls", json=_old_call("fresh-2", days=1, caller="9161234567"))
             assert late.json() == fresh.json() == {"status": "accepted"}
             rows = wait_for(
                 lambda: (found := emulator.admin.rows(counter=101)) and len(found) == 2 and found,
