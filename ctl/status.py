@@ -61,7 +61,18 @@ def uploads(ctx: Context, counter: int, limit: int, as_json: bool) -> None:
     emit(
         [b.to_dict() for b in items],
         as_json=as_json,
-        headers=("batch", "kind", "state", "rows", "upload id", "status", "lines kept", "sealed (UTC)", "note"),
+        headers=(
+            "batch",
+            "kind",
+            "state",
+            "rows",
+            "upload id",
+            "status",
+            "lines kept",
+            "refused",
+            "sealed (UTC)",
+            "note",
+        ),
         rows=[
             (
                 b.batch_id,
@@ -71,6 +82,7 @@ def uploads(ctx: Context, counter: int, limit: int, as_json: bool) -> None:
                 b.record.get("upload_id", "-"),
                 b.record.get("status", "-"),
                 b.record.get("line_quantity", "-"),
+                b.record.get("rejected_lines", "0" if b.record.get("line_quantity") else "-"),
                 when(b.record.get("sealed_at")),
                 _note(b),
             )

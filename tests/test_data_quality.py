@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -17,6 +18,7 @@ from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.intake.held import HeldCalls
 from worker.model.calls import CallEvent, field_errors
 from worker.model.fields import PhoneRegions, normalize_phone
+from worker.ops import metrics
 from worker.runtime import Runtime
 
 
@@ -125,3 +127,33 @@ def test_late_static_calls_and_national_numbers_reach_metrica(
         assert set(by_phone) == {"+79123456789", "+79161234567"}
         assert by_phone["+79123456789"]["StaticCall"] == "1"
         rt.close()
+
+
+def test_rows_metrica_refused_show_in_ctl_uploads_and_metrics(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from ctl.__main__ import main as ctl_main
+    from ctl.context import Context
+
+    with running_emulator(step_seconds=0.1) as emulator:
+        emulator.admin.rules(join_rules=True)
+        calls = [make_call(101, n, StaticCall=0) for n in range(4)]
+        emulator.admin.set_known_visitors([calls[0]["ClientId"], calls[1]["ClientId"]])  # two of four join
+        settings = make_settings(metrica_base_url=emulator.base_url)
+        with running_worker(settings, tmp_path) as app:
+            rt = app.runtime()
+            assert len(Runtime(settings).producer.submit(calls).accepted) == 4
+            wait_for(
+                lambda: rt.metrics.read().get("rows_refused|calls|101") == 2,
+                timeout=60,
+                what="the final upload's refused rows counted",
+            )
+        result = CliRunner().invoke(ctl_main, ["uploads", "101", "--json"], obj=Context(settings))
+        (batch,) = orjson.loads(result.stdout)
+        assert (batch["source_quantity"], batch["line_quantity"], batch["rejected_lines"]) == ("4", "2", "2")
+        table = CliRunner().invoke(ctl_main, ["uploads", "101"], obj=Context(settings)).stdout
+        assert "refused" in table.splitlines()[0]
+        scraped = metrics.render(metrics.registry(rt.redis, rt.keys, settings)).decode()
+        assert 'calltrack_rows_refused_total{counter_id="101",kind="calls"} 2.0' in scraped

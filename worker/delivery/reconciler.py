@@ -110,7 +110,7 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
                     log.warning("reconcile_failed", error=str(error))
                     continue
                 failpoint("during_reconcile")
-                moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result)
+                moved = _apply(rt, shard, counter, spec.kind.value, uploads, statuses, result)
             interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
             rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
     return result
@@ -126,6 +126,7 @@ def _parse_schedule(raw: str | None, base: float) -> tuple[int, float]:
 def _apply(
     rt: Runtime,
     shard: int,
+    counter: int,
     kind: str,
     uploads: dict[int, OpenUpload],
     statuses: dict[int, Uploading],
@@ -149,6 +150,8 @@ def _apply(
             result.final += 1
             if (uploading.line_quantity or 0) < (uploading.source_quantity or 0):
                 result.short += 1
+                refused = (uploading.source_quantity or 0) - (uploading.line_quantity or 0)
+                rt.metrics.incr("rows_refused", kind, str(counter), amount=refused)
                 log.warning(
                     "upload_lines_rejected",
                     batch_id=batch_id,

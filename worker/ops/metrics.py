@@ -69,6 +69,11 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("batches_quarantined", "Batches quarantined (refused for good, or retries ran out).", ("kind",)),
         Family("batches_final", "Uploads that reached a final status, by kind.", ("kind", "status")),
+        Family(
+            "rows_refused",
+            "Rows Metrica did not keep (source_quantity - line_quantity of final uploads), by kind and counter.",
+            ("kind", "counter_id"),
+        ),
         Family("upload_tasks", "Upload task runs by how they ended.", ("outcome",)),
         Family(
             "metrica_requests",
