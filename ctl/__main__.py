@@ -7,6 +7,7 @@ import click
 from ctl.calls import replay_calls
 from ctl.context import Context
 from ctl.conversions import conversions
+from ctl.counters import counters
 from ctl.doctor import doctor
 from ctl.held import held
 from ctl.quarantine import quarantine
@@ -28,6 +29,7 @@ main.add_command(held)
 for _command in (status, uploads, quarantine, replay_calls, doctor):  # operations (issue 6)
     main.add_command(_command)
 main.add_command(conversions)
+main.add_command(counters)
 
 
 if __name__ == "__main__":

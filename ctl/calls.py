@@ -21,6 +21,7 @@ from ctl.output import emit, json_option
 from ingest.input import InputError
 from ingest.providers import generic
 from worker.errors import ProducerError
+from worker.intake.held import TOO_OLD
 from worker.model.inbound import InboundCall
 
 
@@ -38,7 +39,9 @@ from worker.model.inbound import InboundCall
 @json_option
 @click.pass_obj
 def replay_calls(ctx: Context, path: Path, form: str, chunk: int, as_json: bool) -> None:
-    """Send every call of PATH (NDJSON, one call per line) into the pipeline; bad lines are named."""
+    """Send every call of PATH (NDJSON, one call per line) into the pipeline; bad lines are named, and so
+    are the calls outside the join window (a backfill's old rows: held, uploaded static or dropped per
+    CALLTRACK_LATE_CALLS for generic lines, refused for producer-form lines)."""
     lines = [(n, line) for n, line in enumerate(path.read_bytes().split(b"\n"), start=1) if line.strip()]
     totals: Counter[str] = Counter()
     problems: list[dict[str, Any]] = []
@@ -53,7 +56,8 @@ def replay_calls(ctx: Context, path: Path, form: str, chunk: int, as_json: bool)
                     f"Redis refused a write after {totals.total()} calls: {error}; replaying the file again is safe"
                 ) from None
             bar.update(len(part))
-    summary = {"lines": len(lines), **{k: totals[k] for k in ("accepted", "held", "ignored", "rejected")}}
+    counted = ("accepted", "held", "ignored", "rejected", "outside_join_window")
+    summary = {"lines": len(lines), **{k: totals[k] for k in counted}}
     emit({**summary, "problems": problems[:1000]}, as_json=as_json) if as_json else _report(summary, problems)
     if totals["rejected"]:
         raise SystemExit(1)
@@ -85,12 +89,14 @@ def _send(
         totals["accepted"] += len(result.accepted)
         for rejection in result.rejected:
             totals["rejected"] += 1
+            totals["outside_join_window"] += any(e.rule == "join_window" for e in rejection.errors)
             problems.append({"line": producer_lines[rejection.index][0], "error": rejection.reason})
     if generic_lines:
         outcomes = ctx.intake.accept([call for _, call in generic_lines])
         for (number, _), outcome in zip(generic_lines, outcomes, strict=True):
             totals[outcome.status] += 1
-            if outcome.status in ("rejected", "held"):
+            totals["outside_join_window"] += outcome.reason.startswith(TOO_OLD)
+            if outcome.status in ("rejected", "held") or outcome.reason.startswith(TOO_OLD):
                 problems.append({"line": number, "status": outcome.status, "error": outcome.reason})
 
 
@@ -101,5 +107,6 @@ def _report(summary: dict[str, int], problems: list[dict[str, Any]]) -> None:
         click.echo(f"... and {len(problems) - 20} more (--json lists them)")
     click.echo(
         f"{summary['lines']} lines: {summary['accepted']} stored, {summary['held']} held, "
-        f"{summary['ignored']} ignored, {summary['rejected']} rejected"
+        f"{summary['ignored']} ignored, {summary['rejected']} rejected; "
+        f"{summary['outside_join_window']} outside the join window"
     )

@@ -17,10 +17,11 @@ from redis.exceptions import RedisError, ResponseError
 from config.settings import Settings, describe_error
 from ctl.context import Context
 from ctl.output import emit, json_option
+from worker.delivery.counter_setup import Readiness, readiness
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import CalltrackError
 from worker.model.kinds import CALLS
-from worker.ops.metrics import heartbeats
+from worker.ops.scrape import heartbeats
 from worker.runtime import Runtime
 
 Status = Literal["ok", "warn", "fail"]
@@ -89,6 +90,7 @@ def check_tokens(rt: Runtime) -> list[Check]:
     where = "the emulator" if rt.settings.uses_emulator else rt.settings.api_base_url
     gate = QuotaGate(rt)
     checks = []
+    ready = readiness(rt, counters)
     for counter in sorted(counters):
         token = rt.settings.token_for(counter)
         name = f"counter {counter}"
@@ -102,7 +104,18 @@ def check_tokens(rt: Runtime) -> list[Check]:
             checks.append(Check(name, "fail", f"the token cannot list its call uploads at {where}: {error}"))
             continue
         checks.append(Check(name, "ok", f"the token reaches its call uploads at {where}"))
+        checks.append(_readiness(counter, ready.get(counter)))
     return checks
+
+
+def _readiness(counter: int, found: Readiness | None) -> Check:
+    name = f"counter {counter} setup"
+    if found is None:
+        return Check(name, "warn", f"not set up yet (done before its first upload, or: ctl counters setup {counter})")
+    if not found.ready:
+        return Check(name, "warn", "; ".join(found.problems()) + f" (ctl counters setup {counter})")
+    joins = ", ".join(f"{kind} join from {when}" for kind, when in sorted(found.join_from.items()))
+    return Check(name, "ok", f"offline-data options on; {joins or 'join thresholds unknown'}")
 
 
 def check_clock(rt: Runtime) -> list[Check]:

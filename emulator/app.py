@@ -193,11 +193,12 @@ async def _with_faults(call: Call, decision: Decision, operation: Operation) -> 
     return await operation(call)
 
 
-UPLOAD_TYPES = {"CHATS": CHATS, "CONVERSIONS": CONVERSIONS}
+# The unified upload's ``type`` (the reference: BASIC, the default, CALLS, CHATS) -> the kind stored.
+UPLOAD_TYPES = {"BASIC": CONVERSIONS, "CALLS": CALLS, "CHATS": CHATS}
 
 
 def upload_kind(call: Call) -> str:
-    """The unified endpoint's ``type``: CHATS, or absent (and CONVERSIONS) for offline conversions."""
+    """The unified endpoint's ``type``: BASIC (or absent) for offline conversions, CALLS, CHATS."""
     if call.kind != CONVERSIONS:
         return call.kind
     raw = call.request.query_params.get("type")
@@ -205,7 +206,7 @@ def upload_kind(call: Call) -> str:
         return CONVERSIONS
     kind = UPLOAD_TYPES.get(raw.upper())
     if kind is None:
-        raise InvalidParameter(f"Parameter type has invalid value '{raw}'; allowed: CHATS", "type")
+        raise InvalidParameter(f"Parameter type has invalid value '{raw}'; allowed: BASIC, CALLS, CHATS", "type")
     return kind
 
 
@@ -217,7 +218,7 @@ async def _upload(call: Call) -> Response:
     check_comment(kind, comment)
     client_id_type = params.get("client_id_type") if kind != CHATS else None
     check_client_id_type(kind, client_id_type)
-    new_goal_name = params.get("new_goal_name") if kind == CALLS else None
+    new_goal_name = params.get("new_goal_name") if call.kind == CALLS else None  # upload_calls only
     body = await request.body()
     if len(body) > state.config.max_file_bytes:
         raise InvalidUploading(f"The file is larger than {state.config.max_file_bytes} bytes", "file")
@@ -251,13 +252,19 @@ async def _upload(call: Call) -> Response:
     return json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
 
 
-# Offline conversions paths (singular legacy and plural unified) answer conversions and chats alike.
+# The legacy conversions paths answer conversions and chats alike; the unified ones (``uploadings``,
+# ``uploadings/{id}``) every kind, each upload with its ``type``; the calls paths calls only.
 SCOPES = {CALLS: (CALLS,), CONVERSIONS: (CONVERSIONS, CHATS)}
+UNIFIED = (CALLS, CONVERSIONS, CHATS)
+
+
+def _scopes(call: Call) -> tuple[str, ...]:
+    return UNIFIED if "/offline_conversions/uploadings" in call.request.url.path else SCOPES[call.kind]
 
 
 async def _status(call: Call) -> Response:
     upload_id = positive_int(call.request.path_params["upload_id"], "id")
-    upload = call.state.store.get(call.counter, SCOPES[call.kind], upload_id)
+    upload = call.state.store.get(call.counter, _scopes(call), upload_id)
     if upload is None:
         raise NotFound(f"Uploading {upload_id} not found for counter {call.counter}", "id")
     return json_response({"uploading": upload.to_api(call.state.clock.now(), call.state.step_seconds)})
@@ -267,12 +274,16 @@ async def _list(call: Call) -> Response:
     limit = optional_int(call.request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     offset = optional_int(call.request, "offset", 0, 0, 1 << 62)
     now, step = call.state.clock.now(), call.state.step_seconds
-    page = call.state.store.page(call.counter, SCOPES[call.kind], limit, offset)
+    page = call.state.store.page(call.counter, _scopes(call), limit, offset)
     return json_response({"uploadings": [u.to_api(now, step) for u in page]})
 
 
-def _endpoint(endpoint: str, kind: str, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(
+    endpoint: str, kind: str, operation: Operation, path: str = ""
+) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        if path:  # which of the two transports a client uses: counted per path template
+            state_of(request).counts[f"path.{path}"] += 1
         return await guarded(request, endpoint, kind, operation)
 
     return handle
@@ -307,7 +318,7 @@ def routes() -> list[Route]:
         ("uploadings", "GET", "list", CONVERSIONS, _list),
     ]
     api = [
-        Route(f"{PREFIX}/{path}", _endpoint(endpoint, kind, operation), methods=[method])
+        Route(f"{PREFIX}/{path}", _endpoint(endpoint, kind, operation, path), methods=[method])
         for path, method, endpoint, kind, operation in table
     ]
     for path, methods, operation in management.TABLE:

@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.clock import format_iso
-from emulator.validation import CALLS, CHATS, ParsedFile
+from emulator.validation import CALLS, CHATS, CONVERSIONS, ParsedFile
 
 STEPS = ("UPLOADED", "EXPORTED", "MATCHED")
 TERMINAL_OK = "PROCESSED"
 TERMINAL_FAILED = "LINKAGE_FAILURE"
+
+
+#: The ``type`` an upload carries in the reference's answers (``BASIC`` is an offline conversion).
+TYPES = {CALLS: "CALLS", CONVERSIONS: "BASIC", CHATS: "CHATS"}
 
 
 @dataclass
@@ -50,8 +54,7 @@ class Upload:
         if self.kind == CALLS:
             body["static_calls_quantity"] = self.file.static_calls
             body["dynamic_calls_quantity"] = self.file.line_quantity - self.file.static_calls
-        elif self.kind == CHATS:
-            body["type"] = "CHATS"
+        body["type"] = TYPES[self.kind]
         return body
 
     def rows(self) -> list[dict[str, str]]:

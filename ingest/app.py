@@ -12,6 +12,8 @@ Routes::
     POST /v1/calls/bulk                     NDJSON, one call per line; a per-line report
     POST /v1/conversions                    one offline conversion (JSON)
     POST /v1/conversions/bulk               NDJSON, one conversion per line; a per-line report
+    POST /v1/chats                          one chat (JSON): the third upload kind
+    POST /v1/chats/bulk                     NDJSON, one chat per line; a per-line report
     POST /v1/calls/{provider}/{call_id}/conversions   a conversion for an earlier call
     GET|POST|OPTIONS /v1/number             the session API: a tracking number for a visitor (CORS)
                                                                              routes/sessions.py

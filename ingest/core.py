@@ -154,11 +154,12 @@ def as_object(doc: Any) -> dict[str, Any]:
     return doc
 
 
-def one_result(result: SubmitResult) -> Response:
+def one_result(result: SubmitResult, id_name: str) -> Response:
+    """The answer for one submitted event: accepted with its source id (``id_name``), or 422 naming the field."""
     if result.rejected:
         rejection = result.rejected[0]
         return error_response(422, rejection.reason, rejection.errors)
-    return json_response({"status": "accepted", "conversion_id": result.accepted[0].source_id})
+    return json_response({"status": "accepted", id_name: result.accepted[0].source_id})
 
 
 def error_reason(errors: Sequence[FieldError]) -> str:

@@ -18,7 +18,7 @@ from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.intake.held import HeldCalls
 from worker.model.calls import CallEvent, field_errors
 from worker.model.fields import PhoneRegions, normalize_phone
-from worker.ops import metrics
+from worker.ops import scrape
 from worker.runtime import Runtime
 
 
@@ -155,5 +155,27 @@ def test_rows_metrica_refused_show_in_ctl_uploads_and_metrics(
         assert (batch["source_quantity"], batch["line_quantity"], batch["rejected_lines"]) == ("4", "2", "2")
         table = CliRunner().invoke(ctl_main, ["uploads", "101"], obj=Context(settings)).stdout
         assert "refused" in table.splitlines()[0]
-        scraped = metrics.render(metrics.registry(rt.redis, rt.keys, settings)).decode()
+        scraped = scrape.render(scrape.registry(rt.redis, rt.keys, settings)).decode()
         assert 'calltrack_rows_refused_total{counter_id="101",kind="calls"} 2.0' in scraped
+
+
+def test_a_backfill_says_which_rows_fall_outside_the_join_window(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from ctl.__main__ import main as ctl_main
+    from ctl.context import Context
+
+    settings = ingest_settings(make_settings)
+    rt = Runtime(settings)
+    add_routes(rt)
+    backfill = tmp_path / "backfill.ndjson"
+    old_producer_form = make_call(101, 7, DateTime=recent(40 * 86_400))
+    lines = [_old_call("bf-old"), _old_call("bf-fresh", days=2), old_producer_form]
+    backfill.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    result = CliRunner().invoke(ctl_main, ["replay-calls", str(backfill), "--json"], obj=Context(settings))
+    report = orjson.loads(result.stdout)
+    assert (report["accepted"], report["held"], report["rejected"], report["outside_join_window"]) == (1, 1, 1, 2)
+    assert sorted(p["line"] for p in report["problems"]) == [1, 3]
+    rt.close()

@@ -248,7 +248,9 @@ def test_reconcile_records_rejected_lines_flags_overdue_and_backs_off(make_setti
         lists.append(request.url.path)
         return httpx.Response(200, json={"uploadings": answers})
 
-    settings = make_settings(reconcile_interval=5, final_status_timeout=0.001, reconcile_max_backoff=30)
+    settings = make_settings(
+        reconcile_interval=5, final_status_timeout=0.001, reconcile_max_backoff=30, counter_setup="off"
+    )
     rt = Runtime(settings, transport=httpx.MockTransport(handler))
     batch_id = seal(rt, n=4)
     shard = int(batch_id.split("S")[1].split("B")[0])
@@ -264,7 +266,7 @@ def test_reconcile_records_rejected_lines_flags_overdue_and_backs_off(make_setti
         raw = cast(str, rt.redis.hget(rt.keys.recheck(shard), "101:calls"))
         return float(raw.split(":")[1])
 
-    answers[:] = [{"id": 7, "status": "MATCHED", "comment": batch_id}]
+    answers[:] = [{"id": 7, "status": "MATCHED", "comment": batch_id, "type": "CALLS"}]
     import time
 
     time.sleep(0.01)
@@ -273,7 +275,9 @@ def test_reconcile_records_rejected_lines_flags_overdue_and_backs_off(make_setti
     assert reconcile(rt).checked == 0  # not due yet: no request at all
     assert [interval_after_a_check() for _ in range(4)] == [10, 20, 30, 30]  # no movement: back off, capped
 
-    answers[:] = [{"id": 7, "status": "PROCESSED", "comment": batch_id, "source_quantity": 4, "line_quantity": 3}]
+    answers[:] = [
+        {"id": 7, "status": "PROCESSED", "comment": batch_id, "source_quantity": 4, "line_quantity": 3, "type": "CALLS"}
+    ]
     rt.redis.delete(rt.keys.recheck(shard))
     result = reconcile(rt)
     assert (result.final, result.short) == (1, 1)
@@ -286,7 +290,8 @@ def test_a_status_is_never_taken_from_another_files_upload(make_settings: Callab
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(200, json={"uploading": {"id": 9, "status": "UPLOADED", "comment": "x"}})
-        return httpx.Response(200, json={"uploadings": [{"id": 9, "status": "PROCESSED", "comment": "CTzzS0B99"}]})
+        item = {"id": 9, "status": "PROCESSED", "comment": "CTzzS0B99", "type": "CALLS"}
+        return httpx.Response(200, json={"uploadings": [item]})
 
     rt = Runtime(make_settings(), transport=httpx.MockTransport(handler))
     batch_id = seal(rt)

@@ -21,7 +21,7 @@ from standalone.redis_server import free_port
 from tests.helpers import wait_for
 from tests.ingest_helpers import STATIC, TWILIO_SID, TWILIO_TOKEN, add_routes, ingest_settings
 from tests.pipeline import running_emulator, running_worker
-from worker.ops import metrics
+from worker.ops import scrape as scraping
 from worker.runtime import Runtime
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -151,7 +151,7 @@ def test_the_exporter_serves_the_same_numbers(make_settings: Callable[..., Setti
     from prometheus_client import start_http_server
 
     port = free_port()
-    server, thread = start_http_server(port, "127.0.0.1", registry=metrics.registry(rt.redis, rt.keys, settings))
+    server, thread = start_http_server(port, "127.0.0.1", registry=scraping.registry(rt.redis, rt.keys, settings))
     try:
         samples = scrape(f"http://127.0.0.1:{port}/metrics")
     finally:
@@ -166,6 +166,6 @@ def test_the_exporter_serves_the_same_numbers(make_settings: Callable[..., Setti
 def test_metrics_say_when_redis_is_down(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(redis_url="redis://127.0.0.1:1/0")
     rt = Runtime(settings)
-    text = metrics.render(metrics.registry(rt.redis, rt.keys, settings)).decode()
+    text = scraping.render(scraping.registry(rt.redis, rt.keys, settings)).decode()
     assert "calltrack_redis_up 0.0" in text
     rt.metrics.incr("calls_received", "generic")  # counting never raises

@@ -66,6 +66,8 @@ key                                type    what it holds (owner)
                                            began (metrics; HINCRBY per chunk, batch or request)
 ``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid} of each live
                                            worker and beat (health)
+``<ns>:counter_setup``             hash    counter -> JSON readiness: offline options, join
+                                           thresholds, goals (worker/delivery/counter_setup.py)
 =================================  ======  ===================================================
 """
 
@@ -217,6 +219,10 @@ class Keys:
     @property
     def heartbeats(self) -> str:
         return f"{self.namespace}:heartbeats"
+
+    @property
+    def counter_setup(self) -> str:
+        return f"{self.namespace}:counter_setup"
 
     @property
     def celery_prefix(self) -> str:

@@ -51,7 +51,11 @@ class Runtime:
             pool=s.http_pool_timeout,
         )
         return MetricaClient(
-            s.api_base_url, timeout=timeout, transport=self._transport, observer=self.metrics.metrica_request
+            s.api_base_url,
+            timeout=timeout,
+            transport=self._transport,
+            observer=self.metrics.metrica_request,
+            legacy=s.metrica_legacy_endpoints,
         )
 
     @cached_property

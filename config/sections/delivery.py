@@ -70,6 +70,16 @@ class DeliverySettings(BaseModel):
     http_read_timeout: PositiveFloat = 60.0
     http_write_timeout: PositiveFloat = 60.0
     http_pool_timeout: PositiveFloat = 10.0
+    counter_setup: Literal["apply", "check", "off"] = Field(
+        default="apply",
+        description="Before a counter's first upload: switch on its offline-data options and create the goals "
+        "conversion Targets need (apply), only report what is missing (check), or leave the counter alone (off).",
+    )
+    metrica_legacy_endpoints: bool = Field(
+        default=False,
+        description="Use the per-kind endpoints (uploading/{id}) instead of the unified offline_conversions/upload "
+        "transport (uploadings/{id}) where both exist; chats have only the unified one, calls only upload_calls.",
+    )
     new_goal_name: str | None = Field(
         default=None, max_length=255, description="Calls goal to create if a counter has none."
     )

@@ -1,4 +1,4 @@
-"""The generic JSON API: calls and offline conversions, one at a time or as NDJSON, and conversions of calls."""
+"""The generic JSON API: calls, offline conversions and chats, one at a time or as NDJSON, and conversions of calls."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.core import BodyTooLarge, IngestCore, as_object, error_reason, json_response, one_result, read_body
+from ingest.core import BodyTooLarge, Handler, IngestCore, as_object, error_reason, json_response, one_result, read_body
 from ingest.input import InputError
 from ingest.providers import generic
 from worker.intake.call_refs import record_conversion
@@ -17,9 +17,12 @@ from worker.intake.service import Outcome
 from worker.model.inbound import InboundCall
 from worker.model.kinds import UploadKind
 
+#: The name of the source's own id in an answer, per kind.
+ID_NAMES = {UploadKind.CONVERSIONS: "conversion_id", UploadKind.CHATS: "chat_id"}
+
 
 class ApiRoutes:
-    """``/v1/calls``, ``/v1/calls/bulk``, ``/v1/conversions``, ``/v1/conversions/bulk``, conversions of calls."""
+    """``/v1/calls``, ``/v1/conversions``, ``/v1/chats`` (each also ``/bulk``), conversions of calls."""
 
     def __init__(self, core: IngestCore) -> None:
         self.core = core
@@ -66,18 +69,29 @@ class ApiRoutes:
         self.core.runtime.metrics.intake(["generic"] * len(refused), [("rejected", r) for r in refused])
         return report
 
-    # --- Offline conversions ---------------------------------------------------------------------
-    async def conversion_one(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.ingest_max_body_bytes)
-        doc = as_object(generic.parse_json(body))
-        result = await run_in_threadpool(self.core.runtime.producer.submit, [doc], UploadKind.CONVERSIONS)
-        return one_result(result)
+    # --- Offline conversions and chats -----------------------------------------------------------
+    def event_one(self, kind: UploadKind) -> Handler:
+        """``POST /v1/conversions`` or ``/v1/chats``: one JSON object of ``kind``, through the producer."""
 
-    async def conversions_bulk(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.ingest_max_bulk_bytes)
-        return await run_in_threadpool(self._conversions_bulk, body)
+        async def handler(request: Request) -> Response:
+            body = await read_body(request, self.settings.ingest_max_body_bytes)
+            doc = as_object(generic.parse_json(body))
+            result = await run_in_threadpool(self.core.runtime.producer.submit, [doc], kind)
+            return one_result(result, ID_NAMES[kind])
 
-    def _conversions_bulk(self, body: bytes) -> Response:
+        return handler
+
+    def events_bulk(self, kind: UploadKind) -> Handler:
+        """``POST /v1/conversions/bulk`` or ``/v1/chats/bulk``: NDJSON of ``kind``, a per-line report."""
+
+        async def handler(request: Request) -> Response:
+            body = await read_body(request, self.settings.ingest_max_bulk_bytes)
+            return await run_in_threadpool(self._events_bulk, body, kind)
+
+        return handler
+
+    def _events_bulk(self, body: bytes, kind: UploadKind) -> Response:
+        id_name = ID_NAMES[kind]
         lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
         if not lines:
             raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
@@ -91,16 +105,17 @@ class ApiRoutes:
             except InputError as error:
                 report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
         if docs:
-            result = self.core.runtime.producer.submit([doc for _, doc in docs], UploadKind.CONVERSIONS)
+            result = self.core.runtime.producer.submit([doc for _, doc in docs], kind)
             for accepted in result.accepted:
-                report[docs[accepted.index][0]] = {"conversion_id": accepted.source_id, "status": "accepted"}
+                report[docs[accepted.index][0]] = {id_name: accepted.source_id, "status": "accepted"}
             for rejection in result.rejected:
                 report[docs[rejection.index][0]] = Outcome("rejected", rejection.reason, rejection.errors).to_dict()
         items = [{"line": number, **report[number]} for number, _ in lines]
         accepted_count = sum(1 for item in items if item["status"] == "accepted")
         totals = {"accepted": accepted_count, "rejected": len(items) - accepted_count}
         if accepted_count == 0:
-            return json_response({"error": "no line holds a valid conversion", **totals, "lines": items}, 422)
+            noun = "conversion" if kind is UploadKind.CONVERSIONS else "chat"
+            return json_response({"error": f"no line holds a valid {noun}", **totals, "lines": items}, 422)
         return json_response({**totals, "lines": items})
 
     async def call_conversion(self, request: Request) -> Response:
@@ -125,7 +140,7 @@ class ApiRoutes:
                 conversion_id=doc.get("conversion_id"),
             )
         )
-        return one_result(result)
+        return one_result(result, "conversion_id")
 
     def routes(self) -> list[Route]:
         g, a = self.core.guard, self.core.api_auth
@@ -133,6 +148,8 @@ class ApiRoutes:
             Route("/v1/calls", g(a(self.generic_one)), methods=["POST"]),
             Route("/v1/calls/bulk", g(a(self.generic_bulk)), methods=["POST"]),
             Route("/v1/calls/{provider}/{call_id}/conversions", g(a(self.call_conversion)), methods=["POST"]),
-            Route("/v1/conversions", g(a(self.conversion_one)), methods=["POST"]),
-            Route("/v1/conversions/bulk", g(a(self.conversions_bulk)), methods=["POST"]),
+            Route("/v1/conversions", g(a(self.event_one(UploadKind.CONVERSIONS))), methods=["POST"]),
+            Route("/v1/conversions/bulk", g(a(self.events_bulk(UploadKind.CONVERSIONS))), methods=["POST"]),
+            Route("/v1/chats", g(a(self.event_one(UploadKind.CHATS))), methods=["POST"]),
+            Route("/v1/chats/bulk", g(a(self.events_bulk(UploadKind.CHATS))), methods=["POST"]),
         ]

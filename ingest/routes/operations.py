@@ -10,22 +10,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.core import IngestCore, json_response
-from worker.ops import metrics
+from worker.ops import scrape
 
 
 class OperationsRoutes:
-    """``/healthz``, ``/readyz`` and ``/metrics`` (worker/ops/metrics.py)."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` (worker/ops/scrape.py)."""
 
     def __init__(self, core: IngestCore) -> None:
         self.core = core
-        self.registry = metrics.registry(core.runtime.redis, core.runtime.keys, core.settings)
+        self.registry = scrape.registry(core.runtime.redis, core.runtime.keys, core.settings)
 
     async def healthz(self, _request: Request) -> Response:
         return json_response({"status": "ok"})
 
     async def metrics(self, _request: Request) -> Response:
         await run_in_threadpool(self.core.runtime.metrics.flush)  # this process's own counts, up to now
-        body = await run_in_threadpool(metrics.render, self.registry)
+        body = await run_in_threadpool(scrape.render, self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(self, _request: Request) -> Response:

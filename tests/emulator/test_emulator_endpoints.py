@@ -9,8 +9,9 @@ from tests.emulator.support import PAST, Metrica, calls_csv
 
 pytest_plugins = ["tests.emulator.fixtures"]
 
+# ``type`` (CALLS, BASIC, CHATS) is what the unified endpoint's answers carry; every upload has one here.
 CALL_KEYS = {
-    "id", "create_time", "source_quantity", "line_quantity", "comment", "client_id_type", "status",
+    "id", "create_time", "source_quantity", "line_quantity", "comment", "client_id_type", "status", "type",
     "static_calls_quantity", "dynamic_calls_quantity",
 }  # fmt: skip
 CONVERSION_KEYS = CALL_KEYS - {"static_calls_quantity", "dynamic_calls_quantity"}

@@ -113,7 +113,7 @@ def test_chats_upload_status_and_list(metrica: Metrica, emu: RunningEmulator) ->
     conversion = metrica.upload(101, calls_csv(f"1,g,{PAST}", header="ClientId,Target,DateTime"), kind="conversions")
     listed = metrica.list(101, kind="conversions").json()["uploadings"]
     assert [u["id"] for u in listed] == [conversion.json()["uploading"]["id"], uploading["id"]]
-    assert "type" not in listed[0]  # conversions keep their documented shape
+    assert listed[0]["type"] == "BASIC"  # the reference's type of an offline conversion
     assert emu.admin.uploads(kind="chats")[0]["rows"] == [
         {"DateTime": str(PAST), "ChatPlatform": "telegram", "ChatUsername": "@ann", "ClientID": "11", "Answered": "1"}
     ]
@@ -139,8 +139,12 @@ def test_chats_validation(metrica: Metrica) -> None:
     assert error_of(upload(f"DateTime,ChatPlatform,ChatUserID\n{PAST},viber,1\n", comment="a-b"))[1] == (
         "invalid_parameter"
     )
-    assert error_of(upload(f"DateTime,ChatPlatform,ChatUserID\n{PAST},viber,1\n", type="CALLS"))[1] == (
+    assert error_of(upload(f"DateTime,ChatPlatform,ChatUserID\n{PAST},viber,1\n", type="SMS"))[1] == (
         "invalid_parameter"
+    )
+    # type=CALLS is the unified transport of calls: a chats file is not a calls file.
+    assert error_of(upload(f"DateTime,ChatPlatform,ChatUserID\n{PAST},viber,1\n", type="CALLS"))[1] == (
+        "invalid_uploading"
     )
 
 

@@ -42,6 +42,7 @@ class Uploading:
     source_quantity: int | None = None
     line_quantity: int | None = None
     create_time: str = ""
+    type: str = ""  # the unified endpoint's kind of upload: BASIC (conversions), CALLS, CHATS
 
     @property
     def final(self) -> bool:
@@ -58,6 +59,7 @@ class Uploading:
             source_quantity=_opt_int(data.get("source_quantity")),
             line_quantity=_opt_int(data.get("line_quantity")),
             create_time=str(data.get("create_time") or ""),
+            type=str(data.get("type") or ""),
         )
 
 
@@ -66,7 +68,9 @@ def _opt_int(value: Any) -> int | None:
 
 
 class MetricaClient:
-    """Calls the three endpoints of each upload kind: upload, one status, list."""
+    """Calls the three endpoints of each upload kind (upload, one status, list) on the unified
+    transport where Metrica documents it, or the per-kind legacy endpoints when ``legacy``; and the
+    counter management requests of :mod:`worker.delivery.counter_setup`."""
 
     def __init__(
         self,
@@ -76,7 +80,9 @@ class MetricaClient:
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "calltrack-worker",
         observer: Callable[[str, str, str], None] | None = None,
+        legacy: bool = False,
     ) -> None:
+        self.legacy = legacy
         # observer(endpoint, result, error_type) hears of every request (worker/ops/metrics.py counts them)
         self._observer = observer
         self._http = httpx.Client(
@@ -100,35 +106,56 @@ class MetricaClient:
         new_goal_name: str | None = None,
     ) -> Uploading:
         """Post one CSV file; returns the upload Metrica created."""
+        endpoints = spec.endpoints(self.legacy)
         params = {"comment": comment}
-        if new_goal_name and spec.kind is UploadKind.CALLS:
-            params["new_goal_name"] = new_goal_name
+        if endpoints.upload_type:
+            params["type"] = endpoints.upload_type
+        if new_goal_name and spec.kind is UploadKind.CALLS and endpoints.upload_type is None:
+            params["new_goal_name"] = new_goal_name  # a parameter of upload_calls only
         body = self._send(
             "POST",
-            spec.upload_path.format(counter=counter_id),
+            endpoints.upload.format(counter=counter_id),
             token,
+            f"upload_{spec.kind.value}",
             params=params,
             files={"file": ("upload.csv", content, "text/csv")},
         )
         return self._uploading(body, "uploading")
 
     def uploading(self, spec: KindSpec, counter_id: int, token: SecretStr, upload_id: int) -> Uploading:
-        body = self._send("GET", spec.status_path.format(counter=counter_id, upload_id=upload_id), token)
+        path = spec.endpoints(self.legacy).status.format(counter=counter_id, upload_id=upload_id)
+        body = self._send("GET", path, token, f"status_{spec.kind.value}")
         return self._uploading(body, "uploading")
 
     def uploadings(
         self, spec: KindSpec, counter_id: int, token: SecretStr, *, limit: int = LIST_PAGE, offset: int = 0
     ) -> list[Uploading]:
+        """One page of the kind's uploads, newest first. ``limit`` counts every item of the page: the
+        unified list mixes kinds, and only this kind's are returned."""
+        endpoints = spec.endpoints(self.legacy)
         body = self._send(
-            "GET", spec.list_path.format(counter=counter_id), token, params={"limit": limit, "offset": offset}
+            "GET",
+            endpoints.list.format(counter=counter_id),
+            token,
+            f"list_{spec.kind.value}",
+            params={"limit": limit, "offset": offset},
         )
         items = body.get("uploadings") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise UnexpectedAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
         try:
-            return [Uploading.from_json(item) for item in items]
+            found = [Uploading.from_json(item) for item in items]
         except ValueError as error:
             raise UnexpectedAnswerError(str(error), error_type="bad_answer") from None
+        if endpoints.list_type is None:
+            return found
+        return [u for u in found if (u.type or "BASIC") == endpoints.list_type]
+
+    def management(
+        self, method: str, path: str, token: SecretStr, endpoint: str, *, json: dict[str, Any] | None = None
+    ) -> Any:
+        """A request to the management API outside the upload endpoints (counter options, goals)."""
+        return self._send(method, path, token, endpoint, json=json)
 
     # --- internals ---------------------------------------------------------------------------
     def _uploading(self, body: Any, key: str) -> Uploading:
@@ -142,21 +169,23 @@ class MetricaClient:
         method: str,
         path: str,
         token: SecretStr,
+        endpoint: str,
         *,
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
     ) -> Any:
         try:
-            body = self._request(method, path, token, params=params, files=files)
+            body = self._request(method, path, token, params=params, files=files, json=json)
         except MetricaError as error:
-            self._observe(path, _result_of(error), error.error_type)
+            self._observe(endpoint, _result_of(error), error.error_type)
             raise
-        self._observe(path, "ok", "")
+        self._observe(endpoint, "ok", "")
         return body
 
-    def _observe(self, path: str, result: str, error_type: str) -> None:
+    def _observe(self, endpoint: str, result: str, error_type: str) -> None:
         if self._observer is not None:
-            self._observer(_endpoint_of(path), result, error_type)
+            self._observer(endpoint, result, error_type)
 
     def _request(
         self,
@@ -166,11 +195,12 @@ class MetricaClient:
         *,
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
     ) -> Any:
         headers = {"Authorization": f"OAuth {token.get_secret_value()}"}
         url = path
         try:
-            response = self._http.request(method, path, params=params, files=files, headers=headers)
+            response = self._http.request(method, path, params=params, files=files, json=json, headers=headers)
         except httpx.TimeoutException as error:
             raise TransportError(f"no answer in time ({type(error).__name__})", method=method, url=url) from None
         except httpx.TransportError as error:
@@ -199,23 +229,6 @@ _RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
 
 def _result_of(error: MetricaError) -> str:
     return next((name for cls, name in _RESULTS if isinstance(error, cls)), "unexpected")
-
-
-def _endpoint_of(path: str) -> str:
-    """A request's endpoint as a metric label: upload, list or status of calls or conversions."""
-    parts = path.rstrip("/").split("/")
-    last, before = parts[-1], parts[-2] if len(parts) > 1 else ""
-    return _ENDPOINTS.get(last) or _ENDPOINTS.get(before) or "other"
-
-
-_ENDPOINTS = {
-    "upload_calls": "upload_calls",
-    "upload": "upload_conversions",
-    "calls_uploadings": "list_calls",
-    "uploadings": "list_conversions",
-    "calls_uploading": "status_calls",
-    "uploading": "status_conversions",
-}
 
 
 def _error_from(response: httpx.Response, method: str, url: str) -> MetricaError:

@@ -1,5 +1,5 @@
-"""The producer API: validate events (calls or offline conversions) and return only once Redis
-holds the accepted ones.
+"""The producer API: validate events (calls, offline conversions or chats) and return only once
+Redis holds the accepted ones.
 
 Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
 (counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from worker.errors import ProducerError
 from worker.keys import Keys
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
+from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.fields import PhoneRegions
 from worker.model.kinds import UploadKind
@@ -33,6 +34,7 @@ from worker.store import ensure_shard
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
+Event = CallEvent | ConversionEvent | ChatEvent
 
 
 def dedup_digest(source: str) -> str:
@@ -87,7 +89,7 @@ class Producer:
 
     def submit(
         self,
-        events: Iterable[Mapping[str, Any] | CallEvent | ConversionEvent],
+        events: Iterable[Mapping[str, Any] | Event],
         kind: UploadKind = UploadKind.CALLS,
         *,
         callers: Sequence[tuple[str, str] | None] | None = None,
@@ -102,10 +104,13 @@ class Producer:
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
-        accepted: list[tuple[int, CallEvent | ConversionEvent]] = []
+        accepted: list[tuple[int, Event]] = []
         if kind is UploadKind.CALLS:
             calls, rejected = validate_calls(events, self._clock(), self._policy, self.regions)
             accepted.extend(calls)
+        elif kind is UploadKind.CHATS:
+            chats, rejected = validate_chats(events, self._clock(), self._policy, self.regions)
+            accepted.extend(chats)
         else:
             conversions, rejected = validate_conversions(events, self._clock(), self._policy)
             accepted.extend(conversions)
@@ -122,9 +127,7 @@ class Producer:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(
-        self, chunk: Sequence[tuple[int, CallEvent | ConversionEvent]], marks: Sequence[tuple[str, str] | None]
-    ) -> list[str]:
+    def _write(self, chunk: Sequence[tuple[int, Event]], marks: Sequence[tuple[str, str] | None]) -> list[str]:
         """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
         per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
         for position, ((_, event), mark) in enumerate(zip(chunk, marks, strict=True)):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 import structlog
 from pydantic import SecretStr
 
+from worker.delivery.counter_setup import ensure_ready
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
@@ -179,6 +180,8 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
             return UploadOutcome.QUARANTINED
         gate.check_paused(token, counter)
         with CounterLock(rt, ref) as lock:
+            # Under the counter's lock: one worker of the fleet sets a counter up, goals are made once.
+            ensure_ready(rt, ref.bucket, batch_id)
             return _attempt(Attempt(rt, gate, ref, lock.token, token))
 
 

@@ -1,8 +1,13 @@
-"""Upload kinds and identifier types: what differs between calls and offline conversions.
+"""Upload kinds and identifier types: what differs between calls, offline conversions and chats.
 
 Everything downstream of the producer (buffers, batches, uploads, reconciliation) is keyed by a
-``Bucket`` of (counter, kind, identifier type) and reads its columns and endpoints from here, so a
-second kind is a new ``KindSpec``, not a new pipeline.
+``Bucket`` of (counter, kind, identifier type) and reads its columns and endpoints from here, so
+another kind is a new ``KindSpec``, not a new pipeline.
+
+Metrica documents two transports: the unified ``offline_conversions/upload`` (``type`` BASIC, CALLS or
+CHATS; uploads listed and read under ``uploadings``, each with its ``type``) and the older per-kind
+endpoints (``upload_calls``, ``uploading/{id}``; none for chats). A kind names the
+endpoints of each transport it has; ``KindSpec.endpoints`` picks one (``metrica_legacy_endpoints``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ class UploadKind(StrEnum):
 
     CALLS = "calls"
     CONVERSIONS = "conversions"
+    CHATS = "chats"
 
 
 class IdType(StrEnum):
@@ -25,6 +31,8 @@ class IdType(StrEnum):
     USER_ID = "USER_ID"
     YCLID = "YCLID"
     PURCHASE_ID = "PURCHASE_ID"
+    #: A chats file carries any identifiers a row has (none: the chat is stored unattributed).
+    ANY = "ANY"
 
     @property
     def column(self) -> str:
@@ -36,7 +44,23 @@ _ID_COLUMNS = {
     IdType.USER_ID: "UserId",
     IdType.YCLID: "Yclid",
     IdType.PURCHASE_ID: "PurchaseId",
+    IdType.ANY: "",
 }
+
+
+_BASE = "/management/v1/counter/{counter}/offline_conversions"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The three requests of one kind on one transport: post a file, read one upload, list uploads."""
+
+    upload: str
+    status: str
+    list: str
+    upload_type: str | None = None  # the unified upload's ``type`` parameter
+    #: The unified list holds every kind; only items of this ``type`` are the kind's (no type: BASIC).
+    list_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +68,26 @@ class KindSpec:
     """Endpoints and CSV columns of one upload kind."""
 
     kind: UploadKind
-    upload_path: str
-    status_path: str
-    list_path: str
     id_types: tuple[IdType, ...]
-    columns: tuple[str, ...]  # every non-identifier column, in file order
+    columns: tuple[str, ...]  # every non-identifier column, in file order (chats: identifiers too)
+    unified: Endpoints | None = None
+    legacy: Endpoints | None = None
+
+    def endpoints(self, legacy: bool = False) -> Endpoints:
+        """The transport's endpoints: unified where the reference documents it, unless ``legacy``."""
+        first, second = (self.legacy, self.unified) if legacy else (self.unified, self.legacy)
+        chosen = first or second
+        assert chosen is not None, f"{self.kind} has no endpoints"
+        return chosen
 
     def header(self, id_type: IdType, present: set[str]) -> list[str]:
         """The file's columns: the identifier, then the known columns that some row carries."""
-        return [id_type.column, *(c for c in self.columns if c in present)]
+        known = [c for c in self.columns if c in present]
+        return known if id_type is IdType.ANY else [id_type.column, *known]
 
 
 CALLS = KindSpec(
     kind=UploadKind.CALLS,
-    upload_path="/management/v1/counter/{counter}/offline_conversions/upload_calls",
-    status_path="/management/v1/counter/{counter}/offline_conversions/calls_uploading/{upload_id}",
-    list_path="/management/v1/counter/{counter}/offline_conversions/calls_uploadings",
     id_types=(IdType.CLIENT_ID, IdType.USER_ID, IdType.YCLID),
     columns=(
         "DateTime",
@@ -75,18 +103,61 @@ CALLS = KindSpec(
         "URL",
         "CallTrackerURL",
     ),
+    unified=Endpoints(
+        f"{_BASE}/upload",
+        f"{_BASE}/uploadings/{{upload_id}}",
+        f"{_BASE}/uploadings",
+        upload_type="CALLS",
+        list_type="CALLS",
+    ),
+    legacy=Endpoints(f"{_BASE}/upload_calls", f"{_BASE}/calls_uploading/{{upload_id}}", f"{_BASE}/calls_uploadings"),
 )
 
 CONVERSIONS = KindSpec(
     kind=UploadKind.CONVERSIONS,
-    upload_path="/management/v1/counter/{counter}/offline_conversions/upload",
-    status_path="/management/v1/counter/{counter}/offline_conversions/uploading/{upload_id}",
-    list_path="/management/v1/counter/{counter}/offline_conversions/uploadings",
     id_types=(IdType.CLIENT_ID, IdType.USER_ID, IdType.YCLID, IdType.PURCHASE_ID),
     columns=("Target", "DateTime", "Price", "Currency"),
+    unified=Endpoints(
+        f"{_BASE}/upload",
+        f"{_BASE}/uploadings/{{upload_id}}",
+        f"{_BASE}/uploadings",
+        upload_type="BASIC",
+        list_type="BASIC",
+    ),
+    # The list path is shared, and holds every kind: filtered by type on both transports.
+    legacy=Endpoints(f"{_BASE}/upload", f"{_BASE}/uploading/{{upload_id}}", f"{_BASE}/uploadings", list_type="BASIC"),
 )
 
-SPECS: dict[UploadKind, KindSpec] = {UploadKind.CALLS: CALLS, UploadKind.CONVERSIONS: CONVERSIONS}
+CHATS = KindSpec(
+    kind=UploadKind.CHATS,
+    id_types=(IdType.ANY,),
+    columns=(
+        "ClientID",
+        "UserID",
+        "Yclid",
+        "PurchaseID",
+        "DateTime",
+        "ChatPlatform",
+        "ChatUsername",
+        "ChatUserID",
+        "PhoneNumber",
+        "Answered",
+        "Tag",
+    ),
+    unified=Endpoints(
+        f"{_BASE}/upload",
+        f"{_BASE}/uploadings/{{upload_id}}",
+        f"{_BASE}/uploadings",
+        upload_type="CHATS",
+        list_type="CHATS",
+    ),
+)
+
+SPECS: dict[UploadKind, KindSpec] = {
+    UploadKind.CALLS: CALLS,
+    UploadKind.CONVERSIONS: CONVERSIONS,
+    UploadKind.CHATS: CHATS,
+}
 
 
 @dataclass(frozen=True, slots=True)

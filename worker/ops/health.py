@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
 from worker.keys import Keys
-from worker.ops.metrics import heartbeats
+from worker.ops.scrape import heartbeats
 from worker.store import connect
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,7 @@ import orjson
 
 from worker.keys import fingerprint
 from worker.model.kinds import Bucket
-from worker.ops.metrics import quota_view
+from worker.ops.scrape import quota_view
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
