@@ -62,7 +62,8 @@ def add_routes(rt: Runtime) -> None:
 def service(settings: Settings) -> Iterator[tuple[TestClient, Runtime]]:
     rt = Runtime(settings)
     add_routes(rt)
-    with TestClient(create_app(settings, rt)) as client:
+    # A loopback peer: beyond loopback the generic API needs its token (tests/test_edge_*.py).
+    with TestClient(create_app(settings, rt), client=("127.0.0.1", 50000)) as client:
         yield client, rt
     rt.close()
 

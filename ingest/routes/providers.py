@@ -6,7 +6,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ingest.core import IngestCore, SignatureError, error_response, json_response, read_body
+from ingest.core import IngestCore, SignatureError, error_response, json_response
+from ingest.edge import in_networks, parse_address, read_body
 from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
 from ingest.signatures import mango_valid, twilio_valid, zadarma_valid
