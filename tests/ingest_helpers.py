@@ -37,7 +37,6 @@ def ingest_settings(make_settings: Callable[..., Settings], **overrides: Any) ->
         "http_write_timeout": 2,  # no uploads here; keeps the lock-lease rule satisfied
         "identifier_fields": {
             "twilio": {"ClientId": "SipHeader_X-Client-Id"},
-            "zadarma": {"ClientId": "client_id"},
             "mango": {"ClientId": "customer.client_id"},
             "asterisk": {"ClientId": "userfield", "Yclid": "userfield"},
         },

@@ -210,6 +210,8 @@ class IntakeSettings(BaseModel):
     @classmethod
     def _check_identifier_fields(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         for provider, fields in value.items():
+            if provider == "zadarma" and fields:
+                raise ValueError("zadarma: Zadarma signs no field that could carry a visitor id; use number pools")
             unknown = set(fields) - {"ClientId", "UserId", "Yclid"}
             if unknown:
                 raise ValueError(f"{provider}: columns must be ClientId, UserId or Yclid, not {sorted(unknown)}")
