@@ -23,7 +23,7 @@ from ingest.edge import BodyTimeout, BodyTooLarge, client_address, is_loopback_h
 from ingest.input import InputError
 from ingest.providers.config import ProviderConfig
 from worker.delivery.producer import SubmitResult
-from worker.errors import ProducerError
+from worker.errors import HeldFullError, ProducerError
 from worker.intake.service import Intake, Outcome, build_intake
 from worker.model.fields import FieldError
 from worker.model.inbound import InboundCall
@@ -87,6 +87,10 @@ class IngestCore:
             except InputError as error:
                 await self.count_refused(request, error_reason(error.errors))
                 return error_response(error.status, str(error), error.errors)
+            except HeldFullError as error:
+                log.error("held_full", path=request.url.path)
+                await self.count_refused(request, "held_full")
+                return error_response(503, str(error))
             except ProducerError as error:
                 log.error("store_failed", path=request.url.path, error=str(error))
                 await self.count_refused(request, "store_failed")

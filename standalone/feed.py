@@ -42,7 +42,7 @@ def demo_env() -> dict[str, str]:
         "CALLTRACK_IDENTIFIER_FIELDS": json.dumps(
             {
                 "twilio": {"ClientId": "SipHeader_X-Client-Id"},
-                    "mango": {"ClientId": "customer.client_id"},
+                "mango": {"ClientId": "customer.client_id"},
             }
         ),
     }

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from config.settings import Settings
-from ingest.edge import BodyTimeout, BodyTooLarge, client_address, read_body
+from ingest.edge import BodyTimeout, BodyTooLarge, client_address, network_of, read_body
 from ingest.input import InputError
 from worker.intake.pools import Lease, NumberPools, RateLimited, Session
 from worker.model.fields import field_errors
@@ -86,7 +86,7 @@ class SessionService:
             return self.answer(request, _errors([(e.field, e.rule, e.message) for e in errors]), 422)
         client = client_address(request, self.settings.ingest_trusted_proxies)
         try:
-            lease = await run_in_threadpool(self._lease, session, client)
+            lease = await run_in_threadpool(self._lease, session, client, network_of(client))
         except InputError as error:
             return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
         expires = (
@@ -96,9 +96,9 @@ class SessionService:
         )
         return self.answer(request, {"number": lease.number, "expires_at": expires, "fallback": lease.fallback})
 
-    def _lease(self, session: Session, client: str) -> Lease:
+    def _lease(self, session: Session, client: str, network: str) -> Lease:
         try:
-            return self.pools.lease(session, client)
+            return self.pools.lease(session, client, network)
         except RateLimited as error:
             field = "client" if error.who == "client" else "counter"
             raise InputError.one(field, "rate", str(error), status=429) from None
