@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ingest import bulk
 from ingest.core import IngestCore, as_object, error_reason, json_response, one_result
 from ingest.edge import BodyTooLarge, ndjson_lines, read_body
 from ingest.input import InputError
 from ingest.providers import generic
 from ingest.served import ServedCounters
 from worker.intake.call_refs import record_conversion
-from worker.model.fields import FieldError
 from worker.model.inbound import InboundCall
 from worker.model.kinds import UploadKind
 
-BULK_CHUNK = 1000  # lines parsed and stored per step of a bulk request
-ChunkHandler = Callable[[list[tuple[int, bytes]]], list[tuple[int, str, bytes]]]
-
-
-def _rejected(number: int, reason: str, errors: Sequence[FieldError]) -> tuple[int, str, bytes]:
-    item = {"line": number, "status": "rejected", "reason": reason,
-            "errors": [{"field": e.field, "rule": e.rule, "message": e.message} for e in errors]}  # fmt: skip
-    return number, "rejected", orjson.dumps(item)
+BULK_CHUNK = 1000  # most lines parsed and stored per step of a bulk request
+BULK_CHUNK_BYTES = 1024 * 1024  # most bytes of lines per step
+ChunkHandler = Callable[[list[tuple[int, bytes]]], list[bulk.Outcome]]
 
 
 class ApiRoutes:
@@ -48,22 +42,20 @@ class ApiRoutes:
     async def generic_bulk(self, request: Request) -> Response:
         return await self._stream(request, self._call_chunk, ("accepted", "held", "ignored", "rejected"), "call")
 
-    def _call_chunk(self, lines: list[tuple[int, bytes]]) -> list[tuple[int, str, bytes]]:
-        """Parse and store one chunk of lines; (line, status, report item as JSON) each."""
-        report: list[tuple[int, str, bytes]] = []
+    def _call_chunk(self, lines: list[tuple[int, bytes]]) -> list[bulk.Outcome]:
+        """Parse and store one chunk of lines; the outcome of each."""
+        report: list[bulk.Outcome] = []
         calls: list[tuple[int, InboundCall]] = []
         refused: list[str] = []
         for number, line in lines:
             try:
                 calls.append((number, generic.to_call(generic.parse_json(line))))
             except InputError as error:
-                report.append(_rejected(number, str(error), error.errors))
+                report.append(bulk.rejected(number, str(error), error.errors))
                 refused.append(error_reason(error.errors))
         outcomes = self.core.accept([call for _, call in calls]) if calls else []
         for (number, call), outcome in zip(calls, outcomes, strict=True):
-            item = {"line": number, "call_id": call.call_id, **outcome.to_dict()}
-            report.append((number, outcome.status, orjson.dumps(item)))
-        report.sort(key=lambda entry: entry[0])
+            report.append((number, outcome.status, {"call_id": call.call_id, **outcome.to_dict()}))
         if refused:
             self.core.runtime.metrics.intake(["generic"] * len(refused), [("rejected", r) for r in refused])
         return report
@@ -73,8 +65,9 @@ class ApiRoutes:
         holds one chunk and the report. A limit crossed mid-way answers 413 naming how many lines were
         handled (stored lines are kept; sending them again is harmless: repeats are dropped)."""
         s = self.settings
-        report: list[tuple[int, str, bytes]] = []
+        report = bulk.BulkReport()
         chunk: list[tuple[int, bytes]] = []
+        size = 0
         lines = ndjson_lines(
             request,
             max_bytes=s.ingest_max_bulk_bytes,
@@ -84,29 +77,26 @@ class ApiRoutes:
         try:
             async for item in lines:
                 chunk.append(item)
-                if len(chunk) >= BULK_CHUNK:
-                    report += await run_in_threadpool(handle, chunk)
-                    chunk = []
+                size += len(item[1])
+                if len(chunk) >= BULK_CHUNK or size >= BULK_CHUNK_BYTES:
+                    report.add(await run_in_threadpool(handle, chunk))
+                    chunk, size = [], 0
         except BodyTooLarge as error:
-            if not report:
+            if not report.items:
                 raise
             await self.core.count_refused(request, "too_large")
-            body = {"error": str(error), "handled_lines": report[-1][0], "note": "lines up to handled_lines were taken"}
-            return json_response(body, 413)
+            note = "lines up to handled_lines were taken; send the rest again (repeats are dropped)"
+            return json_response({"error": str(error), "handled_lines": report.last_line, "note": note}, 413)
         if chunk:
-            report += await run_in_threadpool(handle, chunk)
-        if not report:
+            report.add(await run_in_threadpool(handle, chunk))
+        if not report.items:
             raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
-        totals = dict.fromkeys(statuses, 0)
-        for _, status, _ in report:
-            totals[status] += 1
-        head: dict[str, object] = {**totals}
+        head: dict[str, object] = {status: report.totals[status] for status in statuses}
         status_code = 200
-        if totals["rejected"] == len(report):
-            head = {"error": f"no line holds a valid {what}", **totals}
+        if report.totals["rejected"] == len(report.items):
+            head = {"error": f"no line holds a valid {what}", **head}
             status_code = 422
-        content = orjson.dumps(head)[:-1] + b',"lines":[' + b",".join(item for _, _, item in report) + b"]}"
-        return Response(content, status_code=status_code, media_type="application/json")
+        return Response(report.render(head), status_code=status_code, media_type="application/json")
 
     # --- Offline conversions ---------------------------------------------------------------------
     async def conversion_one(self, request: Request) -> Response:
@@ -119,8 +109,8 @@ class ApiRoutes:
     async def conversions_bulk(self, request: Request) -> Response:
         return await self._stream(request, self._conversion_chunk, ("accepted", "rejected"), "conversion")
 
-    def _conversion_chunk(self, lines: list[tuple[int, bytes]]) -> list[tuple[int, str, bytes]]:
-        report: list[tuple[int, str, bytes]] = []
+    def _conversion_chunk(self, lines: list[tuple[int, bytes]]) -> list[bulk.Outcome]:
+        report: list[bulk.Outcome] = []
         docs: list[tuple[int, dict[str, Any]]] = []
         for number, line in lines:
             try:
@@ -128,16 +118,14 @@ class ApiRoutes:
                 self._check_counters([doc])
                 docs.append((number, doc))
             except InputError as error:
-                report.append(_rejected(number, str(error), error.errors))
+                report.append(bulk.rejected(number, str(error), error.errors))
         if docs:
             result = self.core.runtime.producer.submit([doc for _, doc in docs], UploadKind.CONVERSIONS)
             for accepted in result.accepted:
-                number = docs[accepted.index][0]
-                item = {"line": number, "conversion_id": accepted.source_id, "status": "accepted"}
-                report.append((number, "accepted", orjson.dumps(item)))
+                item = {"conversion_id": accepted.source_id, "status": "accepted"}
+                report.append((docs[accepted.index][0], "accepted", item))
             for rejection in result.rejected:
-                report.append(_rejected(docs[rejection.index][0], rejection.reason, rejection.errors))
-        report.sort(key=lambda item: item[0])
+                report.append(bulk.rejected(docs[rejection.index][0], rejection.reason, rejection.errors))
         return report
 
     def _check_counters(self, docs: list[dict[str, Any]]) -> None:
