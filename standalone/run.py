@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         # --- Emulator ----------------------------------------------------------------------
         base = load_settings()
         emulator_url = str(base.emulator_url).rstrip("/")
-        if base.uses_emulator:
+        if base.metrica_token is None and not base.metrica_counter_tokens:
+            # The one-command mode is where the emulator belongs: asked for explicitly, on loopback.
+            env["CALLTRACK_METRICA_EMULATOR"] = "true"
             port = urlsplit(emulator_url).port or 8765
             try:
                 EmulatorAdmin(emulator_url, timeout=1).health()

@@ -131,5 +131,5 @@ def test_a_counter_without_a_pool_writes_nothing(edge: tuple[httpx.Client, Runti
 def _exhausted(rt: Runtime) -> list[str]:
     fields: list[str] = []
     for shard in range(rt.keys.shards):
-        fields += list(rt.redis.hkeys(rt.keys.pool_exhausted(shard)))
+        fields += [str(f) for f in rt.redis.hkeys(rt.keys.pool_exhausted(shard))]
     return fields
