@@ -81,3 +81,6 @@ def test_dashboard_uses_only_metrics_that_exist() -> None:
     needed |= {"batches_quarantined", "metrica_requests", "calls_deduplicated"}
     assert {f"{PREFIX}_{n}_total" for n in needed} <= used
     assert {f"{PREFIX}_stream_lag_calls", f"{PREFIX}_quota_left", f"{PREFIX}_open_uploads"} <= used
+    # Issue 14: pool exhaustion has a panel and an alert rule.
+    alerts = [p for p in dashboard["panels"] if "alert" in p]
+    assert any("pool_fallbacks" in t["expr"] and "exhausted" in t["expr"] for p in alerts for t in p["targets"])
