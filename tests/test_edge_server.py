@@ -3,6 +3,7 @@ bodies too large for memory, slow clients. Every attack targets 127.0.0.1 only."
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -155,19 +156,14 @@ def test_slow_clients_do_not_stop_a_signed_webhook(make_settings: Callable[..., 
             assert len(stored_rows(rt)) == 1
             # The server sheds them: headers or body not complete within 2 s -> closed (408 for a body).
             time.sleep(3.5)
+            readable, _, _ = select.select(slow, [], [], 2)  # a closed or answered socket is readable
             closed = 0
-            for sock in slow:
-                sock.settimeout(2)
+            for sock in readable:
                 try:
                     data = sock.recv(65536)
-                    while data and not data.endswith(b"}"):
-                        more = sock.recv(65536)
-                        if not more:
-                            break
-                        data += more
                     closed += data == b"" or data.startswith(b"HTTP/1.1 408")
-                except (TimeoutError, ConnectionResetError):
-                    closed += 0
+                except ConnectionResetError:
+                    closed += 1
             assert closed == len(slow), f"{len(slow) - closed} slow connections still open"
     finally:
         for sock in slow:
