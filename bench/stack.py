@@ -249,6 +249,7 @@ class PipelineConfig:
             "CALLTRACK_NAMESPACE": self.namespace,
             "CALLTRACK_SHARDS": str(self.shards),
             "CALLTRACK_METRICA_BASE_URL": emulator_url,
+            "CALLTRACK_METRICA_EMULATOR": "true",
             "CALLTRACK_FLUSH_MAX_ROWS": str(self.flush_max_rows),
             "CALLTRACK_FLUSH_MAX_AGE": str(self.flush_max_age),
             "CALLTRACK_DRAIN_INTERVAL": str(self.drain_interval),

@@ -36,8 +36,8 @@ class Settings(StoreSettings, DeliverySettings, IntakeSettings, OpsSettings, Bas
     # --- Derived -----------------------------------------------------------------------------
     @property
     def uses_emulator(self) -> bool:
-        """True when no real token is configured: uploads go to the bundled emulator."""
-        return self.metrica_token is None and not self.metrica_counter_tokens
+        """True when the emulator was asked for (``metrica_emulator``) and no real token is configured."""
+        return self.metrica_emulator and self.metrica_token is None and not self.metrica_counter_tokens
 
     @property
     def api_base_url(self) -> str:

@@ -17,7 +17,7 @@ import click
 import orjson
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, say
 from ingest.input import InputError
 from ingest.providers import generic
 from worker.errors import ProducerError
@@ -102,10 +102,10 @@ def _send(
 
 def _report(summary: dict[str, int], problems: list[dict[str, Any]]) -> None:
     for problem in problems[:20]:
-        click.echo(f"line {problem['line']}: {problem.get('status', 'rejected')}: {problem['error']}")
+        say(f"line {problem['line']}: {problem.get('status', 'rejected')}: {problem['error']}")
     if len(problems) > 20:
-        click.echo(f"... and {len(problems) - 20} more (--json lists them)")
-    click.echo(
+        say(f"... and {len(problems) - 20} more (--json lists them)")
+    say(
         f"{summary['lines']} lines: {summary['accepted']} stored, {summary['held']} held, "
         f"{summary['ignored']} ignored, {summary['rejected']} rejected; "
         f"{summary['outside_join_window']} outside the join window"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, say
 from ingest.crm_csv import ColumnMap, MappingError, import_file
 from worker.intake.call_refs import record_conversion
 
@@ -57,7 +57,7 @@ def import_command(
         rows=[(line, "; ".join(str(e) for e in errors)) for line, errors in report.rejected],
     )
     if not as_json:
-        click.echo(f"{report.accepted} accepted, {len(rejected)} rejected")
+        say(f"{report.accepted} accepted, {len(rejected)} rejected")
 
 
 @conversions.command("for-call")

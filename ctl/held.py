@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, say
 from worker.errors import ProducerError
 from worker.intake.held import HeldCall
 from worker.model.inbound import check_identifier
@@ -59,7 +59,7 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
         ],
     )
     if not as_json:
-        click.echo(f"{len(entries)} shown, {ctx.intake.held.count()} held in all")
+        say(f"{len(entries)} shown, {ctx.intake.held.count()} held in all")
 
 
 @held.command()
@@ -110,7 +110,7 @@ def replay(
         rows=[(r["id"], r["status"], r.get("reason", "")) for r in results],
     )
     if not as_json:
-        click.echo(
+        say(
             f"{report.count('accepted')} stored, {report.count('held')} still held, "
             f"{report.count('rejected')} rejected, {report.count('ignored')} ignored"
         )

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, say
 from ctl.status import when
 from worker.delivery.replay import QuarantineError, ReplayResult, discard, replay
 from worker.ops import overview
@@ -69,10 +69,10 @@ def show(ctx: Context, batch_id: str, show_rows: int, as_json: bool) -> None:
         emit({**info.to_dict(), "rows_shown": rows}, as_json=True)
         return
     for name, value in info.to_dict().items():
-        click.echo(f"{name:16} {value}")
+        say(f"{name:16} {value}")
     if rows:
         columns = sorted({k for r in rows for k in r})
-        click.echo("")
+        say("")
         emit(None, as_json=False, headers=columns, rows=[[r.get(c, "") for c in columns] for r in rows])
 
 

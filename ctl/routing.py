@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, say
 from worker.intake.routing import Route, RouteError, parse_routes_csv
 from worker.model.inbound import normalize_number
 
@@ -35,7 +35,7 @@ def add(
     except RouteError as error:
         raise click.ClickException(str(error)) from None
     ctx.intake.routing.add([route])
-    emit({"added": asdict(route)}, as_json=as_json) if as_json else click.echo(f"{route.number} -> {counter_id}")
+    emit({"added": asdict(route)}, as_json=as_json) if as_json else say(f"{route.number} -> {counter_id}")
 
 
 @routing.command()
@@ -51,7 +51,7 @@ def remove(ctx: Context, numbers: tuple[str, ...], as_json: bool) -> None:
             raise click.ClickException(f"number: {number[:32]!r} is not an international number (7 to 15 digits)")
         normalised.append(value)
     removed = ctx.intake.routing.remove(normalised)
-    emit({"removed": removed}, as_json=as_json) if as_json else click.echo(f"removed {removed}")
+    emit({"removed": removed}, as_json=as_json) if as_json else say(f"removed {removed}")
 
 
 @routing.command("list")
@@ -87,6 +87,4 @@ def import_(ctx: Context, path: Path, dry_run: bool, as_json: bool) -> None:
     if not dry_run:
         ctx.intake.routing.add(routes)
     result = {"imported": 0 if dry_run else len(routes), "checked": len(routes)}
-    emit(result, as_json=as_json) if as_json else click.echo(
-        f"{'checked' if dry_run else 'imported'} {len(routes)} entries"
-    )
+    emit(result, as_json=as_json) if as_json else say(f"{'checked' if dry_run else 'imported'} {len(routes)} entries")

@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from config.settings import Settings
+from ingest.edge import BodyTimeout, BodyTooLarge, client_address, is_loopback_host
 from ingest.input import InputError
 from ingest.providers.config import ProviderConfig
 from worker.delivery.producer import SubmitResult
-from worker.errors import ProducerError
+from worker.errors import HeldFullError, ProducerError
 from worker.intake.service import Intake, Outcome, build_intake
 from worker.model.fields import FieldError
 from worker.model.inbound import InboundCall
@@ -31,10 +32,6 @@ from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BodyTooLarge(Exception):
-    """The body is over the limit of its endpoint."""
 
 
 class SignatureError(Exception):
@@ -54,20 +51,6 @@ def error_response(status: int, message: str, errors: Sequence[FieldError] = ())
     if errors:
         body["errors"] = [{"field": e.field, "rule": e.rule, "message": e.message} for e in errors]
     return json_response(body, status)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class IngestCore:
@@ -91,9 +74,12 @@ class IngestCore:
         async def guarded(request: Request) -> Response:
             try:
                 return await handler(request)
-            except BodyTooLarge:
+            except BodyTooLarge as error:
                 await self.count_refused(request, "too_large")
-                return error_response(413, "the body is larger than this endpoint accepts")
+                return error_response(413, str(error))
+            except BodyTimeout as error:
+                await self.count_refused(request, "too_slow")
+                return json_response({"error": str(error)}, 408, {"Connection": "close"})
             except SignatureError as error:
                 log.warning("signature_refused", path=request.url.path, status=error.status, why=str(error))
                 await self.count_refused(request, "signature")
@@ -101,6 +87,10 @@ class IngestCore:
             except InputError as error:
                 await self.count_refused(request, error_reason(error.errors))
                 return error_response(error.status, str(error), error.errors)
+            except HeldFullError as error:
+                log.error("held_full", path=request.url.path)
+                await self.count_refused(request, "held_full")
+                return error_response(503, str(error))
             except ProducerError as error:
                 log.error("store_failed", path=request.url.path, error=str(error))
                 await self.count_refused(request, "store_failed")
@@ -109,21 +99,24 @@ class IngestCore:
         return guarded
 
     def api_auth(self, handler: Handler) -> Handler:
-        """The generic endpoints' bearer token (``ingest_api_token``), when one is configured."""
+        """The generic endpoints' bearer token (``ingest_api_token``). Without one, only loopback clients
+        (or anyone, with ``ingest_allow_anonymous``) may call them."""
         token = self.settings.ingest_api_token
         if token is None:
-            return handler
-        expected = f"Bearer {token.get_secret_value()}".encode()
+            if self.settings.ingest_allow_anonymous:
+                return handler
 
-        async def checked(request: Request) -> Response:
-            given = request.headers.get("authorization", "")
-            if not given:
-                raise SignatureError(401, "Authorization: Bearer <token> is required")
-            if not hmac.compare_digest(given.encode(), expected):
-                raise SignatureError(403, "the bearer token is not valid")
-            return await handler(request)
+            async def local_only(request: Request) -> Response:
+                if not is_loopback_host(self.client(request)):
+                    raise SignatureError(401, "Authorization: Bearer <token> is required beyond loopback")
+                return await handler(request)
 
-        return checked
+            return local_only
+        return bearer(token.get_secret_value(), handler)
+
+    def client(self, request: Request) -> str:
+        """The client's address (``ingest_trusted_proxies`` decides which X-Forwarded-For hop counts)."""
+        return client_address(request, self.settings.ingest_trusted_proxies)
 
     async def submit(self, calls: Sequence[InboundCall]) -> list[Outcome]:
         return await run_in_threadpool(self.accept, calls)
@@ -146,6 +139,21 @@ class IngestCore:
         if outcome.status == "rejected":
             return error_response(422, outcome.reason, outcome.errors)
         return json_response(outcome.to_dict())
+
+
+def bearer(secret: str, handler: Handler) -> Handler:
+    """``handler`` behind ``Authorization: Bearer <secret>`` (401 without it, 403 with another)."""
+    expected = f"Bearer {secret}".encode()
+
+    async def checked(request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not given:
+            raise SignatureError(401, "Authorization: Bearer <token> is required")
+        if not hmac.compare_digest(given.encode(), expected):
+            raise SignatureError(403, "the bearer token is not valid")
+        return await handler(request)
+
+    return checked
 
 
 def as_object(doc: Any) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The providers' request signatures, each checked with ``hmac.compare_digest``.
 
-* Twilio: base64 HMAC-SHA1 (or SHA256 when its signature-settings header says so) of the URL plus
-  every POST parameter name and value, sorted by name; the URL is tried with and without its port.
+* Twilio: base64 HMAC-SHA1 of the URL plus every POST parameter name and value, sorted by name, keyed
+  with the account's auth token; the URL is tried with and without its port. Under a Webhook Rule
+  (``X-Twilio-Webhooks-Signature-Settings: key=<name>,algorithm=HMAC_SHA256``) the key is the rule's
+  shared key and the algorithm the one the header names.
 * Zadarma: base64 of the lowercase hex HMAC-SHA1 of an event-dependent string.
 * Mango Office: lowercase hex SHA-256 of ``vpbx_api_key + json + vpbx_api_salt``.
 """
@@ -44,14 +46,22 @@ def url_variants(url: str) -> list[str]:
     return [url] + [u for u in (with_port, without_port) if u != url]
 
 
+def twilio_settings(settings_header: str) -> dict[str, str]:
+    """``X-Twilio-Webhooks-Signature-Settings`` (``key=<name>,algorithm=HMAC_SHA256``) as a dict."""
+    parts: dict[str, str] = {}
+    for part in settings_header.split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            parts[name.strip().lower()] = value.strip()
+    return parts
+
+
 def twilio_valid(
     token: str, urls: Sequence[str], params: Sequence[tuple[str, str]], signature: str, settings_header: str = ""
 ) -> bool:
-    algorithm = "HMAC_SHA1"
-    for part in settings_header.split(","):
-        name, sep, value = part.partition("=")
-        if sep and name.strip() == "algorithm" and value.strip():
-            algorithm = value.strip().upper()
+    """The signature checked with ``token`` (the auth token, or a Webhook Rule's shared key) and the
+    algorithm the settings header names (HMAC_SHA1 without one)."""
+    algorithm = (twilio_settings(settings_header).get("algorithm") or "HMAC_SHA1").upper()
     if algorithm not in _TWILIO_HASHES or not signature:
         return False
     expected = signature.encode()

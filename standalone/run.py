@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         # --- Emulator ----------------------------------------------------------------------
         base = load_settings()
         emulator_url = str(base.emulator_url).rstrip("/")
-        if base.uses_emulator:
+        if base.metrica_token is None and not base.metrica_counter_tokens:
+            # The one-command mode is where the emulator belongs: asked for explicitly, on loopback.
+            env["CALLTRACK_METRICA_EMULATOR"] = "true"
             port = urlsplit(emulator_url).port or 8765
             try:
                 EmulatorAdmin(emulator_url, timeout=1).health()
@@ -189,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         fed = feeder.send(0, args.calls)
         sent = fed.accepted
         print(
-            f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Zadarma, Mango, "
-            f"generic NDJSON), {fed.refused} refused"
+            f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Mango, generic NDJSON), "
+            f"{fed.held} Zadarma calls held (Zadarma signs no visitor id: only a number pool attributes its "
+            f"calls, as the site below shows), {fed.refused} refused"
         )
         # --- A visitor of the demo site, and the call that follows its visit ----------------
         visit = visit_and_call(ingest_url, f"{int(time.time())}{os.getpid() % 1000:03d}")

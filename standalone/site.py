@@ -46,7 +46,7 @@ def visit_and_call(ingest_url: str, client_id: str, *, url: str = "https://shop.
     feeder = Feeder(ingest_url)
     try:
         call_id = f"site-{client_id}-{int(time.time())}"
-        response = feeder.zadarma_call(call_id, to=number, caller="+79160000000", client_id=None)
+        response = feeder.zadarma_call(call_id, to=number, caller="+79160000000")
         if response.status_code != 200:
             raise RuntimeError(f"the simulated call was refused: {response.status_code} {response.text}")
     finally:

@@ -65,6 +65,7 @@ def make_settings(redis_url: str, namespace: str) -> Callable[..., Settings]:
             "http_read_timeout": 5,
             "redispatch_after": 5,
             "log_format": "json",
+            "metrica_emulator": True,  # the suite uploads to the emulator (tests/emulator, tests/pipeline.py)
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

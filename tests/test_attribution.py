@@ -61,11 +61,11 @@ def test_two_visitors_at_once_get_different_numbers_and_a_returning_one_keeps_he
 
 def test_an_exhausted_pool_answers_the_fallback_and_counts_it(rt: Runtime) -> None:
     pools = NumberPools(rt)
-    pools.lease(visitor("1"))
-    pools.lease(visitor("2"))
-    third = pools.lease(visitor("3"))
+    pools.lease(visitor("1"), "10.0.1.1", "10.0.1.0/24")
+    pools.lease(visitor("2"), "10.0.2.1", "10.0.2.0/24")
+    third = pools.lease(visitor("3"), "10.0.3.1", "10.0.3.0/24")
     assert third.fallback and third.number == "+74952220000"
-    pools.lease(visitor("4"))
+    pools.lease(visitor("4"), "10.0.4.1", "10.0.4.0/24")
     assert pools.exhausted() == {COUNTER: 2}
 
 

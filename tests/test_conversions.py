@@ -146,7 +146,7 @@ def test_a_call_that_converts_later_takes_its_counter_and_identifier(runtime: Ru
 
 
 def test_conversion_endpoints_over_http(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings()
+    settings = make_settings(ingest_counters=[101])
     rt = Runtime(settings)
     rt.producer.submit([make_call(404, 1, provider="zadarma", call_id="in_1.1")])
     drain(rt, seal_all=True)

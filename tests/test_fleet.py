@@ -24,6 +24,7 @@ def fleet_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CALLTRACK_DRAIN_INTERVAL": "0.3",
         "CALLTRACK_RECONCILE_INTERVAL": "0.5",
         "CALLTRACK_LOG_FORMAT": "json",
+        "CALLTRACK_METRICA_EMULATOR": "true",
     }
     env.update(extra)
     return env

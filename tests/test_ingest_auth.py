@@ -14,7 +14,7 @@ TOKEN = "ingest-api-token-0123456789"
 
 
 def test_generic_and_conversion_endpoints_require_the_token(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(ingest_api_token=TOKEN)
+    settings = make_settings(ingest_api_token=TOKEN, ingest_counters=[101])
     conversion = {
         "counter_id": 101,
         "conversion_id": "o-1",

@@ -64,11 +64,14 @@ def test_token_in_a_bad_value_is_not_echoed(tmp_path: Path) -> None:
     assert "supersecret" not in result.stderr
 
 
-def test_defaults_target_the_emulator_until_a_token_is_set() -> None:
+def test_the_emulator_only_where_asked_for_and_until_a_token_is_set() -> None:
     plain = Settings(_env_file=None)
-    assert plain.uses_emulator
-    assert plain.api_base_url == str(plain.emulator_url).rstrip("/")
-    assert plain.token_for(1) is not None
+    assert not plain.uses_emulator and plain.api_base_url == REAL_METRICA_URL
+    assert plain.token_for(1) is None  # no credentials: batches wait, nothing is posted anywhere
+    demo = Settings(_env_file=None, metrica_emulator=True)
+    assert demo.uses_emulator
+    assert demo.api_base_url == str(demo.emulator_url).rstrip("/")
+    assert demo.token_for(1) is not None
 
     real = Settings(_env_file=None, metrica_counter_tokens="101=tok-a,102=tok-b")
     assert not real.uses_emulator

@@ -11,6 +11,7 @@ from emulator.server import RunningEmulator
 from tests.helpers import batch_record, seal_batch
 from tests.pipeline import running_emulator
 from worker.delivery import uploader
+from worker.delivery.quota import UploadsPaused
 from worker.delivery.uploader import UploadFailed, UploadOutcome
 from worker.errors import DeferredError, QuotaError, ServerError, TransportError
 from worker.runtime import Runtime
@@ -115,14 +116,22 @@ def test_invalid_file_is_quarantined_with_metricas_message_and_rows_kept(
     assert uploader.upload_batch(rt, batch_id) is UploadOutcome.NOTHING_TO_DO
 
 
-def test_counter_without_token_is_quarantined(
+def test_counter_without_token_waits_and_posts_nowhere(
     emulator: RunningEmulator, make_settings: Callable[..., Settings]
 ) -> None:
-    rt = Runtime(make_settings(metrica_base_url=emulator.base_url, metrica_counter_tokens={777: "demo-token"}))
-    batch_id = seal_one(rt, counter=101)
-    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.QUARANTINED
-    assert "no OAuth token" in record(rt, batch_id)["reason"]
-    rt.close()
+    for start, settings in enumerate(
+        (
+            make_settings(metrica_base_url=emulator.base_url, metrica_counter_tokens={777: "demo-token"}),
+            make_settings(metrica_emulator=False),  # no token and no emulator asked for
+        )
+    ):
+        rt = Runtime(settings)
+        batch_id = seal_batch(rt, 101, 5, start * 10)
+        with pytest.raises(UploadsPaused, match="no Metrica token is configured for counter 101"):
+            uploader.upload_batch(rt, batch_id)
+        assert record(rt, batch_id)["state"] == "SEALED"  # waiting, visibly; nothing posted
+        rt.close()
+    assert emulator.admin.uploads(with_rows=False) == []
 
 
 def test_busy_counter_defers(rt: Runtime) -> None:

@@ -4,6 +4,7 @@
 
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
+    │   └── HeldFullError             the held stream is at held_max_calls: new held calls refused
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
@@ -30,6 +31,10 @@ class CalltrackError(Exception):
 
 class ProducerError(CalltrackError):
     """Redis did not accept the events: nothing of the request may be considered stored."""
+
+
+class HeldFullError(ProducerError):
+    """The held stream holds ``held_max_calls``: calls that would be held are refused (503, retry later)."""
 
 
 class DeferredError(CalltrackError):

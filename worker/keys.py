@@ -32,8 +32,11 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:phist:<ctr>:<number>`` zset  lease id -> start ms, for attribution at a call's time
 ``<ns>:{sN}:pseq``         string  lease id sequence
 ``<ns>:{sN}:pexhausted``   hash    counter -> times its pool had no free number
-``<ns>:{sN}:rl:<what>:<id>:<s>`` string  session API requests in second s, per client IP (hashed)
-                                   or counter, kept under the counter's shard tag
+``<ns>:{sN}:rl:ctr:<ctr>:<s>`` string  session API requests of a counter in second s
+``<ns>:{sN}:plive:<ctr>:a:<h>`` zset   live leases of one client address (hashed) in the pool -> end ms
+``<ns>:{sN}:plive:<ctr>:n:<h>`` zset   live leases of one /24 or /64 (hashed) in the pool -> end ms
+``<ns>:{rl}:ip:<h>:<s>``   string  session API requests of one client address (hashed) in second s,
+                                   across every counter (worker/intake/pools.py)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
@@ -164,6 +167,14 @@ class Keys:
     def rate(self, counter_id: int, what: str, ident: str, second: int) -> str:
         """Session API requests in one second, under the counter's shard tag (one script touches it)."""
         return f"{self.prefix(self.shard_of(counter_id))}:rl:{what}:{ident}:{second}"
+
+    def pool_live(self, counter_id: int, what: str, ident: str) -> str:
+        """Live leases of one client address (``a``) or network (``n``) in a counter's pool."""
+        return self._pool_key("plive", counter_id) + f":{what}:{ident}"
+
+    def session_rate(self, ident: str, second: int) -> str:
+        """Session API requests of one client address in one second, across counters (tag ``{rl}``)."""
+        return f"{self.namespace}:{{rl}}:ip:{ident}:{second}"
 
     def call_ref(self, shard: int, digest: str) -> str:
         return f"{self.prefix(shard)}:ref:{digest}"

@@ -35,6 +35,7 @@ class Scripts:
         self.release_lock = register("release_lock")
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
+        self.hold = register("hold")
         self.xadd_many = register("xadd_many")
 
 

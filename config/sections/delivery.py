@@ -56,7 +56,14 @@ class DeliverySettings(BaseModel):
 
     # --- Metrica -----------------------------------------------------------------------------
     metrica_base_url: HttpUrl | None = Field(
-        default=None, description="API root. Default: the real API when a token is set, else the local emulator."
+        default=None,
+        description="API root. Default: the real API, or the emulator when metrica_emulator is set and no token is.",
+    )
+    metrica_emulator: bool = Field(
+        default=False,
+        description="Upload to the bundled emulator (emulator_url) while no Metrica token is configured: the "
+        "standalone mode and the tests set it. Without it, a counter with no token keeps its batches SEALED "
+        "and waiting (logged, parked) instead of posting them anywhere.",
     )
     emulator_url: HttpUrl = Field(
         default=HttpUrl("http://127.0.0.1:8765"), description="Where the bundled emulator listens."

@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
+from pydantic import BaseModel, Field, HttpUrl, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from config.sections.common import NonNegativeFloat, PositiveFloat, PositiveInt, parse_pairs
@@ -26,6 +26,44 @@ class IntakeSettings(BaseModel):
     ingest_api_token: SecretStr | None = Field(
         default=None,
         description="When set, the generic call and conversion endpoints require 'Authorization: Bearer <it>'.",
+    )
+    ingest_allow_anonymous: bool = Field(
+        default=False,
+        description="Serve the generic call and conversion API without ingest_api_token on a non-loopback "
+        "address (a warning is logged); without it the service refuses to start there.",
+    )
+    ingest_trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks of your own proxies, comma-separated; the client is the rightmost "
+        "X-Forwarded-For hop not in this list (empty: X-Forwarded-For is ignored).",
+    )
+    ingest_metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics requires 'Authorization: Bearer <it>'; without it /metrics answers "
+        "loopback clients only.",
+    )
+    ingest_counters: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Counters this deployment serves besides those in the routing table (conversions for "
+        "any other counter are refused), comma-separated.",
+    )
+    held_max_calls: PositiveInt = Field(
+        default=100_000, description="Most calls in the held stream; beyond, new held calls are refused with 503."
+    )
+    ingest_max_line_bytes: Annotated[int, Field(ge=256)] = Field(
+        default=64 * 1024, description="Longest line of a bulk NDJSON request; more is answered 413."
+    )
+    ingest_header_timeout: PositiveFloat = Field(
+        default=10.0, description="Seconds a client has to send a request's headers; then the connection is closed."
+    )
+    ingest_body_timeout: PositiveFloat = Field(
+        default=30.0, description="Seconds a request's body may pause between two chunks; then 408 and closed."
+    )
+    ingest_keepalive_timeout: PositiveFloat = Field(
+        default=5.0, description="Seconds an idle keep-alive connection is kept open."
+    )
+    ingest_limit_concurrency: Annotated[int, Field(ge=10)] = Field(
+        default=1000, description="Most connections and requests one ingestion process serves at once; beyond, 503."
     )
     ingest_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=64 * 1024, description="Largest body of a single-call request; more is answered 413."
@@ -53,6 +91,15 @@ class IntakeSettings(BaseModel):
     zadarma_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
         description='Zadarma API secret per account name (the name in the webhook URL), "name=secret,..." or JSON.',
+    )
+    zadarma_allowed_sources: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks Zadarma's notifications may come from, comma-separated (empty: any).",
+    )
+    twilio_webhook_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Shared keys of Twilio Webhook Rules (X-Twilio-Webhooks-Signature-Settings), "
+        '"key name=secret,..." or JSON; a name of * matches any key.',
     )
     zadarma_timezone: str = Field(
         default="Europe/Moscow", description="Zone of Zadarma's call_start (the account's zone; IANA name)."
@@ -118,15 +165,24 @@ class IntakeSettings(BaseModel):
     session_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="Origins allowed to call the session API (CORS), comma-separated."
     )
-    ingest_trust_forwarded_for: bool = Field(
-        default=False, description="Take the client IP from X-Forwarded-For (behind your own load balancer)."
+    session_rate_per_ip: PositiveInt = Field(
+        default=20, description="Session API requests per second per client address, across every counter."
     )
-    session_rate_per_ip: PositiveInt = Field(default=20, description="Session API requests per second per client IP.")
+    pool_first_lease_seconds: PositiveFloat = Field(
+        default=120,
+        description="A new session's first lease; only a returning visitor (a second request) gets pool_lease_seconds.",
+    )
+    pool_leases_per_address: PositiveInt = Field(
+        default=2, description="Live leases of one client address in one counter's pool; beyond: the fallback number."
+    )
+    pool_leases_per_network: PositiveInt = Field(
+        default=4, description="Live leases of one /24 (IPv4) or /64 (IPv6) in one counter's pool."
+    )
     session_rate_per_counter: PositiveInt = Field(
         default=2000, description="Session API requests per second per counter."
     )
 
-    @field_validator("twilio_auth_tokens", "zadarma_secrets", "mango_accounts", mode="before")
+    @field_validator("twilio_auth_tokens", "zadarma_secrets", "mango_accounts", "twilio_webhook_keys", mode="before")
     @classmethod
     def _parse_credentials(cls, value: object) -> object:
         return parse_pairs(value, "name=secret pairs separated by commas, or a JSON object")
@@ -154,12 +210,21 @@ class IntakeSettings(BaseModel):
     @classmethod
     def _check_identifier_fields(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         for provider, fields in value.items():
+            if provider == "zadarma" and fields:
+                raise ValueError("zadarma: Zadarma signs no field that could carry a visitor id; use number pools")
             unknown = set(fields) - {"ClientId", "UserId", "Yclid"}
             if unknown:
                 raise ValueError(f"{provider}: columns must be ClientId, UserId or Yclid, not {sorted(unknown)}")
         return value
 
-    @field_validator("asterisk_contexts", "cdr_csv_columns", mode="before")
+    @field_validator(
+        "asterisk_contexts",
+        "cdr_csv_columns",
+        "ingest_trusted_proxies",
+        "zadarma_allowed_sources",
+        "ingest_counters",
+        mode="before",
+    )
     @classmethod
     def _parse_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -200,11 +265,16 @@ class IntakeSettings(BaseModel):
 def ingest_secret_values(settings: IntakeSettings) -> list[str]:
     """The ingestion secrets (issue 5): provider tokens, API secrets, keys and salts, the caller hash key."""
     values: list[str] = []
-    for mapping in (settings.twilio_auth_tokens, settings.zadarma_secrets, settings.mango_accounts):
+    for mapping in (
+        settings.twilio_auth_tokens,
+        settings.zadarma_secrets,
+        settings.mango_accounts,
+        settings.twilio_webhook_keys,
+    ):
         for secret in mapping.values():
             values.append(secret.get_secret_value())
             values.extend(secret.get_secret_value().split(":"))  # Mango: key and salt on their own
-    for single in (settings.caller_hash_secret, settings.ami_secret):
+    for single in (settings.caller_hash_secret, settings.ami_secret, settings.ingest_metrics_token):
         if single is not None:
             values.append(single.get_secret_value())
     return values

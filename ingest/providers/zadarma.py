@@ -5,25 +5,41 @@ calls (:mod:`worker.intake.service`). Other events are answered and ignored. Zad
 and no talk/wait split: an answered call's ``TalkDuration`` is ``duration``, a missed call's is 0,
 and ``HoldDuration`` is left out. ``call_start`` has no zone: ``CALLTRACK_ZADARMA_TIMEZONE``.
 No link to a call exists in Zadarma's cabinet; set a CallTrackerURL template to add one.
+
+Zadarma signs only ``caller_id``, ``called_did`` (or ``internal``, ``destination``) and
+``call_start``: every other field of a notification can be changed by whoever replays a captured
+signature. So the call id (the dedup key) is derived from the signed fields and the account, never
+taken from ``pbx_call_id``, and visitor ids never come from the form: a Zadarma call is attributed
+through the number pools (the lease that covered its start) or held. A replay with changed unsigned
+fields is the same call and is dropped as a repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from ingest.input import local_time, required, seconds
 from ingest.providers.config import ProviderConfig
-from worker.model.inbound import InboundCall, extract_identifiers, normalize_number
+from ingest.signatures import ZADARMA_SIGNED_FIELDS
+from worker.model.inbound import InboundCall, normalize_number
 
 CALL_EVENTS = {"NOTIFY_END": "in", "NOTIFY_OUT_END": "out"}
 
 
-def to_call(form: Mapping[str, str], config: ProviderConfig) -> InboundCall | str:
+def signed_call_id(account: str, form: Mapping[str, str]) -> str:
+    """The call id of a notification: a digest of its account, event kind and signed fields only."""
+    event = form.get("event", "")
+    signed = "\x1f".join([account, event, *(form.get(name, "") for name in ZADARMA_SIGNED_FIELDS.get(event, ()))])
+    return "zs" + hashlib.blake2b(signed.encode(), digest_size=12).hexdigest()
+
+
+def to_call(form: Mapping[str, str], config: ProviderConfig, account: str) -> InboundCall | str:
     event = required(form, "event")
     direction = CALL_EVENTS.get(event)
     if direction is None:
         return f"event {event[:32]!r} is not a finished call"
-    call_id = required(form, "pbx_call_id")
+    call_id = signed_call_id(account, form)
     started = local_time(required(form, "call_start"), "call_start", config.zone)
     answered = form.get("disposition", "").strip() == "answered"
     duration = seconds(form, "duration", default=0) or 0
@@ -31,7 +47,6 @@ def to_call(form: Mapping[str, str], config: ProviderConfig) -> InboundCall | st
         ours, theirs = form.get("called_did", ""), form.get("caller_id", "")
     else:
         ours, theirs = form.get("caller_id", ""), form.get("destination", "")
-    ids, note = extract_identifiers(form, config.id_fields)
     return InboundCall(
         provider="zadarma",
         call_id=call_id,
@@ -42,6 +57,4 @@ def to_call(form: Mapping[str, str], config: ProviderConfig) -> InboundCall | st
         direction="in" if direction == "in" else "out",
         talk=duration if answered else 0,
         call_tracker_url=config.tracker_url(call_id),
-        ids=ids,
-        note=note,
     )

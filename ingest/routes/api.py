@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -9,14 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.core import BodyTooLarge, Handler, IngestCore, as_object, error_reason, json_response, one_result, read_body
+from ingest import bulk
+from ingest.core import Handler, IngestCore, as_object, error_reason, json_response, one_result
+from ingest.edge import BodyTooLarge, ndjson_lines, read_body
 from ingest.input import InputError
 from ingest.providers import generic
+from ingest.served import ServedCounters
 from worker.intake.call_refs import record_conversion
-from worker.intake.service import Outcome
 from worker.model.inbound import InboundCall
 from worker.model.kinds import UploadKind
 
+BULK_CHUNK = 1000  # most lines parsed and stored per step of a bulk request
+BULK_CHUNK_BYTES = 1024 * 1024  # most bytes of lines per step
+ChunkHandler = Callable[[list[tuple[int, bytes]]], list[bulk.Outcome]]
 #: The name of the source's own id in an answer, per kind.
 ID_NAMES = {UploadKind.CONVERSIONS: "conversion_id", UploadKind.CHATS: "chat_id"}
 
@@ -27,6 +33,7 @@ class ApiRoutes:
     def __init__(self, core: IngestCore) -> None:
         self.core = core
         self.settings = core.settings
+        self.counters = ServedCounters(core.runtime, core.intake.routing)
 
     # --- Calls -----------------------------------------------------------------------------------
     async def generic_one(self, request: Request) -> Response:
@@ -35,39 +42,63 @@ class ApiRoutes:
         return self.core.single_answer((await self.core.submit([call]))[0])
 
     async def generic_bulk(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.ingest_max_bulk_bytes)
-        return await run_in_threadpool(self._bulk, body)
+        return await self._stream(request, self._call_chunk, ("accepted", "held", "ignored", "rejected"), "call")
 
-    def _bulk(self, body: bytes) -> Response:
-        lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
-        report = self._bulk_report(lines)
-        items = [{"line": number, **report[number]} for number, _ in lines]
-        totals = {status: 0 for status in ("accepted", "held", "ignored", "rejected")}
-        for item in items:
-            totals[item["status"]] += 1
-        if totals["rejected"] == len(items):
-            return json_response({"error": "no line holds a valid call", **totals, "lines": items}, 422)
-        return json_response({**totals, "lines": items})
-
-    def _bulk_report(self, lines: list[tuple[int, bytes]]) -> dict[int, dict[str, Any]]:
-        if not lines:
-            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
-        if len(lines) > self.settings.ingest_max_bulk_lines:
-            raise BodyTooLarge
-        report: dict[int, dict[str, Any]] = {}
+    def _call_chunk(self, lines: list[tuple[int, bytes]]) -> list[bulk.Outcome]:
+        """Parse and store one chunk of lines; the outcome of each."""
+        report: list[bulk.Outcome] = []
         calls: list[tuple[int, InboundCall]] = []
         refused: list[str] = []
         for number, line in lines:
             try:
                 calls.append((number, generic.to_call(generic.parse_json(line), self.settings.phone_region)))
             except InputError as error:
-                report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
+                report.append(bulk.rejected(number, str(error), error.errors))
                 refused.append(error_reason(error.errors))
         outcomes = self.core.accept([call for _, call in calls]) if calls else []
         for (number, call), outcome in zip(calls, outcomes, strict=True):
-            report[number] = {"call_id": call.call_id, **outcome.to_dict()}
-        self.core.runtime.metrics.intake(["generic"] * len(refused), [("rejected", r) for r in refused])
+            report.append((number, outcome.status, {"call_id": call.call_id, **outcome.to_dict()}))
+        if refused:
+            self.core.runtime.metrics.intake(["generic"] * len(refused), [("rejected", r) for r in refused])
         return report
+
+    async def _stream(self, request: Request, handle: ChunkHandler, statuses: tuple[str, ...], what: str) -> Response:
+        """NDJSON parsed as it streams: each chunk of lines is stored before the next is read, so memory
+        holds one chunk and the report. A limit crossed mid-way answers 413 naming how many lines were
+        handled (stored lines are kept; sending them again is harmless: repeats are dropped)."""
+        s = self.settings
+        report = bulk.BulkReport()
+        chunk: list[tuple[int, bytes]] = []
+        size = 0
+        lines = ndjson_lines(
+            request,
+            max_bytes=s.ingest_max_bulk_bytes,
+            max_line=s.ingest_max_line_bytes,
+            max_lines=s.ingest_max_bulk_lines,
+        )
+        try:
+            async for item in lines:
+                chunk.append(item)
+                size += len(item[1])
+                if len(chunk) >= BULK_CHUNK or size >= BULK_CHUNK_BYTES:
+                    report.add(await run_in_threadpool(handle, chunk))
+                    chunk, size = [], 0
+        except BodyTooLarge as error:
+            if not report.items:
+                raise
+            await self.core.count_refused(request, "too_large")
+            note = "lines up to handled_lines were taken; send the rest again (repeats are dropped)"
+            return json_response({"error": str(error), "handled_lines": report.last_line, "note": note}, 413)
+        if chunk:
+            report.add(await run_in_threadpool(handle, chunk))
+        if not report.items:
+            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
+        head: dict[str, object] = {status: report.totals[status] for status in statuses}
+        status_code = 200
+        if report.totals["rejected"] == len(report.items):
+            head = {"error": f"no line holds a valid {what}", **head}
+            status_code = 422
+        return Response(report.render(head), status_code=status_code, media_type="application/json")
 
     # --- Offline conversions and chats -----------------------------------------------------------
     def event_one(self, kind: UploadKind) -> Handler:
@@ -76,6 +107,7 @@ class ApiRoutes:
         async def handler(request: Request) -> Response:
             body = await read_body(request, self.settings.ingest_max_body_bytes)
             doc = as_object(generic.parse_json(body))
+            await run_in_threadpool(self._check_counters, [doc])
             result = await run_in_threadpool(self.core.runtime.producer.submit, [doc], kind)
             return one_result(result, ID_NAMES[kind])
 
@@ -83,40 +115,45 @@ class ApiRoutes:
 
     def events_bulk(self, kind: UploadKind) -> Handler:
         """``POST /v1/conversions/bulk`` or ``/v1/chats/bulk``: NDJSON of ``kind``, a per-line report."""
+        noun = "conversion" if kind is UploadKind.CONVERSIONS else "chat"
 
         async def handler(request: Request) -> Response:
-            body = await read_body(request, self.settings.ingest_max_bulk_bytes)
-            return await run_in_threadpool(self._events_bulk, body, kind)
+            return await self._stream(
+                request, lambda lines: self._event_chunk(lines, kind), ("accepted", "rejected"), noun
+            )
 
         return handler
 
-    def _events_bulk(self, body: bytes, kind: UploadKind) -> Response:
-        id_name = ID_NAMES[kind]
-        lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
-        if not lines:
-            raise InputError.one("body", "ndjson", "must hold one JSON object per line; it is empty", status=400)
-        if len(lines) > self.settings.ingest_max_bulk_lines:
-            raise BodyTooLarge
-        report: dict[int, dict[str, Any]] = {}
+    def _event_chunk(self, lines: list[tuple[int, bytes]], kind: UploadKind) -> list[bulk.Outcome]:
+        report: list[bulk.Outcome] = []
         docs: list[tuple[int, dict[str, Any]]] = []
         for number, line in lines:
             try:
-                docs.append((number, as_object(generic.parse_json(line))))
+                doc = as_object(generic.parse_json(line))
+                self._check_counters([doc])
+                docs.append((number, doc))
             except InputError as error:
-                report[number] = Outcome("rejected", str(error), tuple(error.errors)).to_dict()
+                report.append(bulk.rejected(number, str(error), error.errors))
         if docs:
             result = self.core.runtime.producer.submit([doc for _, doc in docs], kind)
             for accepted in result.accepted:
-                report[docs[accepted.index][0]] = {id_name: accepted.source_id, "status": "accepted"}
+                item = {ID_NAMES[kind]: accepted.source_id, "status": "accepted"}
+                report.append((docs[accepted.index][0], "accepted", item))
             for rejection in result.rejected:
-                report[docs[rejection.index][0]] = Outcome("rejected", rejection.reason, rejection.errors).to_dict()
-        items = [{"line": number, **report[number]} for number, _ in lines]
-        accepted_count = sum(1 for item in items if item["status"] == "accepted")
-        totals = {"accepted": accepted_count, "rejected": len(items) - accepted_count}
-        if accepted_count == 0:
-            noun = "conversion" if kind is UploadKind.CONVERSIONS else "chat"
-            return json_response({"error": f"no line holds a valid {noun}", **totals, "lines": items}, 422)
-        return json_response({**totals, "lines": items})
+                report.append(bulk.rejected(docs[rejection.index][0], rejection.reason, rejection.errors))
+        return report
+
+    def _check_counters(self, docs: list[dict[str, Any]]) -> None:
+        """Conversions only for counters this deployment serves (each one costs an upload of the login's budget)."""
+        served = self.counters.served()
+        for doc in docs:
+            counter = doc.get("counter_id")
+            if isinstance(counter, int) and not isinstance(counter, bool) and counter not in served:
+                raise InputError.one(
+                    "counter_id",
+                    "not_served",
+                    "is not a counter this deployment serves (routing table or CALLTRACK_INGEST_COUNTERS)",
+                )
 
     async def call_conversion(self, request: Request) -> Response:
         body = await read_body(request, self.settings.ingest_max_body_bytes)

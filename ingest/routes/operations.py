@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.core import IngestCore, json_response
+from ingest.core import Handler, IngestCore, bearer, json_response
+from ingest.edge import is_loopback_host
 from worker.ops import scrape
 
 
@@ -23,7 +24,12 @@ class OperationsRoutes:
     async def healthz(self, _request: Request) -> Response:
         return json_response({"status": "ok"})
 
-    async def metrics(self, _request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
+        """Volumes, hostnames and quota left: behind ``ingest_metrics_token``, else for loopback clients only."""
+        if self.core.settings.ingest_metrics_token is None and not is_loopback_host(self.core.client(request)):
+            return json_response(
+                {"error": "/metrics answers loopback clients only (set CALLTRACK_INGEST_METRICS_TOKEN)"}, 403
+            )
         await run_in_threadpool(self.core.runtime.metrics.flush)  # this process's own counts, up to now
         body = await run_in_threadpool(scrape.render, self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -35,9 +41,15 @@ class OperationsRoutes:
             return json_response({"status": "unavailable", "redis": type(error).__name__}, 503)
         return json_response({"status": "ready"})
 
+    def _metrics_route(self) -> Handler:
+        token = self.core.settings.ingest_metrics_token
+        if token is None:
+            return self.metrics
+        return self.core.guard(bearer(token.get_secret_value(), self.metrics))
+
     def routes(self) -> list[Route]:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/metrics", self._metrics_route(), methods=["GET"]),
         ]

@@ -6,10 +6,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ingest.core import IngestCore, SignatureError, error_response, json_response, read_body
+from ingest.core import IngestCore, SignatureError, error_response, json_response
+from ingest.edge import in_networks, parse_address, read_body
 from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
-from ingest.signatures import mango_valid, twilio_valid, zadarma_valid
+from ingest.signatures import mango_valid, twilio_settings, twilio_valid, zadarma_valid
 from worker.model.inbound import InboundCall
 
 
@@ -28,11 +29,16 @@ class ProviderRoutes:
         signature = request.headers.get("x-twilio-signature", "")
         if not signature:
             raise SignatureError(401, "X-Twilio-Signature is missing")
-        token = self.settings.twilio_auth_tokens.get(form.get("AccountSid", ""))
         url = self._public_url(request)
         settings_header = request.headers.get("x-twilio-webhooks-signature-settings", "")
-        if token is None or not twilio_valid(token.get_secret_value(), [url], pairs, signature, settings_header):
-            raise SignatureError(403, "X-Twilio-Signature does not match this request for its AccountSid")
+        if settings_header:
+            key = self._twilio_rule_key(settings_header)
+            if not twilio_valid(key, [url], pairs, signature, settings_header):
+                raise SignatureError(403, "X-Twilio-Signature does not match this request under its Webhook Rule key")
+        else:
+            token = self.settings.twilio_auth_tokens.get(form.get("AccountSid", ""))
+            if token is None or not twilio_valid(token.get_secret_value(), [url], pairs, signature):
+                raise SignatureError(403, "X-Twilio-Signature does not match this request for its AccountSid")
         result = twilio.to_call(form, self.core.configs["twilio"])
         if isinstance(result, InboundCall):
             outcome = (await self.core.submit([result]))[0]
@@ -41,6 +47,19 @@ class ProviderRoutes:
         else:
             await self.core.count_ignored("twilio")
         return Response(twilio.EMPTY_TWIML, media_type="text/xml")
+
+    def _twilio_rule_key(self, settings_header: str) -> str:
+        """The shared key of the Webhook Rule the settings header names (by name, else ``*``)."""
+        name = twilio_settings(settings_header).get("key", "")
+        keys = self.settings.twilio_webhook_keys
+        secret = keys.get(name) or keys.get("*")
+        if secret is None:
+            raise SignatureError(
+                403,
+                "signed under a Twilio Webhook Rule (X-Twilio-Webhooks-Signature-Settings) whose key is not "
+                "configured: set CALLTRACK_TWILIO_WEBHOOK_KEYS",
+            )
+        return secret.get_secret_value()
 
     def _public_url(self, request: Request) -> str:
         base = self.settings.ingest_public_url
@@ -59,6 +78,9 @@ class ProviderRoutes:
         return PlainTextResponse(echo)
 
     async def zadarma_event(self, request: Request) -> Response:
+        allowed = self.settings.zadarma_allowed_sources
+        if allowed and not in_networks(parse_address(self.core.client(request)), allowed):
+            raise SignatureError(403, "this address is not in CALLTRACK_ZADARMA_ALLOWED_SOURCES")
         body = await read_body(request, self.settings.ingest_max_body_bytes)
         form = dict(parse_form(body))
         signature = request.headers.get("signature", "")
@@ -67,7 +89,7 @@ class ProviderRoutes:
         secret = self.settings.zadarma_secrets.get(request.path_params["account"])
         if secret is None or not zadarma_valid(secret.get_secret_value(), form, signature):
             raise SignatureError(403, "Signature does not match this request for this account")
-        result = zadarma.to_call(form, self.core.configs["zadarma"])
+        result = zadarma.to_call(form, self.core.configs["zadarma"], request.path_params["account"])
         if isinstance(result, str):
             await self.core.count_ignored("zadarma")
             return json_response({"status": "ignored", "reason": result})

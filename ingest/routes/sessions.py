@@ -20,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from config.settings import Settings
+from ingest.edge import BodyTimeout, BodyTooLarge, client_address, network_of, read_body
 from ingest.input import InputError
 from worker.intake.pools import Lease, NumberPools, RateLimited, Session
 from worker.model.fields import field_errors
 from worker.runtime import Runtime
 
 FIELDS = ("counter", "ClientId", "UserId", "Yclid", "URL")
+MAX_BODY = 8192  # a POST body: counted while it is read, refused at the first byte over
 
 
 class SessionService:
@@ -60,9 +62,12 @@ class SessionService:
 
     async def number(self, request: Request) -> Response:
         if request.method == "POST":
-            body = await request.body()
-            if len(body) > 8192:
-                return self.answer(request, {"error": "the body is larger than this endpoint accepts"}, 413)
+            try:
+                body = await read_body(request, MAX_BODY)
+            except BodyTooLarge as error:
+                return self.answer(request, {"error": str(error)}, 413)
+            except BodyTimeout as error:
+                return self.answer(request, {"error": str(error)}, 408, {"Connection": "close"})
             try:
                 raw = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -79,9 +84,9 @@ class SessionService:
         except ValidationError as error:
             errors = field_errors(error)
             return self.answer(request, _errors([(e.field, e.rule, e.message) for e in errors]), 422)
-        client = self._client_ip(request)
+        client = client_address(request, self.settings.ingest_trusted_proxies)
         try:
-            lease = await run_in_threadpool(self._lease, session, client)
+            lease = await run_in_threadpool(self._lease, session, client, network_of(client))
         except InputError as error:
             return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
         expires = (
@@ -91,9 +96,9 @@ class SessionService:
         )
         return self.answer(request, {"number": lease.number, "expires_at": expires, "fallback": lease.fallback})
 
-    def _lease(self, session: Session, client: str) -> Lease:
+    def _lease(self, session: Session, client: str, network: str) -> Lease:
         try:
-            return self.pools.lease(session, client)
+            return self.pools.lease(session, client, network)
         except RateLimited as error:
             field = "client" if error.who == "client" else "counter"
             raise InputError.one(field, "rate", str(error), status=429) from None
@@ -103,13 +108,6 @@ class SessionService:
             Route("/v1/number", self.number, methods=["GET", "POST"]),
             Route("/v1/number", self.preflight, methods=["OPTIONS"]),
         ]
-
-    def _client_ip(self, request: Request) -> str:
-        if self.settings.ingest_trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for", "")
-            if forwarded:
-                return forwarded.split(",")[0].strip()
-        return request.client.host if request.client else "unknown"
 
 
 def _errors(items: list[tuple[str, str, str]]) -> dict[str, Any]:

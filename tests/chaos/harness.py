@@ -238,6 +238,7 @@ def run_chaos(
             "CALLTRACK_NAMESPACE": namespace,
             "CALLTRACK_SHARDS": "3",
             "CALLTRACK_METRICA_BASE_URL": emulator.base_url,
+            "CALLTRACK_METRICA_EMULATOR": "true",
             "CALLTRACK_FLUSH_MAX_ROWS": str(batch_rows),
             "CALLTRACK_FLUSH_MAX_AGE": "1",
             "CALLTRACK_DRAIN_INTERVAL": "0.5",

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from worker.delivery.counter_setup import ensure_ready
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
-from worker.delivery.quota import Purpose, QuotaGate
+from worker.delivery.quota import Purpose, QuotaGate, UploadsPaused
 from worker.errors import AuthError, DeferredError, MetricaError, PermanentError, QuotaError, RetryableError
 from worker.failpoints import arm, failpoint
 from worker.keys import shard_of_batch
@@ -176,8 +176,11 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
     with structlog.contextvars.bound_contextvars(counter_id=counter, batch_id=batch_id):
         token = rt.settings.token_for(counter)
         if token is None:
-            quarantine(rt, ref, "", f"no OAuth token is configured for counter {counter}")
-            return UploadOutcome.QUARANTINED
+            # No credentials: the batch stays SEALED and waits (parked), never posted elsewhere.
+            log.warning("upload_waits_for_a_token", counter_id=counter)
+            raise UploadsPaused(
+                f"no Metrica token is configured for counter {counter}; its batches wait", retry_after=300
+            )
         gate.check_paused(token, counter)
         with CounterLock(rt, ref) as lock:
             # Under the counter's lock: one worker of the fleet sets a counter up, goals are made once.

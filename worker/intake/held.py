@@ -4,7 +4,9 @@ Reasons: ``unknown_number`` (no routing entry for the tracking number) and ``no_
 (no ClientId, UserId or Yclid yet). Each entry holds the reason, the normalised
 :class:`worker.model.inbound.InboundCall` as JSON and when it was held. A provider that repeats a
 webhook does not add a second entry: ``{held}:seen:<hash>`` remembers the call for the dedup
-window. Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
+window. The stream holds at most ``held_max_calls``: beyond, new calls are refused (``HeldFullError``,
+answered 503 and counted as ``calls_rejected{reason="held_full"}``), never stored without a bound.
+Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
 """
 
 from __future__ import annotations
@@ -15,20 +17,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis import Redis
+from redis.commands.core import Script
 
 from worker.delivery.producer import dedup_digest
+from worker.errors import HeldFullError
 from worker.keys import Keys
 from worker.model.inbound import InboundCall
 from worker.scripts import ScriptCall, run_many
-
-# KEYS[1] the held stream, KEYS[2] the call's seen key (same slot: tag {held}).
-# ARGV: reason, call JSON, held-at ms, seen TTL seconds. Returns the entry id, or false if already held.
-_HOLD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
-  return redis.call('XADD', KEYS[1], '*', 'reason', ARGV[1], 'call', ARGV[2], 'at', ARGV[3])
-end
-return false
-"""
 
 UNKNOWN_NUMBER = "unknown_number"
 NO_IDENTIFIER = "no_identifier"
@@ -49,14 +44,18 @@ class HeldCall:
 class HeldCalls:
     """Adds, reads, replaces and deletes held calls."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, seen_days: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, hold_script: Script, *, seen_days: int, max_calls: int) -> None:
         self._redis = redis
         self._keys = keys
         self._seen_ttl = seen_days * 86_400
-        self._hold_once = redis.register_script(_HOLD_ONCE)
+        self._max = max_calls
+        self._hold_once = hold_script  # worker/lua/hold.lua, registered by worker/scripts.py
 
     def hold(self, items: Sequence[tuple[InboundCall, str]]) -> list[str | None]:
-        """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None."""
+        """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None.
+
+        Raises ``HeldFullError`` when the stream holds ``held_max_calls`` (the calls before it are kept).
+        """
         if not items:
             return []
         now = str(int(time.time() * 1000))
@@ -64,7 +63,7 @@ class HeldCalls:
             (
                 self._hold_once,
                 [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key))],
-                [reason, call.to_json(), now, self._seen_ttl],
+                [reason, call.to_json(), now, self._seen_ttl, self._max],
             )
             for call, reason in items
         ]
@@ -72,6 +71,11 @@ class HeldCalls:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+            if reply == "full":
+                raise HeldFullError(
+                    f"the held stream is full ({self._max} calls, CALLTRACK_HELD_MAX_CALLS): calls to unknown "
+                    "numbers or without a visitor id are refused until held calls are replayed or removed"
+                )
         return [str(reply) if reply else None for reply in replies]
 
     def entries(self, *, count: int = 100, start: str = "-") -> list[HeldCall]:

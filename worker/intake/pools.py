@@ -3,7 +3,8 @@ credited to the session that held it when the call started.
 
 The routing table decides which numbers are dynamic; :class:`NumberPools` keeps each counter's pool
 in a sorted set scored by lease end (``lua/lease.lua``): a session gets a free number, least recently
-used first, keeps it while it returns within the lease, and every lease is logged with its start,
+used first (a short first lease, the full one once it returns; live leases per client address and
+per /24 or /64 capped), keeps it while it returns within the lease, and every lease is logged with its start,
 end and the session's identifiers and landing URL for ``pool_history_days``, so a CDR imported days
 late is still attributed to the visitor who held the number at the time of the call. When a pool has
 no free number the counter's fallback number is answered and the event counted.
@@ -46,6 +47,11 @@ class Session(Visitor):
         return orjson.dumps({k: v for k, v in data.items() if v})
 
 
+def _digest(text: str) -> str:
+    """Client addresses are hashed before they name a key (keys carry no personal data)."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 class RateLimited(Exception):
     """Too many session requests this second from one client IP (``who='client'``) or for a counter."""
 
@@ -80,16 +86,27 @@ class NumberPools:
         self._lease_ms = int(s.pool_lease_seconds * 1000)
         self._history_ms = int(s.pool_history_days * 86_400_000)
         self._grace_ms = int(s.pool_grace_seconds * 1000)
+        self._first_ms = int(min(s.pool_first_lease_seconds, s.pool_lease_seconds) * 1000)
 
-    def lease(self, session: Session, client: str = "") -> Lease:
+    def lease(self, session: Session, client: str = "", network: str = "") -> Lease:
         """A number for this session: the one it holds (lease extended), a free one, or the fallback.
 
-        Raises ``RateLimited`` when the client IP or the counter is over its per-second limit.
+        ``client`` is the client's address, ``network`` its /24 or /64. Raises ``RateLimited`` when the
+        address (across every counter) or the counter is over its per-second limit. A counter without
+        a pool gets its fallback with nothing written to Redis.
         """
         k, counter = self._rt.keys, session.counter_id
         s = self._rt.settings
         second = int(time.time())
-        client_id = hashlib.blake2b(client.encode(), digest_size=8).hexdigest()
+        address = _digest(client)
+        rate_key = k.session_rate(address, second)
+        pipe = self._rt.redis.pipeline(transaction=False)
+        pipe.incr(rate_key)
+        pipe.expire(rate_key, 2)
+        by_address = int(pipe.execute()[0])
+        if by_address > s.session_rate_per_ip:
+            self._refused("rate_address")
+            raise RateLimited("client")
         number, ends, how = self._rt.scripts.lease(
             keys=[
                 k.pool(counter),
@@ -98,8 +115,9 @@ class NumberPools:
                 k.pool_log(counter),
                 k.pool_seq(counter),
                 k.pool_exhausted(k.shard_of(counter)),
-                k.rate(counter, "ip", client_id, second),
                 k.rate(counter, "ctr", str(counter), second),
+                k.pool_live(counter, "a", address),
+                k.pool_live(counter, "n", _digest(network or client)),
             ],
             args=[
                 session.key,
@@ -108,17 +126,26 @@ class NumberPools:
                 self._history_ms,
                 counter,
                 k.pool_history(counter),
-                s.session_rate_per_ip,
                 s.session_rate_per_counter,
+                self._first_ms,
+                s.pool_leases_per_address,
+                s.pool_leases_per_network,
             ],
         )
-        if how in ("rate_ip", "rate_counter"):
-            raise RateLimited("client" if how == "rate_ip" else "counter")
-        if how == "exhausted":
-            log.warning("number_pool_exhausted", counter_id=counter)
-            fallback = self._rt.settings.pool_fallback_numbers.get(counter)
+        if how == "rate_counter":
+            self._refused("rate_counter")
+            raise RateLimited("counter")
+        if how in ("exhausted", "address_limit", "network_limit", "nopool"):
+            if how == "exhausted":
+                log.warning("number_pool_exhausted", counter_id=counter)
+            self._refused(how)
+            fallback = s.pool_fallback_numbers.get(counter)
             return Lease(fallback, 0, True)
         return Lease(str(number), int(ends), False)
+
+    def _refused(self, reason: str) -> None:
+        """Count a session answered without a pool number (``pool_fallbacks`` by reason)."""
+        self._rt.metrics.incr("pool_fallbacks", reason)
 
     def attribute(self, lookups: Sequence[tuple[int, str, int]]) -> list[Attribution | None]:
         """For each (counter, number, call start in Unix seconds), the session holding it then."""

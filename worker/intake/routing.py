@@ -21,6 +21,7 @@ from redis import Redis
 
 from worker.keys import Keys
 from worker.model.calls import FieldError, field_errors
+from worker.model.fields import CONTROL_MESSAGE, has_control
 from worker.model.inbound import normalize_number
 
 Kind = Literal["static", "dynamic"]
@@ -49,8 +50,8 @@ class RouteInput(BaseModel):
     @field_validator("label")
     @classmethod
     def _check_label(cls, value: str | None) -> str | None:
-        if value is not None and any(ch in value for ch in "\r\n\x00"):
-            raise ValueError("must be one line of text")
+        if value is not None and has_control(value):
+            raise ValueError(CONTROL_MESSAGE)
         return value or None
 
 

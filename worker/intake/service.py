@@ -275,7 +275,9 @@ def build_intake(runtime: Runtime) -> Intake:
     return Intake(
         RoutingTable(runtime.redis, runtime.keys, cache_seconds=s.routing_cache_seconds),
         CallerHistory(runtime.redis, runtime.keys, days=s.first_caller_days, secret=secret),
-        HeldCalls(runtime.redis, runtime.keys, seen_days=s.dedup_window_days),
+        HeldCalls(
+            runtime.redis, runtime.keys, runtime.scripts.hold, seen_days=s.dedup_window_days, max_calls=s.held_max_calls
+        ),
         runtime.producer,
         runtime.policy,
         NumberPools(runtime),

@@ -44,7 +44,7 @@ class ConversionEvent(VisitorEvent):
     @field_validator("target")
     @classmethod
     def _check_target(cls, value: str) -> str:
-        if not _TARGET_RE.match(value):
+        if not _TARGET_RE.fullmatch(value):
             raise ValueError("must be a goal identifier: 1-255 Latin letters, digits, '_', '-' or '.'")
         return value
 

@@ -36,6 +36,10 @@ _SOURCE_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _PHONE_STRIP_RE = re.compile(r"[\s\-().]")
+# C0 and C1 controls (ESC, NUL, CR, LF, NEL U+0085 ...), DEL, the Unicode line and paragraph separators
+# and the bidirectional overrides: none belongs in a CSV cell, a log line or a terminal.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL_MESSAGE = "must not contain control characters or Unicode line separators"
 MAX_TEXT = 1000
 MAX_URL = 2048
 
@@ -241,33 +245,43 @@ def _currency(value: str | None) -> str | None:
 
 
 def _digits(value: str | None) -> str | None:
-    if value is not None and value != "" and not _DIGITS_RE.match(value):
+    if value is not None and value != "" and not _DIGITS_RE.fullmatch(value):
         raise ValueError("must be digits only")
     return value or None
 
 
+def has_control(value: str) -> bool:
+    """``value`` holds a control character, a Unicode line separator or a bidirectional override."""
+    return _CONTROL_RE.search(value) is not None
+
+
+def _no_control(value: str | None) -> None:
+    if value is not None and has_control(value):
+        raise PydanticCustomError("control_character", CONTROL_MESSAGE)
+
+
 def _one_line(value: str | None) -> str | None:
-    if value is not None and any(ch in value for ch in "\r\n\x00"):
-        raise ValueError("must be one line of text")
+    _no_control(value)
     return value or None
 
 
 def _url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not _URL_RE.match(value):
+    _no_control(value)
+    if not _URL_RE.fullmatch(value):
         raise ValueError("must be an http:// or https:// URL without spaces")
     return value
 
 
 def _source_id(value: str) -> str:
-    if not _SOURCE_ID_RE.match(value):
+    if not _SOURCE_ID_RE.fullmatch(value):
         raise ValueError("must be 1-128 printable ASCII characters without spaces")
     return value
 
 
 def _source(value: str) -> str:
-    if not _SOURCE_RE.match(value):
+    if not _SOURCE_RE.fullmatch(value):
         raise ValueError("must be 1-32 lowercase letters, digits, '_' or '-'")
     return value
 

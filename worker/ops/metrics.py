@@ -54,6 +54,12 @@ FAMILIES: dict[str, Family] = {
         Family("calls_ignored", "Requests that report no call (non-final status, internal call).", ("provider",)),
         Family("calls_dropped_late", "Calls older than the join window dropped (late_calls=drop).", ("provider",)),
         Family("calls_rejected", "Calls or requests refused, by reason.", ("provider", "reason")),
+        Family(
+            "pool_fallbacks",
+            "Session API answers without a pool number, by reason (exhausted, address_limit, network_limit, "
+            "nopool, rate_address, rate_counter).",
+            ("reason",),
+        ),
         Family("calls_drained", "Stream entries moved into buffers by drain."),
         Family("calls_deduplicated", "Repeats of an already accepted call dropped by drain."),
         Family("batches_sealed", "Batches sealed from buffers."),
