@@ -1,4 +1,4 @@
-"""Admin API under ``/_emulator/``: inspect uploads, reset, faults, clock, quotas and settings.
+"""Admin API under ``/_emulator/``: uploads, reset, faults, clock, quotas, settings, tokens, logins, counters.
 
 No authentication and no quotas: it is for tests and people running the demo.
 """
@@ -16,9 +16,12 @@ from starlette.routing import Route
 
 from emulator.clock import format_iso, parse_iso
 from emulator.config import quotas_from_dict
+from emulator.counters import OPTIONS
+from emulator.errors import ApiError
 from emulator.faults import rule_from_dict, script_from_dict
+from emulator.oauth import token_answer
 from emulator.state import EmulatorState
-from emulator.validation import CALLS, CONVERSIONS
+from emulator.validation import KINDS
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -43,8 +46,8 @@ async def _body(request: Request) -> dict[str, Any]:
 def _filters(request: Request) -> tuple[int | None, str | None]:
     counter = request.query_params.get("counter")
     kind = request.query_params.get("kind") or None
-    if kind is not None and kind not in (CALLS, CONVERSIONS):
-        raise ValueError(f"kind must be '{CALLS}' or '{CONVERSIONS}'")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     return (int(counter) if counter else None), kind
 
 
@@ -57,6 +60,8 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return _json(await handler(request, _state(request)))
         except (ValueError, KeyError, TypeError) as exc:
             return _json({"error": str(exc)}, 400)
+        except ApiError as exc:
+            return _json({"error": exc.message}, 400)
 
     return endpoint
 
@@ -172,6 +177,14 @@ def _settings_info(state: EmulatorState) -> dict[str, Any]:
     }
 
 
+def _rules_info(state: EmulatorState) -> dict[str, Any]:
+    return {
+        "join_rules": state.join_rules,
+        "count_unjoined": state.count_unjoined,
+        "token_lifetime": state.token_lifetime,
+    }
+
+
 async def settings(request: Request, state: EmulatorState) -> Any:
     if request.method == "POST":
         data = await _body(request)
@@ -191,6 +204,107 @@ async def settings(request: Request, state: EmulatorState) -> Any:
     return _settings_info(state)
 
 
+async def rules(request: Request, state: EmulatorState) -> Any:
+    """GET/POST ``join_rules``, ``count_unjoined`` (bools) and ``token_lifetime`` (seconds)."""
+    if request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"join_rules", "count_unjoined", "token_lifetime"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        if "join_rules" in data:
+            state.join_rules = bool(data["join_rules"])
+        if "count_unjoined" in data:
+            state.count_unjoined = bool(data["count_unjoined"])
+        if "token_lifetime" in data:
+            lifetime = float(data["token_lifetime"])
+            if lifetime <= 0:
+                raise ValueError("token_lifetime must be positive")
+            state.token_lifetime = lifetime
+    return _rules_info(state)
+
+
+async def tokens(request: Request, state: EmulatorState) -> Any:
+    """GET: every token (``?login=``). POST ``{"login", "lifetime": s|null, "refresh": bool, "client_id"}``:
+    issue a token for a login now, answered like ``POST /token`` plus the record."""
+    now = state.clock.now()
+    if request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"login", "lifetime", "refresh", "client_id"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        login = str(data["login"])
+        lifetime = data.get("lifetime", state.token_lifetime)
+        if lifetime is not None and float(lifetime) <= 0:
+            raise ValueError("lifetime must be positive (or null: never expires)")
+        client_id = str(data.get("client_id") or "emulator-admin")
+        record = state.tokens.issue(
+            login, client_id, now, float(lifetime) if lifetime is not None else None, "admin", bool(data.get("refresh"))
+        )
+        return {**token_answer(record, now), "record": record.to_admin(now)}
+    wanted = request.query_params.get("login")
+    records = [r for r in state.tokens.tokens.values() if wanted is None or r.login == wanted]
+    return {"tokens": [r.to_admin(now) for r in records]}
+
+
+async def token_expire(request: Request, state: EmulatorState) -> Any:
+    """``{"token": t, "refresh": false}``: the token answers invalid_token from now on (its refresh token
+    too when ``refresh``)."""
+    data = await _body(request)
+    record = state.tokens.expire(str(data["token"]), state.clock.now(), bool(data.get("refresh", False)))
+    if record is None:
+        raise ValueError("no such token")
+    return record.to_admin(state.clock.now())
+
+
+async def token_revoke(request: Request, state: EmulatorState) -> Any:
+    """``{"token": t}``: forget the token and its refresh token."""
+    data = await _body(request)
+    record = state.tokens.revoke(str(data["token"]))
+    if record is None:
+        raise ValueError("no such token")
+    return {"revoked": True, "login": record.login}
+
+
+async def logins(request: Request, state: EmulatorState) -> Any:
+    """Per login: in_flight, peak_parallel, requests, requests_today, quota_rejections (by error type
+    and ``status.429``/``status.420``). POST forgets peaks and counts (``logins/reset``)."""
+    if request.method == "POST":
+        state.quotas.reset_login_stats()
+    return {"logins": state.quotas.login_stats(state.clock.now())}
+
+
+def _counter_info(state: EmulatorState, counter: int) -> dict[str, Any]:
+    settings = state.counters.get(counter)
+    return {
+        "counter": counter,
+        "offline_options": settings.options(),
+        "enabled_at": {k: format_iso(v) if v is not None else None for k, v in settings.enabled.items()},
+        "goals": [g.to_api() for g in settings.goals],
+        "calls_goal_name": settings.calls_goal_name,
+    }
+
+
+async def counter_settings(request: Request, state: EmulatorState) -> Any:
+    """GET a counter's options and goals. POST ``{"offline_options": {name: 0|1}, "enabled_at": {name: iso},
+    "goals": [goal, ...]}``: switch options (``enabled_at`` backdates the moment one was switched on)."""
+    counter = int(request.path_params["counter"])
+    if request.method == "POST":
+        data = await _body(request)
+        unknown = set(data) - {"offline_options", "enabled_at", "goals"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        now = state.clock.now()
+        state.counters.set_options(counter, data.get("offline_options") or {}, now)
+        enabled = state.counters.get(counter).enabled
+        for name, value in (data.get("enabled_at") or {}).items():
+            if name not in OPTIONS:
+                raise ValueError(f"unknown option {name!r}")
+            enabled[name] = parse_iso(str(value)) if value is not None else None
+        for goal in data.get("goals") or []:
+            state.counters.add_goal(counter, goal)
+    return _counter_info(state, counter)
+
+
 async def stats(request: Request, state: EmulatorState) -> Any:
     now = state.clock.now()
     statuses: dict[str, int] = {}
@@ -203,6 +317,7 @@ async def stats(request: Request, state: EmulatorState) -> Any:
         "upload_statuses": statuses,
         "counts": dict(sorted(state.counts.items())),
         "quota_rejections": dict(state.quotas.rejections),
+        "logins": state.quotas.login_stats(now),
         "clock": _clock_info(state),
     }
 
@@ -221,4 +336,11 @@ def routes() -> list[Route]:
         route("quotas", quotas, ["GET", "POST"]),
         route("settings", settings, ["GET", "POST"]),
         route("stats", stats, ["GET"]),
+        route("rules", rules, ["GET", "POST"]),
+        route("tokens", tokens, ["GET", "POST"]),
+        route("tokens/expire", token_expire, ["POST"]),
+        route("tokens/revoke", token_revoke, ["POST"]),
+        route("logins", logins, ["GET"]),
+        route("logins/reset", logins, ["POST"]),
+        route("counters/{counter}", counter_settings, ["GET", "POST"]),
     ]

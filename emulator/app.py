@@ -1,14 +1,12 @@
-"""Starlette application: the six Metrica endpoints, the ``/_emulator`` admin API and the HTML page."""
+"""Starlette application: the Metrica endpoints, the Yandex ID stand-in, the ``/_emulator`` admin API and
+the HTML page."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -16,7 +14,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from emulator import admin
+from emulator import admin, management, oauth
+from emulator.apicall import (
+    Call,
+    Operation,
+    error_response,
+    json_response,
+    optional_int,
+    positive_int,
+)
 from emulator.config import Account, EmulatorConfig
 from emulator.errors import (
     AccessDenied,
@@ -34,19 +40,13 @@ from emulator.faults import Decision
 from emulator.formdata import extract_part
 from emulator.html import render_index
 from emulator.state import EmulatorState
-from emulator.validation import CALLS, CONVERSIONS, check_client_id_type, check_comment, parse_file
+from emulator.validation import CALLS, CHATS, CONVERSIONS, check_client_id_type, check_comment, parse_file
+
+__all__ = ["Call", "EmulatorApp", "Operation", "create_app", "json_response"]
 
 RAW_SEND_KEY = "emulator.raw_send"
 OFFLOAD_BYTES = 256 * 1024  # parse bigger files in a worker thread to keep the loop responsive
 MAX_LIMIT = 10000
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), error.http_status)
 
 
 def state_of(request: Request) -> EmulatorState:
@@ -93,7 +93,8 @@ def client_ip(request: Request, trust_forwarded_for: bool) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authenticate(state: EmulatorState, request: Request) -> Account:
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: OAuth <token>``; 401 ``unauthorized`` when absent or malformed."""
     header = request.headers.get("authorization")
     if not header:
         message = "Authorization is required: send the header 'Authorization: OAuth <token>'"
@@ -102,61 +103,56 @@ def authenticate(state: EmulatorState, request: Request) -> Account:
     token = token.strip()
     if scheme.lower() != "oauth" or not token or len(token.split()) != 1:
         raise Unauthorized("Malformed Authorization header; expected 'OAuth <token>'", "Authorization")
-    account = state.accounts.get(token)
-    if account is None:
+    return token
+
+
+def authenticate(state: EmulatorState, request: Request) -> Account:
+    """Configured tokens act with their own counter list; OAuth-issued ones with their login's counters.
+    Unknown, revoked and expired tokens answer 403 ``invalid_token``."""
+    token = bearer_token(request)
+    record = state.tokens.tokens.get(token)
+    if record is None:
         raise InvalidToken("Invalid oauth_token", "Authorization")
-    return account
+    if record.expired(state.clock.now()):
+        raise InvalidToken("Expired oauth_token", "Authorization")
+    configured = state.accounts.get(token)
+    if record.source == "config" and configured is not None:
+        return configured
+    return state.tokens.account(record)
 
 
-def positive_int(value: str, name: str) -> int:
-    if not (value.isascii() and value.isdigit()) or int(value) <= 0:
-        raise InvalidParameter(f"Parameter {name} must be a positive integer, got '{value}'", name)
-    return int(value)
-
-
-def optional_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParameter(f"Parameter {name} must be an integer, got '{raw}'", name) from None
-    if not low <= value <= high:
-        raise InvalidParameter(f"Parameter {name} must be within {low}..{high}, got {value}", name)
-    return value
-
-
-@dataclass(frozen=True)
-class Call:
-    """One admitted API request."""
-
-    request: Request
-    state: EmulatorState
-    account: Account
-    counter: int
-    kind: str
-
-
-Operation = Callable[[Call], Awaitable[Response]]
+def _login_of_request(state: EmulatorState, request: Request) -> str | None:
+    """The login behind the request's token, if any (to count a per-IP rejection against it)."""
+    header = request.headers.get("authorization", "")
+    record = state.tokens.tokens.get(header.strip().partition(" ")[2].strip())
+    return record.login if record is not None else None
 
 
 async def guarded(request: Request, endpoint: str, kind: str, operation: Operation) -> Response:
-    """Run one API request through quotas, auth, access checks and faults, then ``operation``."""
+    """Run one API request through quotas, auth, access checks and faults, then ``operation``.
+
+    Requests without ``{counter_id}`` in the path (the counters list) skip the counter checks."""
     state = state_of(request)
     state.counts["requests"] += 1
     state.counts[f"requests.{endpoint}"] += 1
     try:
         now = state.clock.now()
-        state.quotas.check_ip(client_ip(request, state.trust_forwarded_for), now)
+        try:
+            state.quotas.check_ip(client_ip(request, state.trust_forwarded_for), now)
+        except ApiError as error:
+            login = _login_of_request(state, request)
+            if login is not None:
+                state.quotas.note_rejection(login, error.error_type)
+            raise
         account = authenticate(state, request)
-        counter = positive_int(request.path_params["counter_id"], "counterId")
+        raw_counter = request.path_params.get("counter_id")
+        counter = positive_int(raw_counter, "counterId") if raw_counter is not None else 0
         state.quotas.acquire_parallel(account.login)
         try:
             state.quotas.count_daily(account.login, now)
-            if not state.counter_exists(counter):
+            if counter and not state.counter_exists(counter):
                 raise NotFound(f"Counter {counter} not found", "counterId")
-            if not state.can_access(account, counter):
+            if counter and not state.can_access(account, counter):
                 raise AccessDenied(f"Access to counter {counter} is denied", "counterId")
             decision = state.faults.decide(endpoint, counter)
             response = await _with_faults(Call(request, state, account, counter, kind), decision, operation)
@@ -197,12 +193,29 @@ async def _with_faults(call: Call, decision: Decision, operation: Operation) -> 
     return await operation(call)
 
 
+UPLOAD_TYPES = {"CHATS": CHATS, "CONVERSIONS": CONVERSIONS}
+
+
+def upload_kind(call: Call) -> str:
+    """The unified endpoint's ``type``: CHATS, or absent (and CONVERSIONS) for offline conversions."""
+    if call.kind != CONVERSIONS:
+        return call.kind
+    raw = call.request.query_params.get("type")
+    if raw is None or raw == "":
+        return CONVERSIONS
+    kind = UPLOAD_TYPES.get(raw.upper())
+    if kind is None:
+        raise InvalidParameter(f"Parameter type has invalid value '{raw}'; allowed: CHATS", "type")
+    return kind
+
+
 async def _upload(call: Call) -> Response:
-    request, state, counter, kind = call.request, call.state, call.counter, call.kind
+    request, state, counter = call.request, call.state, call.counter
+    kind = upload_kind(call)
     params = request.query_params
     comment = params.get("comment")
     check_comment(kind, comment)
-    client_id_type = params.get("client_id_type")
+    client_id_type = params.get("client_id_type") if kind != CHATS else None
     check_client_id_type(kind, client_id_type)
     new_goal_name = params.get("new_goal_name") if kind == CALLS else None
     body = await request.body()
@@ -211,14 +224,20 @@ async def _upload(call: Call) -> Response:
     data = extract_part(request.headers.get("content-type"), body, "file")
     created = state.clock.now()
     known = state.known_visitors
+    joins = state.join_policy(counter, kind, created)
     if len(data) > OFFLOAD_BYTES:
         parsed = await asyncio.to_thread(
-            parse_file, kind, data, now=created, client_id_type=client_id_type, known_visitors=known
+            parse_file, kind, data, now=created, client_id_type=client_id_type, known_visitors=known, joins=joins
         )
     else:
-        parsed = parse_file(kind, data, now=created, client_id_type=client_id_type, known_visitors=known)
+        parsed = parse_file(kind, data, now=created, client_id_type=client_id_type, known_visitors=known, joins=joins)
     if new_goal_name:
-        state.goals.setdefault(counter, new_goal_name)
+        settings = state.counters.get(counter)
+        if settings.calls_goal_name is None:
+            settings.calls_goal_name = new_goal_name
+            state.counters.ensure_auto_goal(counter, new_goal_name, "call")
+    if kind == CHATS:
+        state.counters.ensure_auto_goal(counter, "Chat", "chat")
     upload = state.store.add(
         counter=counter,
         kind=kind,
@@ -232,9 +251,13 @@ async def _upload(call: Call) -> Response:
     return json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
 
 
+# Offline conversions paths (singular legacy and plural unified) answer conversions and chats alike.
+SCOPES = {CALLS: (CALLS,), CONVERSIONS: (CONVERSIONS, CHATS)}
+
+
 async def _status(call: Call) -> Response:
     upload_id = positive_int(call.request.path_params["upload_id"], "id")
-    upload = call.state.store.get(call.counter, call.kind, upload_id)
+    upload = call.state.store.get(call.counter, SCOPES[call.kind], upload_id)
     if upload is None:
         raise NotFound(f"Uploading {upload_id} not found for counter {call.counter}", "id")
     return json_response({"uploading": upload.to_api(call.state.clock.now(), call.state.step_seconds)})
@@ -244,7 +267,7 @@ async def _list(call: Call) -> Response:
     limit = optional_int(call.request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     offset = optional_int(call.request, "offset", 0, 0, 1 << 62)
     now, step = call.state.clock.now(), call.state.step_seconds
-    page = call.state.store.page(call.counter, call.kind, limit, offset)
+    page = call.state.store.page(call.counter, SCOPES[call.kind], limit, offset)
     return json_response({"uploadings": [u.to_api(now, step) for u in page]})
 
 
@@ -280,14 +303,27 @@ def routes() -> list[Route]:
         ("calls_uploadings", "GET", "list", CALLS, _list),
         ("upload", "POST", "upload", CONVERSIONS, _upload),
         ("uploading/{upload_id}", "GET", "status", CONVERSIONS, _status),
+        ("uploadings/{upload_id}", "GET", "status", CONVERSIONS, _status),
         ("uploadings", "GET", "list", CONVERSIONS, _list),
     ]
     api = [
         Route(f"{PREFIX}/{path}", _endpoint(endpoint, kind, operation), methods=[method])
         for path, method, endpoint, kind, operation in table
     ]
+    for path, methods, operation in management.TABLE:
+        handlers = {method: _endpoint("management", "management", op) for method, op in operation.items()}
+        api.append(Route(path, _dispatch(handlers), methods=methods))
     api.append(Route("/", index, methods=["GET"]))
-    return api + admin.routes()
+    return api + oauth.routes() + admin.routes()
+
+
+def _dispatch(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return handle
 
 
 class EmulatorApp:

@@ -57,7 +57,7 @@ class EmulatorAdmin:
     def uploads(
         self, counter: int | None = None, kind: str | None = None, with_rows: bool = True
     ) -> list[dict[str, Any]]:
-        """Accepted uploads, oldest first; ``kind`` is ``"calls"`` or ``"conversions"``."""
+        """Accepted uploads, oldest first; ``kind`` is ``"calls"``, ``"conversions"`` or ``"chats"``."""
         params = self._filters(counter, kind)
         params["rows"] = "1" if with_rows else "0"
         result: list[dict[str, Any]] = self._call("GET", "/uploads", params=params)["uploads"]
@@ -187,6 +187,67 @@ class EmulatorAdmin:
         """Identifiers that match a visitor; None accepts every identifier."""
         value = None if visitors is None else [str(v) for v in visitors]
         return self.settings(known_visitors=value)
+
+    def rules(self, **changes: Any) -> dict[str, Any]:
+        """join_rules, count_unjoined (bools), token_lifetime (seconds); no arguments reads them."""
+        if not changes:
+            current: dict[str, Any] = self._call("GET", "/rules")
+            return current
+        result: dict[str, Any] = self._call("POST", "/rules", json=changes)
+        return result
+
+    # tokens and logins
+    def tokens(self, login: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/tokens", params={"login": login} if login else None)[
+            "tokens"
+        ]
+        return result
+
+    def issue_token(
+        self, login: str, lifetime: float | None = None, refresh: bool = False, client_id: str | None = None
+    ) -> dict[str, Any]:
+        """A token of ``login`` living ``lifetime`` seconds (None: the configured token_lifetime)."""
+        body: dict[str, Any] = {"login": login, "refresh": refresh}
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        if client_id is not None:
+            body["client_id"] = client_id
+        result: dict[str, Any] = self._call("POST", "/tokens", json=body)
+        return result
+
+    def expire_token(self, token: str, refresh: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/tokens/expire", json={"token": token, "refresh": refresh})
+        return result
+
+    def revoke_token(self, token: str) -> None:
+        self._call("POST", "/tokens/revoke", json={"token": token})
+
+    def logins(self) -> dict[str, dict[str, Any]]:
+        """Per login: in_flight, peak_parallel, requests, requests_today, quota_rejections."""
+        result: dict[str, dict[str, Any]] = self._call("GET", "/logins")["logins"]
+        return result
+
+    def reset_login_stats(self) -> None:
+        self._call("POST", "/logins/reset")
+
+    # counters
+    def counter(self, counter: int) -> dict[str, Any]:
+        """offline_options, enabled_at, goals and calls_goal_name of a counter."""
+        result: dict[str, Any] = self._call("GET", f"/counters/{counter}")
+        return result
+
+    def set_counter(
+        self,
+        counter: int,
+        offline_options: dict[str, int | bool] | None = None,
+        enabled_at: dict[str, str | None] | None = None,
+        goals: Sequence[dict[str, Any]] = (),
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"offline_options": offline_options or {}, "goals": list(goals)}
+        if enabled_at is not None:
+            body["enabled_at"] = enabled_at
+        result: dict[str, Any] = self._call("POST", f"/counters/{counter}", json=body)
+        return result
 
     def settings(self, **changes: Any) -> dict[str, Any]:
         """step_seconds, known_visitors, trust_forwarded_for; no arguments reads them."""

@@ -23,6 +23,29 @@ class Account:
 
 
 @dataclass(frozen=True)
+class OAuthApp:
+    """An application registered with the Yandex ID stand-in. A ``redirect_uris`` entry ending in ``*``
+    allows every URI starting with the part before it."""
+
+    client_id: str
+    client_secret: str
+    redirect_uris: tuple[str, ...] = ("http://127.0.0.1*", "http://localhost*")
+
+
+@dataclass(frozen=True)
+class CounterInfo:
+    """What ``GET /management/v1/counters`` tells about a counter (optional; defaults are made up)."""
+
+    id: int
+    name: str | None = None
+    site: str | None = None
+
+
+DEFAULT_OAUTH_APP = OAuthApp(client_id="emulator-client", client_secret="emulator-secret")  # noqa: S106 - demo app
+YEAR = 365 * 86400.0
+
+
+@dataclass(frozen=True)
 class QuotaConfig:
     """Metrica's quotas; None (0/false in TOML) disables one. ``http_status`` is 429 or 420."""
 
@@ -49,6 +72,12 @@ class EmulatorConfig:
     max_file_bytes: int = 1 << 30
     log_level: str = "warning"
     access_log: bool = False
+    oauth_apps: tuple[OAuthApp, ...] = (DEFAULT_OAUTH_APP,)
+    token_lifetime: float = YEAR  # seconds an OAuth-issued token (and its refresh token) lives
+    code_lifetime: float = 600.0  # seconds an authorization code can be exchanged, once
+    counters: tuple[CounterInfo, ...] = ()
+    join_rules: bool = False  # judge joins row by row (windows, goals, static calls); see emulator.joins
+    count_unjoined: bool = False  # with join_rules: keep rows that do not join in line_quantity
 
     def with_changes(self, **changes: Any) -> EmulatorConfig:
         """A copy with some fields replaced (``dataclasses.replace``)."""
@@ -97,7 +126,38 @@ def account_from_dict(data: Mapping[str, Any]) -> Account:
     return Account(token=str(data["token"]), login=str(data.get("login", data["token"])), counters=parsed)
 
 
+def oauth_app_from_dict(data: Mapping[str, Any]) -> OAuthApp:
+    unknown = set(data) - {"client_id", "client_secret", "redirect_uris"}
+    if unknown:
+        raise ValueError(f"unknown oauth app keys: {sorted(unknown)}")
+    uris = data.get("redirect_uris", list(DEFAULT_OAUTH_APP.redirect_uris))
+    if isinstance(uris, str):
+        uris = [uris]
+    return OAuthApp(str(data["client_id"]), str(data["client_secret"]), tuple(str(u) for u in uris))
+
+
+def counter_info_from_dict(data: Mapping[str, Any]) -> CounterInfo:
+    unknown = set(data) - {"id", "name", "site"}
+    if unknown:
+        raise ValueError(f"unknown counter keys: {sorted(unknown)}")
+    name, site = data.get("name"), data.get("site")
+    return CounterInfo(int(data["id"]), str(name) if name is not None else None, str(site) if site else None)
+
+
+def _positive(value: Any, name: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"{name} must be positive")
+    return number
+
+
 _TOP_KEYS = {
+    "oauth_apps",
+    "token_lifetime",
+    "code_lifetime",
+    "counters",
+    "join_rules",
+    "count_unjoined",
     "accounts",
     "step_seconds",
     "known_visitors",
@@ -160,6 +220,16 @@ def config_from_dict(data: Mapping[str, Any]) -> EmulatorConfig:
         changes["log_level"] = str(data["log_level"]).lower()
     if "access_log" in data:
         changes["access_log"] = bool(data["access_log"])
+    if "oauth_apps" in data:
+        changes["oauth_apps"] = tuple(oauth_app_from_dict(a) for a in data["oauth_apps"])
+    for key in ("token_lifetime", "code_lifetime"):
+        if key in data:
+            changes[key] = _positive(data[key], key)
+    if "counters" in data:
+        changes["counters"] = tuple(counter_info_from_dict(c) for c in data["counters"])
+    for key in ("join_rules", "count_unjoined"):
+        if key in data:
+            changes[key] = bool(data[key])
     return replace(config, **changes)
 
 

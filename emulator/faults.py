@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = frozenset({"upload", "status", "list"})
+UPLOAD_KINDS = frozenset({"upload", "status", "list"})
+# "management" (counters, counter, goals, thresholds) is faulted only by rules and scripts naming it.
+KINDS = UPLOAD_KINDS | {"management"}
 ACTIONS = frozenset({"pass", "error", "drop_before_store", "drop_after_store"})
 DROP_ACTIONS = frozenset({"drop_before_store", "drop_after_store"})
 
@@ -45,7 +47,8 @@ class FaultRule:
     counters: frozenset[int] | None = None
 
     def matches(self, kind: str, counter: int) -> bool:
-        return (self.kinds is None or kind in self.kinds) and (self.counters is None or counter in self.counters)
+        kind_ok = kind in UPLOAD_KINDS if self.kinds is None else kind in self.kinds
+        return kind_ok and (self.counters is None or counter in self.counters)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,7 +94,8 @@ class ScriptEntry:
     counter: int | None = None
 
     def matches(self, kind: str, counter: int) -> bool:
-        return (self.kind is None or self.kind == kind) and (self.counter is None or self.counter == counter)
+        kind_ok = kind in UPLOAD_KINDS if self.kind is None else self.kind == kind
+        return kind_ok and (self.counter is None or self.counter == counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "counter": self.counter, "answers": [a.to_dict() for a in self.answers]}

@@ -20,10 +20,21 @@ class Quotas:
         self._parallel: dict[str, int] = {}
         self._daily: dict[str, tuple[int, int]] = {}
         self.rejections: dict[str, int] = {}
+        self.peak_parallel: dict[str, int] = {}
+        self.admitted: dict[str, int] = {}
+        self.login_rejections: dict[str, dict[str, int]] = {}
 
-    def _reject(self, error: type[ApiError], message: str) -> NoReturn:
+    def _reject(self, error: type[ApiError], message: str, login: str | None = None) -> NoReturn:
         self.rejections[error.error_type] = self.rejections.get(error.error_type, 0) + 1
+        if login is not None:
+            self.note_rejection(login, error.error_type)
         raise error(message, "", self.config.http_status)
+
+    def note_rejection(self, login: str, error_type: str) -> None:
+        """Count a quota answer (429/420) against a login, by error type and by HTTP status."""
+        counts = self.login_rejections.setdefault(login, {})
+        for key in (error_type, f"status.{self.config.http_status}"):
+            counts[key] = counts.get(key, 0) + 1
 
     def check_ip(self, ip: str, now: float) -> None:
         """Sliding one-second window per client IP."""
@@ -51,8 +62,11 @@ class Quotas:
             self._reject(
                 QuotaParallelRequests,
                 f"The limit on the number of parallel API requests for the user has been exceeded ({limit} at a time)",
+                login,
             )
         self._parallel[login] = running + 1
+        if running + 1 > self.peak_parallel.get(login, 0):
+            self.peak_parallel[login] = running + 1
 
     def release_parallel(self, login: str) -> None:
         running = self._parallel.get(login, 0) - 1
@@ -72,8 +86,10 @@ class Quotas:
             self._reject(
                 QuotaRequestsByUid,
                 f"The limit on the number of API requests per day for the user has been exceeded ({limit} per day)",
+                login,
             )
         self._daily[login] = (day, count + 1)
+        self.admitted[login] = self.admitted.get(login, 0) + 1
 
     def in_flight(self, login: str) -> int:
         return self._parallel.get(login, 0)
@@ -93,3 +109,26 @@ class Quotas:
         self._ip_windows.clear()
         self._daily.clear()
         self.rejections.clear()
+        self.peak_parallel.clear()
+        self.admitted.clear()
+        self.login_rejections.clear()
+
+    def reset_login_stats(self) -> None:
+        """Forget peaks, admitted counts and rejections per login (not the quota counts themselves)."""
+        self.peak_parallel = {login: n for login, n in self._parallel.items() if n > 0}
+        self.admitted.clear()
+        self.login_rejections.clear()
+
+    def login_stats(self, now: float) -> dict[str, dict[str, object]]:
+        """Per login: requests in flight, peak parallel requests, admitted requests (and today), quota answers."""
+        logins = set(self.peak_parallel) | set(self.admitted) | set(self.login_rejections) | set(self._parallel)
+        return {
+            login: {
+                "in_flight": self.in_flight(login),
+                "peak_parallel": self.peak_parallel.get(login, 0),
+                "requests": self.admitted.get(login, 0),
+                "requests_today": self.used_today(login, now),
+                "quota_rejections": dict(sorted(self.login_rejections.get(login, {}).items())),
+            }
+            for login in sorted(logins)
+        }

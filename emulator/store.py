@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from emulator.clock import format_iso
-from emulator.validation import CALLS, ParsedFile
+from emulator.validation import CALLS, CHATS, ParsedFile
 
 STEPS = ("UPLOADED", "EXPORTED", "MATCHED")
 TERMINAL_OK = "PROCESSED"
@@ -48,6 +50,8 @@ class Upload:
         if self.kind == CALLS:
             body["static_calls_quantity"] = self.file.static_calls
             body["dynamic_calls_quantity"] = self.file.line_quantity - self.file.static_calls
+        elif self.kind == CHATS:
+            body["type"] = "CHATS"
         return body
 
     def rows(self) -> list[dict[str, str]]:
@@ -64,6 +68,8 @@ class Upload:
             new_goal_name=self.new_goal_name,
             columns=list(self.file.header),
             rejected=[{"line": r.line, "column": r.column, "reason": r.reason} for r in self.file.rejections],
+            joined_quantity=self.file.joined_quantity,
+            unjoined=dict(self.file.unjoined),
         )
         if with_rows:
             body["rows"] = self.rows()
@@ -96,19 +102,25 @@ class Store:
         self.row_count += file.line_quantity
         return upload
 
-    def get(self, counter: int, kind: str, upload_id: int) -> Upload | None:
+    def get(self, counter: int, kinds: str | Iterable[str], upload_id: int) -> Upload | None:
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         upload = self._by_id.get(upload_id)
-        if upload is None or upload.counter != counter or upload.kind != kind:
+        if upload is None or upload.counter != counter or upload.kind not in kinds:
             return None
         return upload
 
-    def page(self, counter: int, kind: str, limit: int, offset: int) -> list[Upload]:
-        """Newest first, ``offset`` uploads skipped, at most ``limit`` returned."""
-        uploads = self._by_scope.get((counter, kind), [])
-        end = len(uploads) - offset
-        if end <= 0:
-            return []
-        return uploads[max(0, end - limit) : end][::-1]
+    def page(self, counter: int, kinds: str | Iterable[str], limit: int, offset: int) -> list[Upload]:
+        """Newest first over one or more kinds, ``offset`` uploads skipped, at most ``limit`` returned."""
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        scopes = [self._by_scope[(counter, k)] for k in kinds if (counter, k) in self._by_scope]
+        if len(scopes) <= 1:
+            uploads = scopes[0] if scopes else []
+            end = len(uploads) - offset
+            if end <= 0:
+                return []
+            return uploads[max(0, end - limit) : end][::-1]
+        merged = heapq.merge(*(reversed(s) for s in scopes), key=lambda u: -u.id)
+        return list(itertools.islice(merged, offset, offset + limit))
 
     def all(self, counter: int | None = None, kind: str | None = None) -> list[Upload]:
         """Oldest first."""
