@@ -10,6 +10,8 @@ import httpx
 from redis import Redis
 
 from config.settings import Settings
+from worker.accounts import oauth
+from worker.accounts.registry import Registry
 from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
 from worker.keys import Keys
@@ -49,6 +51,12 @@ class Runtime:
         return MetricaClient(
             s.api_base_url, timeout=timeout, transport=self._transport, observer=self.metrics.metrica_request
         )
+
+    @cached_property
+    def accounts(self) -> Registry:
+        """The account registry (worker/accounts/): tokens and settings per counter, cached briefly."""
+        settings = self.settings
+        return Registry(self.redis, self.keys, settings, learn_login=lambda token: oauth.user_login(settings, token))
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -71,11 +71,7 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
 
 def update_holds(rt: Runtime, gate: QuotaGate) -> int:
     """Mark counters whose login is short of upload quota, so their buffers seal by size only."""
-    tokens = {fingerprint(t): t for t in rt.settings.metrica_counter_tokens.values()}
-    default = rt.settings.token_for(0) if rt.settings.metrica_token is not None or rt.settings.uses_emulator else None
-    if default is not None:
-        tokens[fingerprint(default)] = default
-    short = {login for login, token in tokens.items() if gate.upload_budget_short(token)}
+    short = {fingerprint(token) for token in rt.accounts.tokens() if gate.upload_budget_short(token)}
     held = 0
     for shard in range(rt.keys.shards):
         key = rt.keys.hold(shard)
@@ -83,7 +79,7 @@ def update_holds(rt: Runtime, gate: QuotaGate) -> int:
         if short:
             for bucket in cast(list[str], rt.redis.zrange(rt.keys.due(shard), 0, -1)):
                 counter = int(bucket.split(":", 1)[0])
-                token = rt.settings.token_for(counter)
+                token = rt.accounts.token_for(counter, removed_ok=True)
                 if token is not None and fingerprint(token) in short:
                     counters.add(str(counter))
         pipe = rt.redis.pipeline(transaction=True)
