@@ -45,7 +45,7 @@ def dump(redis: Redis, namespace: str) -> str:
     return "\n".join(parts)
 
 
-def test_an_account_is_stored_encrypted_and_read_back(make_settings, redis, namespace) -> None:
+def test_an_account_is_stored_encrypted_and_read_back(make_settings: Callable[..., Settings], redis: Redis, namespace: str) -> None:
     reg = registry(make_settings)
     change = reg.put(spec())
     assert change.outcomes == {"acme": "created"}
@@ -56,7 +56,7 @@ def test_an_account_is_stored_encrypted_and_read_back(make_settings, redis, name
     assert SECRET not in repr(account.public()) and SECRET not in repr(account)
 
 
-def test_bad_input_names_the_field_and_rule_and_stores_nothing(make_settings, redis, namespace) -> None:
+def test_bad_input_names_the_field_and_rule_and_stores_nothing(make_settings: Callable[..., Settings], redis: Redis, namespace: str) -> None:
     reg = registry(make_settings)
     bad = [
         ({"id": "Acme!"}, "id"),
@@ -69,6 +69,7 @@ def test_bad_input_names_the_field_and_rule_and_stores_nothing(make_settings, re
         ),
     ]
     for data, field in bad:
+        assert isinstance(data, dict)
         with pytest.raises(AccountInputError) as caught:
             edits.create(reg, data)
         assert caught.value.field == field, caught.value
@@ -76,7 +77,7 @@ def test_bad_input_names_the_field_and_rule_and_stores_nothing(make_settings, re
     assert list(redis.scan_iter(match=f"{namespace}:*")) == []
 
 
-def test_a_counter_belongs_to_one_account(make_settings) -> None:
+def test_a_counter_belongs_to_one_account(make_settings: Callable[..., Settings]) -> None:
     reg = registry(make_settings)
     reg.put(spec("acme", (101, 102)))
     with pytest.raises(AccountInputError, match="counter 102 belongs to account 'acme'"):
@@ -84,7 +85,7 @@ def test_a_counter_belongs_to_one_account(make_settings) -> None:
     assert reg.get("beta") is None
 
 
-def test_sync_is_idempotent_and_removes_what_is_absent(make_settings, redis) -> None:
+def test_sync_is_idempotent_and_removes_what_is_absent(make_settings: Callable[..., Settings], redis: Redis) -> None:
     reg = registry(make_settings)
     reg.put(spec("gone", (900,), token="gone-token-1"))
     accounts = [spec("acme", (101, 102)), spec("beta", (201,), token="beta-token-1")]
@@ -100,7 +101,7 @@ def test_sync_is_idempotent_and_removes_what_is_absent(make_settings, redis) -> 
         reg.token_for(900)
 
 
-def test_removed_counter_waits_and_readding_resumes(make_settings) -> None:
+def test_removed_counter_waits_and_readding_resumes(make_settings: Callable[..., Settings]) -> None:
     reg = registry(make_settings)
     reg.put(spec("acme", (101, 102)))
     edits.remove_counter(reg, 102)
@@ -112,7 +113,7 @@ def test_removed_counter_waits_and_readding_resumes(make_settings) -> None:
     assert reg.goal_name(102) == "calls"
 
 
-def test_workers_see_changes_after_the_cache_time(make_settings) -> None:
+def test_workers_see_changes_after_the_cache_time(make_settings: Callable[..., Settings]) -> None:
     writer = registry(make_settings)
     reader = Runtime(make_settings(secret_keys=KEY, accounts_cache_seconds=30)).accounts
     assert reader.counter(101) is None
@@ -122,7 +123,7 @@ def test_workers_see_changes_after_the_cache_time(make_settings) -> None:
     assert reader.token_for(101) == SecretStr(SECRET)
 
 
-def test_rotation_of_the_key_ring(make_settings) -> None:
+def test_rotation_of_the_key_ring(make_settings: Callable[..., Settings]) -> None:
     old, new = KEY, Fernet.generate_key().decode()
     registry(make_settings, secret_keys=old).put(spec())
     both = registry(make_settings, secret_keys=f"{new},{old}")
@@ -133,7 +134,7 @@ def test_rotation_of_the_key_ring(make_settings) -> None:
         registry(make_settings, secret_keys=old).get("acme")
 
 
-def test_quota_login_is_the_learned_login_else_the_fingerprint(make_settings) -> None:
+def test_quota_login_is_the_learned_login_else_the_fingerprint(make_settings: Callable[..., Settings]) -> None:
     reg = registry(make_settings)
     reg._learn_login = lambda token: "Acme-Shop" if token.get_secret_value() == SECRET else None
     reg.put(spec("acme", (101,)))
@@ -142,7 +143,7 @@ def test_quota_login_is_the_learned_login_else_the_fingerprint(make_settings) ->
     assert reg.login_of(SecretStr("unknown-login-token")) == fingerprint(SecretStr("unknown-login-token"))
 
 
-def test_environment_variables_are_imported_once(make_settings) -> None:
+def test_environment_variables_are_imported_once(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(
         secret_keys=KEY,
         metrica_counter_tokens={101: "env-token-one", 102: "env-token-one", 103: "env-token-two"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -108,7 +108,10 @@ class AccountIn(_Strict):
         return self
 
 
-def parse(model: type[BaseModel], data: object) -> Any:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: object) -> M:
     """Validate ``data`` or raise ``AccountInputError`` naming the field and the rule (never the value)."""
     try:
         return model.model_validate(data)

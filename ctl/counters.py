@@ -1,0 +1,118 @@
+"""``ctl counters``: the counters of the registry's accounts, with their own settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ctl.accounts import registry_errors, report
+from ctl.context import Context
+from ctl.output import emit, json_option
+from worker.accounts import edits
+from worker.errors import AccountInputError
+
+FIELDS = ("token", "goal_name", "flush_age", "phone_region", "timezone")
+
+
+def counter_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--token", "token", help="Name of the account's token that uploads (default: its first)."),
+            click.option("--goal-name", help="Calls goal created if the counter has none."),
+            click.option("--flush-age", type=float, help="Seconds a batch of this counter may wait before sealing."),
+            click.option("--phone-region", help="Default region of local phone numbers (ISO 3166, as RU)."),
+            click.option("--timezone", help="Time zone of the counter (IANA name)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in FIELDS and v is not None}
+
+
+@click.group()
+def counters() -> None:
+    """Counters of the registry's accounts; adding one starts its uploads, removing one parks them."""
+
+
+@counters.command()
+@click.argument("counter_id", type=int)
+@click.option("--account", "account_id", required=True, help="The account the counter belongs to.")
+@counter_options
+@json_option
+@click.pass_obj
+def add(ctx: Context, /, counter_id: int, account_id: str, as_json: bool, **values: Any) -> None:
+    """Add COUNTER_ID to an account."""
+    with registry_errors():
+        report(edits.add_counter(ctx.runtime.accounts, account_id, {"id": counter_id, **_given(values)}), as_json)
+
+
+@counters.command()
+@click.argument("counter_id", type=int)
+@counter_options
+@json_option
+@click.pass_obj
+def update(ctx: Context, /, counter_id: int, as_json: bool, **values: Any) -> None:
+    """Change settings of COUNTER_ID."""
+    with registry_errors():
+        if not _given(values):
+            raise AccountInputError("options", "give at least one setting to change")
+        report(edits.update_counter(ctx.runtime.accounts, counter_id, _given(values)), as_json)
+
+
+@counters.command()
+@click.argument("counter_id", type=int)
+@json_option
+@click.pass_obj
+def remove(ctx: Context, counter_id: int, as_json: bool) -> None:
+    """Remove COUNTER_ID: its uploads stop; its pending batches stay visible in 'ctl status'."""
+    with registry_errors():
+        report(edits.remove_counter(ctx.runtime.accounts, counter_id), as_json)
+
+
+def _rows(ctx: Context, account_id: str | None) -> list[dict[str, Any]]:
+    with registry_errors():
+        found = ctx.runtime.accounts.accounts()
+    return sorted(
+        (
+            {"account": a.id, **c.model_dump(exclude_none=True)}
+            for a in found
+            for c in a.counters
+            if account_id in (None, a.id)
+        ),
+        key=lambda row: row["id"],
+    )
+
+
+@counters.command("list")
+@click.option("--account", "account_id", help="Only this account's counters.")
+@json_option
+@click.pass_obj
+def list_(ctx: Context, account_id: str | None, as_json: bool) -> None:
+    """Every counter with its account and settings; removed counters whose batches wait are listed too."""
+    rows = _rows(ctx, account_id)
+    removed = ctx.runtime.accounts.removed_counters()
+    if as_json:
+        emit({"counters": rows, "removed": removed}, as_json=True)
+        return
+    headers = ("counter", "account", *FIELDS)
+    emit(
+        None, as_json=False, headers=headers, rows=[(r["id"], r["account"], *(r.get(f) for f in FIELDS)) for r in rows]
+    )
+    if removed:
+        click.echo(f"removed (batches wait): {', '.join(str(c) for c in removed)}")
+
+
+@counters.command()
+@click.argument("counter_id", type=int)
+@json_option
+@click.pass_obj
+def show(ctx: Context, counter_id: int, as_json: bool) -> None:
+    """One counter's account and settings."""
+    row = next((r for r in _rows(ctx, None) if r["id"] == counter_id), None)
+    if row is None:
+        raise click.ClickException(f"counter: {counter_id} is in no account")
+    emit(row, as_json=True) if as_json else click.echo("\n".join(f"{k}: {v}" for k, v in row.items()))
