@@ -45,7 +45,9 @@ def dump(redis: Redis, namespace: str) -> str:
     return "\n".join(parts)
 
 
-def test_an_account_is_stored_encrypted_and_read_back(make_settings: Callable[..., Settings], redis: Redis, namespace: str) -> None:
+def test_an_account_is_stored_encrypted_and_read_back(
+    make_settings: Callable[..., Settings], redis: Redis, namespace: str
+) -> None:
     reg = registry(make_settings)
     change = reg.put(spec())
     assert change.outcomes == {"acme": "created"}
@@ -56,7 +58,9 @@ def test_an_account_is_stored_encrypted_and_read_back(make_settings: Callable[..
     assert SECRET not in repr(account.public()) and SECRET not in repr(account)
 
 
-def test_bad_input_names_the_field_and_rule_and_stores_nothing(make_settings: Callable[..., Settings], redis: Redis, namespace: str) -> None:
+def test_bad_input_names_the_field_and_rule_and_stores_nothing(
+    make_settings: Callable[..., Settings], redis: Redis, namespace: str
+) -> None:
     reg = registry(make_settings)
     bad = [
         ({"id": "Acme!"}, "id"),
