@@ -19,9 +19,9 @@ from ctl.context import Context
 from ctl.output import emit, json_option
 from worker.accounts import edits, oauth
 from worker.accounts.envimport import import_env
+from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Change
-from worker.accounts.upkeep import problems
 from worker.errors import AccountError, AccountInputError
 
 
@@ -132,7 +132,7 @@ def list_(ctx: Context, as_json: bool) -> None:
     reg = ctx.runtime.accounts
     with registry_errors():
         found = reg.accounts()
-        trouble = problems(reg)
+        trouble = problems(ctx.runtime.redis, ctx.runtime.keys, ctx.settings.token_warning_days)
     states: dict[str, list[str]] = {}
     for problem in trouble:
         states.setdefault(problem.account, []).append(f"{problem.token} {problem.state}")

@@ -33,9 +33,9 @@ from starlette.routing import Route
 
 from ingest.core import Handler, IngestCore, error_response, json_response, read_body
 from worker.accounts import edits, oauth
+from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Change, Registry
-from worker.accounts.upkeep import problems
 from worker.errors import AccountError, AccountInputError, OAuthError
 
 
@@ -167,7 +167,8 @@ class AdminRoutes:
         return json_response(_change(await self._run(edits.remove_counter, self.reg, self._counter_id(request))))
 
     async def problems(self, request: Request) -> Response:
-        found = await self._run(problems, self.reg)
+        rt = self.core.runtime
+        found = await self._run(problems, rt.redis, rt.keys, self.settings.token_warning_days)
         return json_response({"problems": [asdict(p) for p in found]})
 
     # --- OAuth callback (public) ---------------------------------------------------------------

@@ -82,6 +82,12 @@ def safe_login(login: str | None) -> str | None:
     return None
 
 
+def login_key(login: str | None, fp: str) -> str:
+    """The name a token's quotas count under: ``login.<login>`` when known, else its fingerprint."""
+    safe = safe_login(login)
+    return f"login.{safe}" if safe else fp
+
+
 class Registry:
     """Reads (cached, by counter / token / provider account) and writes of the account registry."""
 
@@ -152,8 +158,7 @@ class Registry:
         """The name quotas count under: the token's Yandex login when known, else its fingerprint."""
         fp = fingerprint(token)
         found = self.snapshot().by_fingerprint.get(fp)
-        login = safe_login(found[1].login) if found else None
-        return f"login.{login}" if login else fp
+        return login_key(found[1].login if found else None, fp)
 
     def owner(self, fp: str) -> tuple[Account, Token] | None:
         """The account and token a token fingerprint belongs to."""

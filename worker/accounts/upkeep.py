@@ -11,56 +11,14 @@ import time
 from dataclasses import dataclass, replace
 from typing import cast
 
-import orjson
 import structlog
 
 from worker.accounts import oauth
+from worker.accounts.health import paused_tokens
 from worker.accounts.registry import Registry
 from worker.errors import AccountError
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenProblem:
-    """A token that needs a person: ``state`` is refused, expired or near_expiry."""
-
-    account: str
-    token: str
-    fingerprint: str
-    state: str
-    detail: str
-
-    def line(self) -> str:
-        return f"account {self.account}: token {self.token} ({self.fingerprint}) {self.state}: {self.detail}"
-
-
-def paused_tokens(reg: Registry) -> dict[str, str]:
-    """Token fingerprint -> why Metrica refused it (from the quota gate's paused hash)."""
-    raw = cast(dict[str, str], reg._redis.hgetall(reg._keys.paused))
-    found: dict[str, str] = {}
-    for field, value in raw.items():
-        fp = field.split(":", 1)[0]
-        found.setdefault(fp, str(orjson.loads(value).get("reason", ""))[:200])
-    return found
-
-
-def problems(reg: Registry, *, now: float | None = None) -> list[TokenProblem]:
-    now = time.time() if now is None else now
-    warn = reg._settings.token_warning_days * 86_400
-    paused = paused_tokens(reg)
-    found = []
-    for account in reg.accounts():
-        for token in account.tokens:
-            fp = token.fingerprint
-            if fp in paused:
-                found.append(TokenProblem(account.id, token.name, fp, "refused", paused[fp]))
-            elif token.expires_at is not None and token.expires_at <= now:
-                found.append(TokenProblem(account.id, token.name, fp, "expired", "expired"))
-            elif token.expires_at is not None and token.expires_at - now < warn:
-                days = (token.expires_at - now) / 86_400
-                found.append(TokenProblem(account.id, token.name, fp, "near_expiry", f"expires in {days:.1f} days"))
-    return found
 
 
 @dataclass
@@ -74,7 +32,7 @@ def upkeep(reg: Registry, *, now: float | None = None) -> UpkeepResult:
     now = time.time() if now is None else now
     settings = reg._settings
     soon = settings.token_refresh_days * 86_400
-    paused = paused_tokens(reg)
+    paused = paused_tokens(reg._redis, reg._keys)
     result = UpkeepResult()
     for account in reg.accounts():
         for token in account.tokens:
