@@ -203,6 +203,7 @@ def test_a_refused_token_pauses_only_its_accounts_counters(
         assert 'calltrack_account_token_problem{account="acme",state="refused",token="main"} 1.0' in metrics
         assert 'account="beta"' not in metrics.split("calltrack_account_token_problem", 1)[1].split("# HELP", 1)[0]
         code, out = ctl(settings, "accounts", "list")
+        assert code == 0, out
         acme_line = next(line for line in out.splitlines() if line.startswith("acme"))
         beta_line = next(line for line in out.splitlines() if line.startswith("beta"))
         assert "main refused" in acme_line and beta_line.rstrip().endswith("ok")
