@@ -142,7 +142,8 @@ class AdminRoutes:
 
     async def onboarding_link(self, request: Request) -> Response:
         redirect = request.query_params.get("redirect_uri") or None
-        url = await self._run(oauth.start, self.reg, request.path_params["account"], redirect)
+        account = request.path_params["account"]
+        url = await self._run(lambda: oauth.start(self.reg, account, redirect_uri=redirect))
         return json_response({"url": url})
 
     # --- counters, problems --------------------------------------------------------------------
