@@ -86,6 +86,8 @@ def check_accounts(rt: Runtime) -> list[Check]:
     except RedisError as error:
         return [Check("accounts", "fail", f"cannot read the registry: {type(error).__name__}")]
     checks = [Check(f"account {p.account}", "warn" if p.state == "near_expiry" else "fail", p.line()) for p in found]
+    if accounts and not rt.settings.secret_keys:
+        checks.append(Check("accounts", "fail", "CALLTRACK_SECRET_KEYS is not set: registry tokens cannot be read"))
     return checks or [Check("accounts", "ok", f"{accounts} accounts, no token refused or near expiry")]
 
 

@@ -59,3 +59,54 @@ def test_a_used_or_unknown_state_is_refused_and_stores_nothing(make_settings: Ca
             oauth.finish(rt.accounts, "1234567", "made-up-state")
         assert rt.accounts.accounts() == []
         rt.close()
+
+
+def test_a_token_near_expiry_is_refreshed_before_it_expires(make_settings: Callable[..., Settings]) -> None:
+    import time
+
+    from worker.accounts.health import problems
+    from worker.accounts.model import AccountIn, parse
+    from worker.accounts.upkeep import upkeep
+
+    with running_emulator(step_seconds=0.1, accounts=(Account(SEED, "shop-owner"),)) as emulator:
+        issued = emulator.admin.issue_token(
+            "shop-owner", lifetime=5 * 86_400, refresh=True, client_id="emulator-client"
+        )
+        settings = account_settings(make_settings, emulator)
+        rt = Runtime(settings)
+        soon = time.time() + 5 * 86_400
+        token = {"token": issued["access_token"], "refresh_token": issued["refresh_token"], "expires_at": soon}
+        rt.accounts.put(parse(AccountIn, {"id": "shop", "tokens": [token], "counters": [{"id": 5001}]}))
+        assert [p.state for p in problems(rt.redis, rt.keys, settings.token_warning_days)] == ["near_expiry"]
+        assert upkeep(rt.accounts).refreshed == 1
+        fresh = rt.accounts.get("shop")
+        assert fresh is not None and fresh.tokens[0].value.get_secret_value() != issued["access_token"]
+        assert fresh.tokens[0].expires_at is not None and fresh.tokens[0].expires_at > soon + 86_400
+        assert problems(rt.redis, rt.keys, settings.token_warning_days) == []
+        assert upkeep(rt.accounts).refreshed == 0  # nothing due any more
+        rt.close()
+
+
+def test_the_admin_api_needs_its_bearer_and_refuses_bad_input_whole(make_settings: Callable[..., Settings]) -> None:
+    import httpx
+
+    with running_emulator(step_seconds=0.1) as emulator:
+        off = account_settings(make_settings, emulator, admin_api_token=None)
+        with running_ingest(off) as ingest:
+            assert httpx.get(f"{ingest}/admin/v1/accounts", timeout=10).status_code == 404
+        settings = account_settings(make_settings, emulator)
+        with running_ingest(settings) as ingest:
+            assert httpx.get(f"{ingest}/admin/v1/accounts", timeout=10).status_code == 401
+            wrong = {"Authorization": "Bearer nope"}
+            assert httpx.get(f"{ingest}/admin/v1/accounts", headers=wrong, timeout=10).status_code == 403
+            good = [{"id": "ok", "tokens": [{"token": "tok-1"}], "counters": [{"id": 7}]}]
+            bad = [*good, {"id": "bad", "counters": [{"id": 8, "flush_age": -1}]}]
+            answer = admin(ingest, "PUT", "/accounts", {"accounts": bad})
+            assert answer.status_code == 422
+            assert answer.json()["errors"] == [
+                {"field": "accounts.1.counters.0.flush_age", "rule": "Input should be greater than 0"}
+            ]
+            assert admin(ingest, "GET", "/accounts").json() == {"accounts": []}  # nothing stored
+            assert admin(ingest, "PUT", "/accounts", {"accounts": good}).json()["created"] == 1
+            assert admin(ingest, "PUT", "/accounts", {"accounts": good}).json()["unchanged"] == 1
+            assert admin(ingest, "PUT", "/accounts", {"accounts": []}).json()["removed"] == 1

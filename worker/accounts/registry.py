@@ -330,13 +330,20 @@ class Registry:
 
     def rekey(self) -> int:
         """Re-encrypt every stored secret with the first key of the ring; returns the accounts done."""
-        raw = cast(dict[str, str], self._redis.hgetall(self._keys.accounts))
-        if not raw:
-            return 0
-        rotated: dict[Any, Any] = {a: store.rotate(self.ring, doc) for a, doc in raw.items()}
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._keys.accounts, mapping=rotated)
-        pipe.incr(self._keys.accounts_version)
-        pipe.execute()
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self._keys.accounts)  # type: ignore[no-untyped-call]
+                    raw = cast(dict[str, str], pipe.hgetall(self._keys.accounts))
+                    if not raw:
+                        return 0
+                    rotated: dict[Any, Any] = {a: store.rotate(self.ring, doc) for a, doc in raw.items()}
+                    pipe.multi()
+                    pipe.hset(self._keys.accounts, mapping=rotated)
+                    pipe.incr(self._keys.accounts_version)
+                    pipe.execute()
+                    break
+                except WatchError:
+                    continue  # a change came in meanwhile: rotate again, with it
         self._checked = 0.0
         return len(rotated)
