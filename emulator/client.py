@@ -204,11 +204,18 @@ class EmulatorAdmin:
         return result
 
     def issue_token(
-        self, login: str, lifetime: float | None = None, refresh: bool = False, client_id: str | None = None
+        self,
+        login: str,
+        lifetime: float | None = None,
+        refresh: bool = False,
+        client_id: str | None = None,
+        never_expires: bool = False,
     ) -> dict[str, Any]:
-        """A token of ``login`` living ``lifetime`` seconds (None: the configured token_lifetime)."""
+        """A token of ``login`` living ``lifetime`` seconds (None: the token_lifetime in force), or forever."""
         body: dict[str, Any] = {"login": login, "refresh": refresh}
-        if lifetime is not None:
+        if never_expires:
+            body["lifetime"] = None
+        elif lifetime is not None:
             body["lifetime"] = lifetime
         if client_id is not None:
             body["client_id"] = client_id

@@ -117,3 +117,33 @@ def test_quota_status_and_switches_at_run_time(metrica: Metrica, emu: RunningEmu
     current = emu.admin.set_quotas(parallel_requests_per_login=0)
     assert current["parallel_requests_per_login"] is None
     assert current["http_status"] == 420
+
+
+def test_two_tokens_of_one_login_share_the_quota_and_the_peak_is_recorded(
+    metrica: Metrica, emu: RunningEmulator
+) -> None:
+    second = emu.admin.issue_token("alice")["access_token"]  # an OAuth token of the same login
+    emu.admin.set_faults(latency=0.6, kinds="list")
+    url = metrica.base_url + "/management/v1/counter/101/offline_conversions/calls_uploadings"
+
+    def call(token: str) -> httpx.Response:
+        return httpx.get(url, headers={"Authorization": f"OAuth {token}"}, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = [pool.submit(call, t) for t in (TOKENS["alice"], second, TOKENS["alice"], second, TOKENS["alice"])]
+        codes = sorted(f.result().status_code for f in futures)
+    assert codes == [200, 200, 200, 429, 429]
+    alice = emu.admin.logins()["alice"]
+    assert alice["peak_parallel"] == 3 and alice["in_flight"] == 0
+    assert alice["quota_rejections"] == {"quota_parallel_requests": 2, "status.429": 2}
+    assert alice["requests"] == 3
+    emu.admin.reset_login_stats()
+    assert emu.admin.logins() == {}
+
+
+def test_per_ip_answers_are_counted_against_the_login(metrica: Metrica, emu: RunningEmulator) -> None:
+    emu.admin.set_quotas(requests_per_ip_per_second=1, http_status=420)
+    assert metrica.list(101).status_code == 200
+    assert metrica.list(201, token=TOKENS["bob"]).status_code == 420
+    assert emu.admin.logins()["bob"]["quota_rejections"] == {"quota_requests_by_ip": 1, "status.420": 1}
+    assert emu.admin.stats()["logins"]["alice"]["requests"] == 1
