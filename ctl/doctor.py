@@ -88,6 +88,11 @@ def check_accounts(rt: Runtime) -> list[Check]:
     checks = [Check(f"account {p.account}", "warn" if p.state == "near_expiry" else "fail", p.line()) for p in found]
     if accounts and not rt.settings.secret_keys:
         checks.append(Check("accounts", "fail", "CALLTRACK_SECRET_KEYS is not set: registry tokens cannot be read"))
+    elif accounts:
+        try:
+            rt.accounts.accounts()
+        except CalltrackError as error:  # SecretKeyError: a key of the ring is missing
+            checks.append(Check("accounts", "fail", str(error)))
     return checks or [Check("accounts", "ok", f"{accounts} accounts, no token refused or near expiry")]
 
 

@@ -95,10 +95,10 @@ def test_sync_is_idempotent_and_removes_what_is_absent(make_settings: Callable[.
     accounts = [spec("acme", (101, 102)), spec("beta", (201,), token="beta-token-1")]
     first = reg.sync(accounts)
     assert first.summary() == {"created": 2, "updated": 0, "unchanged": 0, "removed": 1}
-    version = redis.get(reg._keys.accounts_version)
+    version = redis.get(reg.keys.accounts_version)
     second = reg.sync(accounts)
     assert second.summary() == {"created": 0, "updated": 0, "unchanged": 2, "removed": 0}
-    assert redis.get(reg._keys.accounts_version) == version
+    assert redis.get(reg.keys.accounts_version) == version
     # A token left out keeps its stored value: the same set without secrets changes nothing either.
     assert reg.sync([spec("acme", (101, 102), token=None), spec("beta", (201,), token=None)]).count("unchanged") == 2
     with pytest.raises(CounterRemovedError):
@@ -162,3 +162,26 @@ def test_environment_variables_are_imported_once(make_settings: Callable[..., Se
     assert env is not None and len(env.tokens) == 2 and len(env.counters) == 3
     assert env.telephony[0].timezone == "Asia/Yekaterinburg"
     assert reg.token_for(103) == SecretStr("env-token-two")
+
+
+def test_a_bad_key_ring_is_refused_naming_the_variable_not_the_value() -> None:
+    from config.settings import describe_error
+
+    with pytest.raises(Exception) as caught:
+        Settings(_env_file=None, secret_keys="not-a-fernet-key-but-secret")
+    text = describe_error(caught.value)  # type: ignore[arg-type]
+    assert "CALLTRACK_SECRET_KEYS" in text and "Fernet key" in text
+    assert "not-a-fernet-key-but-secret" not in text
+
+
+def test_the_doctor_names_a_key_ring_that_cannot_open_the_registry(make_settings: Callable[..., Settings]) -> None:
+    from click.testing import CliRunner
+
+    from ctl.__main__ import main
+    from ctl.context import Context
+
+    registry(make_settings).put(spec())
+    other = make_settings(secret_keys=Fernet.generate_key().decode())
+    result = CliRunner().invoke(main, ["doctor"], obj=Context(other))
+    assert "opens with no key of CALLTRACK_SECRET_KEYS" in result.output
+    assert SECRET not in result.output

@@ -4,7 +4,7 @@ account, changes it in memory and commits it (one transaction); bad input stores
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from worker.accounts.model import Account, AccountIn, CounterIn, TokenIn, parse
 from worker.accounts.registry import Change, Registry
@@ -19,7 +19,7 @@ def _account(reg: Registry, account_id: str) -> Account:
 
 
 def owner_of(reg: Registry, counter_id: int) -> Account:
-    owner = cast(str | None, reg._redis.hget(reg._keys.account_counters, str(counter_id)))
+    owner = reg.owner_id(counter_id)
     account = reg.get(owner) if owner else None
     if account is None:
         raise AccountInputError("counter", f"counter {counter_id} is in no account")
@@ -93,7 +93,7 @@ def set_token(reg: Registry, account_id: str, data: dict[str, Any], *, login: st
     if given.token is None:
         raise AccountInputError("token", "is required")
     before = account.token(given.name)
-    token = reg._token(given, before, "token")
+    token = reg.token_from_input(given, before, "token")
     if login is not None:
         token = replace(token, login=login)
     if before is None:

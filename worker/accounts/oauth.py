@@ -130,14 +130,14 @@ def redirect_url(settings: Settings) -> str:
 
 def start(reg: Registry, account_id: str, *, redirect_uri: str | None = None) -> str:
     """The authorize URL that onboards (or re-authorizes) ``account_id``; valid ``oauth_state_seconds``."""
-    settings = reg._settings
+    settings = reg.settings
     client_id, _ = _client_auth(settings)
     if not _valid_id(account_id):
         raise AccountInputError("account", f"must match {ACCOUNT_ID}")
     state = secrets.token_urlsafe(24)
     target = redirect_uri or redirect_url(settings)
-    reg._redis.set(
-        reg._keys.oauth_state(state),
+    reg.redis.set(
+        reg.keys.oauth_state(state),
         orjson.dumps({"account": account_id, "redirect_uri": target}),
         ex=settings.oauth_state_seconds,
     )
@@ -160,11 +160,11 @@ class Onboarded:
 
 def finish(reg: Registry, code: str, state: str) -> Onboarded:
     """Exchange the code; learn the login and the counters; create or update the account."""
-    raw = cast(str | None, reg._redis.getdel(reg._keys.oauth_state(state)))
+    raw = cast(str | None, reg.redis.getdel(reg.keys.oauth_state(state)))
     if raw is None:
         raise OAuthError("the onboarding link is unknown, used or expired; start again", error="state")
     pending = orjson.loads(raw)
-    settings = reg._settings
+    settings = reg.settings
     grant = _grant(
         settings,
         {"grant_type": "authorization_code", "code": code, "redirect_uri": str(pending.get("redirect_uri") or "")},

@@ -94,9 +94,9 @@ class Registry:
     def __init__(
         self, redis: Redis, keys: Keys, settings: Settings, *, learn_login: LoginLearner | None = None
     ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._settings = settings
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
         self.ring = KeyRing(settings.secret_keys)
         self._learn_login = learn_login
         self._snap = Snapshot()
@@ -107,20 +107,20 @@ class Registry:
     def snapshot(self) -> Snapshot:
         """The registry as of at most ``accounts_cache_seconds`` ago."""
         now = time.monotonic()
-        if now - self._checked < self._settings.accounts_cache_seconds and self._checked:
+        if now - self._checked < self.settings.accounts_cache_seconds and self._checked:
             return self._snap
         with self._lock:
-            version = cast(str | None, self._redis.get(self._keys.accounts_version)) or ""
+            version = cast(str | None, self.redis.get(self.keys.accounts_version)) or ""
             if version != self._snap.version or not self._checked:
                 self._snap = self._load()
             self._checked = now
             return self._snap
 
     def _load(self) -> Snapshot:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.get(self._keys.accounts_version)
-        pipe.hgetall(self._keys.accounts)
-        pipe.hkeys(self._keys.removed_counters)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.accounts_version)
+        pipe.hgetall(self.keys.accounts)
+        pipe.hkeys(self.keys.removed_counters)
         version, raw, removed = pipe.execute()
         if raw and not self.ring.ready:
             log.error("accounts_unreadable", reason="CALLTRACK_SECRET_KEYS is not set")
@@ -145,14 +145,14 @@ class Registry:
                 f"counter {counter_id} was removed from the account registry; its batches wait",
                 retry_after=REMOVED_RETRY_SECONDS,
             )
-        return self._settings.token_for(counter_id)
+        return self.settings.token_for(counter_id)
 
     def counter(self, counter_id: int) -> tuple[Account, CounterIn] | None:
         return self.snapshot().by_counter.get(counter_id)
 
     def goal_name(self, counter_id: int) -> str | None:
         found = self.counter(counter_id)
-        return (found[1].goal_name if found else None) or self._settings.new_goal_name
+        return (found[1].goal_name if found else None) or self.settings.new_goal_name
 
     def login_of(self, token: SecretStr) -> str:
         """The name quotas count under: the token's Yandex login when known, else its fingerprint."""
@@ -170,24 +170,28 @@ class Registry:
     def tokens(self) -> list[SecretStr]:
         """Every registry token plus the environment's (for quota views and holds)."""
         found = {t.fingerprint: t.value for a in self.snapshot().accounts.values() for t in a.tokens}
-        for token in self._settings.metrica_counter_tokens.values():
+        for token in self.settings.metrica_counter_tokens.values():
             found.setdefault(fingerprint(token), token)
-        default = self._settings.token_for(0)
+        default = self.settings.token_for(0)
         if default is not None:
             found.setdefault(fingerprint(default), default)
         return list(found.values())
 
     def accounts(self) -> list[Account]:
         """Every account, read now (no cache)."""
-        raw = cast(dict[str, str], self._redis.hgetall(self._keys.accounts))
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.accounts))
         return sorted((store.decode(self.ring, doc) for doc in raw.values()), key=lambda a: a.id)
 
     def get(self, account_id: str) -> Account | None:
-        raw = cast(str | None, self._redis.hget(self._keys.accounts, account_id))
+        raw = cast(str | None, self.redis.hget(self.keys.accounts, account_id))
         return store.decode(self.ring, raw) if raw else None
 
+    def owner_id(self, counter_id: int) -> str | None:
+        """The id of the account that holds ``counter_id``, read now."""
+        return cast(str | None, self.redis.hget(self.keys.account_counters, str(counter_id)))
+
     def removed_counters(self) -> list[int]:
-        return sorted(int(c) for c in cast(list[str], self._redis.hkeys(self._keys.removed_counters)))
+        return sorted(int(c) for c in cast(list[str], self.redis.hkeys(self.keys.removed_counters)))
 
     # --- building an account from input -------------------------------------------------------
     def build(self, spec: AccountIn, old: Account | None) -> Account:
@@ -195,7 +199,7 @@ class Registry:
         tokens = []
         for i, given in enumerate(spec.tokens):
             before = old.token(given.name) if old else None
-            tokens.append(self._token(given, before, f"tokens.{i}.token"))
+            tokens.append(self.token_from_input(given, before, f"tokens.{i}.token"))
         telephony = []
         for i, tel in enumerate(spec.telephony):
             before_tel = next(
@@ -215,7 +219,7 @@ class Registry:
             updated_at=old.updated_at if old else 0.0,
         )
 
-    def _token(self, given: TokenIn, before: Token | None, where: str) -> Token:
+    def token_from_input(self, given: TokenIn, before: Token | None, where: str) -> Token:
         if given.token is None:
             if before is None:
                 raise AccountInputError(where, "is required for a new token")
@@ -292,8 +296,8 @@ class Registry:
         return Change(outcomes)
 
     def _write(self, writes: dict[str, Account | None], encoded: dict[str, str | None]) -> None:
-        keys = self._keys
-        with self._redis.pipeline(transaction=True) as pipe:
+        keys = self.keys
+        with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(keys.accounts, keys.account_counters)  # type: ignore[no-untyped-call]
@@ -330,17 +334,17 @@ class Registry:
 
     def rekey(self) -> int:
         """Re-encrypt every stored secret with the first key of the ring; returns the accounts done."""
-        with self._redis.pipeline(transaction=True) as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(self._keys.accounts)  # type: ignore[no-untyped-call]
-                    raw = cast(dict[str, str], pipe.hgetall(self._keys.accounts))
+                    pipe.watch(self.keys.accounts)  # type: ignore[no-untyped-call]
+                    raw = cast(dict[str, str], pipe.hgetall(self.keys.accounts))
                     if not raw:
                         return 0
                     rotated: dict[Any, Any] = {a: store.rotate(self.ring, doc) for a, doc in raw.items()}
                     pipe.multi()
-                    pipe.hset(self._keys.accounts, mapping=rotated)
-                    pipe.incr(self._keys.accounts_version)
+                    pipe.hset(self.keys.accounts, mapping=rotated)
+                    pipe.incr(self.keys.accounts_version)
                     pipe.execute()
                     break
                 except WatchError:

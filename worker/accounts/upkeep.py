@@ -30,9 +30,9 @@ class UpkeepResult:
 def upkeep(reg: Registry, *, now: float | None = None) -> UpkeepResult:
     """Refresh every token that is due (near expiry or refused) and has a refresh token."""
     now = time.time() if now is None else now
-    settings = reg._settings
+    settings = reg.settings
     soon = settings.token_refresh_days * 86_400
-    paused = paused_tokens(reg._redis, reg._keys)
+    paused = paused_tokens(reg.redis, reg.keys)
     result = UpkeepResult()
     for account in reg.accounts():
         for token in account.tokens:
@@ -66,6 +66,6 @@ def upkeep(reg: Registry, *, now: float | None = None) -> UpkeepResult:
 
 def _forget_pause(reg: Registry, fp: str) -> None:
     """The replaced token's pause entries (the new token has a fingerprint of its own)."""
-    fields = [f for f in cast(list[str], reg._redis.hkeys(reg._keys.paused)) if f.split(":", 1)[0] == fp]
+    fields = [f for f in cast(list[str], reg.redis.hkeys(reg.keys.paused)) if f.split(":", 1)[0] == fp]
     if fields:
-        reg._redis.hdel(reg._keys.paused, *fields)
+        reg.redis.hdel(reg.keys.paused, *fields)
