@@ -4,6 +4,7 @@ event, every task message, every CLI output and every admin answer is searched f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,14 @@ def test_no_secret_of_a_full_run_appears_anywhere(
                 with httpx.Client(base_url=ingest, timeout=30) as http:
                     feeder = Feeder.__new__(Feeder)
                     feeder.http, feeder.zone = http, __import__("zoneinfo").ZoneInfo("Asia/Yekaterinburg")
+                    started = int(time.time()) - 600
                     answer = feeder.zadarma_call(
-                        "z-1", to="+74950000202", caller="+79120000001", client_id="1556018960123456"
+                        "z-1", to="+74950000202", caller="+79120000001", client_id="1556018960123456", started=started
                     )
                     assert answer.status_code == 200, answer.text
                 wait_for(lambda: len(emulator.admin.rows(counter=202)) == 1, timeout=60, what="the webhook's call")
+                # call_start was read in the Zadarma account's own zone (Yekaterinburg), not the global default
+                assert emulator.admin.rows(counter=202)[0]["DateTime"] == str(started)
                 wait_for(lambda: len(emulator.admin.rows(counter=101)) == 5, timeout=60, what="acme's calls")
                 stdin = f"{rotated}\n{refresh}\n"
                 outputs.append(ctl(settings, "accounts", "update", "acme", "--token-stdin", stdin=stdin)[1])
