@@ -116,6 +116,36 @@ def update(
 
 @accounts.command()
 @click.argument("account_id")
+@click.argument("provider", type=click.Choice(["twilio", "zadarma", "mango"]))
+@click.argument("name")
+@click.option("--secret-stdin", is_flag=True, help="Read the secret from stdin (Mango: key:salt).")
+@click.option("--timezone", help="The provider account's time zone (Zadarma's call_start), IANA name.")
+@click.option("--remove", "drop", is_flag=True, help="Remove this telephony account.")
+@json_option
+@click.pass_obj
+def telephony(
+    ctx: Context, account_id: str, provider: str, name: str, secret_stdin: bool, timezone: str | None, drop: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Add, change or remove the telephony account NAME of PROVIDER (its webhooks' secret) in ACCOUNT_ID."""
+    reg = ctx.runtime.accounts
+    with registry_errors():
+        if drop:
+            report(edits.remove_telephony(reg, account_id, provider, name), as_json)
+            return
+        data: dict[str, Any] = {"provider": provider, "account": name}
+        if secret_stdin:
+            secret = sys.stdin.read().strip()
+            if not secret:
+                raise AccountInputError("secret", "expected on stdin")
+            data["secret"] = secret
+        if timezone:
+            data["timezone"] = timezone
+        report(edits.set_telephony(reg, account_id, data), as_json)
+
+
+@accounts.command()
+@click.argument("account_id")
 @json_option
 @click.pass_obj
 def remove(ctx: Context, account_id: str, as_json: bool) -> None:

@@ -109,4 +109,10 @@ def test_the_admin_api_needs_its_bearer_and_refuses_bad_input_whole(make_setting
             assert admin(ingest, "GET", "/accounts").json() == {"accounts": []}  # nothing stored
             assert admin(ingest, "PUT", "/accounts", {"accounts": good}).json()["created"] == 1
             assert admin(ingest, "PUT", "/accounts", {"accounts": good}).json()["unchanged"] == 1
+            path = "/accounts/ok/telephony/mango/shop"
+            refused = admin(ingest, "PUT", path, {"timezone": "UTC"})
+            assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "secret"
+            assert admin(ingest, "PUT", path, {"secret": "key:salt"}).json()["updated"] == 1
+            assert admin(ingest, "GET", "/accounts/ok").json()["telephony"][0]["has_secret"] is True
+            assert admin(ingest, "DELETE", path).json()["updated"] == 1
             assert admin(ingest, "PUT", "/accounts", {"accounts": []}).json()["removed"] == 1

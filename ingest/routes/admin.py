@@ -10,6 +10,7 @@ Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores no
     GET|PUT|PATCH|DELETE /admin/v1/accounts/{id}    show, create or replace, change fields, remove
     PUT    /admin/v1/accounts/{id}/tokens/{name}    add or rotate a token {"token", "refresh_token", "expires_at"}
     POST   /admin/v1/accounts/{id}/counters         add a counter {"id", "goal_name", ...}
+    PUT|DELETE /admin/v1/accounts/{id}/telephony/{provider}/{name}   a telephony account {"secret", "timezone"}
     POST   /admin/v1/accounts/{id}/oauth            {"url"}: the link that onboards the account by OAuth
     GET    /admin/v1/counters                       every counter with its account and settings
     PATCH|DELETE /admin/v1/counters/{counter}       change or remove a counter
@@ -135,6 +136,19 @@ class AdminRoutes:
         data = {**data, "name": request.path_params["name"]}
         return json_response(_change(await self._run(edits.set_token, self.reg, request.path_params["account"], data)))
 
+    async def put_telephony(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        p = request.path_params
+        data = {**data, "provider": p["provider"], "account": p["name"]}
+        return json_response(_change(await self._run(edits.set_telephony, self.reg, p["account"], data)))
+
+    async def delete_telephony(self, request: Request) -> Response:
+        p = request.path_params
+        change = await self._run(edits.remove_telephony, self.reg, p["account"], p["provider"], p["name"])
+        return json_response(_change(change))
+
     async def add_counter(self, request: Request) -> Response:
         data = await self._json(request)
         change = await self._run(edits.add_counter, self.reg, request.path_params["account"], data)
@@ -206,6 +220,16 @@ class AdminRoutes:
             Route(f"{base}/accounts/{{account}}", g(a(self.delete)), methods=["DELETE"]),
             Route(f"{base}/accounts/{{account}}/tokens/{{name}}", g(a(self.put_token)), methods=["PUT"]),
             Route(f"{base}/accounts/{{account}}/counters", g(a(self.add_counter)), methods=["POST"]),
+            Route(
+                f"{base}/accounts/{{account}}/telephony/{{provider}}/{{name}}",
+                g(a(self.put_telephony)),
+                methods=["PUT"],
+            ),
+            Route(
+                f"{base}/accounts/{{account}}/telephony/{{provider}}/{{name}}",
+                g(a(self.delete_telephony)),
+                methods=["DELETE"],
+            ),
             Route(f"{base}/accounts/{{account}}/oauth", g(a(self.onboarding_link)), methods=["POST"]),
             Route(f"{base}/counters", g(a(self.list_counters)), methods=["GET"]),
             Route(f"{base}/counters/{{counter}}", g(a(self.patch_counter)), methods=["PATCH"]),

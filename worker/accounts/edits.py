@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from worker.accounts.model import Account, AccountIn, CounterIn, TokenIn, parse
+from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, TelephonyIn, TokenIn, parse
 from worker.accounts.registry import Change, Registry
 from worker.errors import AccountInputError
 
@@ -110,3 +110,27 @@ def remove_token(reg: Registry, account_id: str, name: str) -> Change:
     if any(c.token == name for c in account.counters):
         raise AccountInputError("token", f"counters of account {account_id!r} use token {name!r}")
     return reg.commit({account.id: replace(account, tokens=tuple(t for t in account.tokens if t.name != name))})
+
+
+def set_telephony(reg: Registry, account_id: str, data: dict[str, Any]) -> Change:
+    """Add a telephony account or change one (its secret kept when none is given)."""
+    account = _account(reg, account_id)
+    given = parse(TelephonyIn, data)
+    before = next((t for t in account.telephony if (t.provider, t.account) == (given.provider, given.account)), None)
+    secret = given.secret or (before.secret if before else None)
+    if secret is None:
+        raise AccountInputError("secret", "is required for a new telephony account")
+    owner = reg.telephony(given.provider, given.account)
+    if before is None and owner is not None:
+        raise AccountInputError("account", f"{given.provider} account {given.account!r} is in another account")
+    entry = Telephony(given.provider, given.account, secret, given.timezone)
+    others = tuple(t for t in account.telephony if t is not before)
+    return reg.commit({account.id: replace(account, telephony=(*others, entry))})
+
+
+def remove_telephony(reg: Registry, account_id: str, provider: str, name: str) -> Change:
+    account = _account(reg, account_id)
+    kept = tuple(t for t in account.telephony if (t.provider, t.account) != (provider, name))
+    if len(kept) == len(account.telephony):
+        raise AccountInputError("telephony", f"account {account_id!r} has no {provider} account {name!r}")
+    return reg.commit({account.id: replace(account, telephony=kept)})
