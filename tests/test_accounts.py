@@ -15,7 +15,7 @@ from worker.accounts import edits
 from worker.accounts.envimport import import_env
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Registry
-from worker.errors import AccountInputError, CounterRemovedError, SecretKeyError
+from worker.errors import AccountInputError, CounterRemovedError, DeferredError, SecretKeyError
 from worker.keys import fingerprint
 from worker.runtime import Runtime
 
@@ -115,6 +115,14 @@ def test_removed_counter_waits_and_readding_resumes(make_settings: Callable[...,
     edits.add_counter(reg, "acme", {"id": 102, "goal_name": "calls"})
     assert reg.token_for(102) == SecretStr(SECRET)
     assert reg.goal_name(102) == "calls"
+
+
+def test_a_counter_of_an_account_without_a_token_waits(make_settings: Callable[..., Settings]) -> None:
+    reg = registry(make_settings)
+    edits.create(reg, {"id": "later", "counters": [{"id": 301}]})
+    with pytest.raises(DeferredError, match="has no token"):
+        reg.token_for(301)
+    assert reg.token_for(301, removed_ok=True) is None
 
 
 def test_workers_see_changes_after_the_cache_time(make_settings: Callable[..., Settings]) -> None:

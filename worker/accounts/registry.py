@@ -23,7 +23,7 @@ from redis.exceptions import WatchError
 from worker.accounts import store
 from worker.accounts.crypto import KeyRing
 from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Token, TokenIn
-from worker.errors import AccountError, AccountInputError, CounterRemovedError
+from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError
 from worker.keys import Keys, fingerprint
 
 if TYPE_CHECKING:
@@ -131,12 +131,18 @@ class Registry:
     def token_for(self, counter_id: int, *, removed_ok: bool = False) -> SecretStr | None:
         """The token that uploads to ``counter_id``: its account's, else the deployment's default.
 
-        A counter removed from the registry raises ``CounterRemovedError`` (its batches wait) unless
-        ``removed_ok``, then None."""
+        A counter removed from the registry raises ``CounterRemovedError``, and one whose account has no
+        token yet a ``DeferredError`` (its batches wait, visible), unless ``removed_ok``: then None."""
         snap = self.snapshot()
         found = snap.by_counter.get(counter_id)
         if found is not None:
             token = found[0].token_of(found[1])
+            if token is None and not removed_ok:
+                # An account without its token yet (added before onboarding): wait, do not quarantine.
+                raise DeferredError(
+                    f"account {found[0].id!r} has no token for counter {counter_id} yet",
+                    retry_after=REMOVED_RETRY_SECONDS,
+                )
             return token.value if token is not None else None
         if counter_id in snap.removed:
             if removed_ok:
