@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
-from worker.keys import DRAIN_GROUP, fingerprint
+from worker.keys import DRAIN_GROUP
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:
@@ -71,7 +71,9 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
 
 def update_holds(rt: Runtime, gate: QuotaGate) -> int:
     """Mark counters whose login is short of upload quota, so their buffers seal by size only."""
-    short = {fingerprint(token) for token in rt.accounts.tokens() if gate.upload_budget_short(token)}
+    # The budget is the login's (every token of a login spends it): one look per login.
+    by_login = {rt.accounts.login_of(token): token for token in rt.accounts.tokens()}
+    short = {login for login, token in by_login.items() if gate.upload_budget_short(token)}
     held = 0
     for shard in range(rt.keys.shards):
         key = rt.keys.hold(shard)
@@ -80,7 +82,7 @@ def update_holds(rt: Runtime, gate: QuotaGate) -> int:
             for bucket in cast(list[str], rt.redis.zrange(rt.keys.due(shard), 0, -1)):
                 counter = int(bucket.split(":", 1)[0])
                 token = rt.accounts.token_for(counter, removed_ok=True)
-                if token is not None and fingerprint(token) in short:
+                if token is not None and rt.accounts.login_of(token) in short:
                     counters.add(str(counter))
         pipe = rt.redis.pipeline(transaction=True)
         pipe.delete(key)
