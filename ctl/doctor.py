@@ -88,7 +88,10 @@ def check_accounts(rt: Runtime) -> list[Check]:
     checks = [Check(f"account {p.account}", "warn" if p.state == "near_expiry" else "fail", p.line()) for p in found]
     if accounts and not rt.settings.secret_keys:
         checks.append(Check("accounts", "fail", "CALLTRACK_SECRET_KEYS is not set: registry tokens cannot be read"))
-    elif accounts:
+    if accounts and rt.settings.uses_emulator and rt.settings.metrica_base_url is None:
+        detail = "no token variable is set, so uploads go to the emulator: set CALLTRACK_METRICA_BASE_URL"
+        checks.append(Check("accounts", "warn", detail))
+    if accounts and rt.settings.secret_keys:
         try:
             rt.accounts.accounts()
         except CalltrackError as error:  # SecretKeyError: a key of the ring is missing
