@@ -318,10 +318,11 @@ class Collector(PromCollector):
 def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaView]:
     """Quota per login without a full Runtime (the collector has only a client and the keys)."""
     registered = quota_logins(redis, keys)  # login name -> token fingerprint (worker/accounts/)
-    logins: set[str] = {fingerprint(t) for t in settings.metrica_counter_tokens.values()} | set(registered)
     default = settings.token_for(0) if settings.metrica_token is not None or settings.uses_emulator else None
-    if default is not None:
-        logins.add(fingerprint(default))
+    unregistered = {
+        fingerprint(t) for t in [*settings.metrica_counter_tokens.values(), *([default] if default else [])]
+    }
+    logins: set[str] = set(registered) | (unregistered - set(registered.values()))
     day = time.strftime("%Y%m%d", time.gmtime())
     paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
     result = []
