@@ -210,3 +210,23 @@ def test_a_refused_token_pauses_only_its_accounts_counters(
         _, out = ctl(settings, "doctor")
         assert "account acme" in out and "refused" in out and doomed not in out
         rt.close()
+
+
+def test_a_counters_own_flush_age_seals_its_batches(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    with running_emulator(step_seconds=0.1, accounts=SEEDS) as emulator:
+        settings = account_settings(make_settings, emulator, flush_max_age=60)
+        rt = Runtime(settings)
+        body = {"id": "acme", "tokens": [{"token": ACME}], "counters": [{"id": 1001, "flush_age": 0.5}, {"id": 1002}]}
+        assert ctl(settings, "accounts", "sync", "-", stdin=orjson.dumps({"accounts": [body]}).decode())[0] == 0
+        with running_worker(settings, tmp_path):
+            submit(settings, 1001, 0, 5)
+            submit(settings, 1002, 0, 5)
+            wait_for(lambda: len(rows_of(emulator, 1001)) == 5, timeout=30, what="1001 sealed by its own 0.5 s")
+            assert rows_of(emulator, 1002) == []  # the deployment's 60 s: still buffered
+            due = [
+                b
+                for shard in range(settings.shards)
+                for b in cast(list[str], rt.redis.zrange(rt.keys.due(shard), 0, -1))
+            ]
+            assert any(b.startswith("1002:") for b in due) and not any(b.startswith("1001:") for b in due)
+        rt.close()

@@ -35,6 +35,8 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:rl:<what>:<id>:<s>`` string  session API requests in second s, per client IP (hashed)
                                    or counter, kept under the counter's shard tag
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
+``<ns>:{sN}:flushage``     hash    counter -> its own flush age in ms (worker/accounts/flush.py
+                                   publishes the registry's; drain.lua reads it for a new buffer)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
 ``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
@@ -185,6 +187,9 @@ class Keys:
 
     def hold(self, shard: int) -> str:
         return f"{self.prefix(shard)}:hold"
+
+    def flush_ages(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:flushage"
 
     # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is the Yandex
     # login the registry learned for the token, else the token's fingerprint; never the token.

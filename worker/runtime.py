@@ -11,6 +11,7 @@ from redis import Redis
 
 from config.settings import Settings
 from worker.accounts import oauth
+from worker.accounts.flush import FlushAges
 from worker.accounts.registry import Registry
 from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
@@ -57,6 +58,11 @@ class Runtime:
         """The account registry (worker/accounts/): tokens and settings per counter, cached briefly."""
         settings = self.settings
         return Registry(self.redis, self.keys, settings, learn_login=lambda token: oauth.user_login(settings, token))
+
+    @cached_property
+    def flush_ages(self) -> FlushAges:
+        """Publishes the registry's per-counter flush ages for drain.lua (worker/accounts/flush.py)."""
+        return FlushAges(self.accounts)
 
     @cached_property
     def metrics(self) -> Metrics:

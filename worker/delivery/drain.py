@@ -97,6 +97,7 @@ def update_holds(rt: Runtime, gate: QuotaGate) -> int:
 
 def drain(rt: Runtime, *, time_budget: float | None = None, seal_all: bool = False) -> DrainResult:
     """Drain every shard until the streams are empty or ``time_budget`` seconds have passed."""
+    rt.flush_ages.publish()  # counters' own flush ages, when the account registry changed
     budget = rt.settings.drain_time_budget if time_budget is None else time_budget
     deadline = time.monotonic() + budget
     total = DrainResult()
