@@ -36,6 +36,7 @@ FULL = {
     "calls": 1_000_000,
     "counters": 10,
     "many_counters": 10_000,
+    "many_accounts": 100,
     "backlogs": [100_000, 1_000_000],
     "latency_seconds": 30.0,
     "naive_calls": 20_000,
@@ -48,6 +49,7 @@ QUICK = {
     "calls": 5_000,
     "counters": 10,
     "many_counters": 50,
+    "many_accounts": 5,
     "backlogs": [2_000, 5_000],
     "latency_seconds": 2.0,
     "naive_calls": 400,
@@ -65,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--calls", type=int, help="end-to-end calls (default 1,000,000; quick 5,000)")
     parser.add_argument("--many-counters", type=int, help="counters of the second end-to-end run (10,000)")
+    parser.add_argument("--many-accounts", type=int, help="registry accounts (logins) they spread over (100)")
     parser.add_argument("--backlogs", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="backlog sizes")
     parser.add_argument("--producers", type=int, default=2, help="producer processes (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (default 1)")
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         size["calls"] = args.calls
     if args.many_counters:
         size["many_counters"] = args.many_counters
+    if args.many_accounts:
+        size["many_accounts"] = args.many_accounts
     if args.backlogs:
         size["backlogs"] = list(args.backlogs)
     if args.flush_age is None:
@@ -135,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
 
     timeout = size["timeout"]
     with Infra(work_dir) as infra:
-        base = PipelineConfig(namespace="bench", flush_max_age=args.flush_age, drain_interval=args.drain_interval)
+        many_on_base = "many" in sections and many_age == args.flush_age
+        base = PipelineConfig(
+            namespace="bench",
+            flush_max_age=args.flush_age,
+            drain_interval=args.drain_interval,
+            accounts=size["many_accounts"] if many_on_base else 0,
+        )
         if sections & {"e2e", "latency", "backlog", "naive"} or (sections & {"many"} and many_age == args.flush_age):
             with scenarios.Stack(infra, base, spec, profile=args.profile) as stack:
                 if "e2e" in sections:
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "many" in sections and many_age == args.flush_age:
                     step("e2e_many", lambda: scenarios.end_to_end(
                         stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
-                        counter_base=1_000_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
+                        counter_base=1_000_000, timeout=timeout, work_dir=work_dir,
+                        accounts=size["many_accounts"]))  # fmt: skip
                 if "latency" in sections:
                     top = results.get("e2e_10", {}).get("rate") or 20_000.0
                     step("latency", lambda: scenarios.latency(
@@ -165,11 +177,17 @@ def main(argv: list[str] | None = None) -> int:
                         infra, stack.emulator, calls=size["naive_calls"], counters=size["counters"],
                         flush_rows=size["naive_flush_rows"], timeout=timeout))  # fmt: skip
         if "many" in sections and many_age != args.flush_age:
-            many = PipelineConfig(namespace="benchmany", flush_max_age=many_age, drain_interval=args.drain_interval)
+            many = PipelineConfig(
+                namespace="benchmany",
+                flush_max_age=many_age,
+                drain_interval=args.drain_interval,
+                accounts=size["many_accounts"],
+            )
             with scenarios.Stack(infra, many, spec, profile=args.profile) as stack:
                 step("e2e_many", lambda: scenarios.end_to_end(
                     stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
-                    counter_base=1_000_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
+                    counter_base=1_000_000, timeout=timeout, work_dir=work_dir,
+                    accounts=size["many_accounts"]))  # fmt: skip
         if "ingest" in sections:
             step("ingest", lambda: scenarios.ingest(
                 infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],

@@ -20,7 +20,7 @@ import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
 from emulator.app import create_app
-from emulator.config import EmulatorConfig, QuotaConfig
+from emulator.config import Account, EmulatorConfig, QuotaConfig
 
 UPLOAD_SUFFIXES = ("/upload_calls", "/upload")
 
@@ -64,9 +64,19 @@ class UploadClock:
         await self.app(scope, receive, timed_send)
 
 
-def bench_config(*, requests_per_ip_per_second: int | None, daily_per_login: int | None) -> EmulatorConfig:
-    """Metrica's quotas as the benchmark sets them (see ``bench/stack.py`` for why)."""
+def bench_token(account: int) -> str:
+    """The emulator's token of the benchmark's account ``account`` (made up; not a secret)."""
+    return f"bench-token-{account}"
+
+
+def bench_config(
+    *, requests_per_ip_per_second: int | None, daily_per_login: int | None, accounts: int = 0
+) -> EmulatorConfig:
+    """Metrica's quotas as the benchmark sets them (see ``bench/stack.py`` for why); ``accounts`` logins
+    ``bench-login-<i>`` with their tokens, besides the demo token."""
+    logins = tuple(Account(bench_token(i), f"bench-login-{i}") for i in range(accounts))
     return EmulatorConfig(
+        accounts=(*EmulatorConfig().accounts, *logins),
         step_seconds=1.0,
         quotas=QuotaConfig(
             requests_per_ip_per_second=requests_per_ip_per_second,
@@ -81,9 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rps-per-ip", type=int, default=30, help="0 disables Metrica's per-IP quota")
     parser.add_argument("--daily-per-login", type=int, default=0, help="0 disables the daily quota")
+    parser.add_argument("--accounts", type=int, default=0, help="logins bench-login-<i> with tokens bench-token-<i>")
     args = parser.parse_args(argv)
     config = bench_config(
-        requests_per_ip_per_second=args.rps_per_ip or None, daily_per_login=args.daily_per_login or None
+        requests_per_ip_per_second=args.rps_per_ip or None,
+        daily_per_login=args.daily_per_login or None,
+        accounts=args.accounts,
     )
     app = UploadClock(create_app(config))
     uvicorn.run(app, host="127.0.0.1", port=args.port, lifespan="off", access_log=False, log_level="warning")

@@ -18,11 +18,14 @@ import psutil
 from redis import Redis
 
 from bench import http_load
+from bench.emulator_proc import bench_token
 from bench.load import COUNTER_BASE, make_call, produce, produce_paced
 from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
 from config.settings import Settings
+from worker.accounts.model import AccountIn, parse
 from worker.intake.routing import Route, RoutingTable
 from worker.keys import Keys
+from worker.runtime import Runtime
 
 WORKER_RPS = 28  # CALLTRACK_QUOTA_REQUESTS_PER_SECOND default: the worker's own per-IP cap
 
@@ -46,7 +49,8 @@ class Stack:
 
     def __enter__(self) -> Stack:
         self.infra.flush()
-        self.emulator = Emulator(self.infra.log_dir, rps_per_ip=30 * self.fleet_spec.egress_ips)
+        rps = 30 * self.fleet_spec.egress_ips
+        self.emulator = Emulator(self.infra.log_dir, rps_per_ip=rps, accounts=self.config.accounts)
         self.settings = self.config.settings(self.infra.redis_url, self.emulator.base_url)
         env = self.config.env(self.infra.redis_url, self.emulator.base_url)
         self.fleet = Fleet(env, self.fleet_spec, self.infra.log_dir)
@@ -100,10 +104,20 @@ class Stack:
 
 
 def end_to_end(
-    stack: Stack, *, calls: int, counters: int, producers: int, counter_base: int, timeout: float, work_dir: Path
+    stack: Stack,
+    *,
+    calls: int,
+    counters: int,
+    producers: int,
+    counter_base: int,
+    timeout: float,
+    work_dir: Path,
+    accounts: int = 0,
 ) -> dict[str, Any]:
-    """Calls/s from the first producer call to the last upload answered by the emulator."""
+    """Calls/s from the first producer call to the last upload answered by the emulator; with ``accounts``
+    the counters are first spread over that many registry accounts (one login each)."""
     before = stack.emulator.rows()
+    registered = register_accounts(stack.settings, counters, counter_base, accounts) if accounts else 0
     if stack.profile:
         stack.start_profiles(work_dir, f"e2e{counters}")
     run = f"e2e{counters}x{time.time_ns()}"
@@ -117,6 +131,9 @@ def end_to_end(
     return {
         "calls": accepted,
         "counters": counters,
+        "accounts": accounts,
+        "registered_counters": registered,
+        "logins_uploading": stack.emulator.bench_logins_used(),
         "producers": producers,
         "produce_seconds": round(produced - began, 3),
         "produce_rate": round(accepted / (produced - began), 1),
@@ -127,6 +144,24 @@ def end_to_end(
         "flush_max_age": stack.config.flush_max_age,
         "flush_max_rows": stack.config.flush_max_rows,
     }
+
+
+def register_accounts(settings: Settings, counters: int, counter_base: int, accounts: int) -> int:
+    """Spread the run's counters over ``accounts`` registry accounts (one Yandex login each), by one bulk
+    sync through the registry, as a deployment's own application would push them. Not timed."""
+    runtime = Runtime(settings)
+    specs = [
+        parse(AccountIn, {
+            "id": f"client-{a}",
+            "tokens": [{"token": bench_token(a)}],
+            "counters": [{"id": c} for c in range(counter_base + a, counter_base + counters, accounts)],
+        })
+        for a in range(accounts)
+    ]  # fmt: skip
+    runtime.accounts.sync(specs)
+    registered = sum(len(a.counters) for a in runtime.accounts.accounts())
+    runtime.close()
+    return registered
 
 
 def backlog(

@@ -5,9 +5,10 @@ The benchmark keeps the per-IP rate (30 requests/s at the emulator, the worker's
 parallel requests per login exactly as in production, because they are what a real deployment meets.
 It lifts only the *daily* budget (5,000 requests per login): 10,000 counters need at least 10,000
 uploads, which one login cannot make in a day, and a real deployment of that size spreads its counters
-over several logins. Lifting the daily cap (emulator without it, ``CALLTRACK_QUOTA_DAILY_PER_LOGIN`` at
-10,000,000) stands for those logins without 10,000 per-counter token entries, which do not fit in one
-environment variable. With ``egress_ips`` above 1 every worker process gets its own
+over several logins: the many-counter run registers its counters in the account registry spread over
+``many_accounts`` accounts (100), each with its own token and login at the emulator, by one bulk sync.
+The daily cap stays lifted (emulator without it, ``CALLTRACK_QUOTA_DAILY_PER_LOGIN`` at 10,000,000) for
+the runs of 10 counters on one login and 1,000,000 calls. With ``egress_ips`` above 1 every worker process gets its own
 ``CALLTRACK_EGRESS_ID`` and the emulator's per-IP cap is multiplied by the same number: a fleet on
 several hosts, each with its own address (on loopback every process shares 127.0.0.1).
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 import psutil
+from cryptography.fernet import Fernet
 
 from config.settings import Settings
 from standalone.redis_server import RedisServer, free_port
@@ -54,12 +56,13 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 class Emulator:
     """``python -m bench.emulator_proc`` as a child process (so it does not share the harness's GIL)."""
 
-    def __init__(self, log_dir: Path, *, rps_per_ip: int = 30) -> None:
+    def __init__(self, log_dir: Path, *, rps_per_ip: int = 30, accounts: int = 0) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         log = (log_dir / f"emulator-{self.port}.log").open("ab")
+        args = ["--port", str(self.port), "--rps-per-ip", str(rps_per_ip), "--accounts", str(accounts)]
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "bench.emulator_proc", "--port", str(self.port), "--rps-per-ip", str(rps_per_ip)],
+            [sys.executable, "-m", "bench.emulator_proc", *args],
             cwd=ROOT, env=python_env({}), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.http = httpx.Client(base_url=self.base_url, timeout=120.0)
@@ -78,6 +81,11 @@ class Emulator:
 
     def rows(self) -> int:
         return int(self.stats()["rows"])
+
+    def bench_logins_used(self) -> int:
+        """How many of the benchmark's account logins made requests (per-login quota stats)."""
+        logins: dict[str, dict[str, Any]] = self.http.get("/_emulator/logins").json()["logins"]
+        return sum(1 for name, stats in logins.items() if name.startswith("bench-login-") and stats["requests"])
 
     def upload_times(self) -> tuple[dict[str, float], dict[str, float]]:
         """(comment -> arrival time, comment -> time of its 200 answer), wall clock."""
@@ -241,6 +249,7 @@ class PipelineConfig:
     flush_max_rows: int = 50_000
     drain_interval: float = 0.5
     shards: int = 4
+    accounts: int = 0  # registry accounts (logins) the many-counter run spreads its counters over
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:
         return {
@@ -250,6 +259,8 @@ class PipelineConfig:
             "CALLTRACK_SHARDS": str(self.shards),
             "CALLTRACK_METRICA_BASE_URL": emulator_url,
             "CALLTRACK_METRICA_EMULATOR": "true",
+            "CALLTRACK_EMULATOR_URL": emulator_url,  # Yandex ID's stand-in too (user info of registered tokens)
+            "CALLTRACK_SECRET_KEYS": BENCH_SECRET_KEY,
             "CALLTRACK_FLUSH_MAX_ROWS": str(self.flush_max_rows),
             "CALLTRACK_FLUSH_MAX_AGE": str(self.flush_max_age),
             "CALLTRACK_DRAIN_INTERVAL": str(self.drain_interval),
@@ -264,6 +275,10 @@ class PipelineConfig:
             if k.startswith("CALLTRACK_") and k != "CALLTRACK_REDIS_URL"
         }
         return Settings(_env_file=None, redis_url=redis_url, **fields)
+
+
+# The account registry's key ring of a benchmark run (a made-up deployment; generated per harness run).
+BENCH_SECRET_KEY = Fernet.generate_key().decode()
 
 
 class Infra:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.sections.accounts import AccountSettings, account_secret_values
 from config.sections.common import ENV_PREFIX
 from config.sections.delivery import DeliverySettings
 from config.sections.intake import IntakeSettings, ingest_secret_values
@@ -22,7 +23,7 @@ REAL_METRICA_URL = "https://api-metrika.yandex.net"
 EMULATOR_DEMO_TOKEN = "demo-token"  # noqa: S105
 
 
-class Settings(StoreSettings, DeliverySettings, IntakeSettings, OpsSettings, BaseSettings):
+class Settings(StoreSettings, DeliverySettings, IntakeSettings, AccountSettings, OpsSettings, BaseSettings):
     """Every knob of the worker, the producers and the tasks, one section per concern. Secrets are ``SecretStr``."""
 
     model_config = SettingsConfigDict(
@@ -38,6 +39,19 @@ class Settings(StoreSettings, DeliverySettings, IntakeSettings, OpsSettings, Bas
     def uses_emulator(self) -> bool:
         """True when the emulator was asked for (``metrica_emulator``) and no real token is configured."""
         return self.metrica_emulator and self.metrica_token is None and not self.metrica_counter_tokens
+
+    @property
+    def oauth_root(self) -> str:
+        """Yandex ID's root (authorize, token): the emulator's own when uploads go to it."""
+        if self.oauth_base_url is not None:
+            return str(self.oauth_base_url).rstrip("/")
+        return str(self.emulator_url).rstrip("/") if self.uses_emulator else "https://oauth.yandex.ru"
+
+    @property
+    def user_info_url(self) -> str:
+        if self.oauth_info_url is not None:
+            return str(self.oauth_info_url)
+        return f"{self.oauth_root}/info" if self.uses_emulator else "https://login.yandex.ru/info"
 
     @property
     def api_base_url(self) -> str:
@@ -58,6 +72,7 @@ class Settings(StoreSettings, DeliverySettings, IntakeSettings, OpsSettings, Bas
         if self.metrica_token is not None:
             secrets.append(self.metrica_token.get_secret_value())
         secrets += ingest_secret_values(self)
+        secrets += account_secret_values(self)
         if self.flower_password is not None:
             secrets.append(self.flower_password.get_secret_value())
         if self.ingest_api_token is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ctl.accounts import accounts
 from ctl.calls import replay_calls
 from ctl.context import Context
 from ctl.conversions import conversions
@@ -29,6 +30,7 @@ main.add_command(held)
 for _command in (status, uploads, quarantine, replay_calls, doctor):  # operations (issue 6)
     main.add_command(_command)
 main.add_command(conversions)
+main.add_command(accounts)  # issue 15: the account registry
 main.add_command(counters)
 
 

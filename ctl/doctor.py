@@ -17,6 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 from config.settings import Settings, describe_error
 from ctl.context import Context
 from ctl.output import emit, json_option
+from worker.accounts.health import problems
 from worker.delivery.counter_setup import Readiness, readiness
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import CalltrackError
@@ -78,6 +79,27 @@ def check_redis(rt: Runtime) -> list[Check]:
     return checks
 
 
+def check_accounts(rt: Runtime) -> list[Check]:
+    """Tokens of the account registry that Metrica refused, that expired or expire soon, by account."""
+    try:
+        found = problems(rt.redis, rt.keys, rt.settings.token_warning_days)
+        accounts = int(rt.redis.hlen(rt.keys.accounts))
+    except RedisError as error:
+        return [Check("accounts", "fail", f"cannot read the registry: {type(error).__name__}")]
+    checks = [Check(f"account {p.account}", "warn" if p.state == "near_expiry" else "fail", p.line()) for p in found]
+    if accounts and not rt.settings.secret_keys:
+        checks.append(Check("accounts", "fail", "CALLTRACK_SECRET_KEYS is not set: registry tokens cannot be read"))
+    if accounts and rt.settings.uses_emulator and rt.settings.metrica_base_url is None:
+        detail = "no token variable is set, so uploads go to the emulator: set CALLTRACK_METRICA_BASE_URL"
+        checks.append(Check("accounts", "warn", detail))
+    if accounts and rt.settings.secret_keys:
+        try:
+            rt.accounts.accounts()
+        except CalltrackError as error:  # SecretKeyError: a key of the ring is missing
+            checks.append(Check("accounts", "fail", str(error)))
+    return checks or [Check("accounts", "ok", f"{accounts} accounts, no token refused or near expiry")]
+
+
 def check_tokens(rt: Runtime) -> list[Check]:
     counters = set(rt.settings.metrica_counter_tokens)
     try:
@@ -92,7 +114,7 @@ def check_tokens(rt: Runtime) -> list[Check]:
     checks = []
     ready = readiness(rt, counters)
     for counter in sorted(counters):
-        token = rt.settings.token_for(counter)
+        token = rt.accounts.token_for(counter, removed_ok=True)
         name = f"counter {counter}"
         if token is None:
             checks.append(Check(name, "fail", "no OAuth token (CALLTRACK_METRICA_TOKEN or _COUNTER_TOKENS)"))
@@ -197,6 +219,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
             checks += check_redis(rt)
             if checks[-1].name != "redis" or checks[-1].status != "fail":
                 checks += check_tokens(rt)
+                checks += check_accounts(rt)
                 checks += check_clock(rt)
                 checks += check_fleet(rt)
             checks += check_secrets(settings)

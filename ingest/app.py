@@ -22,6 +22,8 @@ Routes::
     POST /zadarma/{account}                 Zadarma notifications
     POST /mango/{account}/events/{kind}     Mango Office events (summary becomes a call)
     POST /mango/{account}/ping              Mango Office availability check
+    /admin/v1/accounts, /admin/v1/counters  the account registry's admin API (bearer token)   routes/admin.py
+    GET  /oauth/callback                    OAuth onboarding: Yandex ID sends the browser back here
 """
 
 from __future__ import annotations
@@ -29,15 +31,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import structlog
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from ingest.core import IngestCore
+from ingest.routes.admin import AdminRoutes
 from ingest.routes.api import ApiRoutes
 from ingest.routes.operations import OperationsRoutes
 from ingest.routes.providers import ProviderRoutes
 from ingest.routes.sessions import SessionService
+from worker.accounts.envimport import import_env
+from worker.errors import CalltrackError
 from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def import_env_accounts(core: IngestCore) -> None:
+    """Today's CALLTRACK_* provider secrets and counter tokens become the ``env`` account (idempotent)."""
+    try:
+        import_env(core.runtime.accounts, core.settings)
+    except (CalltrackError, RedisError) as error:
+        log.error("env_accounts_import_failed", error=type(error).__name__)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
@@ -48,10 +66,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *ApiRoutes(core).routes(),
         *SessionService(settings, core.runtime).routes(),
         *ProviderRoutes(core).routes(),
+        *AdminRoutes(core).routes(),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(import_env_accounts, core)
         yield
         if runtime is None:
             core.runtime.close()

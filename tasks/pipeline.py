@@ -91,7 +91,7 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
         # Metrica's own quota answer: wait by quota type.
         if error.error_type == "quota_requests_by_uid":
             loaded = uploader.load(rt, batch_id)
-            token = rt.settings.token_for(loaded[0].bucket.counter_id) if loaded else None
+            token = rt.accounts.token_for(loaded[0].bucket.counter_id, removed_ok=True) if loaded else None
             wait = QuotaGate(rt).exhaust_day(token) if token is not None else 3600.0
         else:
             wait = 1.0 + random.uniform(0, 1)  # noqa: S311

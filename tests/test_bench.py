@@ -36,6 +36,11 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert set(SECTIONS) <= set(results)
     assert results["e2e_10"]["calls"] == document["settings"]["calls"]
     assert results["e2e_many"]["counters"] == document["settings"]["many_counters"]
+    # The many-counter run spreads its counters over accounts of the registry, each its own login.
+    many_accounts = document["settings"]["many_accounts"]
+    assert results["e2e_many"]["accounts"] == many_accounts
+    assert results["e2e_many"]["registered_counters"] == document["settings"]["many_counters"]
+    assert results["e2e_many"]["logins_uploading"] == many_accounts
     assert results["latency"]["measured"] == results["latency"]["calls"] > 0
     for name in ("backlog_small", "backlog_large"):
         assert results[name]["workers"], name  # a peak RSS for every worker process

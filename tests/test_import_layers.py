@@ -5,6 +5,7 @@ The layers, lowest first (a module may import its own package's modules and any 
     config                      settings and logging
     worker root                 errors, keys, store, scripts, failpoints: the shared ground
     worker.model                the event model: fields, calls, conversions, kinds, the inbound call
+    worker.accounts             the account registry: clients, tokens, counters, providers; OAuth
     worker.delivery             producer, drain, upload, reconcile, quota, the Metrica client
     worker.intake               routing, held calls, caller history, call refs, pools, intake
     worker.ops                  metrics, health, exporter, overview, Flower
@@ -34,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("worker.errors", "worker.keys", "worker.store", "worker.scripts", "worker.failpoints", "worker"),
     ("worker.model",),
+    ("worker.accounts",),
     ("worker.delivery",),
     ("worker.intake",),
     ("worker.ops",),

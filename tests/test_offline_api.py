@@ -70,7 +70,7 @@ def test_three_kinds_of_one_counter_each_once_after_the_counter_is_set_up(
         # PROCESSED conversions show the goal existed before the file arrived.
         emulator.admin.rules(join_rules=True)
         assert not any(emulator.admin.counter(101)["offline_options"].values())
-        settings = make_settings(metrica_base_url=emulator.base_url, flush_max_rows=1000)
+        settings = make_settings(metrica_base_url=emulator.base_url, flush_max_rows=1000, ingest_counters=[101])
         with running_worker(settings, tmp_path) as app, running_ingest(settings) as url:
             rt = app.runtime()
             producer = Runtime(settings).producer

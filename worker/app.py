@@ -25,7 +25,7 @@ from worker.runtime import Runtime
 # never starve the drain and reconcile ticks, which expire if they wait too long.
 PERIODIC_QUEUE = "calltrack.periodic"
 UPLOAD_QUEUE = "calltrack.upload"
-TASK_MODULES = ["tasks.pipeline"]
+TASK_MODULES = ["tasks.pipeline", "tasks.accounts"]
 
 
 class CalltrackCelery(Celery):
@@ -100,6 +100,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.reconcile_interval,
                 "options": {"expires": max(settings.reconcile_interval * 2, 2.0)},
             },
+            "token_upkeep": {
+                "task": "calltrack.token_upkeep",
+                "schedule": settings.token_check_interval,
+                "options": {"expires": max(settings.token_check_interval * 2, 2.0)},
+            },
         },
     }
 
@@ -150,6 +155,19 @@ def _start_heartbeat(app: Any, role: str, node: str) -> None:
 @signals.worker_ready.connect
 def _worker_heartbeat(sender: Any = None, **_: Any) -> None:
     _start_heartbeat(getattr(sender, "app", None), "worker", str(getattr(sender, "hostname", "worker")))
+
+
+@signals.worker_ready.connect
+def _import_env_accounts(sender: Any = None, **_: Any) -> None:
+    """Today's CALLTRACK_* tokens and provider secrets become the registry's ``env`` account (idempotent)."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, CalltrackCelery) and isinstance(getattr(app, "settings", None), Settings):
+        from worker.accounts.envimport import import_env  # noqa: PLC0415
+
+        try:
+            import_env(app.runtime().accounts, app.settings)
+        except Exception as error:  # never keep a worker from starting: the variables still work
+            structlog.get_logger(__name__).error("env_accounts_import_failed", error=type(error).__name__)
 
 
 @signals.beat_init.connect

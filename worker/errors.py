@@ -6,6 +6,11 @@
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
     │   └── HeldFullError             the held stream is at held_max_calls: new held calls refused
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
+    │   └── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    ├── AccountError                  the account registry refused a change or lookup (nothing stored)
+    │   ├── AccountInputError         bad input: names the field and the rule
+    │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
+    │   └── OAuthError                Yandex ID refused a code, a refresh or a user-info request
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
@@ -43,6 +48,36 @@ class DeferredError(CalltrackError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CounterRemovedError(DeferredError):
+    """The counter was removed from the account registry: its batches stay sealed (visible) and wait."""
+
+
+class AccountError(CalltrackError):
+    """The account registry refused a change or a lookup; nothing was stored. Never holds a secret."""
+
+
+class AccountInputError(AccountError):
+    """Bad input: ``field`` and ``rule`` say what is wrong (``field: rule`` as the message)."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class SecretKeyError(AccountError):
+    """No key ring is configured, or no key of it opens a stored secret."""
+
+
+class OAuthError(AccountError):
+    """Yandex ID refused a code exchange, a refresh or a user-info request (``error`` is its code word)."""
+
+    def __init__(self, message: str, *, error: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.status = status
 
 
 class MetricaError(CalltrackError):

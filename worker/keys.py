@@ -38,10 +38,12 @@ key                        type    what it holds (owner)
 ``<ns>:{rl}:ip:<h>:<s>``   string  session API requests of one client address (hashed) in second s,
                                    across every counter (worker/intake/pools.py)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
+``<ns>:{sN}:flushage``     hash    counter -> its own flush age in ms (worker/accounts/flush.py
+                                   publishes the registry's; drain.lua reads it for a new buffer)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
 ``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
-``<ns>:{q}:paused``        hash    login or login:counter -> why uploads are paused (401/403)
+``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
 ``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
 ``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
 =========================  ======  ===========================================================
@@ -58,6 +60,20 @@ key                                type    what it holds (owner)
 ``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
                                            call to the counter (callers, FirstTimeCaller)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
+=================================  ======  ===================================================
+
+Accounts (issue 15: ``worker/accounts/``; fleet-wide, tag ``{acct}``; no secret is ever part of a name):
+
+=================================  ======  ===================================================
+key                                type    what it holds (owner)
+=================================  ======  ===================================================
+``<ns>:{acct}:accounts``           hash    account id -> JSON of the account, its secrets
+                                           encrypted with the key ring (registry)
+``<ns>:{acct}:counters``           hash    counter id -> account id (registry's index)
+``<ns>:{acct}:removed``            hash    counter id -> ms it was removed: its batches wait
+``<ns>:{acct}:version``            string  bumped by every change; processes reload on a new one
+``<ns>:{acct}:oauth:<hash>``       string  a pending onboarding: blake2b of its OAuth state ->
+                                           JSON {account}, expires (oauth_state_seconds)
 =================================  ======  ===================================================
 
 Operations (issue 6: ``worker/ops/metrics.py``, ``worker/ops/health.py``, ``worker/delivery/replay.py``):
@@ -185,8 +201,11 @@ class Keys:
     def hold(self, shard: int) -> str:
         return f"{self.prefix(shard)}:hold"
 
-    # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is a token
-    # fingerprint (worker/delivery/quota.py), never the token.
+    def flush_ages(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:flushage"
+
+    # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is the Yandex
+    # login the registry learned for the token, else the token's fingerprint; never the token.
     def quota_inflight(self, login: str) -> str:
         return f"{self.namespace}:{{q}}:inflight:{login}"
 
@@ -221,6 +240,31 @@ class Keys:
 
     def cdr_position(self, source_hash: str) -> str:
         return f"{self.namespace}:cdrpos:{source_hash}"
+
+    # --- Accounts (issue 15) -------------------------------------------------------------------
+    def _account_key(self, name: str) -> str:
+        return f"{self.namespace}:{{acct}}:{name}"
+
+    @property
+    def accounts(self) -> str:
+        return self._account_key("accounts")
+
+    @property
+    def account_counters(self) -> str:
+        return self._account_key("counters")
+
+    @property
+    def removed_counters(self) -> str:
+        return self._account_key("removed")
+
+    @property
+    def accounts_version(self) -> str:
+        return self._account_key("version")
+
+    def oauth_state(self, state: str) -> str:
+        """A pending onboarding, named by a digest of its state (the state itself is a bearer secret)."""
+        digest = hashlib.blake2b(state.encode(), digest_size=12).hexdigest()
+        return self._account_key(f"oauth:{digest}")
 
     # --- Operations (issue 6) ------------------------------------------------------------------
     @property

@@ -10,6 +10,9 @@ import httpx
 from redis import Redis
 
 from config.settings import Settings
+from worker.accounts import oauth
+from worker.accounts.flush import FlushAges
+from worker.accounts.registry import Registry
 from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
 from worker.keys import Keys
@@ -29,7 +32,7 @@ class Runtime:
         self.policy = TimePolicy.from_days(
             settings.join_window_days, settings.clock_skew_seconds, late_static=settings.late_calls == "static"
         )
-        self.regions = PhoneRegions(settings.phone_region, settings.phone_regions)
+        self.regions = PhoneRegions(settings.phone_region, settings.phone_regions, self._counter_region)
         self._transport = transport
         self.pid = os.getpid()
 
@@ -57,6 +60,22 @@ class Runtime:
             observer=self.metrics.metrica_request,
             legacy=s.metrica_legacy_endpoints,
         )
+
+    def _counter_region(self, counter_id: int) -> str | None:
+        """The phone region the registry gives a counter (``ctl counters update N --phone-region KZ``)."""
+        found = self.accounts.counter(counter_id)
+        return found[1].phone_region if found is not None else None
+
+    @cached_property
+    def accounts(self) -> Registry:
+        """The account registry (worker/accounts/): tokens and settings per counter, cached briefly."""
+        settings = self.settings
+        return Registry(self.redis, self.keys, settings, learn_login=lambda token: oauth.user_login(settings, token))
+
+    @cached_property
+    def flush_ages(self) -> FlushAges:
+        """Publishes the registry's per-counter flush ages for drain.lua (worker/accounts/flush.py)."""
+        return FlushAges(self.accounts)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -21,6 +25,18 @@ class ProviderRoutes:
         self.core = core
         self.settings = core.settings
 
+    def _secret(self, provider: str, account: str) -> SecretStr | None:
+        """The provider account's secret: the environment's, else the account registry's (issue 15)."""
+        configured = {
+            "twilio": self.settings.twilio_auth_tokens,
+            "zadarma": self.settings.zadarma_secrets,
+            "mango": self.settings.mango_accounts,
+        }[provider].get(account)
+        if configured is not None:
+            return configured
+        found = self.core.runtime.accounts.telephony(provider, account)
+        return found.secret if found is not None else None
+
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:
         body = await read_body(request, self.settings.ingest_max_body_bytes)
@@ -36,7 +52,7 @@ class ProviderRoutes:
             if not twilio_valid(key, [url], pairs, signature, settings_header):
                 raise SignatureError(403, "X-Twilio-Signature does not match this request under its Webhook Rule key")
         else:
-            token = self.settings.twilio_auth_tokens.get(form.get("AccountSid", ""))
+            token = self._secret("twilio", form.get("AccountSid", ""))
             if token is None or not twilio_valid(token.get_secret_value(), [url], pairs, signature):
                 raise SignatureError(403, "X-Twilio-Signature does not match this request for its AccountSid")
         result = twilio.to_call(form, self.core.configs["twilio"])
@@ -70,7 +86,7 @@ class ProviderRoutes:
 
     # --- Zadarma ---------------------------------------------------------------------------------
     async def zadarma_echo(self, request: Request) -> Response:
-        if request.path_params["account"] not in self.settings.zadarma_secrets:
+        if self._secret("zadarma", request.path_params["account"]) is None:
             return error_response(404, "no such Zadarma account is configured")
         echo = request.query_params.get("zd_echo")
         if echo is None or len(echo) > 256:
@@ -86,10 +102,19 @@ class ProviderRoutes:
         signature = request.headers.get("signature", "")
         if not signature:
             raise SignatureError(401, "the Signature header is missing")
-        secret = self.settings.zadarma_secrets.get(request.path_params["account"])
+        account = request.path_params["account"]
+        secret = self._secret("zadarma", account)
         if secret is None or not zadarma_valid(secret.get_secret_value(), form, signature):
             raise SignatureError(403, "Signature does not match this request for this account")
-        result = zadarma.to_call(form, self.core.configs["zadarma"], request.path_params["account"])
+        config = self.core.configs["zadarma"]
+        registered = (
+            None
+            if account in self.settings.zadarma_secrets
+            else self.core.runtime.accounts.telephony("zadarma", account)
+        )
+        if registered is not None and registered.timezone:  # the account's own zone (issue 15)
+            config = replace(config, zone=ZoneInfo(registered.timezone))
+        result = zadarma.to_call(form, config, account)
         if isinstance(result, str):
             await self.core.count_ignored("zadarma")
             return json_response({"status": "ignored", "reason": result})
@@ -101,7 +126,7 @@ class ProviderRoutes:
         form = dict(parse_form(body))
         if not form.get("sign"):
             raise SignatureError(401, "sign is missing")
-        secret = self.settings.mango_accounts.get(request.path_params["account"])
+        secret = self._secret("mango", request.path_params["account"])
         if secret is None:
             raise SignatureError(403, "sign does not match this request for this account")
         key, _, salt = secret.get_secret_value().partition(":")
@@ -120,7 +145,7 @@ class ProviderRoutes:
         return self.core.single_answer((await self.core.submit([result]))[0])
 
     async def mango_ping(self, request: Request) -> Response:
-        if request.path_params["account"] not in self.settings.mango_accounts:
+        if self._secret("mango", request.path_params["account"]) is None:
             return error_response(404, "no such Mango Office account is configured")
         return json_response({"status": "ok"})
 

@@ -97,7 +97,7 @@ def setup_counter(
     """Read the counter's options, thresholds and goals; with ``apply`` switch options on and create
     the goals ``targets`` need. Records and returns the result; Metrica errors land in ``error``."""
     apply = rt.settings.counter_setup == "apply" if apply is None else apply
-    token = rt.settings.token_for(counter_id)
+    token = rt.accounts.token_for(counter_id, removed_ok=True)
     result = Readiness(counter_id, checked_at=_now_ms())
     if token is None:
         result.error = f"no OAuth token is configured for counter {counter_id}"

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
-from worker.keys import DRAIN_GROUP, fingerprint
+from worker.keys import DRAIN_GROUP
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:
@@ -71,11 +71,9 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
 
 def update_holds(rt: Runtime, gate: QuotaGate) -> int:
     """Mark counters whose login is short of upload quota, so their buffers seal by size only."""
-    tokens = {fingerprint(t): t for t in rt.settings.metrica_counter_tokens.values()}
-    default = rt.settings.token_for(0) if rt.settings.metrica_token is not None or rt.settings.uses_emulator else None
-    if default is not None:
-        tokens[fingerprint(default)] = default
-    short = {login for login, token in tokens.items() if gate.upload_budget_short(token)}
+    # The budget is the login's (every token of a login spends it): one look per login.
+    by_login = {rt.accounts.login_of(token): token for token in rt.accounts.tokens()}
+    short = {login for login, token in by_login.items() if gate.upload_budget_short(token)}
     held = 0
     for shard in range(rt.keys.shards):
         key = rt.keys.hold(shard)
@@ -83,8 +81,8 @@ def update_holds(rt: Runtime, gate: QuotaGate) -> int:
         if short:
             for bucket in cast(list[str], rt.redis.zrange(rt.keys.due(shard), 0, -1)):
                 counter = int(bucket.split(":", 1)[0])
-                token = rt.settings.token_for(counter)
-                if token is not None and fingerprint(token) in short:
+                token = rt.accounts.token_for(counter, removed_ok=True)
+                if token is not None and rt.accounts.login_of(token) in short:
                     counters.add(str(counter))
         pipe = rt.redis.pipeline(transaction=True)
         pipe.delete(key)
@@ -99,6 +97,7 @@ def update_holds(rt: Runtime, gate: QuotaGate) -> int:
 
 def drain(rt: Runtime, *, time_budget: float | None = None, seal_all: bool = False) -> DrainResult:
     """Drain every shard until the streams are empty or ``time_budget`` seconds have passed."""
+    rt.flush_ages.publish()  # counters' own flush ages, when the account registry changed
     budget = rt.settings.drain_time_budget if time_budget is None else time_budget
     deadline = time.monotonic() + budget
     total = DrainResult()

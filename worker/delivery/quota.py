@@ -5,7 +5,10 @@ Metrica limits a login to 3 requests in flight and 5,000 a day (reset at 00:00 U
 number of workers together stay inside them. Uploads may spend the daily budget only down to
 ``quota_polling_reserve``, which is kept for status polling.
 
-A login is known here by its token's fingerprint (a short hash), never by the token.
+A login is the Yandex login the account registry learned for the token (worker/accounts/), so two
+tokens of one login share its limits; a token whose login is unknown counts under its fingerprint (a
+short hash), never the token. A 401/403 pauses the token itself (its fingerprint): a replaced token
+resumes at once, and other accounts' tokens are not touched.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class QuotaGate:
 
     def _acquire(self, token: SecretStr, purpose: Purpose) -> tuple[str, str]:
         s = self._rt.settings
-        login = fingerprint(token)
+        login = self._rt.accounts.login_of(token)
         day, to_midnight = self._day()
         limit = s.quota_daily_per_login - (s.quota_polling_reserve if purpose is Purpose.UPLOAD else 0)
         holder = uuid.uuid4().hex
@@ -111,7 +114,7 @@ class QuotaGate:
     def exhaust_day(self, token: SecretStr) -> float:
         """Metrica said the daily quota is spent (other clients share the login): stop until midnight."""
         day, to_midnight = self._day()
-        key = self._rt.keys.quota_day(fingerprint(token), day)
+        key = self._rt.keys.quota_day(self._rt.accounts.login_of(token), day)
         self._rt.redis.set(key, self._rt.settings.quota_daily_per_login, px=to_midnight + 86_400_000)
         return to_midnight / 1000
 
@@ -119,7 +122,7 @@ class QuotaGate:
         """True when the upload part of today's budget is nearly spent: batches should grow."""
         s = self._rt.settings
         day, _ = self._day()
-        used = int(self._rt.redis.get(self._rt.keys.quota_day(fingerprint(token), day)) or 0)
+        used = int(self._rt.redis.get(self._rt.keys.quota_day(self._rt.accounts.login_of(token), day)) or 0)
         upload_budget = max(s.quota_daily_per_login - s.quota_polling_reserve, 1)
         return (upload_budget - used) < upload_budget * s.quota_short_fraction
 
@@ -147,13 +150,14 @@ class QuotaGate:
         """What each configured login has left today."""
         s = self._rt.settings
         day, _ = self._day()
-        logins: dict[str, list[int]] = {}
-        tokens = dict(s.metrica_counter_tokens)
-        for counter, token in tokens.items():
-            logins.setdefault(fingerprint(token), []).append(counter)
-        default = s.token_for(0) if s.metrica_token is not None or s.uses_emulator else None
-        if default is not None:
-            logins.setdefault(fingerprint(default), [])
+        logins: dict[str, list[int]] = {self._rt.accounts.login_of(t): [] for t in self._rt.accounts.tokens()}
+        for counter, token in s.metrica_counter_tokens.items():
+            logins.setdefault(self._rt.accounts.login_of(token), []).append(counter)
+        for account in self._rt.accounts.snapshot().accounts.values():
+            for item in account.counters:
+                if (owned := account.token_of(item)) is not None:
+                    logins.setdefault(self._rt.accounts.login_of(owned.value), []).append(item.id)
+        fps = {self._rt.accounts.login_of(t): fingerprint(t) for t in self._rt.accounts.tokens()}
         raw_paused = cast(dict[str, str], self._rt.redis.hgetall(self._rt.keys.paused))
         paused = {k: str(orjson.loads(v)["reason"]) for k, v in raw_paused.items()}
         result = []
@@ -163,12 +167,12 @@ class QuotaGate:
             result.append(
                 LoginQuota(
                     login=login,
-                    counters=sorted(counters),
+                    counters=sorted(set(counters)),
                     used_today=used,
                     left_today=max(s.quota_daily_per_login - used, 0),
                     left_for_uploads=max(s.quota_daily_per_login - s.quota_polling_reserve - used, 0),
                     in_flight=in_flight,
-                    paused={k: v for k, v in paused.items() if k == login or k.startswith(login + ":")},
+                    paused={k: v for k, v in paused.items() if k.split(":", 1)[0] in (login, fps.get(login))},
                 )
             )
         return result

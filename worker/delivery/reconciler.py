@@ -65,7 +65,7 @@ def _open_uploads(rt: Runtime, shard: int) -> dict[tuple[int, KindSpec], dict[in
 
 
 def _statuses(rt: Runtime, gate: QuotaGate, spec: KindSpec, counter: int, wanted: set[int]) -> dict[int, Uploading]:
-    token = rt.settings.token_for(counter)
+    token = rt.accounts.token_for(counter, removed_ok=True)
     if token is None:
         return {}
     found: dict[int, Uploading] = {}

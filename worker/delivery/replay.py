@@ -104,7 +104,7 @@ def _quarantined(rt: Runtime, batch_id: str) -> tuple[BatchRef, dict[str, str]]:
 def replay(rt: Runtime, batch_id: str, *, who: str) -> ReplayResult:
     """Adopt the batch if Metrica holds it, else move its rows to a new sealed batch."""
     ref, _ = _quarantined(rt, batch_id)
-    token = rt.settings.token_for(ref.bucket.counter_id)
+    token = rt.accounts.token_for(ref.bucket.counter_id, removed_ok=True)
     if token is None:
         raise QuarantineError(f"no OAuth token is configured for counter {ref.bucket.counter_id}")
     try:

@@ -174,7 +174,7 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
     gate = gate or QuotaGate(rt)
     counter = ref.bucket.counter_id
     with structlog.contextvars.bound_contextvars(counter_id=counter, batch_id=batch_id):
-        token = rt.settings.token_for(counter)
+        token = rt.accounts.token_for(counter)
         if token is None:
             # No credentials: the batch stays SEALED and waits (parked), never posted elsewhere.
             log.warning("upload_waits_for_a_token", counter_id=counter)
@@ -224,7 +224,7 @@ def _attempt(at: Attempt) -> UploadOutcome:
                 at.token,
                 content,
                 comment=ref.batch_id,
-                new_goal_name=rt.settings.new_goal_name,
+                new_goal_name=rt.accounts.goal_name(ref.bucket.counter_id),
             )
         except QuotaError as error:
             at.end(stored_nothing=True, failure=False, error=str(error))
@@ -252,7 +252,7 @@ def give_up(rt: Runtime, batch_id: str, last_error: MetricaError, gate: QuotaGat
     ref, record = loaded
     gate = gate or QuotaGate(rt)
     with structlog.contextvars.bound_contextvars(counter_id=ref.bucket.counter_id, batch_id=batch_id):
-        token = rt.settings.token_for(ref.bucket.counter_id)
+        token = rt.accounts.token_for(ref.bucket.counter_id)
         with CounterLock(rt, ref) as lock:
             at = Attempt(rt, gate, ref, lock.token, token or SecretStr(""))
             if token is not None and record["state"] == "UPLOADING":

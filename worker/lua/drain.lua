@@ -4,7 +4,7 @@
 --
 -- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
 -- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
---       8 max age (ms)  9 shard number  10 "1" to seal every open buffer now
+--       8 max age (ms; a counter's own in <p>:flushage wins)  9 shard number  10 "1" to seal every open buffer now
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
 local p = ARGV[1]
 local group, consumer = ARGV[2], ARGV[3]
@@ -23,6 +23,11 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stream = KEYS[1]
 local due_key, bytes_key = p .. ':due', p .. ':bufbytes'
+-- A counter's own flush age (ms; the account registry's, published by worker/accounts/flush.py).
+local ages_key = p .. ':flushage'
+local function age_of(bucket)
+  return tonumber(redis.call('HGET', ages_key, string.match(bucket, '^(%d+):'))) or max_age_ms
+end
 
 local sealed = {}
 local rows_of, bytes_of, touched = {}, {}, {}
@@ -93,7 +98,7 @@ if reply then
           seal(bucket)
         end
         if rows_of[bucket] == 0 then
-          redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
+          redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
         rows_of[bucket] = rows_of[bucket] + 1
@@ -129,7 +134,7 @@ for i = 1, #ready do
   local bucket = ready[i]
   if holding and redis.call('SISMEMBER', hold_key, string.match(bucket, '^(%d+):')) == 1 then
     -- The counter's login is short of quota: let the batch grow (it still seals when full).
-    redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
+    redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket)
   else
     seal(bucket)
   end

@@ -133,9 +133,14 @@ class PhoneRegions:
 
     default: str | None = None
     per_counter: Mapping[int, str] = field(default_factory=dict)
+    #: The account registry's setting of a counter, asked first (worker/accounts/), when there is one.
+    lookup: Callable[[int], str | None] | None = None
 
     def of(self, counter_id: object) -> str | None:
-        return self.per_counter.get(counter_id, self.default) if isinstance(counter_id, int) else self.default
+        if not isinstance(counter_id, int):
+            return self.default
+        found = self.lookup(counter_id) if self.lookup is not None else None
+        return found or self.per_counter.get(counter_id, self.default)
 
     def context(self) -> dict[str, Any]:
         """The pydantic validation context that carries these regions to the ``PhoneNumber`` rule."""

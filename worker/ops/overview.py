@@ -144,8 +144,9 @@ def _pending(rt: Runtime) -> tuple[Tally[int], bool]:
 
 
 def counters_known(rt: Runtime, infos: list[BatchInfo], pending: Tally[int]) -> set[int]:
-    """Counters with a token, a routing entry, a batch or pending calls."""
+    """Counters with a token, an account, a routing entry, a batch or pending calls."""
     known = set(rt.settings.metrica_counter_tokens) | {b.counter_id for b in infos} | set(pending)
+    known |= set(rt.accounts.snapshot().by_counter)
     for raw in cast(list[str], rt.redis.hvals(rt.keys.routing)):
         try:
             known.add(int(orjson.loads(raw)["counter_id"]))
@@ -176,15 +177,15 @@ def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
             item.last_status = info.record.get("status", "")
             item.last_upload_at_ms = uploaded_at
     for item in result.values():
-        token = rt.settings.token_for(item.counter_id)
+        token = rt.accounts.token_for(item.counter_id, removed_ok=True)
         if token is None:
             continue
-        login = fingerprint(token)
-        quota = quotas.get(login)
+        quota = quotas.get(rt.accounts.login_of(token))
         if quota is not None:
             item.quota_left = quota.left_today
             item.quota_left_for_uploads = quota.left_for_uploads
-        item.paused = [k for k in paused if k in (login, f"{login}:{item.counter_id}")]
+        fp = fingerprint(token)  # a 401/403 pauses the token itself
+        item.paused = [k for k in paused if k in (fp, f"{fp}:{item.counter_id}")]
     return list(result.values())
 
 

@@ -18,6 +18,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.accounts.health import AccountsCollector, quota_logins
 from worker.delivery.counter_setup import Readiness
 from worker.keys import Keys, fingerprint
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
@@ -174,12 +175,14 @@ class Collector(PromCollector):
 
 def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaView]:
     """Quota per login without a full Runtime (the collector has only a client and the keys)."""
-    logins: set[str] = {fingerprint(t) for t in settings.metrica_counter_tokens.values()}
+    registered = quota_logins(redis, keys)  # login name -> token fingerprint (worker/accounts/)
     default = settings.token_for(0) if settings.metrica_token is not None or settings.uses_emulator else None
-    if default is not None:
-        logins.add(fingerprint(default))
+    unregistered = {
+        fingerprint(t) for t in [*settings.metrica_counter_tokens.values(), *([default] if default else [])]
+    }
+    logins: set[str] = set(registered) | (unregistered - set(registered.values()))
     day = time.strftime("%Y%m%d", time.gmtime())
-    paused = cast(list[str], redis.hkeys(keys.paused))
+    paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
     result = []
     for login in sorted(logins):
         pipe = redis.pipeline(transaction=False)
@@ -194,7 +197,7 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
                 left_today=max(settings.quota_daily_per_login - used, 0),
                 left_for_uploads=max(settings.quota_daily_per_login - settings.quota_polling_reserve - used, 0),
                 in_flight=int(in_flight),
-                paused=any(p == login or p.startswith(login + ":") for p in paused),
+                paused=bool({login, registered.get(login)} & paused),
             )
         )
     return result
@@ -240,6 +243,7 @@ def heartbeats(redis: Redis, keys: Keys) -> list[Heartbeat]:
 def registry(redis: Redis, keys: Keys, settings: object | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Collector(redis, keys, settings=settings))
+    reg.register(AccountsCollector(redis, keys, float(getattr(settings, "token_warning_days", 14.0))))
     return reg
 
 

@@ -1,0 +1,248 @@
+"""The admin HTTP API of the account registry (issue 15) and the OAuth onboarding callback.
+
+Every ``/admin/v1/`` route needs ``Authorization: Bearer <CALLTRACK_ADMIN_API_TOKEN>``; without that
+setting they answer 404. Answers never hold a secret (tokens appear as name, login, fingerprint).
+Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores nothing.
+
+    GET    /admin/v1/accounts                       every account
+    PUT    /admin/v1/accounts                       bulk sync {"accounts": [...]}: absent ones are removed
+    POST   /admin/v1/accounts                       create one
+    GET|PUT|PATCH|DELETE /admin/v1/accounts/{id}    show, create or replace, change fields, remove
+    PUT    /admin/v1/accounts/{id}/tokens/{name}    add or rotate a token {"token", "refresh_token", "expires_at"}
+    POST   /admin/v1/accounts/{id}/counters         add a counter {"id", "goal_name", ...}
+    PUT|DELETE /admin/v1/accounts/{id}/telephony/{provider}/{name}   a telephony account {"secret", "timezone"}
+    POST   /admin/v1/accounts/{id}/oauth            {"url"}: the link that onboards the account by OAuth
+    GET    /admin/v1/counters                       every counter with its account and settings
+    PATCH|DELETE /admin/v1/counters/{counter}       change or remove a counter
+    GET    /admin/v1/problems                       refused, expired and near-expiry tokens, by account
+    GET    /oauth/callback?code=&state=             Yandex ID sends the browser here (public; the state guards it)
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import asdict
+from html import escape
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ingest.core import Handler, IngestCore, error_response, json_response
+from ingest.edge import read_body
+from worker.accounts import edits, oauth
+from worker.accounts.health import problems
+from worker.accounts.model import AccountIn, parse
+from worker.accounts.registry import Change, Registry
+from worker.errors import AccountError, AccountInputError, OAuthError
+
+
+def _change(change: Change) -> dict[str, Any]:
+    return {"outcomes": change.outcomes, **change.summary()}
+
+
+class AdminRoutes:
+    """The registry over HTTP; each handler runs the (blocking) registry in the thread pool."""
+
+    def __init__(self, core: IngestCore) -> None:
+        self.core = core
+        self.settings = core.settings
+
+    @property
+    def reg(self) -> Registry:
+        return self.core.runtime.accounts
+
+    def _auth(self, handler: Handler) -> Handler:
+        token = self.settings.admin_api_token
+
+        async def checked(request: Request) -> Response:
+            if token is None:
+                return error_response(404, "the admin API is off: set CALLTRACK_ADMIN_API_TOKEN")
+            given = request.headers.get("authorization", "")
+            if not given:
+                return error_response(401, "Authorization: Bearer <token> is required")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+                return error_response(403, "the bearer token is not valid")
+            try:
+                return await handler(request)
+            except AccountInputError as error:
+                body = {"error": str(error), "errors": [{"field": error.field, "rule": error.rule}]}
+                return json_response(body, 422)
+            except AccountError as error:
+                return error_response(400, str(error))
+
+        return checked
+
+    async def _json(self, request: Request) -> Any:
+        body = await read_body(request, self.settings.ingest_max_bulk_bytes)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise AccountInputError("body", "must be a JSON document") from None
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await run_in_threadpool(fn, *args)
+
+    # --- accounts ------------------------------------------------------------------------------
+    async def list_accounts(self, request: Request) -> Response:
+        accounts = await self._run(self.reg.accounts)
+        return json_response({"accounts": [a.public() for a in accounts]})
+
+    async def sync(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
+            raise AccountInputError("accounts", 'is required: {"accounts": [...]}')
+        specs = []
+        for i, item in enumerate(data["accounts"]):
+            try:
+                specs.append(parse(AccountIn, item))
+            except AccountInputError as error:
+                raise AccountInputError(f"accounts.{i}.{error.field}", error.rule) from None
+        return json_response(_change(await self._run(self.reg.sync, specs)))
+
+    async def create(self, request: Request) -> Response:
+        change = await self._run(edits.create, self.reg, await self._json(request))
+        return json_response(_change(change), 201)
+
+    async def show(self, request: Request) -> Response:
+        account = await self._run(self.reg.get, request.path_params["account"])
+        if account is None:
+            return error_response(404, "no such account")
+        return json_response(account.public())
+
+    async def put(self, request: Request) -> Response:
+        data = await self._json(request)
+        if isinstance(data, dict):
+            data = {**data, "id": request.path_params["account"]}
+        change = await self._run(self.reg.put, parse(AccountIn, data))
+        return json_response(_change(change))
+
+    async def patch(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        return json_response(_change(await self._run(edits.update, self.reg, request.path_params["account"], data)))
+
+    async def delete(self, request: Request) -> Response:
+        return json_response(_change(await self._run(self.reg.remove, request.path_params["account"])))
+
+    async def put_token(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        data = {**data, "name": request.path_params["name"]}
+        return json_response(_change(await self._run(edits.set_token, self.reg, request.path_params["account"], data)))
+
+    async def put_telephony(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        p = request.path_params
+        data = {**data, "provider": p["provider"], "account": p["name"]}
+        return json_response(_change(await self._run(edits.set_telephony, self.reg, p["account"], data)))
+
+    async def delete_telephony(self, request: Request) -> Response:
+        p = request.path_params
+        change = await self._run(edits.remove_telephony, self.reg, p["account"], p["provider"], p["name"])
+        return json_response(_change(change))
+
+    async def add_counter(self, request: Request) -> Response:
+        data = await self._json(request)
+        change = await self._run(edits.add_counter, self.reg, request.path_params["account"], data)
+        return json_response(_change(change), 201)
+
+    async def onboarding_link(self, request: Request) -> Response:
+        redirect = request.query_params.get("redirect_uri") or None
+        account = request.path_params["account"]
+        url = await self._run(lambda: oauth.start(self.reg, account, redirect_uri=redirect))
+        return json_response({"url": url})
+
+    # --- counters, problems --------------------------------------------------------------------
+    async def list_counters(self, request: Request) -> Response:
+        accounts = await self._run(self.reg.accounts)
+        counters = [{"account": a.id, **c.model_dump(exclude_none=True)} for a in accounts for c in a.counters]
+        return json_response({"counters": sorted(counters, key=lambda c: c["id"])})
+
+    def _counter_id(self, request: Request) -> int:
+        text = request.path_params["counter"]
+        if not text.isdigit() or int(text) <= 0:
+            raise AccountInputError("counter", "must be a positive integer")
+        return int(text)
+
+    async def patch_counter(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        return json_response(_change(await self._run(edits.update_counter, self.reg, self._counter_id(request), data)))
+
+    async def delete_counter(self, request: Request) -> Response:
+        return json_response(_change(await self._run(edits.remove_counter, self.reg, self._counter_id(request))))
+
+    async def problems(self, request: Request) -> Response:
+        rt = self.core.runtime
+        found = await self._run(problems, rt.redis, rt.keys, self.settings.token_warning_days)
+        return json_response({"problems": [asdict(p) for p in found]})
+
+    # --- OAuth callback (public) ---------------------------------------------------------------
+    async def callback(self, request: Request) -> Response:
+        params = request.query_params
+        if params.get("error"):
+            return _page("Access was not granted", f"<p id='error'>{escape(params['error'])}</p>", 400)
+        code, state = params.get("code", ""), params.get("state", "")
+        if not code or not state:
+            return _page("Onboarding failed", "<p id='error'>code and state are required</p>", 400)
+        try:
+            done = await self._run(oauth.finish, self.reg, code, state)
+        except (OAuthError, AccountError) as error:
+            return _page("Onboarding failed", f"<p id='error'>{escape(str(error))}</p>", 400)
+        counters = "".join(f"<li class='counter'>{c.id}</li>" for c in done.account.counters)
+        body = (
+            f"<p>Account <b id='account'>{escape(done.account.id)}</b> is connected as Yandex login "
+            f"<b id='login'>{escape(done.account.login or '?')}</b>.</p><ul id='counters'>{counters}</ul>"
+        )
+        if done.skipped:
+            body += f"<p id='skipped'>Held by other accounts: {', '.join(str(c) for c in done.skipped)}</p>"
+        return _page("Account connected", body)
+
+    def routes(self) -> list[Route]:
+        a, g = self._auth, self.core.guard
+        base = "/admin/v1"
+        return [
+            Route(f"{base}/accounts", g(a(self.list_accounts)), methods=["GET"]),
+            Route(f"{base}/accounts", g(a(self.sync)), methods=["PUT"]),
+            Route(f"{base}/accounts", g(a(self.create)), methods=["POST"]),
+            Route(f"{base}/accounts/{{account}}", g(a(self.show)), methods=["GET"]),
+            Route(f"{base}/accounts/{{account}}", g(a(self.put)), methods=["PUT"]),
+            Route(f"{base}/accounts/{{account}}", g(a(self.patch)), methods=["PATCH"]),
+            Route(f"{base}/accounts/{{account}}", g(a(self.delete)), methods=["DELETE"]),
+            Route(f"{base}/accounts/{{account}}/tokens/{{name}}", g(a(self.put_token)), methods=["PUT"]),
+            Route(f"{base}/accounts/{{account}}/counters", g(a(self.add_counter)), methods=["POST"]),
+            Route(
+                f"{base}/accounts/{{account}}/telephony/{{provider}}/{{name}}",
+                g(a(self.put_telephony)),
+                methods=["PUT"],
+            ),
+            Route(
+                f"{base}/accounts/{{account}}/telephony/{{provider}}/{{name}}",
+                g(a(self.delete_telephony)),
+                methods=["DELETE"],
+            ),
+            Route(f"{base}/accounts/{{account}}/oauth", g(a(self.onboarding_link)), methods=["POST"]),
+            Route(f"{base}/counters", g(a(self.list_counters)), methods=["GET"]),
+            Route(f"{base}/counters/{{counter}}", g(a(self.patch_counter)), methods=["PATCH"]),
+            Route(f"{base}/counters/{{counter}}", g(a(self.delete_counter)), methods=["DELETE"]),
+            Route(f"{base}/problems", g(a(self.problems)), methods=["GET"]),
+            Route("/oauth/callback", g(self.callback), methods=["GET"]),
+        ]
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status)

@@ -1,0 +1,1 @@
+"""The account registry: clients with their Yandex logins, OAuth tokens, counters and telephony accounts."""

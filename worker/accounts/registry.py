@@ -1,0 +1,359 @@
+"""The account registry in Redis, read through a short per-process cache and changed at run time.
+
+Every change is one optimistic transaction (WATCH the accounts and the counter index, then MULTI) that
+also bumps ``{acct}:version``; a process reloads its copy when it sees a new version, at most
+``accounts_cache_seconds`` after the change, so no worker needs a restart. A counter belongs to one
+account; a counter removed from the registry is remembered (``{acct}:removed``) so its batches wait,
+visible, instead of going out with the deployment's default token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+from pydantic import SecretStr
+from redis import Redis
+from redis.exceptions import WatchError
+
+from worker.accounts import store
+from worker.accounts.crypto import KeyRing
+from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Token, TokenIn
+from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError
+from worker.keys import Keys, fingerprint
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+log = structlog.get_logger(__name__)
+REMOVED_RETRY_SECONDS = 600.0
+LoginLearner = Callable[[SecretStr], str | None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One process's copy of the registry at one version."""
+
+    version: str = ""
+    accounts: dict[str, Account] = field(default_factory=dict)
+    by_counter: dict[int, tuple[Account, CounterIn]] = field(default_factory=dict)
+    by_fingerprint: dict[str, tuple[Account, Token]] = field(default_factory=dict)
+    by_provider: dict[tuple[str, str], Telephony] = field(default_factory=dict)
+    removed: frozenset[int] = frozenset()
+
+    @classmethod
+    def build(cls, version: str, accounts: Iterable[Account], removed: Iterable[int]) -> Snapshot:
+        snap = cls(version=version, removed=frozenset(removed))
+        for account in accounts:
+            snap.accounts[account.id] = account
+            for counter in account.counters:
+                snap.by_counter[counter.id] = (account, counter)
+            for token in account.tokens:
+                snap.by_fingerprint[token.fingerprint] = (account, token)
+            for tel in account.telephony:
+                snap.by_provider[(tel.provider, tel.account)] = tel
+        return snap
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write did: per account id, ``created``, ``updated``, ``unchanged`` or ``removed``."""
+
+    outcomes: dict[str, str]
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o == outcome)
+
+    def summary(self) -> dict[str, int]:
+        return {k: self.count(k) for k in ("created", "updated", "unchanged", "removed")}
+
+
+def safe_login(login: str | None) -> str | None:
+    """A login usable in key names and labels (Yandex logins are letters, digits, '.', '-')."""
+    if not login:
+        return None
+    login = login.strip().lower()
+    if all(c.isalnum() or c in "._-@" for c in login) and 0 < len(login) <= 64:
+        return login
+    return None
+
+
+def login_key(login: str | None, fp: str) -> str:
+    """The name a token's quotas count under: ``login.<login>`` when known, else its fingerprint."""
+    safe = safe_login(login)
+    return f"login.{safe}" if safe else fp
+
+
+class Registry:
+    """Reads (cached, by counter / token / provider account) and writes of the account registry."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, settings: Settings, *, learn_login: LoginLearner | None = None
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.ring = KeyRing(settings.secret_keys)
+        self._learn_login = learn_login
+        self._snap = Snapshot()
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    # --- reading -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The registry as of at most ``accounts_cache_seconds`` ago."""
+        now = time.monotonic()
+        if now - self._checked < self.settings.accounts_cache_seconds and self._checked:
+            return self._snap
+        with self._lock:
+            version = cast(str | None, self.redis.get(self.keys.accounts_version)) or ""
+            if version != self._snap.version or not self._checked:
+                self._snap = self._load()
+            self._checked = now
+            return self._snap
+
+    def _load(self) -> Snapshot:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.accounts_version)
+        pipe.hgetall(self.keys.accounts)
+        pipe.hkeys(self.keys.removed_counters)
+        version, raw, removed = pipe.execute()
+        if raw and not self.ring.ready:
+            log.error("accounts_unreadable", reason="CALLTRACK_SECRET_KEYS is not set")
+            return Snapshot(version=version or "", removed=frozenset(int(c) for c in removed))
+        accounts = [store.decode(self.ring, doc) for doc in cast(dict[str, str], raw).values()]
+        return Snapshot.build(version or "", accounts, (int(c) for c in removed))
+
+    def token_for(self, counter_id: int, *, removed_ok: bool = False) -> SecretStr | None:
+        """The token that uploads to ``counter_id``: its account's, else the deployment's default.
+
+        A counter removed from the registry raises ``CounterRemovedError``, and one whose account has no
+        token yet a ``DeferredError`` (its batches wait, visible), unless ``removed_ok``: then None."""
+        snap = self.snapshot()
+        found = snap.by_counter.get(counter_id)
+        if found is not None:
+            token = found[0].token_of(found[1])
+            if token is None and not removed_ok:
+                # An account without its token yet (added before onboarding): wait, do not quarantine.
+                raise DeferredError(
+                    f"account {found[0].id!r} has no token for counter {counter_id} yet",
+                    retry_after=REMOVED_RETRY_SECONDS,
+                )
+            return token.value if token is not None else None
+        if counter_id in snap.removed:
+            if removed_ok:
+                return None
+            raise CounterRemovedError(
+                f"counter {counter_id} was removed from the account registry; its batches wait",
+                retry_after=REMOVED_RETRY_SECONDS,
+            )
+        return self.settings.token_for(counter_id)
+
+    def counter(self, counter_id: int) -> tuple[Account, CounterIn] | None:
+        return self.snapshot().by_counter.get(counter_id)
+
+    def goal_name(self, counter_id: int) -> str | None:
+        found = self.counter(counter_id)
+        return (found[1].goal_name if found else None) or self.settings.new_goal_name
+
+    def login_of(self, token: SecretStr) -> str:
+        """The name quotas count under: the token's Yandex login when known, else its fingerprint."""
+        fp = fingerprint(token)
+        found = self.snapshot().by_fingerprint.get(fp)
+        return login_key(found[1].login if found else None, fp)
+
+    def owner(self, fp: str) -> tuple[Account, Token] | None:
+        """The account and token a token fingerprint belongs to."""
+        return self.snapshot().by_fingerprint.get(fp)
+
+    def telephony(self, provider: str, account: str) -> Telephony | None:
+        return self.snapshot().by_provider.get((provider, account))
+
+    def tokens(self) -> list[SecretStr]:
+        """Every registry token plus the environment's (for quota views and holds)."""
+        found = {t.fingerprint: t.value for a in self.snapshot().accounts.values() for t in a.tokens}
+        for token in self.settings.metrica_counter_tokens.values():
+            found.setdefault(fingerprint(token), token)
+        default = self.settings.token_for(0)
+        if default is not None:
+            found.setdefault(fingerprint(default), default)
+        return list(found.values())
+
+    def accounts(self) -> list[Account]:
+        """Every account, read now (no cache)."""
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.accounts))
+        return sorted((store.decode(self.ring, doc) for doc in raw.values()), key=lambda a: a.id)
+
+    def get(self, account_id: str) -> Account | None:
+        raw = cast(str | None, self.redis.hget(self.keys.accounts, account_id))
+        return store.decode(self.ring, raw) if raw else None
+
+    def owner_id(self, counter_id: int) -> str | None:
+        """The id of the account that holds ``counter_id``, read now."""
+        return cast(str | None, self.redis.hget(self.keys.account_counters, str(counter_id)))
+
+    def removed_counters(self) -> list[int]:
+        return sorted(int(c) for c in cast(list[str], self.redis.hkeys(self.keys.removed_counters)))
+
+    # --- building an account from input -------------------------------------------------------
+    def build(self, spec: AccountIn, old: Account | None) -> Account:
+        """The account ``spec`` describes; secrets left out keep their stored values."""
+        tokens = []
+        for i, given in enumerate(spec.tokens):
+            before = old.token(given.name) if old else None
+            tokens.append(self.token_from_input(given, before, f"tokens.{i}.token"))
+        telephony = []
+        for i, tel in enumerate(spec.telephony):
+            before_tel = next(
+                (t for t in (old.telephony if old else ()) if (t.provider, t.account) == (tel.provider, tel.account)),
+                None,
+            )
+            secret = tel.secret or (before_tel.secret if before_tel else None)
+            if secret is None:
+                raise AccountInputError(f"telephony.{i}.secret", "is required for a new telephony account")
+            telephony.append(Telephony(tel.provider, tel.account, secret, tel.timezone))
+        return Account(
+            id=spec.id,
+            name=spec.name,
+            tokens=tuple(tokens),
+            counters=tuple(spec.counters),
+            telephony=tuple(telephony),
+            updated_at=old.updated_at if old else 0.0,
+        )
+
+    def token_from_input(self, given: TokenIn, before: Token | None, where: str) -> Token:
+        if given.token is None:
+            if before is None:
+                raise AccountInputError(where, "is required for a new token")
+            return replace(
+                before,
+                refresh_token=given.refresh_token or before.refresh_token,
+                expires_at=given.expires_at.timestamp() if given.expires_at else before.expires_at,
+            )
+        same = before is not None and before.value.get_secret_value() == given.token.get_secret_value()
+        login = before.login if same and before is not None else self.learn_login(given.token)
+        expires = given.expires_at.timestamp() if given.expires_at else (before.expires_at if same and before else None)
+        refresh = given.refresh_token or (before.refresh_token if same and before else None)
+        return Token(given.name, given.token, refresh, expires, login)
+
+    def learn_login(self, token: SecretStr) -> str | None:
+        if self._learn_login is None:
+            return None
+        try:
+            return safe_login(self._learn_login(token))
+        except AccountError as error:
+            log.warning("token_login_unknown", reason=str(error), token_fingerprint=fingerprint(token))
+            return None
+
+    # --- writing -----------------------------------------------------------------------------
+    def put(self, spec: AccountIn) -> Change:
+        """Create or replace one account."""
+        return self.commit({spec.id: self.build(spec, self.get(spec.id))})
+
+    def remove(self, account_id: str) -> Change:
+        if self.get(account_id) is None:
+            raise AccountInputError("account", f"no account {account_id!r}")
+        return self.commit({account_id: None})
+
+    def sync(self, specs: list[AccountIn]) -> Change:
+        """Make the registry exactly ``specs``: absent accounts are removed; the same input twice
+        changes nothing (not even the version)."""
+        ids = [s.id for s in specs]
+        if len(set(ids)) != len(ids):
+            raise AccountInputError("accounts", "each account id may appear once")
+        seen: dict[int, str] = {}
+        for spec in specs:
+            for counter in spec.counters:
+                if counter.id in seen:
+                    raise AccountInputError(
+                        "accounts", f"counter {counter.id} is in both {seen[counter.id]!r} and {spec.id!r}"
+                    )
+                seen[counter.id] = spec.id
+        current = {a.id: a for a in self.accounts()}
+        changes: dict[str, Account | None] = {a: None for a in current if a not in ids}
+        for spec in specs:
+            changes[spec.id] = self.build(spec, current.get(spec.id))
+        return self.commit(changes, current=current)
+
+    def commit(self, changes: dict[str, Account | None], current: dict[str, Account] | None = None) -> Change:
+        """Write the changed accounts in one transaction; unchanged ones are left alone."""
+        current = current if current is not None else {a: acc for a in changes if (acc := self.get(a))}
+        outcomes: dict[str, str] = {}
+        writes: dict[str, Account | None] = {}
+        for account_id, new in changes.items():
+            old = current.get(account_id)
+            if new is None:
+                outcomes[account_id] = "removed"
+                writes[account_id] = None
+            elif old is not None and old.canonical() == new.canonical():
+                outcomes[account_id] = "unchanged"
+            else:
+                outcomes[account_id] = "updated" if old is not None else "created"
+                writes[account_id] = replace(new, updated_at=time.time())
+        if writes:
+            encoded = {a: store.encode(self.ring, acc) if acc else None for a, acc in writes.items()}
+            self._write(writes, encoded)
+            self._checked = 0.0
+            log.info("accounts_changed", **{k: v for k, v in Change(outcomes).summary().items() if v})
+        return Change(outcomes)
+
+    def _write(self, writes: dict[str, Account | None], encoded: dict[str, str | None]) -> None:
+        keys = self.keys
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.accounts, keys.account_counters)  # type: ignore[no-untyped-call]
+                    index = cast(dict[str, str], pipe.hgetall(keys.account_counters))
+                    dropped = {int(c) for c, owner in index.items() if owner in writes}
+                    added: dict[int, str] = {}
+                    for account_id, account in writes.items():
+                        for counter in account.counters if account else ():
+                            owner = index.get(str(counter.id))
+                            if owner is not None and owner not in writes:
+                                raise AccountInputError(
+                                    "counters", f"counter {counter.id} belongs to account {owner!r}"
+                                )
+                            added[counter.id] = account_id
+                    gone = dropped - added.keys()
+                    pipe.multi()
+                    for account_id, doc in encoded.items():
+                        if doc is None:
+                            pipe.hdel(keys.accounts, account_id)
+                        else:
+                            pipe.hset(keys.accounts, account_id, doc)
+                    if gone:
+                        pipe.hdel(keys.account_counters, *[str(c) for c in gone])
+                        now_ms = int(time.time() * 1000)
+                        pipe.hset(keys.removed_counters, mapping={str(c): now_ms for c in gone})
+                    if added:
+                        pipe.hset(keys.account_counters, mapping={str(c): a for c, a in added.items()})
+                        pipe.hdel(keys.removed_counters, *[str(c) for c in added])
+                    pipe.incr(keys.accounts_version)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    def rekey(self) -> int:
+        """Re-encrypt every stored secret with the first key of the ring; returns the accounts done."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.keys.accounts)  # type: ignore[no-untyped-call]
+                    raw = cast(dict[str, str], pipe.hgetall(self.keys.accounts))
+                    if not raw:
+                        return 0
+                    rotated: dict[Any, Any] = {a: store.rotate(self.ring, doc) for a, doc in raw.items()}
+                    pipe.multi()
+                    pipe.hset(self.keys.accounts, mapping=rotated)
+                    pipe.incr(self.keys.accounts_version)
+                    pipe.execute()
+                    break
+                except WatchError:
+                    continue  # a change came in meanwhile: rotate again, with it
+        self._checked = 0.0
+        return len(rotated)

@@ -1,0 +1,85 @@
+"""How an account is kept in Redis: one JSON document per account, secrets encrypted with the key ring.
+
+The document never holds a plain secret; token fingerprints (a 6-byte hash, the label metrics already
+use) are kept beside the encrypted token so lookups by fingerprint need no decryption.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+
+from worker.accounts.crypto import KeyRing
+from worker.accounts.model import Account, CounterIn, Telephony, Token
+
+
+def _enc(ring: KeyRing, secret: SecretStr | None) -> str | None:
+    return ring.encrypt(secret) if secret is not None else None
+
+
+def _dec(ring: KeyRing, stored: str | None) -> SecretStr | None:
+    return ring.decrypt(stored) if stored else None
+
+
+def encode(ring: KeyRing, account: Account) -> str:
+    doc: dict[str, Any] = {
+        "id": account.id,
+        "name": account.name,
+        "tokens": [
+            {
+                "name": t.name,
+                "token": ring.encrypt(t.value),
+                "fp": t.fingerprint,
+                "refresh_token": _enc(ring, t.refresh_token),
+                "expires_at": t.expires_at,
+                "login": t.login,
+            }
+            for t in account.tokens
+        ],
+        "counters": [{k: v for k, v in c.model_dump().items() if v is not None} for c in account.counters],
+        "telephony": [
+            {"provider": t.provider, "account": t.account, "secret": _enc(ring, t.secret), "timezone": t.timezone}
+            for t in account.telephony
+        ],
+        "updated_at": account.updated_at,
+    }
+    return orjson.dumps(doc).decode()
+
+
+def decode(ring: KeyRing, raw: str) -> Account:
+    doc = orjson.loads(raw)
+    return Account(
+        id=doc["id"],
+        name=doc.get("name", ""),
+        tokens=tuple(
+            Token(
+                name=t["name"],
+                value=ring.decrypt(t["token"]),
+                refresh_token=_dec(ring, t.get("refresh_token")),
+                expires_at=t.get("expires_at"),
+                login=t.get("login"),
+            )
+            for t in doc.get("tokens", [])
+        ),
+        counters=tuple(CounterIn.model_validate(c) for c in doc.get("counters", [])),
+        telephony=tuple(
+            Telephony(t["provider"], t["account"], _dec(ring, t.get("secret")), t.get("timezone"))
+            for t in doc.get("telephony", [])
+        ),
+        updated_at=float(doc.get("updated_at") or 0),
+    )
+
+
+def rotate(ring: KeyRing, raw: str) -> str:
+    """The same document with every secret re-encrypted under the first key."""
+    doc = orjson.loads(raw)
+    for token in doc.get("tokens", []):
+        token["token"] = ring.rotate(token["token"])
+        if token.get("refresh_token"):
+            token["refresh_token"] = ring.rotate(token["refresh_token"])
+    for item in doc.get("telephony", []):
+        if item.get("secret"):
+            item["secret"] = ring.rotate(item["secret"])
+    return orjson.dumps(doc).decode()
