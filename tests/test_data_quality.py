@@ -16,7 +16,7 @@ from tests.helpers import make_call, wait_for
 from tests.ingest_helpers import STATIC, add_routes, held_calls, ingest_settings, recent, service, stored_rows
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.model.calls import CallEvent, field_errors
-from worker.model.fields import PhoneRegions, normalize_phone
+from worker.model.phones import PhoneRegions, normalize_phone
 from worker.ops import scrape
 from worker.runtime import Runtime
 

@@ -17,7 +17,7 @@ from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
 from worker.keys import Keys
 from worker.model.calls import TimePolicy
-from worker.model.fields import PhoneRegions
+from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
 from worker.store import connect

@@ -27,8 +27,8 @@ from worker.keys import Keys
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
-from worker.model.fields import PhoneRegions
 from worker.model.kinds import UploadKind
+from worker.model.phones import PhoneRegions
 from worker.scripts import Scripts, run_many
 from worker.store import ensure_shard
 

@@ -19,7 +19,6 @@ from worker.model.fields import (
     Flag,
     OneLine,
     Phone,
-    PhoneRegions,
     Rejection,
     Seconds,
     SourceId,
@@ -31,6 +30,7 @@ from worker.model.fields import (
     validate_events,
 )
 from worker.model.kinds import Bucket, UploadKind
+from worker.model.phones import PhoneRegions
 
 __all__ = ["CallEvent", "FieldError", "Rejection", "TimePolicy", "check_time", "field_errors", "validate_calls"]
 

@@ -24,7 +24,6 @@ from worker.model.fields import (
     Flag,
     OneLine,
     Phone,
-    PhoneRegions,
     Rejection,
     SourceId,
     SourceName,
@@ -33,6 +32,7 @@ from worker.model.fields import (
     validate_events,
 )
 from worker.model.kinds import Bucket, IdType, UploadKind
+from worker.model.phones import PhoneRegions
 
 #: The chat platforms Metrica's chats files name (lower case, as the reference writes them).
 PLATFORMS = frozenset({"telegram", "whatsapp", "viber"})

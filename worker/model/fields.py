@@ -9,13 +9,12 @@ raw events.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,19 +22,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from worker.model.currencies import ISO_4217
 from worker.model.kinds import IdType
+from worker.model.phones import phone_rule
 
 _DIGITS_RE = re.compile(r"^[0-9]{1,64}$")
 _SOURCE_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
-_PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 # C0 and C1 controls (ESC, NUL, CR, LF, NEL U+0085 ...), DEL, the Unicode line and paragraph separators
 # and the bidirectional overrides: none belongs in a CSV cell, a log line or a terminal.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -93,76 +91,6 @@ class TimePolicy:
 
 
 # --- parsers -------------------------------------------------------------------------------------
-def normalize_phone(text: str | None, region: str | None = None) -> str | None:
-    """E.164 ``+<digits>`` for a phone number, else None.
-
-    ``+`` or ``00`` mark an international number; without them the number is read in the national
-    form of ``region`` (ISO 3166 code, e.g. ``RU``: ``8 (912) 345-67-89`` and ``9123456789`` are
-    ``+79123456789``) and, failing that, as an international number without its ``+``. Numbering plans
-    come from ``phonenumbers`` (Google's libphonenumber data); a number whose length no plan allows is
-    None. Spaces, dashes, dots and parentheses are ignored; letters are not.
-    """
-    if not text:
-        return None
-    cleaned = _PHONE_STRIP_RE.sub("", text)
-    if cleaned.startswith("00"):
-        cleaned = "+" + cleaned[2:]
-    if not cleaned.removeprefix("+").isdigit():
-        return None
-    if cleaned.startswith("+"):
-        candidates: list[tuple[str, str | None]] = [(cleaned, None)]
-    else:
-        candidates = [(cleaned, region)] if region else []
-        candidates.append(("+" + cleaned, None))
-    for candidate, plan in candidates:
-        try:
-            number = phonenumbers.parse(candidate, plan)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_possible_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return None
-
-
-PHONE_REGIONS = "phone_regions"
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneRegions:
-    """Which national numbering plan reads a number written without its country code, per counter."""
-
-    default: str | None = None
-    per_counter: Mapping[int, str] = field(default_factory=dict)
-    #: The account registry's setting of a counter, asked first (worker/accounts/), when there is one.
-    lookup: Callable[[int], str | None] | None = None
-
-    def of(self, counter_id: object) -> str | None:
-        if not isinstance(counter_id, int):
-            return self.default
-        found = self.lookup(counter_id) if self.lookup is not None else None
-        return found or self.per_counter.get(counter_id, self.default)
-
-    def context(self) -> dict[str, Any]:
-        """The pydantic validation context that carries these regions to the ``PhoneNumber`` rule."""
-        return {PHONE_REGIONS: self}
-
-
-def _phone(value: str | None, info: ValidationInfo) -> str | None:
-    if value is None or value == "":
-        return None
-    regions = (info.context or {}).get(PHONE_REGIONS)
-    region = regions.of(info.data.get("counter_id")) if isinstance(regions, PhoneRegions) else None
-    number = normalize_phone(value, region)
-    if number is None:
-        plan = f" or a national number of {region}" if region else ""
-        raise PydanticCustomError(
-            "phone_number",
-            "must be a phone number with its country code{plan}, as +70123456789 (numbering plans of libphonenumber)",
-            {"plan": plan},
-        )
-    return number
-
-
 def _strict_int(value: Any) -> Any:
     """Whole numbers only: no bools, no 1.5, no "1.0"."""
     if isinstance(value, bool):
@@ -302,7 +230,7 @@ OneLine = Annotated[str | None, AfterValidator(_one_line)]
 UrlText = Annotated[str | None, Field(max_length=MAX_URL), AfterValidator(_url)]
 SourceId = Annotated[str, AfterValidator(_source_id)]
 SourceName = Annotated[str, AfterValidator(_source)]
-Phone = Annotated[str | None, AfterValidator(_phone)]
+Phone = Annotated[str | None, AfterValidator(phone_rule)]
 
 
 class Visitor(BaseModel):

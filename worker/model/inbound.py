@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
-from worker.model.fields import FieldError, normalize_phone
+from worker.model.fields import FieldError
+from worker.model.phones import normalize_phone
 
 Direction = Literal["in", "out"]
 ID_COLUMNS = ("ClientId", "UserId", "Yclid")

@@ -1,0 +1,90 @@
+"""Phone numbers: E.164 through libphonenumber's numbering plans (``phonenumbers``), per counter.
+
+A number written with ``+`` or ``00`` is international; any other is read in the national plan of
+its counter's region (the account registry's setting, ``phone_regions``, else ``phone_region``),
+carried to the ``PhoneNumber`` rule in pydantic's validation context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from pydantic import ValidationInfo
+from pydantic_core import PydanticCustomError
+
+_PHONE_STRIP_RE = re.compile(r"[\s\-().]")
+
+
+def normalize_phone(text: str | None, region: str | None = None) -> str | None:
+    """E.164 ``+<digits>`` for a phone number, else None.
+
+    ``+`` or ``00`` mark an international number; without them the number is read in the national
+    form of ``region`` (ISO 3166 code, e.g. ``RU``: ``8 (912) 345-67-89`` and ``9123456789`` are
+    ``+79123456789``) and, failing that, as an international number without its ``+``. Numbering plans
+    come from ``phonenumbers`` (Google's libphonenumber data); a number whose length no plan allows is
+    None. Spaces, dashes, dots and parentheses are ignored; letters are not.
+    """
+    if not text:
+        return None
+    cleaned = _PHONE_STRIP_RE.sub("", text)
+    if cleaned.startswith("00"):
+        cleaned = "+" + cleaned[2:]
+    if not cleaned.removeprefix("+").isdigit():
+        return None
+    if cleaned.startswith("+"):
+        candidates: list[tuple[str, str | None]] = [(cleaned, None)]
+    else:
+        candidates = [(cleaned, region)] if region else []
+        candidates.append(("+" + cleaned, None))
+    for candidate, plan in candidates:
+        try:
+            number = phonenumbers.parse(candidate, plan)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+PHONE_REGIONS = "phone_regions"
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRegions:
+    """Which national numbering plan reads a number written without its country code, per counter."""
+
+    default: str | None = None
+    per_counter: Mapping[int, str] = field(default_factory=dict)
+    #: The account registry's setting of a counter, asked first (worker/accounts/), when there is one.
+    lookup: Callable[[int], str | None] | None = None
+
+    def of(self, counter_id: object) -> str | None:
+        if not isinstance(counter_id, int):
+            return self.default
+        found = self.lookup(counter_id) if self.lookup is not None else None
+        return found or self.per_counter.get(counter_id, self.default)
+
+    def context(self) -> dict[str, Any]:
+        """The pydantic validation context that carries these regions to the ``PhoneNumber`` rule."""
+        return {PHONE_REGIONS: self}
+
+
+def phone_rule(value: str | None, info: ValidationInfo) -> str | None:
+    """The ``PhoneNumber`` rule: E.164 in the counter's plan (from the validation context), else refused."""
+    if value is None or value == "":
+        return None
+    regions = (info.context or {}).get(PHONE_REGIONS)
+    region = regions.of(info.data.get("counter_id")) if isinstance(regions, PhoneRegions) else None
+    number = normalize_phone(value, region)
+    if number is None:
+        plan = f" or a national number of {region}" if region else ""
+        raise PydanticCustomError(
+            "phone_number",
+            "must be a phone number with its country code{plan}, as +70123456789 (numbering plans of libphonenumber)",
+            {"plan": plan},
+        )
+    return number
