@@ -5,6 +5,7 @@
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
+    ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
@@ -38,6 +39,15 @@ class DeferredError(CalltrackError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AdoptionError(CalltrackError):
+    """Permanent: Metrica holds no single upload that is surely this batch's file.
+
+    Adoption needs exactly one upload whose comment is the batch id and whose ``source_quantity``
+    equals the batch's row count; anything else (two files with the comment, another row count)
+    means the comment may belong to another file, so the batch is quarantined instead.
+    """
 
 
 class MetricaError(CalltrackError):

@@ -11,7 +11,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
-``<ns>:{sN}:seq``          string  batch sequence number
+``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
 ``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows (JSON objects, one per call)
 ``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
@@ -73,13 +73,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+import string
 import zlib
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+$")
+_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
 DRAIN_GROUP = "drain"
+_NONCE_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +230,20 @@ class Keys:
 
 
 def shard_of_batch(batch_id: str) -> int:
-    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>``)."""
+    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
     match = _BATCH_RE.match(batch_id)
     if match is None:
         raise ValueError(f"not a batch id: {batch_id[:64]!r}")
     return int(match.group(1))
+
+
+def batch_nonce() -> str:
+    """The random part of the batch ids sealed by one script run, chosen here and never by Redis.
+
+    ``seq`` is a Redis counter, and goes back when Redis loses its last second or is restored; the
+    nonce does not, so a batch id Metrica already holds as a comment never comes back.
+    """
+    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(10))
 
 
 def is_batch_id(text: str) -> bool:

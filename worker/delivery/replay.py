@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, cast
 import structlog
 
 from worker.delivery.quota import QuotaGate
-from worker.delivery.uploader import BatchRef, find_upload
-from worker.errors import CalltrackError
-from worker.keys import shard_of_batch
+from worker.delivery.uploader import BatchRef, batch_rows, find_upload
+from worker.errors import AdoptionError, CalltrackError
+from worker.keys import batch_nonce, shard_of_batch
 from worker.model.kinds import Bucket
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # KEYS: 1 record  2 rows  3 quarantine index  4 sealed index  5 done index  6 seq  7 epoch
-# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who
+# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who  6 nonce (worker.keys.batch_nonce)
 # Returns {1, new batch id} or {0, why}.
 _REPLAY = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -38,7 +38,7 @@ if state ~= 'QUARANTINED' then return {0, state or 'MISSING'} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {0, 'NOROWS'} end
 local epoch = redis.call('GET', KEYS[7])
 if not epoch then return {0, 'NOEPOCH'} end
-local id = 'CT' .. epoch .. 'S' .. ARGV[3] .. 'B' .. redis.call('INCR', KEYS[6])
+local id = 'CT' .. epoch .. 'S' .. ARGV[3] .. 'B' .. redis.call('INCR', KEYS[6]) .. 'R' .. ARGV[6]
 local rec = redis.call('HMGET', KEYS[1], 'bucket', 'rows', 'bytes')
 redis.call('RENAME', KEYS[2], ARGV[2] .. ':rows:' .. id)
 redis.call('HSET', ARGV[2] .. ':batch:' .. id, 'state', 'SEALED', 'bucket', rec[1], 'rows', rec[2],
@@ -103,12 +103,14 @@ def _quarantined(rt: Runtime, batch_id: str) -> tuple[BatchRef, dict[str, str]]:
 
 def replay(rt: Runtime, batch_id: str, *, who: str) -> ReplayResult:
     """Adopt the batch if Metrica holds it, else move its rows to a new sealed batch."""
-    ref, _ = _quarantined(rt, batch_id)
+    ref, record = _quarantined(rt, batch_id)
     token = rt.settings.token_for(ref.bucket.counter_id)
     if token is None:
         raise QuarantineError(f"no OAuth token is configured for counter {ref.bucket.counter_id}")
     try:
-        found = find_upload(rt, QuotaGate(rt), ref, token)
+        found = find_upload(rt, QuotaGate(rt), ref, token, batch_rows(record))
+    except AdoptionError as error:
+        raise QuarantineError(f"{batch_id} stays quarantined: {error}; compare the uploads, then discard") from None
     except CalltrackError as error:
         raise QuarantineError(f"cannot check Metrica for {batch_id} first, nothing changed: {error}") from None
     now = int(time.time() * 1000)
@@ -133,7 +135,7 @@ def replay(rt: Runtime, batch_id: str, *, who: str) -> ReplayResult:
             f"{prefix}:seq",
             rt.keys.epoch(shard),
         ],
-        args=[batch_id, prefix, shard, now, who[:64]],
+        args=[batch_id, prefix, shard, now, who[:64], batch_nonce()],
     )
     if not int(ok):
         raise QuarantineError(f"batch {batch_id} cannot be replayed: {value}")

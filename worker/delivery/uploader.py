@@ -23,7 +23,15 @@ from pydantic import SecretStr
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
-from worker.errors import AuthError, DeferredError, MetricaError, PermanentError, QuotaError, RetryableError
+from worker.errors import (
+    AdoptionError,
+    AuthError,
+    DeferredError,
+    MetricaError,
+    PermanentError,
+    QuotaError,
+    RetryableError,
+)
 from worker.failpoints import arm, failpoint
 from worker.keys import shard_of_batch
 from worker.model.kinds import Bucket
@@ -89,18 +97,38 @@ class CounterLock:
         self._rt.scripts.release_lock(keys=[self._key], args=[self.token])
 
 
-def find_upload(rt: Runtime, gate: QuotaGate, ref: BatchRef, token: SecretStr) -> Uploading | None:
-    """The counter's upload whose comment is this batch id, if Metrica holds one."""
+def find_upload(rt: Runtime, gate: QuotaGate, ref: BatchRef, token: SecretStr, rows: int) -> Uploading | None:
+    """The counter's upload whose comment is this batch id, if Metrica holds one; None if none.
+
+    Raises ``AdoptionError`` unless exactly one upload carries the comment with ``source_quantity``
+    equal to ``rows``: a second file with the comment, or another row count, means the comment may
+    name another file (a batch id from before a Redis loss), and adopting it would lose calls.
+    """
+    matches: list[Uploading] = []
     offset = 0
     while True:
         with gate.permit(token, Purpose.POLL):
             page = rt.metrica.uploadings(ref.bucket.spec, ref.bucket.counter_id, token, limit=LIST_PAGE, offset=offset)
-        for item in page:
-            if item.comment == ref.batch_id:
-                return item
+        matches.extend(item for item in page if item.comment == ref.batch_id)
         if len(page) < LIST_PAGE:
-            return None
+            break
         offset += len(page)
+    if not matches:
+        return None
+    if len(matches) > 1:
+        ids = ", ".join(str(m.id) for m in matches[:5])
+        raise AdoptionError(f"ambiguous adoption: {len(matches)} uploads carry the batch id as comment ({ids})")
+    (found,) = matches
+    if found.source_quantity != rows:
+        raise AdoptionError(
+            f"adoption refused: upload {found.id} carries the batch id but has source_quantity "
+            f"{found.source_quantity}, the batch has {rows} rows"
+        )
+    return found
+
+
+def batch_rows(record: dict[str, str] | None) -> int:
+    return int((record or {}).get("rows") or 0)
 
 
 class Attempt:
@@ -184,8 +212,8 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
 
 def _attempt(at: Attempt) -> UploadOutcome:
     rt, ref = at.rt, at.ref
-    state, attempt_at, fence, ended, sealed_at = rt.redis.hmget(
-        at.key, ["state", "attempt_at", "fence", "ended", "sealed_at"]
+    state, attempt_at, fence, ended, sealed_at, row_count = rt.redis.hmget(
+        at.key, ["state", "attempt_at", "fence", "ended", "sealed_at", "rows"]
     )
     if state not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
@@ -197,9 +225,13 @@ def _attempt(at: Attempt) -> UploadOutcome:
             if waited < lease:
                 raise DeferredError("an earlier attempt may still be in flight", retry_after=lease - waited)
         try:
-            found = find_upload(rt, at.gate, ref, at.token)
+            found = find_upload(rt, at.gate, ref, at.token, int(row_count or 0))
         except RetryableError as error:
             raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), int(sealed_at or 0)) from None
+        except AdoptionError as error:
+            at.claim()
+            at.quarantine(str(error))
+            return UploadOutcome.QUARANTINED
         if found is not None:
             at.claim()
             at.record(found, "adopted")
@@ -251,9 +283,13 @@ def give_up(rt: Runtime, batch_id: str, last_error: MetricaError, gate: QuotaGat
             at = Attempt(rt, gate, ref, lock.token, token or SecretStr(""))
             if token is not None and record["state"] == "UPLOADING":
                 try:
-                    found = find_upload(rt, gate, ref, token)
+                    found = find_upload(rt, gate, ref, token, batch_rows(record))
                 except (MetricaError, DeferredError) as error:
                     raise DeferredError(f"cannot check Metrica before giving up: {error}", retry_after=60) from None
+                except AdoptionError as error:
+                    at.claim()
+                    at.quarantine(str(error))
+                    return UploadOutcome.QUARANTINED
                 if found is not None:
                     at.claim()
                     at.record(found, "adopted")

@@ -5,6 +5,7 @@
 -- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
 -- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
 --       8 max age (ms)  9 shard number  10 "1" to seal every open buffer now
+--       11 nonce: random letters and digits chosen by the caller for this run (never by Redis)
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
 local p = ARGV[1]
 local group, consumer = ARGV[2], ARGV[3]
@@ -14,6 +15,9 @@ local max_rows, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
 local max_age_ms = tonumber(ARGV[8])
 local shard = ARGV[9]
 local seal_all = ARGV[10] == '1'
+-- The nonce makes batch ids unique even when Redis forgets its last writes (seq goes back) or is
+-- restored from a backup: a repeated seq comes with another nonce, so no id Metrica holds comes back.
+local nonce = ARGV[11] or ''
 
 local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
@@ -41,7 +45,7 @@ local function seal(bucket)
   redis.call('HDEL', bytes_key, bucket)
   touched[bucket] = nil
   if n == 0 then return end
-  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq')
+  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq') .. 'R' .. nonce
   redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
   redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', bucket, 'rows', n,
     'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)

@@ -1,0 +1,111 @@
+"""Issue 13: nothing lost, nothing doubled when Redis forgets its last writes, fills up or is restored.
+
+Each test names the defect of the issue it proves fixed; all run against real Redis servers (the
+shared one, or a ``redis-server`` of the test's own where memory limits or restarts are needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import pytest
+
+from config.settings import Settings
+from emulator.server import RunningEmulator
+from tests.helpers import batch_record, make_call, seal_batch
+from tests.pipeline import running_emulator
+from worker.delivery import uploader
+from worker.delivery.csvfile import build_csv
+from worker.delivery.drain import drain
+from worker.delivery.uploader import UploadOutcome, load
+from worker.keys import shard_of_batch
+from worker.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    with running_emulator(step_seconds=0.1) as emu:
+        yield emu
+
+
+@pytest.fixture
+def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
+    emulator.admin.reset()
+    runtime = Runtime(make_settings(metrica_base_url=emulator.base_url))
+    yield runtime
+    runtime.close()
+
+
+def _post_copy(rt: Runtime, batch_id: str, rows: int | None = None) -> int:
+    """Post a file carrying ``batch_id`` as its comment straight to Metrica (another batch's upload)."""
+    loaded = load(rt, batch_id)
+    assert loaded is not None
+    ref = loaded[0]
+    lines = cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, -1))
+    if rows is not None:
+        lines = lines[:rows]
+    token = rt.settings.token_for(ref.bucket.counter_id)
+    assert token is not None
+    content = build_csv(ref.bucket.spec, ref.bucket.id_type, lines)
+    return rt.metrica.upload(ref.bucket.spec, ref.bucket.counter_id, token, content, comment=batch_id).id
+
+
+def _outcome_unknown(rt: Runtime, batch_id: str) -> None:
+    """Leave the batch as an attempt whose request ended without a known outcome does."""
+    rt.redis.hset(rt.keys.batch(batch_id), mapping={"state": "UPLOADING", "fence": "1", "ended": "1", "attempt_at": 0})
+
+
+# --- Defect 1: batch ids come back after a partial loss -------------------------------------------
+
+
+def test_batch_ids_never_repeat_when_redis_forgets_the_sequence(rt: Runtime) -> None:
+    first = seal_batch(rt, n=2)
+    # Redis loses its last second (or is restored from a backup): the sequence goes back, the epoch stays.
+    shard = shard_of_batch(first)
+    rt.redis.delete(f"{rt.keys.prefix(shard)}:seq")
+    again = seal_batch(rt, n=2, start=100)
+    assert again != first
+    assert shard_of_batch(again) == shard
+
+
+def test_adoption_needs_the_batch_row_count(rt: Runtime, emulator: RunningEmulator) -> None:
+    batch_id = seal_batch(rt, n=4)
+    _post_copy(rt, batch_id, rows=3)  # an upload with this comment but another file
+    _outcome_unknown(rt, batch_id)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.QUARANTINED
+    record = batch_record(rt, batch_id)
+    assert record["state"] == "QUARANTINED" and "upload_id" not in record
+    assert "source_quantity 3" in record["reason"] and "4 rows" in record["reason"]
+
+
+def test_adoption_needs_exactly_one_upload_with_the_comment(rt: Runtime, emulator: RunningEmulator) -> None:
+    batch_id = seal_batch(rt, n=3)
+    _post_copy(rt, batch_id)
+    _post_copy(rt, batch_id)
+    _outcome_unknown(rt, batch_id)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.QUARANTINED
+    record = batch_record(rt, batch_id)
+    assert record["state"] == "QUARANTINED" and "2 uploads carry the batch id" in record["reason"]
+
+
+def test_adoption_of_the_one_matching_upload_still_works(rt: Runtime, emulator: RunningEmulator) -> None:
+    batch_id = seal_batch(rt, n=3)
+    upload_id = _post_copy(rt, batch_id)
+    _outcome_unknown(rt, batch_id)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.ADOPTED
+    assert batch_record(rt, batch_id)["upload_id"] == str(upload_id)
+
+
+def test_restored_sequence_never_adopts_another_batch_upload(rt: Runtime, emulator: RunningEmulator) -> None:
+    """The reproduction of the issue: after a loss, a new batch must post its own file."""
+    old = seal_batch(rt, n=3)
+    assert uploader.upload_batch(rt, old) is UploadOutcome.POSTED
+    shard = shard_of_batch(old)
+    rt.redis.delete(f"{rt.keys.prefix(shard)}:seq")
+    rt.producer.submit([make_call(101, i) for i in range(50, 53)])
+    (new,) = drain(rt, seal_all=True).sealed
+    _outcome_unknown(rt, new)  # the worst case: its first attempt's outcome is unknown
+    assert uploader.upload_batch(rt, new) is UploadOutcome.POSTED
+    uploads = emulator.admin.uploads(counter=101)
+    assert sorted(u["comment"] for u in uploads) == sorted([old, new])
