@@ -6,21 +6,28 @@ shared one, or a ``redis-server`` of the test's own where memory limits or resta
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
 import pytest
+from redis.exceptions import ResponseError
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
-from tests.helpers import batch_record, make_call, seal_batch
+from standalone.redis_server import RedisServer
+from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator
 from worker.delivery import uploader
 from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
+from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome, load
+from worker.errors import ProducerError
 from worker.keys import shard_of_batch
 from worker.runtime import Runtime
+from worker.store import memory
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,52 @@ def test_restored_sequence_never_adopts_another_batch_upload(rt: Runtime, emulat
     assert uploader.upload_batch(rt, new) is UploadOutcome.POSTED
     uploads = emulator.admin.uploads(counter=101)
     assert sorted(u["comment"] for u in uploads) == sorted([old, new])
+
+
+# --- Defect 2: a full Redis stops everything for good ---------------------------------------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.kill()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def test_full_redis_refuses_producers_but_uploads_and_statuses_go_on(
+    own_redis: RedisServer, emulator: RunningEmulator, make_settings: Callable[..., Settings]
+) -> None:
+    emulator.admin.reset()
+    settings = make_settings(redis_url=own_redis.url, metrica_base_url=emulator.base_url, memory_check_seconds=0.01)
+    rt = Runtime(settings)
+    batch_id = seal_batch(rt, n=5)
+    # Redis is full: used memory is above maxmemory (noeviction), so plain writes are refused.
+    used = memory(rt.redis).used
+    rt.redis.config_set("maxmemory", used // 2)
+    with pytest.raises(ResponseError, match="maxmemory"):
+        rt.redis.set(f"{settings.namespace}:probe", "x" * 1000)
+    time.sleep(0.05)  # past the producer's cached memory reading (0.01 s)
+    with pytest.raises(ProducerError, match="watermark"):
+        rt.producer.submit([make_call(101, i) for i in range(100, 105)])
+    # What frees memory still runs: the lock, the upload, recording it, the status, the release.
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+    assert batch_record(rt, batch_id)["state"] == "UPLOADED"
+    assert not rt.redis.exists(rt.keys.lock(shard_of_batch(batch_id), 101))
+    wait_for(lambda: reconcile(rt).final, timeout=30, what="the batch's final status at OOM")
+    assert batch_record(rt, batch_id)["state"] == "PROCESSED"
+    # Memory frees (here: the operator raises the limit): producers are taken again.
+    rt.redis.config_set("maxmemory", used * 4)
+    time.sleep(0.05)  # the producer's cached memory reading is 0.01 s old at most
+    assert len(rt.producer.submit([make_call(101, i) for i in range(100, 105)]).accepted) == 5
+    rt.close()
+
+
+def test_producer_watermark_is_below_maxmemory(own_redis: RedisServer, make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(redis_url=own_redis.url, producer_memory_watermark=0.5, memory_check_seconds=0.01))
+    used = memory(rt.redis).used
+    rt.redis.config_set("maxmemory", int(used * 1.5))  # not full, but above the 50% watermark
+    rt.redis.set(f"{rt.settings.namespace}:probe", "x")  # plain writes still have room
+    with pytest.raises(ProducerError, match="watermark"):
+        rt.producer.submit([make_call(101, 1)])
+    rt.close()

@@ -142,9 +142,8 @@ def test_attempt_of_a_dead_worker_waits_for_its_lease_then_adopts(rt: Runtime, e
     emulator.admin.script(["pass"], kind="upload")
     token = rt.settings.token_for(101)
     assert token is not None
-    from worker.model.kinds import Bucket
-
     from worker.delivery.csvfile import build_csv
+    from worker.model.kinds import Bucket
 
     bucket = Bucket.decode(record(rt, batch_id)["bucket"])
     content = build_csv(bucket.spec, bucket.id_type, rt.redis.lrange(rt.keys.rows(batch_id), 0, -1))

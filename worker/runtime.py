@@ -57,7 +57,15 @@ class Runtime:
 
     @cached_property
     def producer(self) -> Producer:
-        return Producer(self.redis, self.keys, self.policy, caller_ttl=self.settings.first_caller_days * 86_400)
+        s = self.settings
+        return Producer(
+            self.redis,
+            self.keys,
+            self.policy,
+            caller_ttl=s.first_caller_days * 86_400,
+            memory_watermark=s.producer_memory_watermark,
+            memory_check_seconds=s.memory_check_seconds,
+        )
 
     @cached_property
     def consumer_name(self) -> str:

@@ -33,6 +33,7 @@ class Scripts:
         self.quarantine = register("quarantine")
         self.end_attempt = register("end_attempt")
         self.release_lock = register("release_lock")
+        self.acquire_lock = register("acquire_lock")
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
         self.xadd_many = register("xadd_many")

@@ -1,9 +1,13 @@
-"""Redis connections and the per-shard set-up every writer and reader relies on."""
+"""Redis connections, the per-shard set-up every writer and reader relies on, and Redis memory."""
 
 from __future__ import annotations
 
 import secrets
 import string
+import threading
+import time
+from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
@@ -47,3 +51,50 @@ def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
 def ensure_all_shards(redis: Redis, keys: Keys) -> None:
     for shard in range(keys.shards):
         ensure_shard(redis, keys, shard)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Redis's ``used_memory`` and ``maxmemory`` in bytes (``maxmemory`` 0: no limit)."""
+
+    used: int
+    limit: int
+
+    def share(self) -> float:
+        """Used memory as a share of ``maxmemory``; 0 without a limit."""
+        return self.used / self.limit if self.limit > 0 else 0.0
+
+
+def memory(redis: Redis) -> Memory:
+    """One ``INFO memory`` round trip."""
+    info = cast(dict[str, object], redis.info("memory"))
+    return Memory(int(cast(int, info.get("used_memory", 0))), int(cast(int, info.get("maxmemory", 0))))
+
+
+class MemoryWatermark:
+    """Is Redis above the producers' soft watermark? ``INFO memory`` read at most once per ``ttl``.
+
+    Producers stop below ``maxmemory`` so that everything that frees memory (the upload lock, the
+    upload and status scripts, Celery's messages) always has room.
+    """
+
+    def __init__(self, redis: Redis, share: float, ttl: float) -> None:
+        self._redis, self._share, self._ttl = redis, share, ttl
+        self._lock = threading.Lock()
+        self._checked = -ttl - 1.0
+        self._last = Memory(0, 0)
+
+    def current(self) -> Memory:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self._ttl:
+                self._last = memory(self._redis)
+                self._checked = now
+            return self._last
+
+    def above(self) -> Memory | None:
+        """The memory reading when it is at or above the watermark, else None."""
+        if self._share >= 1.0:
+            return None
+        reading = self.current()
+        return reading if reading.limit > 0 and reading.used >= self._share * reading.limit else None

@@ -29,6 +29,16 @@ class DeliverySettings(BaseModel):
         default=5.0, description="Seconds one drain task keeps draining a backlog."
     )
 
+    # --- Redis memory -------------------------------------------------------------------------
+    producer_memory_watermark: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.8,
+        description="Producers refuse new calls (retryable, ingestion answers 503) while Redis's used memory is at "
+        "or above this share of maxmemory, so uploads, status records and lock releases always have room.",
+    )
+    memory_check_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="How long a producer reuses one reading of Redis's memory (INFO memory)."
+    )
+
     # --- Validation of incoming calls --------------------------------------------------------
     join_window_days: PositiveInt = Field(
         default=21, description="Calls older than this are rejected (Metrica joins within 21 days)."

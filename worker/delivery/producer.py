@@ -28,7 +28,7 @@ from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.kinds import UploadKind
 from worker.scripts import Scripts, run_many
-from worker.store import ensure_shard
+from worker.store import MemoryWatermark, ensure_shard
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
@@ -73,8 +73,11 @@ class Producer:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         caller_ttl: int = 365 * 86_400,
+        memory_watermark: float = 1.0,
+        memory_check_seconds: float = 1.0,
     ) -> None:
         self._caller_ttl = caller_ttl
+        self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
         self._redis = redis
         self._keys = keys
         self._policy = policy
@@ -95,7 +98,8 @@ class Producer:
         :class:`worker.intake.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
         is stored, whatever the event says.
 
-        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
+        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable), or when
+        its memory is above the producers' watermark (nothing is written then: retry later). Some
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
@@ -107,6 +111,8 @@ class Producer:
             conversions, rejected = validate_conversions(events, self._clock(), self._policy)
             accepted.extend(conversions)
         result = SubmitResult(rejected=rejected)
+        if accepted:
+            self._check_memory()
         for start in range(0, len(accepted), PIPELINE_CHUNK):
             chunk = accepted[start : start + PIPELINE_CHUNK]
             marks = [callers[index] if callers is not None else None for index, _ in chunk]
@@ -163,6 +169,19 @@ class Producer:
             for position, entry_id in zip(positions, ids, strict=True):
                 entry_ids[position] = str(entry_id)
         return entry_ids
+
+    def _check_memory(self) -> None:
+        """Refuse new events above the watermark, so uploads always have room to free memory."""
+        try:
+            full = self._watermark.above()
+        except RedisError as error:
+            raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None
+        if full is not None:
+            log.warning("producer_memory_watermark", used=full.used, maxmemory=full.limit)
+            raise ProducerError(
+                f"Redis memory is at {full.share():.0%} of maxmemory, above the producers' watermark: "
+                "new calls are refused until uploads free memory; retry later"
+            )
 
     def _prepare(self, shard: int) -> None:
         try:

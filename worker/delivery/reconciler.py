@@ -10,11 +10,13 @@ final after ``final_status_timeout`` is flagged ``overdue``.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import structlog
+from redis.exceptions import OutOfMemoryError
 
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
@@ -112,7 +114,8 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
                 failpoint("during_reconcile")
                 moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result)
             interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
-            rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
+            with contextlib.suppress(OutOfMemoryError):  # Redis full: the back-off is only a hint
+                rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
     return result
 
 

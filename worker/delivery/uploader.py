@@ -84,13 +84,13 @@ class CounterLock:
         self.token = ""
 
     def __enter__(self) -> CounterLock:
-        token = str(self._rt.redis.incr(self._fence_key))
         lease_ms = self._rt.settings.upload_lock_seconds * 1000
-        if not self._rt.redis.set(self._key, token, nx=True, px=lease_ms):
+        token, taken = self._rt.scripts.acquire_lock(keys=[self._key, self._fence_key], args=[lease_ms])
+        if not token:
             # Locks are held for one upload, seconds; the lease only matters when a holder died.
-            ttl_s = max(int(self._rt.redis.pttl(self._key)), 0) / 1000
+            ttl_s = int(taken) / 1000
             raise DeferredError("the counter's upload lock is held", retry_after=min(ttl_s, BUSY_RETRY_SECONDS))
-        self.token = token
+        self.token = str(token)
         return self
 
     def __exit__(self, *exc: object) -> None:

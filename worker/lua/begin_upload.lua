@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- begin_upload.lua: claim a batch for one upload attempt under the counter's fencing token.
 -- KEYS: 1 batch record   ARGV: 1 fencing token  2 now (ms)
 -- Returns {previous state, previous attempt ms or '', '1' if that attempt ended (its request is

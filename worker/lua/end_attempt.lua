@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- end_attempt.lua: note that this attempt's request is over without a recorded upload.
 -- KEYS: 1 batch record
 -- ARGV: 1 fencing token  2 '1' when Metrica surely stored nothing  3 error text  4 '1' to count it

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- quarantine.lua: park a batch Metrica refused for good; its rows stay for inspection and replay.
 -- KEYS: 1 batch record  2 sealed index  3 quarantine index
 -- ARGV: 1 batch id  2 fencing token ('' to skip the check)  3 reason  4 now (ms)

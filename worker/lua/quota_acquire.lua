@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- quota_acquire.lua: take one request permit under all three Metrica quotas at once, fleet-wide.
 -- KEYS: 1 login's in-flight requests (zset holder -> lease end ms)
 --       2 egress IP's requests of the last second (zset holder -> ms)

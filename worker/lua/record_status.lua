@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- record_status.lua: copy an upload's status from Metrica; a final one closes the batch.
 -- KEYS: 1 batch record  2 batch rows  3 uploaded index  4 done index
 -- ARGV: 1 batch id  2 upload id  3 status  4 source qty  5 line qty  6 now (ms)  7 rows ttl (s)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- record_upload.lua: record the upload Metrica accepted, if this attempt still holds the fence.
 -- KEYS: 1 batch record  2 sealed index  3 uploaded index
 -- ARGV: 1 batch id  2 fencing token  3 upload id  4 status  5 now (ms)  6 how ('posted'|'adopted')
