@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from typing import Any, cast
 
 import structlog
@@ -98,8 +97,12 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
         log.warning("metrica_quota_answer", quota=error.error_type, wait=round(wait, 1))
         return _wait(self, rt, batch_id, wait)
     except uploader.UploadFailed as failed:
-        age = time.time() - failed.first_sealed_ms / 1000
-        if failed.failures >= rt.settings.upload_max_retries or age > rt.settings.upload_max_retry_seconds:
+        # The window runs from the batch's first failure (not its sealing: a batch parked for hours
+        # until the quota resets gets its retries), measured by Redis's clock.
+        if (
+            failed.failures >= rt.settings.upload_max_retries
+            or failed.failing_for > rt.settings.upload_max_retry_seconds
+        ):
             try:
                 return uploader.give_up(rt, batch_id, failed.error).value
             except DeferredError as error:

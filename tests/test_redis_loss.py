@@ -9,25 +9,29 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import pytest
+from pydantic import SecretStr
 from redis.exceptions import ResponseError
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
-from tests.pipeline import running_emulator
+from tests.pipeline import running_emulator, running_worker
 from worker.delivery import uploader
 from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
+from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome, load
 from worker.errors import ProducerError
-from worker.keys import shard_of_batch
+from worker.keys import fingerprint, shard_of_batch
 from worker.runtime import Runtime
-from worker.store import memory
+from worker.store import memory, redis_now_ms
 
 
 @pytest.fixture(scope="module")
@@ -164,4 +168,72 @@ def test_producer_watermark_is_below_maxmemory(own_redis: RedisServer, make_sett
     rt.redis.set(f"{rt.settings.namespace}:probe", "x")  # plain writes still have room
     with pytest.raises(ProducerError, match="watermark"):
         rt.producer.submit([make_call(101, 1)])
+    rt.close()
+
+
+# --- Defect 4: the give-up clock starts at sealing ------------------------------------------------
+
+
+def test_retry_window_runs_from_the_first_failure_not_from_sealing(
+    emulator: RunningEmulator, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    emulator.admin.reset()
+    settings = make_settings(metrica_base_url=emulator.base_url, upload_max_retries=3, upload_max_retry_seconds=3600)
+    rt = Runtime(settings)
+    batch_id = seal_batch(rt, counter=406, n=2)
+    # Parked for hours (say until the quota reset): sealed 7 h ago, last dispatched long ago.
+    seven_hours_ago = redis_now_ms(rt.redis) - 7 * 3600 * 1000
+    rt.redis.hset(rt.keys.batch(batch_id), "sealed_at", seven_hours_ago)
+    rt.redis.zadd(rt.keys.sealed(shard_of_batch(batch_id)), {batch_id: seven_hours_ago})
+    emulator.admin.set_faults(backend_error_share=1.0, kinds="upload", counters=406)
+    with running_worker(settings, tmp_path):
+        wait_for(lambda: batch_record(rt, batch_id)["state"] == "QUARANTINED", timeout=90, what="the give-up")
+    record = batch_record(rt, batch_id)
+    assert record["failures"] == "3", record  # all its retries, not quarantined on the first 503
+    assert "first_failure_at" in record and int(record["first_failure_at"]) > seven_hours_ago
+    emulator.admin.clear_faults()
+    rt.close()
+
+
+# --- Defect 6: polling can starve uploads ---------------------------------------------------------
+
+
+def test_polling_cannot_spend_the_uploads_share_of_the_day(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(quota_daily_per_login=10, quota_polling_reserve=3))
+    gate, token = QuotaGate(rt), SecretStr("a-login")
+    for _ in range(3):
+        with gate.permit(token, Purpose.POLL):
+            pass
+    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.POLL):
+        pass
+    assert raised.value.quota == "daily"
+    for _ in range(7):  # the uploads' share is whole
+        with gate.permit(token, Purpose.UPLOAD):
+            pass
+    with pytest.raises(QuotaExhausted), gate.permit(token, Purpose.UPLOAD):
+        pass
+    rt.close()
+
+
+# --- Defect 10: mixed clocks, a permit lease shorter than the task --------------------------------
+
+
+def test_permit_lease_outlives_the_upload_task_and_times_come_from_redis(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(upload_lock_seconds=200, http_read_timeout=60, http_write_timeout=60)
+    rt = Runtime(settings)
+    gate, token = QuotaGate(rt), SecretStr("a-login")
+    hard_limit_ms = int(settings.upload_lock_seconds * 0.9) * 1000  # worker/app.py: the upload task's time_limit
+    with gate.permit(token, Purpose.UPLOAD):
+        (_, lease_end), *_ = rt.redis.zrange(rt.keys.quota_inflight(fingerprint(token)), 0, -1, withscores=True)
+        assert lease_end - redis_now_ms(rt.redis) > hard_limit_ms
+    # The UTC day of the quota is Redis's: its key is named from Redis TIME.
+    day = datetime.fromtimestamp(redis_now_ms(rt.redis) / 1000, UTC).strftime("%Y%m%d")
+    assert rt.redis.get(rt.keys.quota_day(fingerprint(token), day)) == "1"
+    # Attempt times are Redis TIME too.
+    batch_id = seal_batch(rt, n=1)
+    before = redis_now_ms(rt.redis)
+    rt.scripts.begin_upload(keys=[rt.keys.batch(batch_id)], args=["1"])
+    assert int(batch_record(rt, batch_id)["attempt_at"]) >= before
     rt.close()

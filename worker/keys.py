@@ -38,6 +38,7 @@ key                        type    what it holds (owner)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
 ``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
+``<ns>:{q}:day:<lg>:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
 ``<ns>:{q}:paused``        hash    login or login:counter -> why uploads are paused (401/403)
 ``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
 ``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
@@ -185,6 +186,9 @@ class Keys:
 
     def quota_day(self, login: str, day: str) -> str:
         return f"{self.namespace}:{{q}}:day:{login}:{day}"
+
+    def quota_day_purpose(self, login: str, purpose: str, day: str) -> str:
+        return f"{self.namespace}:{{q}}:day:{login}:{day}:{purpose}"
 
     @property
     def paused(self) -> str:

@@ -32,6 +32,12 @@ def connect(url: str) -> Redis:
     return client
 
 
+def redis_now_ms(redis: Redis) -> int:
+    """Redis's clock (``TIME``) in ms: every time the fleet compares comes from this one clock."""
+    seconds, micros = redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
     """Create the shard's stream, its consumer group and its epoch if they do not exist yet.
 

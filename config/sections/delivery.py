@@ -91,6 +91,11 @@ class DeliverySettings(BaseModel):
     rows_retention_seconds: PositiveInt = Field(
         default=7 * 24 * 3600, description="How long a final batch keeps its rows in Redis for inspection."
     )
+    record_retention_seconds: PositiveInt = Field(
+        default=30 * 24 * 3600,
+        description="How long the record of a batch in a final state (PROCESSED, LINKAGE_FAILURE, REPLAYED, "
+        "DISCARDED) is kept; then it expires and leaves the done index. At least rows_retention_seconds.",
+    )
 
     # --- Metrica quotas (shared by every worker through Redis) ------------------------------
     quota_parallel_per_login: Annotated[int, Field(ge=1, le=3)] = Field(
@@ -151,6 +156,15 @@ class DeliverySettings(BaseModel):
         if any(counter <= 0 for counter in value):
             raise ValueError("counter ids must be positive integers")
         return value
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Self:
+        if self.record_retention_seconds < self.rows_retention_seconds:
+            raise ValueError(
+                "CALLTRACK_RECORD_RETENTION_SECONDS must be at least CALLTRACK_ROWS_RETENTION_SECONDS: "
+                "a batch's rows must not outlive its record"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_flush(self) -> Self:

@@ -20,7 +20,7 @@ from redis.exceptions import OutOfMemoryError
 
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
-from worker.delivery.uploader import now_ms
+from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, MetricaError, NotFoundError
 from worker.failpoints import failpoint
 from worker.model.kinds import Bucket, KindSpec
@@ -97,7 +97,7 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
         if not groups:
             continue
         schedule = cast(dict[str, str], rt.redis.hgetall(rt.keys.recheck(shard)))
-        now = now_ms()
+        now = clock_ms(rt)
         for (counter, spec), uploads in groups.items():
             field = f"{counter}:{spec.kind.value}"
             next_ms, interval = _parse_schedule(schedule.get(field), rt.settings.reconcile_interval)
@@ -115,7 +115,7 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
                 moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result)
             interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
             with contextlib.suppress(OutOfMemoryError):  # Redis full: the back-off is only a hint
-                rt.redis.hset(rt.keys.recheck(shard), field, f"{now_ms() + int(interval * 1000)}:{interval}")
+                rt.redis.hset(rt.keys.recheck(shard), field, f"{clock_ms(rt) + int(interval * 1000)}:{interval}")
     return result
 
 
@@ -158,7 +158,7 @@ def _apply(
                     source_quantity=uploading.source_quantity,
                     line_quantity=uploading.line_quantity,
                 )
-        elif not open_upload.overdue and now_ms() - open_upload.uploaded_at > timeout_ms:
+        elif not open_upload.overdue and clock_ms(rt) - open_upload.uploaded_at > timeout_ms:
             rt.redis.hset(rt.keys.batch(batch_id), "overdue", 1)
             result.overdue += 1
             log.error("upload_not_final_in_time", batch_id=batch_id, status=uploading.status, upload_id=upload_id)
@@ -174,8 +174,9 @@ def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading, kind: 
             uploading.status,
             "" if uploading.source_quantity is None else uploading.source_quantity,
             "" if uploading.line_quantity is None else uploading.line_quantity,
-            now_ms(),
+            "",
             rt.settings.rows_retention_seconds,
+            rt.settings.record_retention_seconds,
         ],
     )
     if final:

@@ -12,7 +12,6 @@ Discard: ``DISCARDED`` with who, when and why; the rows are deleted. Both end in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -23,6 +22,7 @@ from worker.delivery.uploader import BatchRef, batch_rows, find_upload
 from worker.errors import AdoptionError, CalltrackError
 from worker.keys import batch_nonce, shard_of_batch
 from worker.model.kinds import Bucket
+from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -113,7 +113,7 @@ def replay(rt: Runtime, batch_id: str, *, who: str) -> ReplayResult:
         raise QuarantineError(f"{batch_id} stays quarantined: {error}; compare the uploads, then discard") from None
     except CalltrackError as error:
         raise QuarantineError(f"cannot check Metrica for {batch_id} first, nothing changed: {error}") from None
-    now = int(time.time() * 1000)
+    now = redis_now_ms(rt.redis)
     shard = ref.shard
     if found is not None:
         done = rt.redis.register_script(_ADOPT)(
@@ -148,7 +148,7 @@ def discard(rt: Runtime, batch_id: str, *, who: str, why: str) -> None:
     ref, _ = _quarantined(rt, batch_id)
     done = rt.redis.register_script(_DISCARD)(
         keys=[rt.keys.batch(batch_id), rt.keys.rows(batch_id), rt.keys.quarantine(ref.shard), rt.keys.done(ref.shard)],
-        args=[batch_id, who[:64], why[:500], int(time.time() * 1000)],
+        args=[batch_id, who[:64], why[:500], redis_now_ms(rt.redis)],
     )
     if not done:
         raise QuarantineError(f"batch {batch_id} changed meanwhile; nothing done")

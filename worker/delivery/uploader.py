@@ -35,6 +35,7 @@ from worker.errors import (
 from worker.failpoints import arm, failpoint
 from worker.keys import shard_of_batch
 from worker.model.kinds import Bucket
+from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -55,7 +56,13 @@ class UploadOutcome(StrEnum):
 
 
 def now_ms() -> int:
+    """This host's clock in ms; the pipeline itself compares times by Redis's clock (``clock_ms``)."""
     return int(time.time() * 1000)
+
+
+def clock_ms(rt: Runtime) -> int:
+    """Redis's clock in ms (``TIME``), the one clock of the whole fleet."""
+    return redis_now_ms(rt.redis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +147,14 @@ class Attempt:
 
     def claim(self) -> str:
         """Mark the batch UPLOADING under our fence; returns the state it had."""
-        state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence, now_ms()])
+        state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence])
         return str(state)
 
     def record(self, uploading: Uploading, how: str) -> bool:
         rt, ref = self.rt, self.ref
         recorded = rt.scripts.record_upload(
             keys=[self.key, rt.keys.sealed(ref.shard), rt.keys.uploaded(ref.shard)],
-            args=[ref.batch_id, self.fence, uploading.id, uploading.status, now_ms(), how],
+            args=[ref.batch_id, self.fence, uploading.id, uploading.status, "", how],
         )
         if recorded:
             log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
@@ -156,12 +163,12 @@ class Attempt:
             log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
         return bool(recorded)
 
-    def end(self, *, stored_nothing: bool, failure: bool, error: str) -> int:
-        return int(
-            self.rt.scripts.end_attempt(
-                keys=[self.key], args=[self.fence, "1" if stored_nothing else "0", error[:500], "1" if failure else "0"]
-            )
+    def end(self, *, stored_nothing: bool, failure: bool, error: str) -> tuple[int, float]:
+        """Mark the attempt over; the batch's failure count and seconds since its first failure."""
+        failures, failing_ms = self.rt.scripts.end_attempt(
+            keys=[self.key], args=[self.fence, "1" if stored_nothing else "0", error[:500], "1" if failure else "0"]
         )
+        return int(failures), int(failing_ms) / 1000
 
     def quarantine(self, reason: str) -> bool:
         return quarantine(self.rt, self.ref, self.fence, reason)
@@ -170,7 +177,7 @@ class Attempt:
 def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     done = rt.scripts.quarantine(
         keys=[rt.keys.batch(ref.batch_id), rt.keys.sealed(ref.shard), rt.keys.quarantine(ref.shard)],
-        args=[ref.batch_id, fence, reason[:1000], now_ms()],
+        args=[ref.batch_id, fence, reason[:1000]],
     )
     if done:
         log.error("batch_quarantined", reason=reason)
@@ -179,13 +186,23 @@ def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
 
 
 class UploadFailed(Exception):
-    """A retryable failure of the file, with the batch's failure count so far (for back-off)."""
+    """A retryable failure of the file, with the batch's failure count so far (for back-off) and
+    the seconds since its first failure (Redis TIME; the give-up window runs from it)."""
 
-    def __init__(self, error: RetryableError, failures: int, first_sealed_ms: int) -> None:
+    def __init__(self, error: RetryableError, failures: int, failing_for: float) -> None:
         super().__init__(str(error))
         self.error = error
         self.failures = failures
-        self.first_sealed_ms = first_sealed_ms
+        self.failing_for = failing_for
+
+
+def failing_for(rt: Runtime, key: str) -> float:
+    """Seconds since the batch's first failure, by Redis's clock (0 when it never failed)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hget(key, "first_failure_at")
+    pipe.time()
+    first, (seconds, micros) = pipe.execute()
+    return max(0.0, seconds + micros / 1e6 - int(first) / 1000) if first else 0.0
 
 
 def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> UploadOutcome:
@@ -212,22 +229,22 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
 
 def _attempt(at: Attempt) -> UploadOutcome:
     rt, ref = at.rt, at.ref
-    state, attempt_at, fence, ended, sealed_at, row_count = rt.redis.hmget(
-        at.key, ["state", "attempt_at", "fence", "ended", "sealed_at", "rows"]
+    state, attempt_at, fence, ended, row_count = rt.redis.hmget(
+        at.key, ["state", "attempt_at", "fence", "ended", "rows"]
     )
     if state not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
     if state == "UPLOADING":
         # An earlier attempt may have stored the file: look before posting again.
         if ended != fence and attempt_at:
-            waited = (now_ms() - int(attempt_at)) / 1000
+            waited = (clock_ms(rt) - int(attempt_at)) / 1000
             lease = float(rt.settings.upload_lock_seconds)
             if waited < lease:
                 raise DeferredError("an earlier attempt may still be in flight", retry_after=lease - waited)
         try:
             found = find_upload(rt, at.gate, ref, at.token, int(row_count or 0))
         except RetryableError as error:
-            raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), int(sealed_at or 0)) from None
+            raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), failing_for(rt, at.key)) from None
         except AdoptionError as error:
             at.claim()
             at.quarantine(str(error))
@@ -256,9 +273,9 @@ def _attempt(at: Attempt) -> UploadOutcome:
             at.end(stored_nothing=True, failure=False, error=str(error))
             raise
         except RetryableError as error:
-            failures = at.end(stored_nothing=not error.outcome_unknown, failure=True, error=str(error))
+            failures, failing = at.end(stored_nothing=not error.outcome_unknown, failure=True, error=str(error))
             log.warning("metrica_request_failed", error=str(error), outcome_unknown=error.outcome_unknown)
-            raise UploadFailed(error, failures, int(sealed_at or 0)) from None
+            raise UploadFailed(error, failures, failing) from None
         except AuthError as error:
             at.end(stored_nothing=True, failure=False, error=str(error))
             at.gate.pause(at.token, ref.bucket.counter_id if error.error_type == "access_denied" else None, str(error))
