@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 from config.logging import configure_logging
 from config.settings import load_settings
 from ingest.app import create_app
+from worker.app import refuse_another_shard_count
 
 
 def make_app() -> Starlette:
@@ -19,6 +20,7 @@ def make_app() -> Starlette:
 
 def serve(host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     settings = load_settings()
+    refuse_another_shard_count(settings)
     uvicorn.run(
         "ingest.server:make_app",
         factory=True,

@@ -6,7 +6,10 @@ shared one, or a ``redis-server`` of the test's own where memory limits or resta
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,10 +31,12 @@ from worker.delivery.drain import drain
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome, load
-from worker.errors import ProducerError
+from worker.errors import ProducerError, ShardCountError
 from worker.keys import fingerprint, shard_of_batch
 from worker.runtime import Runtime
 from worker.store import memory, redis_now_ms
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +229,11 @@ def test_permit_lease_outlives_the_upload_task_and_times_come_from_redis(
     settings = make_settings(upload_lock_seconds=200, http_read_timeout=60, http_write_timeout=60)
     rt = Runtime(settings)
     gate, token = QuotaGate(rt), SecretStr("a-login")
+    login = fingerprint(token)
     hard_limit_ms = int(settings.upload_lock_seconds * 0.9) * 1000  # worker/app.py: the upload task's time_limit
     with gate.permit(token, Purpose.UPLOAD):
-        (_, lease_end), *_ = rt.redis.zrange(rt.keys.quota_inflight(fingerprint(token)), 0, -1, withscores=True)
-        assert lease_end - redis_now_ms(rt.redis) > hard_limit_ms
+        held = cast(list[tuple[str, float]], rt.redis.zrange(rt.keys.quota_inflight(login), 0, -1, withscores=True))
+        assert held[0][1] - redis_now_ms(rt.redis) > hard_limit_ms
     # The UTC day of the quota is Redis's: its key is named from Redis TIME.
     day = datetime.fromtimestamp(redis_now_ms(rt.redis) / 1000, UTC).strftime("%Y%m%d")
     assert rt.redis.get(rt.keys.quota_day(fingerprint(token), day)) == "1"
@@ -237,3 +243,38 @@ def test_permit_lease_outlives_the_upload_task_and_times_come_from_redis(
     rt.scripts.begin_upload(keys=[rt.keys.batch(batch_id)], args=["1"])
     assert int(batch_record(rt, batch_id)["attempt_at"]) >= before
     rt.close()
+
+
+# --- Defect 5: the shard count is not pinned ------------------------------------------------------
+
+
+def test_another_shard_count_is_refused_by_producers_and_processes(
+    make_settings: Callable[..., Settings], namespace: str, redis_url: str
+) -> None:
+    first = Runtime(make_settings(shards=2))
+    first.producer.submit([make_call(101, 1)])  # the deployment's first start pins 2 shards
+    other = Runtime(make_settings(shards=3))
+    with pytest.raises(ShardCountError, match=r"CALLTRACK_SHARDS is 3 .* started with 2 shards"):
+        other.producer.submit([make_call(101, 2)])
+    first.close()
+    other.close()
+    # A worker process with another count refuses to start, with one line saying why.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CALLTRACK_REDIS_URL": redis_url,
+        "CALLTRACK_NAMESPACE": namespace,
+        "CALLTRACK_SHARDS": "3",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if "CALLTRACK_SHARDS" in line]
+    assert len(lines) == 1 and lines[0].startswith("calltrack: CALLTRACK_SHARDS is 3"), out.stderr[-2000:]

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 import httpx
 import structlog
 from celery import Celery, current_app, signals
 from kombu import Queue
+from redis.exceptions import RedisError
 
 from config.logging import configure_logging
 from config.settings import Settings
+from worker.errors import ShardCountError
 from worker.keys import Keys
 from worker.runtime import Runtime
+from worker.store import connect, pin_shards
 
 # Two queues, consumed round-robin by every worker: a backlog of uploads (and their retries) can
 # never starve the drain and reconcile ticks, which expire if they wait too long.
@@ -145,6 +149,32 @@ def _start_heartbeat(app: Any, role: str, node: str) -> None:
         from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
         _heartbeats.append(Heartbeat(settings, role, node).start())
+
+
+def refuse_another_shard_count(settings: object) -> None:
+    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one."""
+    if not isinstance(settings, Settings):
+        return
+    client = connect(settings.redis_url)
+    try:
+        pin_shards(client, Keys(settings.namespace, settings.shards))
+    except ShardCountError as error:
+        sys.stderr.write(f"calltrack: {error}\n")
+        raise SystemExit(2) from None
+    except RedisError:
+        pass  # Redis not up yet: the producers and drains check again on first use
+    finally:
+        client.close()
+
+
+@signals.worker_init.connect
+def _worker_shards(sender: Any = None, **_: Any) -> None:
+    refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
+
+
+@signals.beat_init.connect
+def _beat_shards(sender: Any = None, **_: Any) -> None:
+    refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
 
 
 @signals.worker_ready.connect

@@ -4,6 +4,7 @@
 
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
+    ├── ShardCountError               CALLTRACK_SHARDS differs from the deployment's (permanent)
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
     ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     └── MetricaError                  anything the Metrica API or the way to it did wrong
@@ -31,6 +32,10 @@ class CalltrackError(Exception):
 
 class ProducerError(CalltrackError):
     """Redis did not accept the events: nothing of the request may be considered stored."""
+
+
+class ShardCountError(CalltrackError):
+    """Permanent: this process's shard count is not the one the deployment was started with."""
 
 
 class DeferredError(CalltrackError):

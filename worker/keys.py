@@ -6,6 +6,7 @@ Cluster-ready); a counter always maps to one shard, so every key of a counter is
 =========================  ======  ===========================================================
 key                        type    what it holds (owner)
 =========================  ======  ===========================================================
+``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
@@ -228,6 +229,10 @@ class Keys:
     @property
     def celery_prefix(self) -> str:
         return f"{self.namespace}:celery:"
+
+    @property
+    def shard_count(self) -> str:
+        return f"{self.namespace}:shards"
 
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
+from worker.errors import ShardCountError
 from worker.keys import DRAIN_GROUP, Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
@@ -52,6 +53,21 @@ def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
             raise
     epoch = "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(6))
     redis.set(keys.epoch(shard), epoch, nx=True)
+
+
+def pin_shards(redis: Redis, keys: Keys) -> None:
+    """Store the shard count at the deployment's first start; refuse another one afterwards.
+
+    A process with another ``CALLTRACK_SHARDS`` would write to shards no worker drains (or drain
+    only some), and ``/metrics`` would never show them. Raises ``ShardCountError`` (one line).
+    """
+    redis.set(keys.shard_count, keys.shards, nx=True)
+    pinned = redis.get(keys.shard_count)
+    if pinned is not None and int(pinned) != keys.shards:
+        raise ShardCountError(
+            f"CALLTRACK_SHARDS is {keys.shards} but namespace {keys.namespace!r} was started with {int(pinned)} "
+            f"shards: set CALLTRACK_SHARDS={int(pinned)} (changing it needs a migration of the streams)"
+        )
 
 
 def ensure_all_shards(redis: Redis, keys: Keys) -> None:

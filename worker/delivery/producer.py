@@ -28,7 +28,7 @@ from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.kinds import UploadKind
 from worker.scripts import Scripts, run_many
-from worker.store import MemoryWatermark, ensure_shard
+from worker.store import MemoryWatermark, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
@@ -185,6 +185,8 @@ class Producer:
 
     def _prepare(self, shard: int) -> None:
         try:
+            if not self._ready_shards:
+                pin_shards(self._redis, self._keys)  # raises ShardCountError: another shard count
             ensure_shard(self._redis, self._keys, shard)
         except RedisError as error:
             raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None
