@@ -30,7 +30,8 @@ from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.delivery.reconciler import reconcile
-from worker.delivery.uploader import UploadOutcome, load
+from worker.delivery.replay import discard, replay
+from worker.delivery.uploader import UploadOutcome, load, quarantine
 from worker.errors import ProducerError, ShardCountError
 from worker.keys import fingerprint, shard_of_batch
 from worker.runtime import Runtime
@@ -278,3 +279,110 @@ def test_another_shard_count_is_refused_by_producers_and_processes(
     assert out.returncode != 0
     lines = [line for line in out.stderr.splitlines() if "CALLTRACK_SHARDS" in line]
     assert len(lines) == 1 and lines[0].startswith("calltrack: CALLTRACK_SHARDS is 3"), out.stderr[-2000:]
+
+
+# --- Defect 7: an upload Metrica no longer knows stays UPLOADED forever ---------------------------
+
+
+def _reconcile_now(rt: Runtime) -> None:
+    for shard in range(rt.keys.shards):
+        rt.redis.delete(rt.keys.recheck(shard))  # no back-off between the checks of this test
+    reconcile(rt)
+
+
+def test_upload_unknown_to_metrica_is_quarantined_after_n_misses_then_replay_finds_it(
+    rt: Runtime, emulator: RunningEmulator
+) -> None:
+    batch_id = seal_batch(rt, n=2)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+    real_id = batch_record(rt, batch_id)["upload_id"]
+    rt.redis.hset(rt.keys.batch(batch_id), "upload_id", 987654)  # an id Metrica does not know (404)
+    for _ in range(rt.settings.reconcile_missing_limit - 1):
+        _reconcile_now(rt)
+        assert batch_record(rt, batch_id)["state"] == "UPLOADED"
+    _reconcile_now(rt)
+    record = batch_record(rt, batch_id)
+    assert record["state"] == "QUARANTINED" and record["reason"].startswith("missing_at_metrica")
+    assert rt.redis.zscore(rt.keys.quarantine(shard_of_batch(batch_id)), batch_id) is not None
+    # Replay looks the batch up by comment: Metrica holds its file, so it is adopted, not re-sent.
+    assert replay(rt, batch_id, who="test").action == "adopted"
+    assert batch_record(rt, batch_id)["upload_id"] == real_id
+
+
+def test_an_upload_id_carrying_another_batch_comment_counts_as_missing(rt: Runtime) -> None:
+    first = seal_batch(rt, n=2)
+    second = seal_batch(rt, n=2, start=10)
+    assert uploader.upload_batch(rt, first) is UploadOutcome.POSTED
+    assert uploader.upload_batch(rt, second) is UploadOutcome.POSTED
+    rt.redis.hset(rt.keys.batch(second), "upload_id", batch_record(rt, first)["upload_id"])
+    for _ in range(rt.settings.reconcile_missing_limit):
+        _reconcile_now(rt)
+    record = batch_record(rt, second)
+    assert record["state"] == "QUARANTINED" and f"carries comment {first}" in record["reason"]
+
+
+# --- Defect 8: discarding a batch keeps its calls' dedup marks ------------------------------------
+
+
+def test_discard_removes_the_dedup_marks_so_the_calls_can_come_again(rt: Runtime) -> None:
+    calls = [make_call(101, i) for i in range(3)]
+    rt.producer.submit(calls)
+    (batch_id,) = drain(rt, seal_all=True).sealed
+    assert quarantine(rt, load(rt, batch_id)[0], "", "test")  # type: ignore[index]
+    done = discard(rt, batch_id, who="test", why="wrong data")
+    assert done.marks == "removed" and done.marks_removed == 3
+    rt.producer.submit(calls)  # the same calls again, corrected upstream
+    again = drain(rt, seal_all=True)
+    assert again.repeats == 0 and len(again.sealed) == 1
+
+
+def test_discard_can_keep_the_marks_and_says_so(rt: Runtime) -> None:
+    calls = [make_call(101, i) for i in range(2)]
+    rt.producer.submit(calls)
+    (batch_id,) = drain(rt, seal_all=True).sealed
+    assert quarantine(rt, load(rt, batch_id)[0], "", "test")  # type: ignore[index]
+    assert discard(rt, batch_id, who="test", why="spam", keep_marks=True).marks == "kept"
+    rt.producer.submit(calls)
+    assert drain(rt, seal_all=True).repeats == 2
+
+
+# --- Defect 3: records that never expire ----------------------------------------------------------
+
+
+def test_final_records_expire_and_done_is_trimmed(
+    emulator: RunningEmulator, make_settings: Callable[..., Settings]
+) -> None:
+    emulator.admin.reset()
+    rt = Runtime(make_settings(metrica_base_url=emulator.base_url, record_retention_seconds=3600 * 24 * 8))
+    shard = rt.keys.shard_of(101)
+    rt.redis.zadd(rt.keys.done(shard), {"CTold0S0B1Rold": 1})  # a batch final long ago
+    batch_id = seal_batch(rt, n=2)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+    wait_for(lambda: reconcile(rt).final, timeout=30, what="the final status")
+    ttl = rt.redis.ttl(rt.keys.batch(batch_id))
+    assert 0 < ttl <= 3600 * 24 * 8
+    assert 0 < rt.redis.ttl(rt.keys.rows(batch_id)) <= rt.settings.rows_retention_seconds
+    done = rt.redis.zrange(rt.keys.done(shard), 0, -1)
+    assert batch_id in done and "CTold0S0B1Rold" not in done
+    rt.close()
+
+
+# --- Defect 6: one reconcile at a time, first poll after a while ----------------------------------
+
+
+def test_reconcile_runs_once_fleet_wide_and_polls_only_after_the_first_poll_delay(
+    emulator: RunningEmulator, make_settings: Callable[..., Settings]
+) -> None:
+    emulator.admin.reset()
+    rt = Runtime(make_settings(metrica_base_url=emulator.base_url, reconcile_first_poll_seconds=3600))
+    batch_id = seal_batch(rt, n=2)
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+    assert reconcile(rt).checked == 0  # posted just now: not polled yet
+    rt.close()
+    rt = Runtime(make_settings(metrica_base_url=emulator.base_url))
+    rt.redis.set(rt.keys.reconcile_lock, "another-run", px=60_000)
+    result = reconcile(rt)
+    assert result.another_run and result.checked == 0
+    rt.redis.delete(rt.keys.reconcile_lock)
+    assert reconcile(rt).checked == 1
+    rt.close()

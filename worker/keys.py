@@ -10,11 +10,13 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
+``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
 ``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
 ``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows (JSON objects, one per call)
+``<ns>:{sN}:marks:<id>``   list    the dedup marks its calls set (removed by discard; expire with rows)
 ``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
@@ -23,6 +25,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
+``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
 ``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
                                    window, and where a later conversion finds it (drain.lua writes
                                    it; worker/intake/call_refs.py reads it)
@@ -121,6 +124,9 @@ class Keys:
     def rows(self, batch_id: str) -> str:
         return f"{self.prefix(shard_of_batch(batch_id))}:rows:{batch_id}"
 
+    def marks(self, batch_id: str) -> str:
+        return f"{self.prefix(shard_of_batch(batch_id))}:marks:{batch_id}"
+
     def sealed(self, shard: int) -> str:
         return f"{self.prefix(shard)}:sealed"
 
@@ -170,6 +176,10 @@ class Keys:
 
     def call_ref(self, shard: int, digest: str) -> str:
         return f"{self.prefix(shard)}:ref:{digest}"
+
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self.namespace}:reconcile:lock"
 
     def recheck(self, shard: int) -> str:
         return f"{self.prefix(shard)}:recheck"

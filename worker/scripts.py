@@ -34,6 +34,8 @@ class Scripts:
         self.end_attempt = register("end_attempt")
         self.release_lock = register("release_lock")
         self.acquire_lock = register("acquire_lock")
+        self.mark_missing = register("mark_missing")
+        self.take_lock = register("take_lock")
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
         self.xadd_many = register("xadd_many")

@@ -8,7 +8,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from config.sections.common import NonNegativeInt, PositiveFloat, PositiveInt
+from config.sections.common import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class DeliverySettings(BaseModel):
@@ -123,6 +123,14 @@ class DeliverySettings(BaseModel):
     )
     final_status_timeout: PositiveFloat = Field(
         default=3 * 3600, description="An upload not final after this long is flagged (Metrica says up to 2 h)."
+    )
+    reconcile_first_poll_seconds: NonNegativeFloat = Field(
+        default=120.0, description="An upload's status is first asked for this many seconds after it was posted."
+    )
+    reconcile_missing_limit: PositiveInt = Field(
+        default=3,
+        description="Not-found answers in a row (404, or another batch's comment) after which an uploaded batch is "
+        "quarantined as missing_at_metrica.",
     )
     reconcile_max_backoff: PositiveFloat = Field(
         default=600, description="Longest pause between status checks of one counter."

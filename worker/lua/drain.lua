@@ -47,6 +47,9 @@ local function seal(bucket)
   if n == 0 then return end
   local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq') .. 'R' .. nonce
   redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
+  if redis.call('EXISTS', p .. ':bufm:' .. bucket) == 1 then
+    redis.call('RENAME', p .. ':bufm:' .. bucket, p .. ':marks:' .. id)
+  end
   redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', bucket, 'rows', n,
     'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)
   redis.call('ZADD', p .. ':sealed', now_ms, id)
@@ -73,20 +76,23 @@ if reply then
       elseif f == 'v' then ref_value = fields[j + 1] end
     end
     if bucket and row then
-      local fresh = true
+      local fresh, mark = true, nil
       if ref and ref_value then
         -- A call: its ref key (where a later conversion finds it) is also its dedup mark, one key
         -- instead of two. The same provider call id on another counter (rare) falls back to the
         -- per-counter dedup key.
         fresh = redis.call('SET', p .. ':ref:' .. ref, ref_value, 'NX', 'EX', dedup_ttl) ~= false
+        mark = 'ref:' .. ref
         if not fresh then
           local held = redis.call('GET', p .. ':ref:' .. ref)
           if held and string.match(held, '^[^|]*') ~= string.match(ref_value, '^[^|]*') then
             fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+            mark = 'seen:' .. dedup
           end
         end
       elseif dedup and dedup ~= '' then
         fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+        mark = 'seen:' .. dedup
       end
       if not fresh then
         repeats = repeats + 1
@@ -100,6 +106,8 @@ if reply then
           redis.call('ZADD', due_key, now_ms + max_age_ms, bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
+        -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
+        if mark then redis.call('RPUSH', p .. ':bufm:' .. bucket, mark) end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true

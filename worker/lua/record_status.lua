@@ -1,6 +1,6 @@
 #!lua flags=allow-oom
 -- record_status.lua: copy an upload's status from Metrica; a final one closes the batch.
--- KEYS: 1 batch record  2 batch rows  3 uploaded index  4 done index
+-- KEYS: 1 batch record  2 batch rows  3 uploaded index  4 done index  5 the batch's dedup-mark list
 -- ARGV: 1 batch id  2 upload id  3 status  4 source qty  5 line qty  6 unused  7 rows ttl (s)
 --       8 final record ttl (s): the record expires, and `done` drops entries older than it
 -- Times are Redis TIME. Returns 1 when the batch became final, 0 otherwise.
@@ -23,6 +23,7 @@ if status == 'PROCESSED' or status == 'LINKAGE_FAILURE' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[4], now, ARGV[1])
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
+  if KEYS[5] then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7])) end
   if record_ttl > 0 then
     redis.call('EXPIRE', KEYS[1], record_ttl)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - record_ttl * 1000)
