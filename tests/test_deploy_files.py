@@ -17,6 +17,7 @@ GAUGES = {
     "redis_up", "stream_lag_calls", "stream_oldest_pending_age_seconds", "buffered_calls", "batches", "open_uploads",
     "oldest_open_upload_age_seconds", "held_calls", "quota_left", "quota_used_today", "quota_in_flight",
     "uploads_paused", "processes_alive", "heartbeat_age_seconds", "redis_memory_used_bytes", "redis_memory_max_bytes",
+    "parked_batches",
 }  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
-from worker.delivery import uploader
+from worker.delivery import dispatch, uploader
 from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
@@ -34,6 +34,7 @@ from worker.delivery.replay import discard, replay
 from worker.delivery.uploader import UploadOutcome, load, quarantine
 from worker.errors import ProducerError, ShardCountError
 from worker.keys import fingerprint, shard_of_batch
+from worker.ops.metrics import registry, render
 from worker.runtime import Runtime
 from worker.store import memory, redis_now_ms
 
@@ -386,3 +387,12 @@ def test_reconcile_runs_once_fleet_wide_and_polls_only_after_the_first_poll_dela
     rt.redis.delete(rt.keys.reconcile_lock)
     assert reconcile(rt).checked == 1
     rt.close()
+
+
+def test_parked_batches_are_a_gauge_by_reason(rt: Runtime) -> None:
+    parked = seal_batch(rt, n=1)
+    seal_batch(rt, n=1, start=5)  # sealed, not parked
+    dispatch.park(rt, parked, 3600, "quota_daily")
+    text = render(registry(rt.redis, rt.keys, rt.settings)).decode()
+    assert 'calltrack_parked_batches{reason="quota_daily"} 1.0' in text
+    assert "calltrack_redis_memory_used_bytes" in text

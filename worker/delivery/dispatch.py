@@ -19,14 +19,17 @@ if TYPE_CHECKING:
 MAX_PER_RUN = 1_000
 
 
-def park(rt: Runtime, batch_id: str, seconds: float) -> None:
+def park(rt: Runtime, batch_id: str, seconds: float, reason: str = "deferred") -> None:
     """Send this batch's upload task again in ``seconds`` (a long wait: quota, paused token).
 
     Long countdowns are not left to Celery: an ETA message longer than the broker's visibility
     timeout would be delivered twice. The sweeper sends it when its time comes.
     """
     when = clock_ms(rt) + int((seconds - rt.settings.redispatch_after) * 1000)
-    rt.redis.zadd(rt.keys.sealed(shard_of_batch(batch_id)), {batch_id: when}, xx=True)
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.zadd(rt.keys.sealed(shard_of_batch(batch_id)), {batch_id: when}, xx=True)
+    pipe.hset(rt.keys.batch(batch_id), "parked_reason", reason[:40])  # the parked_batches gauge's label
+    pipe.execute()
 
 
 def overdue_batches(rt: Runtime) -> list[str]:

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.keys import Keys, fingerprint
-from worker.store import memory
+from worker.ops.store_state import store_gauges
 
 log = structlog.get_logger(__name__)
 PREFIX = "calltrack"
@@ -205,14 +205,7 @@ class Collector(PromCollector):
         yield from self._pipeline_state()
         yield from self._quota()
         yield from self._liveness()
-        yield from self._memory()
-
-    def _memory(self) -> Iterator[Metric]:
-        reading = memory(self._redis)
-        for name, value in (("used", reading.used), ("max", reading.limit)):
-            gauge = GaugeMetricFamily(f"{PREFIX}_redis_memory_{name}_bytes", f"Redis {name} memory; max 0: no limit.")
-            gauge.add_metric([], value)
-            yield gauge
+        yield from store_gauges(self._redis, self._keys)
 
     def _counters(self) -> Iterator[Metric]:
         raw = cast(dict[str, str], self._redis.hgetall(self._keys.metrics))
