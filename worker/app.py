@@ -16,7 +16,8 @@ import httpx
 import structlog
 from celery import Celery, current_app, signals
 from kombu import Queue
-from redis.exceptions import RedisError
+from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+from redis.exceptions import LockError, RedisError
 
 from config.logging import configure_logging
 from config.settings import Settings
@@ -29,6 +30,7 @@ from worker.store import connect, pin_shards
 # never starve the drain and reconcile ticks, which expire if they wait too long.
 PERIODIC_QUEUE = "calltrack.periodic"
 UPLOAD_QUEUE = "calltrack.upload"
+log = structlog.get_logger(__name__)
 TASK_MODULES = ["tasks.pipeline"]
 
 
@@ -88,7 +90,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
         # extra beat processes wait as hot standbys.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "worker.app:CalltrackBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": keys.redbeat_prefix,
         "redbeat_lock_timeout": settings.beat_lock_seconds,
@@ -106,6 +108,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
+    """redbeat's scheduler, surviving Redis forgetting its lock (a restore from a snapshot, a failover).
+
+    redbeat extends its lock on every tick and raises when the lock is gone, which ends the beat
+    process: periodic drains and reconciles would stop until someone restarts it. Here a lost lock
+    is taken again if it is free; if another beat took it meanwhile, this one stands by (sends
+    nothing) and keeps trying, like a standby beat.
+    """
+
+    def tick(self, min: Any = min, **kwargs: Any) -> float:
+        if self.lock_key and self.lock is not None and not self._hold_lock():
+            return float(self.max_interval)
+        return float(super().tick(min=min, **kwargs))
+
+    def _hold_lock(self) -> bool:
+        try:
+            self.lock.extend(int(self.lock_timeout))
+            return True
+        except LockError:
+            taken = bool(self.lock.acquire(blocking=False))
+            log.warning("beat_lock_lost", retaken=taken)
+            return taken
 
 
 def create_app(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> CalltrackCelery:
