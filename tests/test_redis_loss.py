@@ -32,7 +32,7 @@ from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.delivery.reconciler import reconcile
 from worker.delivery.replay import discard, replay
 from worker.delivery.uploader import UploadOutcome, load, quarantine
-from worker.errors import ProducerError, ShardCountError
+from worker.errors import ProducerError, ShardCountError, StoreConfigError
 from worker.keys import fingerprint, shard_of_batch
 from worker.ops.metrics import registry, render
 from worker.runtime import Runtime
@@ -396,3 +396,63 @@ def test_parked_batches_are_a_gauge_by_reason(rt: Runtime) -> None:
     text = render(registry(rt.redis, rt.keys, rt.settings)).decode()
     assert 'calltrack_parked_batches{reason="quota_daily"} 1.0' in text
     assert "calltrack_redis_memory_used_bytes" in text
+
+
+# --- The producer's durability setting ------------------------------------------------------------
+
+
+def test_replica_durability_waits_for_a_real_replica(make_settings: Callable[..., Settings]) -> None:
+    primary = RedisServer().start()
+    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(primary.port))).start()
+    try:
+        rt = Runtime(make_settings(redis_url=primary.url, producer_durability="replica", producer_durability_timeout=5))
+        wait_for(lambda: rt.redis.info("replication").get("connected_slaves") == 1, timeout=20, what="the replica")
+        assert len(rt.producer.submit([make_call(101, i) for i in range(3)]).accepted) == 3
+        replica_client = Runtime(make_settings(redis_url=replica.url)).redis
+        assert replica_client.xlen(rt.keys.stream(rt.keys.shard_of(101))) == 3  # the replica holds them
+        replica.kill()  # no replica left: the acknowledgement cannot be given
+        rt.close()
+        rt = Runtime(
+            make_settings(redis_url=primary.url, producer_durability="replica", producer_durability_timeout=0.2)
+        )
+        with pytest.raises(ProducerError, match="only 0 of 1 replicas confirmed"):
+            rt.producer.submit([make_call(101, 10)])
+        rt.close()
+    finally:
+        replica.kill()
+        primary.kill()
+        shutil.rmtree(replica.data_dir, ignore_errors=True)
+        shutil.rmtree(primary.data_dir, ignore_errors=True)
+
+
+def test_aof_durability_is_refused_before_redis_7_2_with_one_line(
+    own_redis: RedisServer, make_settings: Callable[..., Settings], namespace: str
+) -> None:
+    rt = Runtime(make_settings(redis_url=own_redis.url, producer_durability="aof"))
+    version = str(rt.redis.info("server")["redis_version"])
+    if tuple(int(p) for p in version.split(".")[:2]) >= (7, 2):
+        assert len(rt.producer.submit([make_call(101, 1)]).accepted) == 1  # WAITAOF 1 0 on an AOF server
+        return
+    with pytest.raises(StoreConfigError, match=r"CALLTRACK_PRODUCER_DURABILITY=aof needs WAITAOF \(Redis 7.2"):
+        rt.producer.submit([make_call(101, 1)])
+    rt.close()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CALLTRACK_REDIS_URL": own_redis.url,
+        "CALLTRACK_NAMESPACE": namespace,
+        "CALLTRACK_SHARDS": str(rt.settings.shards),
+        "CALLTRACK_PRODUCER_DURABILITY": "aof",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if "CALLTRACK_PRODUCER_DURABILITY" in line]
+    assert len(lines) == 1 and version in lines[0], out.stderr[-2000:]

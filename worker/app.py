@@ -21,10 +21,10 @@ from redis.exceptions import LockError, RedisError
 
 from config.logging import configure_logging
 from config.settings import Settings
-from worker.errors import ShardCountError
+from worker.errors import StoreConfigError
 from worker.keys import Keys
 from worker.runtime import Runtime
-from worker.store import connect, pin_shards
+from worker.store import check_durability, connect, pin_shards
 
 # Two queues, consumed round-robin by every worker: a backlog of uploads (and their retries) can
 # never starve the drain and reconcile ticks, which expire if they wait too long.
@@ -178,13 +178,15 @@ def _start_heartbeat(app: Any, role: str, node: str) -> None:
 
 
 def refuse_another_shard_count(settings: object) -> None:
-    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one."""
+    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one,
+    or Redis cannot give the producer durability asked for (``aof`` before Redis 7.2)."""
     if not isinstance(settings, Settings):
         return
     client = connect(settings.redis_url)
     try:
         pin_shards(client, Keys(settings.namespace, settings.shards))
-    except ShardCountError as error:
+        check_durability(client, settings.producer_durability)
+    except StoreConfigError as error:
         sys.stderr.write(f"calltrack: {error}\n")
         raise SystemExit(2) from None
     except RedisError:

@@ -4,7 +4,8 @@
 
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
-    ├── ShardCountError               CALLTRACK_SHARDS differs from the deployment's (permanent)
+    ├── StoreConfigError              Redis cannot do what the settings ask (permanent)
+    │   └── ShardCountError           CALLTRACK_SHARDS differs from the deployment's
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
     ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     └── MetricaError                  anything the Metrica API or the way to it did wrong
@@ -34,7 +35,11 @@ class ProducerError(CalltrackError):
     """Redis did not accept the events: nothing of the request may be considered stored."""
 
 
-class ShardCountError(CalltrackError):
+class StoreConfigError(CalltrackError):
+    """Permanent: Redis cannot do what the settings ask (an older server for WAITAOF, ...)."""
+
+
+class ShardCountError(StoreConfigError):
     """Permanent: this process's shard count is not the one the deployment was started with."""
 
 

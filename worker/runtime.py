@@ -65,6 +65,9 @@ class Runtime:
             caller_ttl=s.first_caller_days * 86_400,
             memory_watermark=s.producer_memory_watermark,
             memory_check_seconds=s.memory_check_seconds,
+            durability=s.producer_durability,
+            durability_replicas=s.producer_durability_replicas,
+            durability_timeout=s.producer_durability_timeout,
         )
 
     @cached_property

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
-from worker.errors import ShardCountError
+from worker.errors import ShardCountError, StoreConfigError
 from worker.keys import DRAIN_GROUP, Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
@@ -37,6 +37,19 @@ def redis_now_ms(redis: Redis) -> int:
     """Redis's clock (``TIME``) in ms: every time the fleet compares comes from this one clock."""
     seconds, micros = redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+def check_durability(redis: Redis, mode: str) -> None:
+    """Refuse a producer durability this Redis cannot give (one line naming the variable)."""
+    if mode != "aof":
+        return
+    version = str(cast(dict[str, object], redis.info("server")).get("redis_version", "0"))
+    major, minor = (int(part) for part in [*version.split("."), "0", "0"][:2])
+    if (major, minor) < (7, 2):
+        raise StoreConfigError(
+            f"CALLTRACK_PRODUCER_DURABILITY=aof needs WAITAOF (Redis 7.2 or later) but this Redis is {version}: "
+            "upgrade Redis, or use replica (WAIT) or none"
+        )
 
 
 def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -37,6 +37,19 @@ class DeliverySettings(BaseModel):
     )
     memory_check_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How long a producer reuses one reading of Redis's memory (INFO memory)."
+    )
+
+    producer_durability: Literal["none", "replica", "aof"] = Field(
+        default="none",
+        description="When a producer reports calls accepted: none (Redis holds them in memory; the AOF policy "
+        "decides the rest), replica (WAIT: a replica holds them too), aof (WAITAOF 1 0: fsynced to the local AOF; "
+        "needs Redis 7.2 or later).",
+    )
+    producer_durability_replicas: PositiveInt = Field(
+        default=1, description="With producer_durability=replica: how many replicas must hold the calls."
+    )
+    producer_durability_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="Seconds a producer waits for the replica or AOF acknowledgement before failing."
     )
 
     # --- Validation of incoming calls --------------------------------------------------------
