@@ -121,8 +121,9 @@ class ChaosReport:
         )
 
 
-def chaos_event(n: int, counters: int) -> tuple[UploadKind, dict[str, Any]]:
-    """Event ``n``: every fifth an offline conversion, the rest calls; its identifier is unique to n."""
+def chaos_event(n: int, counters: int, pad: int = 0) -> tuple[UploadKind, dict[str, Any]]:
+    """Event ``n``: every fifth an offline conversion, the rest calls; its identifier is unique to n.
+    ``pad``: a landing URL of about that many characters on calls (bigger rows, for scenario (c))."""
     counter = 1000 + n % counters
     identifier = str(10**15 + n)
     when = int(datetime.now(UTC).timestamp()) - 600
@@ -143,6 +144,7 @@ def chaos_event(n: int, counters: int) -> tuple[UploadKind, dict[str, Any]]:
         ("ClientId" if n % 4 else "Yclid"): identifier,
         "DateTime": when,
         "TalkDuration": n % 500,
+        **({"URL": f"https://shop.example/landing/{n}?" + "q" * pad} if pad else {}),
     }
 
 
@@ -290,7 +292,14 @@ def run_chaos(
         }
         if scenario == "maxmemory":
             # Rows of final batches expire at once, so memory frees as the pipeline drains.
-            env |= {"CALLTRACK_ROWS_RETENTION_SECONDS": "2", "CALLTRACK_MEMORY_CHECK_SECONDS": "0.2"}
+            # A low watermark: a small Redis still leaves megabytes between it and maxmemory for
+            # Celery and the workers' connections (a worker cannot even start above maxmemory:
+            # kombu's start-up writes are refused).
+            env |= {
+                "CALLTRACK_ROWS_RETENTION_SECONDS": "2",
+                "CALLTRACK_MEMORY_CHECK_SECONDS": "0.2",
+                "CALLTRACK_PRODUCER_MEMORY_WATERMARK": "0.4",
+            }
         fields: dict[str, Any] = {
             k.removeprefix("CALLTRACK_").lower(): v
             for k, v in env.items()
@@ -309,27 +318,42 @@ def run_chaos(
             events_at = _Events(scenario, calls, chunk)
             snapshot_dir = log_dir / "redis-backup"
             window_from = -1
-            since_bytes = 0
+            since_bytes = used_before = 0
             while sent < calls:
                 if events_at.due("stop_workers", sent):
-                    say(f"(a) workers stopped; Redis's AOF fsynced at {sent} calls; the next calls go to the tail")
                     fleet.stop()
+                    say(f"(a) workers stopped; Redis's AOF fsynced at {sent} calls; the next calls go to the tail")
                     wait_fsync()
                     since_bytes = last_incr_file(redis_server).stat().st_size
                     window_from = sent
+                if events_at.due("pause_uploads", sent):
+                    # Metrica answers 429 to every upload for a while: nothing is uploaded, Redis fills.
+                    emulator.admin.clear_faults()
+                    emulator.admin.script(
+                        [{"status": 429, "error_type": "quota_requests_by_ip"}] * 50_000, kind="upload"
+                    )
+                    used_before = memory(producer_rt.redis).used
+                    say(f"(c) Metrica refuses uploads (429) from {sent} calls on: a backlog builds up in Redis")
                 if events_at.due("snapshot", sent):
                     say(f"(b) pipeline settled at {sent} calls; taking a backup of Redis")
                     _wait_settled(producer_rt, fleet, timeout)
                     take_snapshot(redis_server, producer_rt.redis, snapshot_dir)
                     window_from = sent
                 if events_at.due("maxmemory", sent):
+                    # Redis is full: the watermark is below what it holds now, by less than what the
+                    # pipeline frees when it has uploaded the backlog (its dedup marks stay).
                     used = memory(producer_rt.redis).used
-                    limit = used + max(2_500_000, calls * 450)
+                    backlog = max(used - used_before, 1)
+                    limit = int((used - backlog * 0.5) / settings.producer_memory_watermark)
                     producer_rt.redis.config_set("maxmemory", limit)
-                    say(f"(c) maxmemory set to {limit} bytes ({used} used): producers stop at the watermark")
+                    say(f"(c) maxmemory set to {limit} bytes ({used} used, backlog {backlog}): producers refused")
+                    time.sleep(settings.memory_check_seconds * 2)  # past the producer's cached reading
+                    emulator.admin.clear_faults()
+                    say("(c) Metrica takes uploads again: the pipeline drains and frees memory")
                 span = range(sent, min(sent + chunk, calls))
                 # Webhook-style repeats: some events are delivered twice.
-                events = [chaos_event(n, counters) for n in [*span, *(n for n in span if n % 20 == 0)]]
+                pad = 1900 if scenario == "maxmemory" else 0
+                events = [chaos_event(n, counters, pad) for n in [*span, *(n for n in span if n % 20 == 0)]]
                 for kind in UploadKind:
                     report.producer_refusals += _submit(producer_rt, [doc for k, doc in events if k is kind], kind)
                 sent = min(sent + chunk, calls)
@@ -343,6 +367,9 @@ def run_chaos(
                     report.redis_restarts += 1
                     say(f"(a) Redis SIGKILLed, {cut} bytes cut from its AOF tail (calls {window_from}..{sent - 1})")
                 if events_at.due("restore", sent):
+                    # Let the pipeline seal and upload some of the window first: after the restore its
+                    # batch sequence goes back, and the next batches must not reuse those ids.
+                    _wait_settled(producer_rt, fleet, 8.0)
                     restore_snapshot(redis_server, snapshot_dir)
                     window.update(range(window_from, sent))
                     report.redis_restarts += 1
@@ -383,7 +410,7 @@ class _Events:
         points = {
             "aof_tail": {"stop_workers": calls // 2, "cut_tail": calls // 2 + 2 * chunk},
             "snapshot": {"snapshot": calls // 3, "restore": 2 * calls // 3},
-            "maxmemory": {"maxmemory": chunk},
+            "maxmemory": {"pause_uploads": calls // 4, "maxmemory": 3 * calls // 4},
         }.get(scenario, {})
         self._points = dict(points)
         self._fired: set[str] = set()
