@@ -250,7 +250,7 @@ def run_chaos(
         drop_after_store_share=0.05,
         latency=(0.0, 0.15),
         kinds=frozenset({"upload"}),
-        forget_share=0.05 if scenario == "forget" else 0.0,
+        forget_share=0.25 if scenario == "forget" else 0.0,
     )
     emulator_config = EmulatorConfig(
         step_seconds=0.3,
