@@ -456,3 +456,21 @@ def test_aof_durability_is_refused_before_redis_7_2_with_one_line(
     assert out.returncode != 0
     lines = [line for line in out.stderr.splitlines() if "CALLTRACK_PRODUCER_DURABILITY" in line]
     assert len(lines) == 1 and version in lines[0], out.stderr[-2000:]
+
+
+def test_ingestion_answers_503_above_the_watermark_and_takes_calls_again_below(
+    own_redis: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    from tests.ingest_helpers import STATIC, ingest_settings, recent, service
+
+    settings = ingest_settings(make_settings, redis_url=own_redis.url, memory_check_seconds=0.01)
+    with service(settings) as (client, rt):
+        used = memory(rt.redis).used
+        rt.redis.config_set("maxmemory", int(used / settings.producer_memory_watermark * 0.9))  # above it
+        time.sleep(0.05)
+        call = {"call_id": "full-1", "to": STATIC, "start": recent(), "ClientId": "1"}
+        answer = client.post("/v1/calls", json=call)
+        assert answer.status_code == 503 and "retry" in answer.text
+        rt.redis.config_set("maxmemory", used * 10)
+        time.sleep(0.05)
+        assert client.post("/v1/calls", json=call).status_code in (200, 202)
