@@ -108,7 +108,11 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
     gate = gate or QuotaGate(rt)
     result = ReconcileResult()
     holder = uuid.uuid4().hex
-    lease_ms = int(max(60.0, rt.settings.reconcile_interval * 6) * 1000)
+    # Released when the run ends; the lease only matters when a run was killed (then the next run
+    # waits it out): long enough for a run's requests, short enough not to stall reconciliation.
+    s = rt.settings
+    one_request = s.http_connect_timeout + s.http_read_timeout + s.http_write_timeout
+    lease_ms = int(max(s.reconcile_interval * 3, one_request * 2) * 1000)
     if not int(rt.scripts.take_lock(keys=[rt.keys.reconcile_lock], args=[holder, lease_ms])):
         result.another_run = True
         return result
