@@ -145,7 +145,10 @@ def _reconcile(rt: Runtime, gate: QuotaGate, result: ReconcileResult) -> None:
                     continue
                 failpoint("during_reconcile")
                 moved = _apply(rt, shard, spec.kind.value, uploads, statuses, result, missing)
-            interval = rt.settings.reconcile_interval if moved else min(interval * 2, rt.settings.reconcile_max_backoff)
+            # A moving status halves the pause (not back to the base at once: a busy counter would
+            # be polled every reconcile_interval all day); no move doubles it.
+            base, cap = rt.settings.reconcile_interval, rt.settings.reconcile_max_backoff
+            interval = max(base, interval / 2) if moved else min(interval * 2, cap)
             with contextlib.suppress(OutOfMemoryError):  # Redis full: the back-off is only a hint
                 rt.redis.hset(rt.keys.recheck(shard), field, f"{clock_ms(rt) + int(interval * 1000)}:{interval}")
 
