@@ -24,6 +24,7 @@ from worker.errors import CalltrackError
 from worker.model.kinds import CALLS
 from worker.ops.scrape import heartbeats
 from worker.runtime import Runtime
+from worker.store import memory
 
 Status = Literal["ok", "warn", "fail"]
 CLOCK_WARN_SECONDS = 5.0
@@ -76,7 +77,25 @@ def check_redis(rt: Runtime) -> list[Check]:
         if policy == "noeviction"
         else Check("redis memory policy", "fail", f"maxmemory-policy {policy}: Redis may evict queued calls")
     )
-    return checks
+    return [*checks, check_memory(rt)]
+
+
+def check_memory(rt: Runtime) -> Check:
+    """maxmemory is required; above the producers' watermark new calls are being refused."""
+    reading = memory(rt.redis)
+    watermark = rt.settings.producer_memory_watermark
+    if reading.limit <= 0:
+        return Check(
+            "redis maxmemory",
+            "fail",
+            "maxmemory is not set: a full host gets Redis killed by the kernel instead of producers refused",
+        )
+    used = f"{reading.used / 2**20:.0f} MiB of {reading.limit / 2**20:.0f} MiB ({reading.share():.0%})"
+    if reading.share() >= watermark:
+        return Check(
+            "redis maxmemory", "warn", f"{used}: above the producers' watermark {watermark:.0%}, calls refused"
+        )
+    return Check("redis maxmemory", "ok", f"{used}; producers stop at {watermark:.0%}")
 
 
 def check_accounts(rt: Runtime) -> list[Check]:

@@ -127,24 +127,35 @@ def replay_(ctx: Context, batch_ids: tuple[str, ...], everything: bool, who: str
 @click.option("--reason", required=True, help="Why the calls are given up (recorded).")
 @click.option("--by", "who", default=_operator, show_default="your user name", help="Who discards (recorded).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--keep-marks", is_flag=True, help="Keep the calls' dedup marks (the same calls stay dropped as repeats)."
+)
 @json_option
 @click.pass_obj
-def discard_(ctx: Context, batch_ids: tuple[str, ...], reason: str, who: str, yes: bool, as_json: bool) -> None:
-    """Give quarantined batches up for good: their rows are deleted; who, when and why are kept."""
+def discard_(
+    ctx: Context, batch_ids: tuple[str, ...], reason: str, who: str, yes: bool, keep_marks: bool, as_json: bool
+) -> None:
+    """Give quarantined batches up for good: their rows are deleted; who, when and why are kept.
+
+    Their calls' dedup marks are removed too, so the same calls submitted again are accepted
+    (``--keep-marks`` keeps them); the result says which."""
     if not yes:
         click.confirm(f"Delete the rows of {len(batch_ids)} batch(es) for good?", abort=True, err=True)
     done, failures = [], []
     for batch_id in batch_ids:
         try:
-            discard(ctx.runtime, batch_id, who=who, why=reason)
-            done.append(batch_id)
+            done.append(discard(ctx.runtime, batch_id, who=who, why=reason, keep_marks=keep_marks))
         except QuarantineError as error:
             failures.append((batch_id, str(error)))
     emit(
-        {"discarded": done, "failed": [{"batch_id": b, "error": e} for b, e in failures]},
+        {
+            "discarded": [d.batch_id for d in done],
+            "marks": {d.batch_id: {"marks": d.marks, "removed": d.marks_removed} for d in done},
+            "failed": [{"batch_id": b, "error": e} for b, e in failures],
+        },
         as_json=as_json,
         headers=("batch", "result"),
-        rows=[(b, "discarded") for b in done] + [(b, e) for b, e in failures],
+        rows=[(d.batch_id, d.describe()) for d in done] + [(b, e) for b, e in failures],
     )
     if failures:
         raise SystemExit(1)

@@ -249,7 +249,11 @@ async def _upload(call: Call) -> Response:
         file=parsed,
     )
     state.counts["uploads"] += 1
-    return json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
+    answer = json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
+    if state.faults.forgets("upload", counter):
+        state.store.forget(upload.id)
+        state.counts["faults.forgotten"] += 1
+    return answer
 
 
 # The legacy conversions paths answer conversions and chats alike; the unified ones (``uploadings``,

@@ -44,6 +44,8 @@ class FaultRule:
     drop_after_store_share: float = 0.0
     latency: tuple[float, float] = (0.0, 0.0)
     kinds: frozenset[str] | None = None
+    #: share of stored uploads Metrica then forgets: 404 on status, gone from the list, rows dropped
+    forget_share: float = 0.0
     counters: frozenset[int] | None = None
 
     def matches(self, kind: str, counter: int) -> bool:
@@ -59,6 +61,7 @@ class FaultRule:
             "latency": list(self.latency),
             "kinds": sorted(self.kinds) if self.kinds is not None else None,
             "counters": sorted(self.counters) if self.counters is not None else None,
+            "forget_share": self.forget_share,
         }
 
 
@@ -166,6 +169,7 @@ def rule_from_dict(data: Mapping[str, Any]) -> FaultRule:
         latency=_latency(data.get("latency", 0.0)),
         kinds=_kinds(data.get("kinds")),
         counters=_counters(data.get("counters")),
+        forget_share=_share(data.get("forget_share", 0.0), "forget_share"),
     )
     total = rule.backend_error_share + rule.timeout_share + rule.drop_before_store_share + rule.drop_after_store_share
     if total > 1.0 + 1e-9:
@@ -283,6 +287,13 @@ class FaultInjector:
                     )
                 draw -= share
         return Decision(latency=latency, source="rule" if latency else "none")
+
+    def forgets(self, kind: str, counter: int) -> bool:
+        """Whether Metrica loses this just-stored upload (a ``forget_share`` draw of a matching rule)."""
+        return any(
+            rule.forget_share > 0 and rule.matches(kind, counter) and self.rng.random() < rule.forget_share
+            for rule in self.rules
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

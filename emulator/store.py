@@ -105,6 +105,13 @@ class Store:
         self.row_count += file.line_quantity
         return upload
 
+    def forget(self, upload_id: int) -> None:
+        """Lose an upload (the ``forget_share`` fault): 404 on status, gone from lists and rows."""
+        upload = self._by_id.pop(upload_id, None)
+        if upload is not None:
+            self._by_scope[(upload.counter, upload.kind)].remove(upload)
+            self.row_count -= upload.file.line_quantity
+
     def get(self, counter: int, kinds: str | Iterable[str], upload_id: int) -> Upload | None:
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         upload = self._by_id.get(upload_id)

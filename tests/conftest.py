@@ -64,6 +64,7 @@ def make_settings(redis_url: str, namespace: str) -> Callable[..., Settings]:
             "http_connect_timeout": 2,
             "http_read_timeout": 5,
             "redispatch_after": 5,
+            "reconcile_first_poll_seconds": 0,
             "log_format": "json",
             "metrica_emulator": True,  # the suite uploads to the emulator (tests/emulator, tests/pipeline.py)
         }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.chaos.harness import run_chaos
 
 
@@ -20,3 +22,25 @@ def test_every_accepted_call_is_stored_exactly_once_through_kills_restarts_and_f
     assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
     assert report.stored_rows == report.accepted == 2_500
     assert report.conversions == 500  # the run mixes offline conversions with calls
+
+
+@pytest.mark.parametrize("scenario", ["aof_tail", "snapshot", "maxmemory", "forget"])
+def test_what_redis_forgets_or_refuses_never_doubles_a_call(scenario: str, redis_url: str, tmp_path: Path) -> None:
+    """Issue 13's scenarios (a)-(d): after each, no call twice at the emulator, no batch adopted from
+    another batch's upload, every call Redis still held delivered once; (a)/(b)'s losses counted."""
+    report = run_chaos(
+        calls=1_500, counters=5, workers=2, chunk=150, batch_rows=100, kill_every=8.0,
+        timeout=240, log_dir=tmp_path, scenario=scenario, say=print,
+    )  # fmt: skip
+    print(report.table())
+    assert report.accepted == 1_500
+    assert (report.duplicated, report.batches_stored_twice, report.adopted_from_other) == (0, 0, 0)
+    assert report.lost == report.lost_in_window, "a call Redis still held was not delivered"
+    if scenario in ("aof_tail", "snapshot"):
+        assert report.window > 0 and report.redis_restarts == 1
+    else:
+        assert report.lost == 0 and report.stored_rows == 1_500
+    if scenario == "maxmemory":
+        assert report.producer_refusals > 0, "the watermark was never reached: the run proves nothing"
+    if scenario == "forget":
+        assert report.missing_replayed > 0 and report.faults.get("faults.forgotten", 0) > 0

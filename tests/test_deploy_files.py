@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GAUGES = {
     "redis_up", "stream_lag_calls", "stream_oldest_pending_age_seconds", "buffered_calls", "batches", "open_uploads",
     "oldest_open_upload_age_seconds", "held_calls", "quota_left", "quota_used_today", "quota_in_flight",
-    "uploads_paused", "processes_alive", "heartbeat_age_seconds",
+    "uploads_paused", "processes_alive", "heartbeat_age_seconds", "redis_memory_used_bytes", "redis_memory_max_bytes",
+    "parked_batches",
 }  # fmt: skip
 
 
@@ -37,6 +38,7 @@ def test_compose_has_every_role_with_a_healthcheck() -> None:
             command = service["command"]
             assert isinstance(command, list) and all(isinstance(part, str) for part in command), name
     assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
+    assert "--maxmemory" in services["redis"]["command"]  # without it the kernel's OOM killer takes Redis
     assert "worker.ops.health" in " ".join(services["worker"]["healthcheck"]["test"])
     assert "--role beat" in " ".join(services["beat"]["healthcheck"]["test"])
     assert "/readyz" in " ".join(services["ingest"]["healthcheck"]["test"])
@@ -84,3 +86,11 @@ def test_dashboard_uses_only_metrics_that_exist() -> None:
     # Issue 14: pool exhaustion has a panel and an alert rule.
     alerts = [p for p in dashboard["panels"] if "alert" in p]
     assert any("pool_fallbacks" in t["expr"] and "exhausted" in t["expr"] for p in alerts for t in p["targets"])
+
+
+def test_dashboard_alerts_on_redis_memory_before_producers_are_refused() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "calltrack-dashboard.json").read_text())
+    (panel,) = [p for p in dashboard["panels"] if "alert" in p and "redis_memory" in p["targets"][0]["expr"]]
+    assert "calltrack_redis_memory_used_bytes" in panel["targets"][0]["expr"]
+    (condition,) = panel["alert"]["conditions"]
+    assert condition["evaluator"]["type"] == "gt" and 0 < condition["evaluator"]["params"][0] < 0.8

@@ -54,7 +54,8 @@ def test_doctor_passes_a_good_deployment(make_settings: Callable[..., Settings],
         rt.close()
         code, checks = doctor(settings)
     assert code == 0, checks
-    for name in ("configuration", "redis", "redis persistence", "redis memory policy", "counter 101", "counter 202"):
+    names = ("configuration", "redis", "redis persistence", "redis memory policy", "redis maxmemory", "counter 101")
+    for name in (*names, "counter 202"):
         assert checks[name][0] == "ok", (name, checks[name])
     assert checks["clock vs Redis"][0] == "ok" and checks["clock vs Metrica"][0] == "ok"
     assert checks["workers"][0] == "warn"  # none runs here: said, not failed
@@ -67,6 +68,7 @@ def test_doctor_names_what_is_broken(make_settings: Callable[..., Settings], red
         client = Runtime(make_settings(redis_url=server.url)).redis
         client.config_set("appendonly", "no")
         client.config_set("maxmemory-policy", "allkeys-lru")
+        client.config_set("maxmemory", 0)
         settings = make_settings(
             redis_url=server.url,
             metrica_base_url=emulator.base_url,
@@ -76,6 +78,7 @@ def test_doctor_names_what_is_broken(make_settings: Callable[..., Settings], red
     assert code == 1
     assert checks["redis persistence"][0] == "fail" and "appendonly is no" in checks["redis persistence"][1]
     assert checks["redis memory policy"][0] == "fail" and "allkeys-lru" in checks["redis memory policy"][1]
+    assert checks["redis maxmemory"][0] == "fail" and "maxmemory is not set" in checks["redis maxmemory"][1]
     assert checks["counter 101"][0] == "fail" and "invalid_token" in checks["counter 101"][1]
     assert checks["counter 202"][0] == "fail"  # the token has no access to this counter
     assert checks["flower"][0] == "warn" and checks["caller hash"][0] == "warn"
@@ -100,3 +103,14 @@ def test_doctor_reports_a_bad_configuration() -> None:
     assert out.returncode == 1
     assert "CALLTRACK_SHARDS" in out.stdout and "FAIL" in out.stdout
     assert "CALLTRACK_METRICA_COUNTER_TOKENS" in out.stdout
+
+
+def test_doctor_warns_above_the_producers_watermark(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        settings = make_settings(redis_url=server.url, producer_memory_watermark=0.5)
+        client = Runtime(settings).redis
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"] * 1.5))
+        _, checks = doctor(settings)
+    assert (
+        checks["redis maxmemory"][0] == "warn" and "above the producers' watermark 50%" in checks["redis maxmemory"][1]
+    )

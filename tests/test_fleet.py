@@ -98,3 +98,34 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
         )
     finally:
         fleet.stop()
+
+
+def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """Issue 13, defect 9: a restore from a snapshot (or a failover) drops redbeat's lock."""
+    settings = make_settings()
+    env = fleet_env(settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5")
+    fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=1)
+    rt = Runtime(settings)
+    log = tmp_path / "beat0.log"
+
+    def locks() -> list[str]:
+        return [k for k in rt.redis.scan_iter(match=f"{rt.keys.redbeat_prefix}*lock*") if "lock" in k]
+
+    try:
+        fleet.ensure()
+        (lock,) = wait_for(locks, timeout=30, what="the beat's lock")
+        wait_for(lambda: "Sending due task" in log.read_text(), timeout=30, what="the beat to send")
+        rt.redis.delete(lock)  # Redis forgets it
+        sent_before = log.read_text().count("Sending due task")
+        time.sleep(3)
+        proc = fleet.beats[0]
+        assert proc is not None and proc.poll() is None, "the beat exited when its lock vanished"
+        assert wait_for(lambda: rt.redis.exists(lock), timeout=10, what="the lock taken again")
+        wait_for(
+            lambda: log.read_text().count("Sending due task") > sent_before + 2,
+            timeout=30,
+            what="periodic tasks to go on",
+        )
+    finally:
+        fleet.stop()
+        rt.close()

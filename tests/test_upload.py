@@ -151,10 +151,12 @@ def test_attempt_of_a_dead_worker_waits_for_its_lease_then_adopts(rt: Runtime, e
     emulator.admin.script(["pass"], kind="upload")
     token = rt.settings.token_for(101)
     assert token is not None
+    from worker.delivery.csvfile import build_csv
     from worker.model.kinds import Bucket
 
     bucket = Bucket.decode(record(rt, batch_id)["bucket"])
-    rt.metrica.upload(bucket.spec, 101, token, b"ClientId,DateTime\n1,1795000000\n", comment=batch_id)
+    content = build_csv(bucket.spec, bucket.id_type, rt.redis.lrange(rt.keys.rows(batch_id), 0, -1))
+    rt.metrica.upload(bucket.spec, 101, token, content, comment=batch_id)  # the dead worker's whole file
     with pytest.raises(DeferredError):
         uploader.upload_batch(rt, batch_id)  # its request might still be in flight
     rt.redis.hset(key, "attempt_at", uploader.now_ms() - 16_000)  # the lease has passed

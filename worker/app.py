@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 import httpx
 import structlog
 from celery import Celery, current_app, signals
 from kombu import Queue
+from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+from redis.exceptions import LockError, RedisError
 
 from config.logging import configure_logging
 from config.settings import Settings
+from worker.errors import StoreConfigError
 from worker.keys import Keys
 from worker.runtime import Runtime
+from worker.store import check_durability, connect, pin_shards
 
 # Two queues, consumed round-robin by every worker: a backlog of uploads (and their retries) can
 # never starve the drain and reconcile ticks, which expire if they wait too long.
 PERIODIC_QUEUE = "calltrack.periodic"
 UPLOAD_QUEUE = "calltrack.upload"
+log = structlog.get_logger(__name__)
 TASK_MODULES = ["tasks.pipeline", "tasks.accounts"]
 
 
@@ -84,7 +90,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
         # extra beat processes wait as hot standbys.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "worker.app:CalltrackBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": keys.redbeat_prefix,
         "redbeat_lock_timeout": settings.beat_lock_seconds,
@@ -107,6 +113,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
+    """redbeat's scheduler, surviving Redis forgetting its lock (a restore from a snapshot, a failover).
+
+    redbeat extends its lock on every tick and raises when the lock is gone, which ends the beat
+    process: periodic drains and reconciles would stop until someone restarts it. Here a lost lock
+    is taken again if it is free; if another beat took it meanwhile, this one stands by (sends
+    nothing) and keeps trying, like a standby beat.
+    """
+
+    def tick(self, min: Any = min, **kwargs: Any) -> float:
+        if self.lock_key and self.lock is not None and not self._hold_lock():
+            return float(self.max_interval)
+        return float(super().tick(min=min, **kwargs))
+
+    def _hold_lock(self) -> bool:
+        try:
+            self.lock.extend(int(self.lock_timeout))
+            return True
+        except LockError:
+            taken = bool(self.lock.acquire(blocking=False))
+            log.warning("beat_lock_lost", retaken=taken)
+            return taken
 
 
 def create_app(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> CalltrackCelery:
@@ -150,6 +180,34 @@ def _start_heartbeat(app: Any, role: str, node: str) -> None:
         from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
         _heartbeats.append(Heartbeat(settings, role, node).start())
+
+
+def refuse_another_shard_count(settings: object) -> None:
+    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one,
+    or Redis cannot give the producer durability asked for (``aof`` before Redis 7.2)."""
+    if not isinstance(settings, Settings):
+        return
+    client = connect(settings.redis_url)
+    try:
+        pin_shards(client, Keys(settings.namespace, settings.shards))
+        check_durability(client, settings.producer_durability)
+    except StoreConfigError as error:
+        sys.stderr.write(f"calltrack: {error}\n")
+        raise SystemExit(2) from None
+    except RedisError:
+        pass  # Redis not up yet: the producers and drains check again on first use
+    finally:
+        client.close()
+
+
+@signals.worker_init.connect
+def _worker_shards(sender: Any = None, **_: Any) -> None:
+    refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
+
+
+@signals.beat_init.connect
+def _beat_shards(sender: Any = None, **_: Any) -> None:
+    refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
 
 
 @signals.worker_ready.connect

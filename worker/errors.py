@@ -5,8 +5,11 @@
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
     │   └── HeldFullError             the held stream is at held_max_calls: new held calls refused
+    ├── StoreConfigError              Redis cannot do what the settings ask (permanent)
+    │   └── ShardCountError           CALLTRACK_SHARDS differs from the deployment's
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
     │   └── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     ├── AccountError                  the account registry refused a change or lookup (nothing stored)
     │   ├── AccountInputError         bad input: names the field and the rule
     │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
@@ -40,6 +43,14 @@ class ProducerError(CalltrackError):
 
 class HeldFullError(ProducerError):
     """The held stream holds ``held_max_calls``: calls that would be held are refused (503, retry later)."""
+
+
+class StoreConfigError(CalltrackError):
+    """Permanent: Redis cannot do what the settings ask (an older server for WAITAOF, ...)."""
+
+
+class ShardCountError(StoreConfigError):
+    """Permanent: this process's shard count is not the one the deployment was started with."""
 
 
 class DeferredError(CalltrackError):
@@ -78,6 +89,15 @@ class OAuthError(AccountError):
         super().__init__(message)
         self.error = error
         self.status = status
+
+
+class AdoptionError(CalltrackError):
+    """Permanent: Metrica holds no single upload that is surely this batch's file.
+
+    Adoption needs exactly one upload whose comment is the batch id and whose ``source_quantity``
+    equals the batch's row count; anything else (two files with the comment, another row count)
+    means the comment may belong to another file, so the batch is quarantined instead.
+    """
 
 
 class MetricaError(CalltrackError):

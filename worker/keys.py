@@ -6,14 +6,17 @@ Cluster-ready); a counter always maps to one shard, so every key of a counter is
 =========================  ======  ===========================================================
 key                        type    what it holds (owner)
 =========================  ======  ===========================================================
+``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
+``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
-``<ns>:{sN}:seq``          string  batch sequence number
+``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
 ``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows (JSON objects, one per call)
+``<ns>:{sN}:marks:<id>``   list    the dedup marks its calls set (removed by discard; expire with rows)
 ``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
@@ -22,6 +25,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
+``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
 ``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
                                    window, and where a later conversion finds it (drain.lua writes
                                    it; worker/intake/call_refs.py reads it)
@@ -43,6 +47,7 @@ key                        type    what it holds (owner)
 ``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
 ``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
+``<ns>:{q}:day:<lg>:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
 ``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
 ``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
 ``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
@@ -94,13 +99,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+import string
 import zlib
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+$")
+_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
 DRAIN_GROUP = "drain"
+_NONCE_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,9 @@ class Keys:
 
     def rows(self, batch_id: str) -> str:
         return f"{self.prefix(shard_of_batch(batch_id))}:rows:{batch_id}"
+
+    def marks(self, batch_id: str) -> str:
+        return f"{self.prefix(shard_of_batch(batch_id))}:marks:{batch_id}"
 
     def sealed(self, shard: int) -> str:
         return f"{self.prefix(shard)}:sealed"
@@ -195,6 +206,10 @@ class Keys:
     def call_ref(self, shard: int, digest: str) -> str:
         return f"{self.prefix(shard)}:ref:{digest}"
 
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self.namespace}:reconcile:lock"
+
     def recheck(self, shard: int) -> str:
         return f"{self.prefix(shard)}:recheck"
 
@@ -214,6 +229,9 @@ class Keys:
 
     def quota_day(self, login: str, day: str) -> str:
         return f"{self.namespace}:{{q}}:day:{login}:{day}"
+
+    def quota_day_purpose(self, login: str, purpose: str, day: str) -> str:
+        return f"{self.namespace}:{{q}}:day:{login}:{day}:{purpose}"
 
     @property
     def paused(self) -> str:
@@ -283,16 +301,29 @@ class Keys:
     def celery_prefix(self) -> str:
         return f"{self.namespace}:celery:"
 
+    @property
+    def shard_count(self) -> str:
+        return f"{self.namespace}:shards"
+
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"
 
 
 def shard_of_batch(batch_id: str) -> int:
-    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>``)."""
+    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
     match = _BATCH_RE.match(batch_id)
     if match is None:
         raise ValueError(f"not a batch id: {batch_id[:64]!r}")
     return int(match.group(1))
+
+
+def batch_nonce() -> str:
+    """The random part of the batch ids sealed by one script run, chosen here and never by Redis.
+
+    ``seq`` is a Redis counter, and goes back when Redis loses its last second or is restored; the
+    nonce does not, so a batch id Metrica already holds as a comment never comes back.
+    """
+    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(10))
 
 
 def is_batch_id(text: str) -> bool:

@@ -84,11 +84,17 @@ class Runtime:
 
     @cached_property
     def producer(self) -> Producer:
+        s = self.settings
         return Producer(
             self.redis,
             self.keys,
             self.policy,
-            caller_ttl=self.settings.first_caller_days * 86_400,
+            caller_ttl=s.first_caller_days * 86_400,
+            memory_watermark=s.producer_memory_watermark,
+            memory_check_seconds=s.memory_check_seconds,
+            durability=s.producer_durability,
+            durability_replicas=s.producer_durability_replicas,
+            durability_timeout=s.producer_durability_timeout,
             regions=self.regions,
         )
 

@@ -33,6 +33,9 @@ class Scripts:
         self.quarantine = register("quarantine")
         self.end_attempt = register("end_attempt")
         self.release_lock = register("release_lock")
+        self.acquire_lock = register("acquire_lock")
+        self.mark_missing = register("mark_missing")
+        self.take_lock = register("take_lock")
         self.quota_acquire = register("quota_acquire")
         self.lease = register("lease")
         self.hold = register("hold")
@@ -42,29 +45,36 @@ class Scripts:
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
-def run_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+def run_many(redis: Redis, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]] = ()) -> list[Any]:
     """Run several script calls in one round trip; each reply or the exception it raised, in order.
+
+    ``then``: commands sent after the scripts on the same connection (``WAIT``, ``WAITAOF``: they
+    only cover the writes of their own connection); their replies follow the scripts' replies.
 
     redis-py's pipelines ask ``SCRIPT EXISTS`` before every execution that holds a script (one more
     round trip each time); here each call is a plain ``EVALSHA``, and only calls that Redis answered
     ``NOSCRIPT`` (it restarted or was flushed: they did not run) are sent again after loading.
     """
-    if len(calls) == 1:
+    if len(calls) == 1 and not then:
         script, keys, args = calls[0]
         try:
             return [script(keys=keys, args=args)]
         except Exception as error:
             return [error]
     replies: list[Any] = [None] * len(calls)
+    tail: list[Any] = []
     pending = list(range(len(calls)))
     for _ in range(2):
         pipe = redis.pipeline(transaction=False)
         for i in pending:
             script, keys, args = calls[i]
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for command in then:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         answers = pipe.execute(raise_on_error=False)
+        tail = answers[len(pending) :]
         missing = []
-        for i, answer in zip(pending, answers, strict=True):
+        for i, answer in zip(pending, answers[: len(pending)], strict=True):
             replies[i] = answer
             if isinstance(answer, NoScriptError):
                 missing.append(i)
@@ -73,4 +83,4 @@ def run_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
             redis.script_load(script.script)
         pending = missing
-    return replies
+    return replies + tail

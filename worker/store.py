@@ -1,15 +1,20 @@
-"""Redis connections and the per-shard set-up every writer and reader relies on."""
+"""Redis connections, the per-shard set-up every writer and reader relies on, and Redis memory."""
 
 from __future__ import annotations
 
 import secrets
 import string
+import threading
+import time
+from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
+from worker.errors import ShardCountError, StoreConfigError
 from worker.keys import DRAIN_GROUP, Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
@@ -28,6 +33,25 @@ def connect(url: str) -> Redis:
     return client
 
 
+def redis_now_ms(redis: Redis) -> int:
+    """Redis's clock (``TIME``) in ms: every time the fleet compares comes from this one clock."""
+    seconds, micros = redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def check_durability(redis: Redis, mode: str) -> None:
+    """Refuse a producer durability this Redis cannot give (one line naming the variable)."""
+    if mode != "aof":
+        return
+    version = str(cast(dict[str, object], redis.info("server")).get("redis_version", "0"))
+    major, minor = (int(part) for part in [*version.split("."), "0", "0"][:2])
+    if (major, minor) < (7, 2):
+        raise StoreConfigError(
+            f"CALLTRACK_PRODUCER_DURABILITY=aof needs WAITAOF (Redis 7.2 or later) but this Redis is {version}: "
+            "upgrade Redis, or use replica (WAIT) or none"
+        )
+
+
 def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
     """Create the shard's stream, its consumer group and its epoch if they do not exist yet.
 
@@ -44,6 +68,68 @@ def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
     redis.set(keys.epoch(shard), epoch, nx=True)
 
 
+def pin_shards(redis: Redis, keys: Keys) -> None:
+    """Store the shard count at the deployment's first start; refuse another one afterwards.
+
+    A process with another ``CALLTRACK_SHARDS`` would write to shards no worker drains (or drain
+    only some), and ``/metrics`` would never show them. Raises ``ShardCountError`` (one line).
+    """
+    redis.set(keys.shard_count, keys.shards, nx=True)
+    pinned = redis.get(keys.shard_count)
+    if pinned is not None and int(pinned) != keys.shards:
+        raise ShardCountError(
+            f"CALLTRACK_SHARDS is {keys.shards} but namespace {keys.namespace!r} was started with {int(pinned)} "
+            f"shards: set CALLTRACK_SHARDS={int(pinned)} (changing it needs a migration of the streams)"
+        )
+
+
 def ensure_all_shards(redis: Redis, keys: Keys) -> None:
     for shard in range(keys.shards):
         ensure_shard(redis, keys, shard)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Redis's ``used_memory`` and ``maxmemory`` in bytes (``maxmemory`` 0: no limit)."""
+
+    used: int
+    limit: int
+
+    def share(self) -> float:
+        """Used memory as a share of ``maxmemory``; 0 without a limit."""
+        return self.used / self.limit if self.limit > 0 else 0.0
+
+
+def memory(redis: Redis) -> Memory:
+    """One ``INFO memory`` round trip."""
+    info = cast(dict[str, object], redis.info("memory"))
+    return Memory(int(cast(int, info.get("used_memory", 0))), int(cast(int, info.get("maxmemory", 0))))
+
+
+class MemoryWatermark:
+    """Is Redis above the producers' soft watermark? ``INFO memory`` read at most once per ``ttl``.
+
+    Producers stop below ``maxmemory`` so that everything that frees memory (the upload lock, the
+    upload and status scripts, Celery's messages) always has room.
+    """
+
+    def __init__(self, redis: Redis, share: float, ttl: float) -> None:
+        self._redis, self._share, self._ttl = redis, share, ttl
+        self._lock = threading.Lock()
+        self._checked = -ttl - 1.0
+        self._last = Memory(0, 0)
+
+    def current(self) -> Memory:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self._ttl:
+                self._last = memory(self._redis)
+                self._checked = now
+            return self._last
+
+    def above(self) -> Memory | None:
+        """The memory reading when it is at or above the watermark, else None."""
+        if self._share >= 1.0:
+            return None
+        reading = self.current()
+        return reading if reading.limit > 0 and reading.used >= self._share * reading.limit else None

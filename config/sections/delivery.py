@@ -9,7 +9,7 @@ import phonenumbers
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from config.sections.common import NonNegativeInt, PositiveFloat, PositiveInt, parse_pairs
+from config.sections.common import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, parse_pairs
 
 
 class DeliverySettings(BaseModel):
@@ -28,6 +28,29 @@ class DeliverySettings(BaseModel):
     )
     drain_time_budget: PositiveFloat = Field(
         default=5.0, description="Seconds one drain task keeps draining a backlog."
+    )
+
+    # --- Redis memory -------------------------------------------------------------------------
+    producer_memory_watermark: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.8,
+        description="Producers refuse new calls (retryable, ingestion answers 503) while Redis's used memory is at "
+        "or above this share of maxmemory, so uploads, status records and lock releases always have room.",
+    )
+    memory_check_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="How long a producer reuses one reading of Redis's memory (INFO memory)."
+    )
+
+    producer_durability: Literal["none", "replica", "aof"] = Field(
+        default="none",
+        description="When a producer reports calls accepted: none (Redis holds them in memory; the AOF policy "
+        "decides the rest), replica (WAIT: a replica holds them too), aof (WAITAOF 1 0: fsynced to the local AOF; "
+        "needs Redis 7.2 or later).",
+    )
+    producer_durability_replicas: PositiveInt = Field(
+        default=1, description="With producer_durability=replica: how many replicas must hold the calls."
+    )
+    producer_durability_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="Seconds a producer waits for the replica or AOF acknowledgement before failing."
     )
 
     # --- Validation of incoming calls --------------------------------------------------------
@@ -112,6 +135,11 @@ class DeliverySettings(BaseModel):
     rows_retention_seconds: PositiveInt = Field(
         default=7 * 24 * 3600, description="How long a final batch keeps its rows in Redis for inspection."
     )
+    record_retention_seconds: PositiveInt = Field(
+        default=30 * 24 * 3600,
+        description="How long the record of a batch in a final state (PROCESSED, LINKAGE_FAILURE, REPLAYED, "
+        "DISCARDED) is kept; then it expires and leaves the done index. At least rows_retention_seconds.",
+    )
 
     # --- Metrica quotas (shared by every worker through Redis) ------------------------------
     quota_parallel_per_login: Annotated[int, Field(ge=1, le=3)] = Field(
@@ -139,6 +167,14 @@ class DeliverySettings(BaseModel):
     )
     final_status_timeout: PositiveFloat = Field(
         default=3 * 3600, description="An upload not final after this long is flagged (Metrica says up to 2 h)."
+    )
+    reconcile_first_poll_seconds: NonNegativeFloat = Field(
+        default=120.0, description="An upload's status is first asked for this many seconds after it was posted."
+    )
+    reconcile_missing_limit: PositiveInt = Field(
+        default=3,
+        description="Not-found answers in a row (404, or another batch's comment) after which an uploaded batch is "
+        "quarantined as missing_at_metrica.",
     )
     reconcile_max_backoff: PositiveFloat = Field(
         default=600, description="Longest pause between status checks of one counter."
@@ -194,6 +230,15 @@ class DeliverySettings(BaseModel):
         if any(counter <= 0 for counter in value):
             raise ValueError("counter ids must be positive integers")
         return {counter: _region(region) for counter, region in value.items()}
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Self:
+        if self.record_retention_seconds < self.rows_retention_seconds:
+            raise ValueError(
+                "CALLTRACK_RECORD_RETENTION_SECONDS must be at least CALLTRACK_ROWS_RETENTION_SECONDS: "
+                "a batch's rows must not outlive its record"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_flush(self) -> Self:

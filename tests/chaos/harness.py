@@ -31,16 +31,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from config.settings import Settings
 from emulator.config import EmulatorConfig, QuotaConfig
 from emulator.faults import FaultRule
 from emulator.server import RunningEmulator, start_in_thread
 from standalone.redis_server import RedisServer
+from tests.chaos.redis_faults import (
+    SCENARIOS,
+    cut_aof_tail,
+    last_incr_file,
+    restore_snapshot,
+    take_snapshot,
+    wait_fsync,
+)
+from worker.delivery.replay import replay
 from worker.errors import ProducerError
 from worker.model.kinds import UploadKind
 from worker.runtime import Runtime
+from worker.store import memory
 
 ROOT = Path(__file__).resolve().parents[2]
 FAILPOINTS = {
@@ -69,6 +79,12 @@ class ChaosReport:
     redis_restarts: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    scenario: str = "kills"
+    window: int = 0  # calls accepted in the window Redis then lost (the cut second, after the backup)
+    lost_in_window: int = 0
+    adopted_from_other: int = 0  # batches recorded on an upload whose comment is another batch's id
+    producer_refusals: int = 0  # submits refused at the memory watermark (ingestion: 503)
+    missing_replayed: int = 0  # batches quarantined missing_at_metrica and replayed
 
     def table(self) -> str:
         rows = [
@@ -78,11 +94,16 @@ class ChaosReport:
             ("lost", self.lost),
             ("duplicated", self.duplicated),
             ("batches stored twice", self.batches_stored_twice),
+            ("batches adopted from another batch's upload", self.adopted_from_other),
+            ("calls accepted in the window Redis lost", self.window),
+            ("of which lost (counted, not retried)", self.lost_in_window),
+            ("producer submits refused at the memory watermark", self.producer_refusals),
+            ("batches forgotten by Metrica, quarantined and replayed", self.missing_replayed),
             ("uploads", self.uploads),
             ("worker processes killed by the harness", self.worker_kills),
             ("worker processes restarted after dying", self.worker_deaths),
             ("pool processes killed at failpoints", self.failpoint_kills),
-            ("Redis restarts (SIGKILL, AOF always)", self.redis_restarts),
+            (f"Redis restarts (SIGKILL; scenario {self.scenario})", self.redis_restarts),
             *sorted((f"emulator {k}", v) for k, v in self.faults.items()),
             ("seconds", round(self.seconds, 1)),
         ]
@@ -91,11 +112,18 @@ class ChaosReport:
 
     @property
     def exact(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.batches_stored_twice == 0
+        """No call twice, no batch on another's upload, every call Redis still held delivered once."""
+        return (
+            self.lost == self.lost_in_window
+            and self.duplicated == 0
+            and self.batches_stored_twice == 0
+            and self.adopted_from_other == 0
+        )
 
 
-def chaos_event(n: int, counters: int) -> tuple[UploadKind, dict[str, Any]]:
-    """Event ``n``: every fifth an offline conversion, the rest calls; its identifier is unique to n."""
+def chaos_event(n: int, counters: int, pad: int = 0) -> tuple[UploadKind, dict[str, Any]]:
+    """Event ``n``: every fifth an offline conversion, the rest calls; its identifier is unique to n.
+    ``pad``: a landing URL of about that many characters on calls (bigger rows, for scenario (c))."""
     counter = 1000 + n % counters
     identifier = str(10**15 + n)
     when = int(datetime.now(UTC).timestamp()) - 600
@@ -116,6 +144,7 @@ def chaos_event(n: int, counters: int) -> tuple[UploadKind, dict[str, Any]]:
         ("ClientId" if n % 4 else "Yclid"): identifier,
         "DateTime": when,
         "TalkDuration": n % 500,
+        **({"URL": f"https://shop.example/landing/{n}?" + "q" * pad} if pad else {}),
     }
 
 
@@ -204,31 +233,38 @@ def run_chaos(
     timeout: float = 600.0,
     log_dir: Path | None = None,
     seed: int = 1,
+    scenario: str = "kills",
     say: Callable[[str], None] = lambda _: None,
 ) -> ChaosReport:
+    """One chaos run; ``scenario`` adds what Redis or Metrica does (tests/chaos/redis_faults.py)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     rng = random.Random(seed)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="calltrack-chaos-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    report = ChaosReport()
+    report = ChaosReport(scenario=scenario)
     started = time.monotonic()
+    upload_faults = FaultRule(
+        backend_error_share=0.04,
+        drop_before_store_share=0.03,
+        drop_after_store_share=0.05,
+        latency=(0.0, 0.15),
+        kinds=frozenset({"upload"}),
+        forget_share=0.25 if scenario == "forget" else 0.0,
+    )
     emulator_config = EmulatorConfig(
         step_seconds=0.3,
         seed=seed,
         # Below the workers' own limit of 3, so Metrica's 429 quota_parallel_requests does happen.
         quotas=QuotaConfig(requests_per_ip_per_second=None, parallel_requests_per_login=2),
         faults=(
-            FaultRule(
-                backend_error_share=0.04,
-                drop_before_store_share=0.03,
-                drop_after_store_share=0.05,
-                latency=(0.0, 0.15),
-                kinds=frozenset({"upload"}),
-            ),
+            upload_faults,
             FaultRule(backend_error_share=0.03, latency=(0.0, 0.05), kinds=frozenset({"list", "status"})),
         ),
     )
+    appendfsync = "always" if scenario == "kills" else "everysec"
     with (
-        RedisServer(data_dir=log_dir / "redis", appendfsync="always") as redis_server,
+        RedisServer(data_dir=log_dir / "redis", appendfsync=appendfsync) as redis_server,
         start_in_thread(emulator_config) as emulator,
     ):
         namespace = "chaos"
@@ -244,6 +280,8 @@ def run_chaos(
             "CALLTRACK_DRAIN_INTERVAL": "0.5",
             "CALLTRACK_RECONCILE_INTERVAL": "1",
             "CALLTRACK_RECONCILE_MAX_BACKOFF": "2",
+            "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "0",
+            "CALLTRACK_RECONCILE_MISSING_LIMIT": "2",
             "CALLTRACK_REDISPATCH_AFTER": "4",
             "CALLTRACK_UPLOAD_LOCK_SECONDS": "15",
             "CALLTRACK_HTTP_CONNECT_TIMEOUT": "2",
@@ -253,6 +291,16 @@ def run_chaos(
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_FAILPOINTS": ",".join(f"{k}={v}" for k, v in FAILPOINTS.items()),
         }
+        if scenario == "maxmemory":
+            # Rows of final batches expire at once, so memory frees as the pipeline drains.
+            # A low watermark: a small Redis still leaves megabytes between it and maxmemory for
+            # Celery and the workers' connections (a worker cannot even start above maxmemory:
+            # kombu's start-up writes are refused).
+            env |= {
+                "CALLTRACK_ROWS_RETENTION_SECONDS": "2",
+                "CALLTRACK_MEMORY_CHECK_SECONDS": "0.2",
+                "CALLTRACK_PRODUCER_MEMORY_WATERMARK": "0.4",
+            }
         fields: dict[str, Any] = {
             k.removeprefix("CALLTRACK_").lower(): v
             for k, v in env.items()
@@ -261,48 +309,95 @@ def run_chaos(
         settings = Settings(_env_file=None, **fields)
         producer_rt = Runtime(settings)
         fleet = Fleet(env, workers, log_dir)
+        restarts = redis_restarts if scenario == "kills" else 0
+        window: set[int] = set()
         try:
             fleet.ensure()
-            restart_at = {int(calls * (i + 1) / (redis_restarts + 1)) for i in range(redis_restarts)}
+            restart_at = {int(calls * (i + 1) / (restarts + 1)) for i in range(restarts)}
             next_kill = time.monotonic() + kill_every
             sent = 0
+            events_at = _Events(scenario, calls, chunk)
+            snapshot_dir = log_dir / "redis-backup"
+            window_from = -1
+            since_bytes = used_before = 0
             while sent < calls:
+                if events_at.due("stop_workers", sent):
+                    fleet.stop()
+                    say(f"(a) workers stopped; Redis's AOF fsynced at {sent} calls; the next calls go to the tail")
+                    wait_fsync()
+                    since_bytes = last_incr_file(redis_server).stat().st_size
+                    window_from = sent
+                if events_at.due("pause_uploads", sent):
+                    # Metrica answers 429 to every upload for a while: nothing is uploaded, Redis fills.
+                    emulator.admin.clear_faults()
+                    emulator.admin.script(
+                        [{"status": 429, "error_type": "quota_requests_by_ip"}] * 50_000, kind="upload"
+                    )
+                    used_before = memory(producer_rt.redis).used
+                    say(f"(c) Metrica refuses uploads (429) from {sent} calls on: a backlog builds up in Redis")
+                if events_at.due("snapshot", sent):
+                    say(f"(b) pipeline settled at {sent} calls; taking a backup of Redis")
+                    _wait_settled(producer_rt, fleet, timeout)
+                    take_snapshot(redis_server, producer_rt.redis, snapshot_dir)
+                    window_from = sent
+                if events_at.due("maxmemory", sent):
+                    # Redis is full: the watermark is below what it holds now, by less than what the
+                    # pipeline frees when it has uploaded the backlog (its dedup marks, about half of a
+                    # small call's footprint, stay for the dedup window).
+                    used = memory(producer_rt.redis).used
+                    backlog = max(used - used_before, 1)
+                    limit = int((used - backlog * 0.25) / settings.producer_memory_watermark)
+                    producer_rt.redis.config_set("maxmemory", limit)
+                    say(f"(c) maxmemory set to {limit} bytes ({used} used, backlog {backlog}): producers refused")
+                    time.sleep(settings.memory_check_seconds * 2)  # past the producer's cached reading
+                    emulator.admin.clear_faults()
+                    say("(c) Metrica takes uploads again: the pipeline drains and frees memory")
                 span = range(sent, min(sent + chunk, calls))
                 # Webhook-style repeats: some events are delivered twice.
-                events = [chaos_event(n, counters) for n in [*span, *(n for n in span if n % 20 == 0)]]
+                pad = 1900 if scenario == "maxmemory" and calls < 20_000 else 0
+                events = [chaos_event(n, counters, pad) for n in [*span, *(n for n in span if n % 20 == 0)]]
                 for kind in UploadKind:
-                    _submit(producer_rt, [doc for k, doc in events if k is kind], kind)
+                    report.producer_refusals += _submit(producer_rt, [doc for k, doc in events if k is kind], kind)
                 sent = min(sent + chunk, calls)
                 if any(sent - chunk < point <= sent for point in restart_at):
                     say(f"restarting Redis (SIGKILL) after {sent} calls")
                     redis_server.restart(hard=True)
                     report.redis_restarts += 1
-                if time.monotonic() > next_kill:
-                    fleet.kill_one(rng)
-                    next_kill = time.monotonic() + kill_every
-                fleet.ensure()
+                if events_at.due("cut_tail", sent):
+                    cut = cut_aof_tail(redis_server, since_bytes)
+                    window.update(range(window_from, sent))
+                    report.redis_restarts += 1
+                    say(f"(a) Redis SIGKILLed, {cut} bytes cut from its AOF tail (calls {window_from}..{sent - 1})")
+                if events_at.due("restore", sent):
+                    # Let the pipeline seal and upload some of the window first: after the restore its
+                    # batch sequence goes back, and the next batches must not reuse those ids.
+                    _wait_settled(producer_rt, fleet, 8.0)
+                    restore_snapshot(redis_server, snapshot_dir)
+                    window.update(range(window_from, sent))
+                    report.redis_restarts += 1
+                    say(f"(b) Redis restored from the backup: calls {window_from}..{sent - 1} may be lost")
+                if not events_at.holding():  # (a): the workers stay stopped while the tail is written
+                    if time.monotonic() > next_kill:
+                        fleet.kill_one(rng)
+                        next_kill = time.monotonic() + kill_every
+                    fleet.ensure()
             report.accepted = calls
             say(f"{calls} calls accepted; waiting for every batch to be final")
-            deadline = time.monotonic() + timeout
-            while not _settled(producer_rt):
-                if time.monotonic() > deadline:
-                    say("timed out; counting what is there")
-                    break
-                if time.monotonic() > next_kill and rng.random() < 0.5:
-                    fleet.kill_one(rng)
-                    next_kill = time.monotonic() + kill_every * 2
-                fleet.ensure()
-                time.sleep(0.5)
+            fleet.ensure()
+            _wait_settled(producer_rt, fleet, timeout, rng=rng, kill_every=kill_every, say=say)
+            if scenario == "forget":
+                report.missing_replayed = _replay_missing(producer_rt, fleet, timeout, say)
         finally:
             fleet.stop()
-            producer_rt.close()
         report.worker_kills = fleet.kills
         report.worker_deaths = fleet.deaths
         report.failpoint_kills = sum(
             path.read_text(errors="replace").count("Worker exited prematurely: signal 9")
             for path in log_dir.glob("worker*.log")
         )
-        _count(emulator, report, calls)
+        _count(emulator, report, calls, window)
+        report.adopted_from_other = _adopted_from_other(producer_rt, emulator)
+        producer_rt.close()
         stats = emulator.admin.stats()
         report.faults = {k: v for k, v in stats["counts"].items() if k.startswith(("faults.", "status."))}
         report.faults.update({f"quota {k}": v for k, v in stats["quota_rejections"].items()})
@@ -310,14 +405,95 @@ def run_chaos(
     return report
 
 
-def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind) -> None:
-    """Submit until Redis takes it (it may be restarting); repeats are dropped downstream."""
-    for attempt in range(200):
+class _Events:
+    """When each scenario's Redis event happens, by calls sent so far; each fires once."""
+
+    def __init__(self, scenario: str, calls: int, chunk: int) -> None:
+        points = {
+            "aof_tail": {"stop_workers": calls // 2, "cut_tail": calls // 2 + 2 * chunk},
+            "snapshot": {"snapshot": calls // 3, "restore": 2 * calls // 3},
+            "maxmemory": {"pause_uploads": calls // 4, "maxmemory": 3 * calls // 4},
+        }.get(scenario, {})
+        self._points = dict(points)
+        self._fired: set[str] = set()
+
+    def due(self, name: str, sent: int) -> bool:
+        point = self._points.get(name)
+        if point is None or name in self._fired or sent < point:
+            return False
+        self._fired.add(name)
+        return True
+
+    def holding(self) -> bool:
+        """Between (a)'s stop of the workers and the cut of the AOF tail."""
+        return "stop_workers" in self._fired and "cut_tail" not in self._fired
+
+
+def _wait_settled(
+    rt: Runtime,
+    fleet: Fleet,
+    timeout: float,
+    *,
+    rng: random.Random | None = None,
+    kill_every: float = 0.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    next_kill = time.monotonic() + kill_every * 2
+    while not _settled(rt):
+        if time.monotonic() > deadline:
+            say("timed out; counting what is there")
+            return
+        if rng is not None and time.monotonic() > next_kill and rng.random() < 0.5:
+            fleet.kill_one(rng)
+            next_kill = time.monotonic() + kill_every * 2
+        fleet.ensure()
+        time.sleep(0.5)
+
+
+def _replay_missing(rt: Runtime, fleet: Fleet, timeout: float, say: Callable[[str], None]) -> int:
+    """(d) The operator's part: replay the batches quarantined as missing_at_metrica until none is left."""
+    replayed = 0
+    for _ in range(10):
+        missing = []
+        for shard in range(rt.keys.shards):
+            for batch_id in cast(list[str], rt.redis.zrange(rt.keys.quarantine(shard), 0, -1)):
+                reason = str(rt.redis.hget(rt.keys.batch(batch_id), "reason") or "")
+                if reason.startswith("missing_at_metrica"):
+                    missing.append(batch_id)
+        if not missing:
+            break
+        for batch_id in missing:
+            replay(rt, batch_id, who="chaos")
+        replayed += len(missing)
+        say(f"(d) {len(missing)} batches Metrica forgot replayed (looked up by comment, then re-sent)")
+        _wait_settled(rt, fleet, timeout)
+    return replayed
+
+
+def _adopted_from_other(rt: Runtime, emulator: RunningEmulator) -> int:
+    """Batches whose recorded upload carries another batch's id as its comment."""
+    comments = {int(u["id"]): str(u["comment"]) for u in emulator.admin.uploads(with_rows=False)}
+    wrong = 0
+    for key in rt.redis.scan_iter(match=f"{rt.keys.namespace}:*:batch:*", count=1000):
+        upload_id = rt.redis.hget(key, "upload_id")
+        batch_id = str(key).rsplit(":", 1)[-1]
+        if upload_id and int(upload_id) in comments and comments[int(upload_id)] != batch_id:
+            wrong += 1
+    return wrong
+
+
+def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind) -> int:
+    """Submit until Redis takes it (it may be restarting, or full); repeats are dropped downstream.
+    Returns how many times it was refused at the memory watermark (ingestion's 503)."""
+    refusals = 0
+    for attempt in range(400):
         try:
             result = rt.producer.submit(batch, kind)
             assert not result.rejected, result.rejected[:1]
-            return
-        except ProducerError:
+            return refusals
+        except ProducerError as error:
+            refusals += "watermark" in str(error)
             time.sleep(min(0.05 * (attempt + 1), 1.0))
     raise RuntimeError("Redis did not come back")
 
@@ -335,12 +511,15 @@ def _settled(rt: Runtime) -> bool:
         return False
 
 
-def _count(emulator: RunningEmulator, report: ChaosReport, calls: int) -> None:
+def _count(emulator: RunningEmulator, report: ChaosReport, calls: int, window: set[int]) -> None:
     rows = emulator.admin.rows()
     report.stored_rows = len(rows)
     report.conversions = sum(1 for row in rows if row["kind"] == "conversions")
     seen = Counter(next(row[c] for c in ("ClientId", "Yclid", "PurchaseId") if row.get(c)) for row in rows)
-    report.lost = sum(1 for n in range(calls) if str(10**15 + n) not in seen)
+    lost = [n for n in range(calls) if str(10**15 + n) not in seen]
+    report.lost = len(lost)
+    report.window = len(window)
+    report.lost_in_window = sum(1 for n in lost if n in window)
     report.duplicated = sum(count - 1 for count in seen.values() if count > 1)
     comments = Counter(u["comment"] for u in emulator.admin.uploads(with_rows=False))
     report.uploads = sum(comments.values())

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
-from worker.keys import DRAIN_GROUP
+from worker.keys import DRAIN_GROUP, batch_nonce
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
         int(s.flush_max_age * 1000),
         shard,
         "1" if seal_all else "0",
+        batch_nonce(),
     ]
     try:
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)

@@ -30,7 +30,7 @@ from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.kinds import UploadKind
 from worker.model.phones import PhoneRegions
 from worker.scripts import Scripts, run_many
-from worker.store import ensure_shard
+from worker.store import MemoryWatermark, check_durability, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
@@ -77,9 +77,22 @@ class Producer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         caller_ttl: int = 365 * 86_400,
         regions: PhoneRegions | None = None,
+        memory_watermark: float = 1.0,
+        memory_check_seconds: float = 1.0,
+        durability: str = "none",
+        durability_replicas: int = 1,
+        durability_timeout: float = 1.0,
     ) -> None:
+        self._durability = durability
+        self._wait: list[list[Any]] = []
+        timeout_ms = max(1, int(durability_timeout * 1000))
+        if durability == "replica":
+            self._wait = [["WAIT", durability_replicas, timeout_ms]]
+        elif durability == "aof":
+            self._wait = [["WAITAOF", 1, 0, timeout_ms]]
         self._caller_ttl = caller_ttl
         self.regions = regions or PhoneRegions()
+        self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
         self._redis = redis
         self._keys = keys
         self._policy = policy
@@ -100,7 +113,8 @@ class Producer:
         :class:`worker.intake.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
         is stored, whatever the event says.
 
-        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable). Some
+        Raises ``ProducerError`` when Redis refuses a write (full, read-only, unreachable), or when
+        its memory is above the producers' watermark (nothing is written then: retry later). Some
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
@@ -115,6 +129,8 @@ class Producer:
             conversions, rejected = validate_conversions(events, self._clock(), self._policy)
             accepted.extend(conversions)
         result = SubmitResult(rejected=rejected)
+        if accepted:
+            self._check_memory()
         for start in range(0, len(accepted), PIPELINE_CHUNK):
             chunk = accepted[start : start + PIPELINE_CHUNK]
             marks = [callers[index] if callers is not None else None for index, _ in chunk]
@@ -153,9 +169,12 @@ class Producer:
             for shard, (_, args) in per_shard.items()
         ]
         try:
-            replies = run_many(self._redis, calls)
+            replies = run_many(self._redis, calls, self._wait)
         except RedisError as error:
             raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
+        if self._wait:
+            replies, acks = replies[: len(calls)], replies[len(calls) :]
+            self._check_acks(acks)
         failures = [reply for reply in replies if isinstance(reply, Exception)]
         if failures:
             stored = sum(len(reply) for reply in replies if not isinstance(reply, Exception))
@@ -170,8 +189,38 @@ class Producer:
                 entry_ids[position] = str(entry_id)
         return entry_ids
 
+    def _check_acks(self, acks: list[Any]) -> None:
+        """The producer's durability: the replicas (WAIT) or the local AOF fsync (WAITAOF) hold the events."""
+        (ack,) = acks
+        if isinstance(ack, Exception):
+            raise ProducerError(f"Redis did not confirm the events' durability: {ack}; resubmitting is safe")
+        wanted = int(self._wait[0][1])
+        got = int(ack) if self._durability == "replica" else int(ack[0])
+        if got < wanted:
+            where = "replicas" if self._durability == "replica" else "local AOF fsyncs"
+            raise ProducerError(
+                f"only {got} of {wanted} {where} confirmed the events in time: they may be lost if Redis fails now; "
+                "resubmitting is safe (repeats are dropped)"
+            )
+
+    def _check_memory(self) -> None:
+        """Refuse new events above the watermark, so uploads always have room to free memory."""
+        try:
+            full = self._watermark.above()
+        except RedisError as error:
+            raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None
+        if full is not None:
+            log.warning("producer_memory_watermark", used=full.used, maxmemory=full.limit)
+            raise ProducerError(
+                f"Redis memory is at {full.share():.0%} of maxmemory, above the producers' watermark: "
+                "new calls are refused until uploads free memory; retry later"
+            )
+
     def _prepare(self, shard: int) -> None:
         try:
+            if not self._ready_shards:
+                pin_shards(self._redis, self._keys)  # raises ShardCountError: another shard count
+                check_durability(self._redis, self._durability)  # raises StoreConfigError
             ensure_shard(self._redis, self._keys, shard)
         except RedisError as error:
             raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None

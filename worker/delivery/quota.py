@@ -2,8 +2,10 @@
 
 Metrica limits a login to 3 requests in flight and 5,000 a day (reset at 00:00 UTC), and an IP to
 30 requests a second. ``QuotaGate.permit`` takes one permit under all three in one script, so any
-number of workers together stay inside them. Uploads may spend the daily budget only down to
-``quota_polling_reserve``, which is kept for status polling.
+number of workers together stay inside them. The day is split: uploads may spend
+``quota_daily_per_login - quota_polling_reserve``, status polling and lookups the reserve, each
+counted on its own, so neither can starve the other. The UTC day is Redis's (``TIME``), not a
+worker's clock.
 
 A login is the Yandex login the account registry learned for the token (worker/accounts/), so two
 tokens of one login share its limits; a token whose login is unknown counts under its fingerprint (a
@@ -28,8 +30,10 @@ from pydantic import SecretStr
 
 from worker.errors import DeferredError
 from worker.keys import fingerprint
+from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
+    from config.settings import Settings
     from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -54,16 +58,19 @@ class UploadsPaused(DeferredError):
     """Metrica refused this token (401/403); its uploads wait until the token is replaced."""
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+def permit_lease_ms(s: Settings) -> int:
+    """A permit's lease: past the upload task's hard time limit (90% of the lock's lease), so a
+    permit of a task killed mid-request is never handed out while that request may be in flight."""
+    one_request = s.http_connect_timeout + s.http_read_timeout + s.http_write_timeout
+    return int(max(one_request, s.upload_lock_seconds) * 1000)
 
 
 class QuotaGate:
     """Permits for Metrica requests, shared through Redis by every worker process."""
 
-    def __init__(self, rt: Runtime, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, rt: Runtime, *, clock: Callable[[], datetime] | None = None) -> None:
         self._rt = rt
-        self._clock = clock
+        self._clock = clock or (lambda: datetime.fromtimestamp(redis_now_ms(rt.redis) / 1000, UTC))
 
     def _day(self) -> tuple[str, int]:
         now = self._clock()
@@ -93,18 +100,27 @@ class QuotaGate:
         s = self._rt.settings
         login = self._rt.accounts.login_of(token)
         day, to_midnight = self._day()
-        limit = s.quota_daily_per_login - (s.quota_polling_reserve if purpose is Purpose.UPLOAD else 0)
+        if purpose is Purpose.UPLOAD:
+            limit = s.quota_daily_per_login - s.quota_polling_reserve
+        else:
+            limit = min(s.quota_polling_reserve, s.quota_daily_per_login)
         holder = uuid.uuid4().hex
         inflight = self._rt.keys.quota_inflight(login)
         ok, quota, retry_ms = self._rt.scripts.quota_acquire(
-            keys=[inflight, self._rt.keys.quota_rate(s.egress_id), self._rt.keys.quota_day(login, day)],
+            keys=[
+                inflight,
+                self._rt.keys.quota_rate(s.egress_id),
+                self._rt.keys.quota_day(login, day),
+                self._rt.keys.quota_day_purpose(login, purpose.value, day),
+            ],
             args=[
                 holder,
-                int((s.http_connect_timeout + s.http_read_timeout + s.http_write_timeout) * 1000),
+                permit_lease_ms(s),
                 s.quota_parallel_per_login,
                 s.quota_requests_per_second,
                 max(limit, 0),
                 to_midnight,
+                s.quota_daily_per_login,
             ],
         )
         if not int(ok):
@@ -122,9 +138,13 @@ class QuotaGate:
         """True when the upload part of today's budget is nearly spent: batches should grow."""
         s = self._rt.settings
         day, _ = self._day()
-        used = int(self._rt.redis.get(self._rt.keys.quota_day(self._rt.accounts.login_of(token), day)) or 0)
+        login = self._rt.accounts.login_of(token)
+        used, uploads = self._rt.redis.mget(
+            [self._rt.keys.quota_day(login, day), self._rt.keys.quota_day_purpose(login, Purpose.UPLOAD.value, day)]
+        )
         upload_budget = max(s.quota_daily_per_login - s.quota_polling_reserve, 1)
-        return (upload_budget - used) < upload_budget * s.quota_short_fraction
+        left = min(upload_budget - int(uploads or 0), s.quota_daily_per_login - int(used or 0))
+        return left < upload_budget * s.quota_short_fraction
 
     # --- 401/403 -----------------------------------------------------------------------------
     def pause(self, token: SecretStr, counter_id: int | None, reason: str) -> None:
@@ -163,6 +183,8 @@ class QuotaGate:
         result = []
         for login, counters in sorted(logins.items()):
             used = int(self._rt.redis.get(self._rt.keys.quota_day(login, day)) or 0)
+            upload_share = s.quota_daily_per_login - s.quota_polling_reserve
+            uploads = int(self._rt.redis.get(self._rt.keys.quota_day_purpose(login, Purpose.UPLOAD.value, day)) or 0)
             in_flight = int(self._rt.redis.zcard(self._rt.keys.quota_inflight(login)))
             result.append(
                 LoginQuota(
@@ -170,7 +192,7 @@ class QuotaGate:
                     counters=sorted(set(counters)),
                     used_today=used,
                     left_today=max(s.quota_daily_per_login - used, 0),
-                    left_for_uploads=max(s.quota_daily_per_login - s.quota_polling_reserve - used, 0),
+                    left_for_uploads=max(min(upload_share - uploads, s.quota_daily_per_login - used), 0),
                     in_flight=in_flight,
                     paused={k: v for k, v in paused.items() if k.split(":", 1)[0] in (login, fps.get(login))},
                 )

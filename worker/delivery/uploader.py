@@ -24,10 +24,19 @@ from worker.delivery.counter_setup import ensure_ready
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate, UploadsPaused
-from worker.errors import AuthError, DeferredError, MetricaError, PermanentError, QuotaError, RetryableError
+from worker.errors import (
+    AdoptionError,
+    AuthError,
+    DeferredError,
+    MetricaError,
+    PermanentError,
+    QuotaError,
+    RetryableError,
+)
 from worker.failpoints import arm, failpoint
 from worker.keys import shard_of_batch
 from worker.model.kinds import Bucket
+from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -48,7 +57,13 @@ class UploadOutcome(StrEnum):
 
 
 def now_ms() -> int:
+    """This host's clock in ms; the pipeline itself compares times by Redis's clock (``clock_ms``)."""
     return int(time.time() * 1000)
+
+
+def clock_ms(rt: Runtime) -> int:
+    """Redis's clock in ms (``TIME``), the one clock of the whole fleet."""
+    return redis_now_ms(rt.redis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,31 +92,51 @@ class CounterLock:
         self.token = ""
 
     def __enter__(self) -> CounterLock:
-        token = str(self._rt.redis.incr(self._fence_key))
         lease_ms = self._rt.settings.upload_lock_seconds * 1000
-        if not self._rt.redis.set(self._key, token, nx=True, px=lease_ms):
+        token, taken = self._rt.scripts.acquire_lock(keys=[self._key, self._fence_key], args=[lease_ms])
+        if not token:
             # Locks are held for one upload, seconds; the lease only matters when a holder died.
-            ttl_s = max(int(self._rt.redis.pttl(self._key)), 0) / 1000
+            ttl_s = int(taken) / 1000
             raise DeferredError("the counter's upload lock is held", retry_after=min(ttl_s, BUSY_RETRY_SECONDS))
-        self.token = token
+        self.token = str(token)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._rt.scripts.release_lock(keys=[self._key], args=[self.token])
 
 
-def find_upload(rt: Runtime, gate: QuotaGate, ref: BatchRef, token: SecretStr) -> Uploading | None:
-    """The counter's upload whose comment is this batch id, if Metrica holds one."""
+def find_upload(rt: Runtime, gate: QuotaGate, ref: BatchRef, token: SecretStr, rows: int) -> Uploading | None:
+    """The counter's upload whose comment is this batch id, if Metrica holds one; None if none.
+
+    Raises ``AdoptionError`` unless exactly one upload carries the comment with ``source_quantity``
+    equal to ``rows``: a second file with the comment, or another row count, means the comment may
+    name another file (a batch id from before a Redis loss), and adopting it would lose calls.
+    """
+    matches: list[Uploading] = []
     offset = 0
     while True:
         with gate.permit(token, Purpose.POLL):
             page = rt.metrica.uploadings(ref.bucket.spec, ref.bucket.counter_id, token, limit=LIST_PAGE, offset=offset)
-        for item in page:
-            if item.comment == ref.batch_id:
-                return item
+        matches.extend(item for item in page if item.comment == ref.batch_id)
         if len(page) < LIST_PAGE:
-            return None
+            break
         offset += len(page)
+    if not matches:
+        return None
+    if len(matches) > 1:
+        ids = ", ".join(str(m.id) for m in matches[:5])
+        raise AdoptionError(f"ambiguous adoption: {len(matches)} uploads carry the batch id as comment ({ids})")
+    (found,) = matches
+    if found.source_quantity != rows:
+        raise AdoptionError(
+            f"adoption refused: upload {found.id} carries the batch id but has source_quantity "
+            f"{found.source_quantity}, the batch has {rows} rows"
+        )
+    return found
+
+
+def batch_rows(record: dict[str, str] | None) -> int:
+    return int((record or {}).get("rows") or 0)
 
 
 class Attempt:
@@ -113,14 +148,14 @@ class Attempt:
 
     def claim(self) -> str:
         """Mark the batch UPLOADING under our fence; returns the state it had."""
-        state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence, now_ms()])
+        state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence])
         return str(state)
 
     def record(self, uploading: Uploading, how: str) -> bool:
         rt, ref = self.rt, self.ref
         recorded = rt.scripts.record_upload(
             keys=[self.key, rt.keys.sealed(ref.shard), rt.keys.uploaded(ref.shard)],
-            args=[ref.batch_id, self.fence, uploading.id, uploading.status, now_ms(), how],
+            args=[ref.batch_id, self.fence, uploading.id, uploading.status, "", how],
         )
         if recorded:
             log.info("batch_uploaded", how=how, upload_id=uploading.id, status=uploading.status)
@@ -129,12 +164,12 @@ class Attempt:
             log.warning("upload_not_recorded_stale_fence", upload_id=uploading.id)
         return bool(recorded)
 
-    def end(self, *, stored_nothing: bool, failure: bool, error: str) -> int:
-        return int(
-            self.rt.scripts.end_attempt(
-                keys=[self.key], args=[self.fence, "1" if stored_nothing else "0", error[:500], "1" if failure else "0"]
-            )
+    def end(self, *, stored_nothing: bool, failure: bool, error: str) -> tuple[int, float]:
+        """Mark the attempt over; the batch's failure count and seconds since its first failure."""
+        failures, failing_ms = self.rt.scripts.end_attempt(
+            keys=[self.key], args=[self.fence, "1" if stored_nothing else "0", error[:500], "1" if failure else "0"]
         )
+        return int(failures), int(failing_ms) / 1000
 
     def quarantine(self, reason: str) -> bool:
         return quarantine(self.rt, self.ref, self.fence, reason)
@@ -143,7 +178,7 @@ class Attempt:
 def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
     done = rt.scripts.quarantine(
         keys=[rt.keys.batch(ref.batch_id), rt.keys.sealed(ref.shard), rt.keys.quarantine(ref.shard)],
-        args=[ref.batch_id, fence, reason[:1000], now_ms()],
+        args=[ref.batch_id, fence, reason[:1000]],
     )
     if done:
         log.error("batch_quarantined", reason=reason)
@@ -152,13 +187,23 @@ def quarantine(rt: Runtime, ref: BatchRef, fence: str, reason: str) -> bool:
 
 
 class UploadFailed(Exception):
-    """A retryable failure of the file, with the batch's failure count so far (for back-off)."""
+    """A retryable failure of the file, with the batch's failure count so far (for back-off) and
+    the seconds since its first failure (Redis TIME; the give-up window runs from it)."""
 
-    def __init__(self, error: RetryableError, failures: int, first_sealed_ms: int) -> None:
+    def __init__(self, error: RetryableError, failures: int, failing_for: float) -> None:
         super().__init__(str(error))
         self.error = error
         self.failures = failures
-        self.first_sealed_ms = first_sealed_ms
+        self.failing_for = failing_for
+
+
+def failing_for(rt: Runtime, key: str) -> float:
+    """Seconds since the batch's first failure, by Redis's clock (0 when it never failed)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hget(key, "first_failure_at")
+    pipe.time()
+    first, (seconds, micros) = pipe.execute()
+    return max(0.0, seconds + micros / 1e6 - int(first) / 1000) if first else 0.0
 
 
 def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> UploadOutcome:
@@ -190,22 +235,26 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
 
 def _attempt(at: Attempt) -> UploadOutcome:
     rt, ref = at.rt, at.ref
-    state, attempt_at, fence, ended, sealed_at = rt.redis.hmget(
-        at.key, ["state", "attempt_at", "fence", "ended", "sealed_at"]
+    state, attempt_at, fence, ended, row_count = rt.redis.hmget(
+        at.key, ["state", "attempt_at", "fence", "ended", "rows"]
     )
     if state not in ("SEALED", "UPLOADING"):
         return UploadOutcome.NOTHING_TO_DO
     if state == "UPLOADING":
         # An earlier attempt may have stored the file: look before posting again.
         if ended != fence and attempt_at:
-            waited = (now_ms() - int(attempt_at)) / 1000
+            waited = (clock_ms(rt) - int(attempt_at)) / 1000
             lease = float(rt.settings.upload_lock_seconds)
             if waited < lease:
                 raise DeferredError("an earlier attempt may still be in flight", retry_after=lease - waited)
         try:
-            found = find_upload(rt, at.gate, ref, at.token)
+            found = find_upload(rt, at.gate, ref, at.token, int(row_count or 0))
         except RetryableError as error:
-            raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), int(sealed_at or 0)) from None
+            raise UploadFailed(error, int(rt.redis.hget(at.key, "failures") or 0), failing_for(rt, at.key)) from None
+        except AdoptionError as error:
+            at.claim()
+            at.quarantine(str(error))
+            return UploadOutcome.QUARANTINED
         if found is not None:
             at.claim()
             at.record(found, "adopted")
@@ -230,9 +279,9 @@ def _attempt(at: Attempt) -> UploadOutcome:
             at.end(stored_nothing=True, failure=False, error=str(error))
             raise
         except RetryableError as error:
-            failures = at.end(stored_nothing=not error.outcome_unknown, failure=True, error=str(error))
+            failures, failing = at.end(stored_nothing=not error.outcome_unknown, failure=True, error=str(error))
             log.warning("metrica_request_failed", error=str(error), outcome_unknown=error.outcome_unknown)
-            raise UploadFailed(error, failures, int(sealed_at or 0)) from None
+            raise UploadFailed(error, failures, failing) from None
         except AuthError as error:
             at.end(stored_nothing=True, failure=False, error=str(error))
             at.gate.pause(at.token, ref.bucket.counter_id if error.error_type == "access_denied" else None, str(error))
@@ -257,9 +306,13 @@ def give_up(rt: Runtime, batch_id: str, last_error: MetricaError, gate: QuotaGat
             at = Attempt(rt, gate, ref, lock.token, token or SecretStr(""))
             if token is not None and record["state"] == "UPLOADING":
                 try:
-                    found = find_upload(rt, gate, ref, token)
+                    found = find_upload(rt, gate, ref, token, batch_rows(record))
                 except (MetricaError, DeferredError) as error:
                     raise DeferredError(f"cannot check Metrica before giving up: {error}", retry_after=60) from None
+                except AdoptionError as error:
+                    at.claim()
+                    at.quarantine(str(error))
+                    return UploadOutcome.QUARANTINED
                 if found is not None:
                     at.claim()
                     at.record(found, "adopted")

@@ -5,6 +5,7 @@
 -- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
 -- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
 --       8 max age (ms; a counter's own in <p>:flushage wins)  9 shard number  10 "1" to seal every open buffer now
+--       11 nonce: random letters and digits chosen by the caller for this run (never by Redis)
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
 local p = ARGV[1]
 local group, consumer = ARGV[2], ARGV[3]
@@ -14,6 +15,9 @@ local max_rows, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
 local max_age_ms = tonumber(ARGV[8])
 local shard = ARGV[9]
 local seal_all = ARGV[10] == '1'
+-- The nonce makes batch ids unique even when Redis forgets its last writes (seq goes back) or is
+-- restored from a backup: a repeated seq comes with another nonce, so no id Metrica holds comes back.
+local nonce = ARGV[11] or ''
 
 local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
@@ -46,8 +50,11 @@ local function seal(bucket)
   redis.call('HDEL', bytes_key, bucket)
   touched[bucket] = nil
   if n == 0 then return end
-  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq')
+  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq') .. 'R' .. nonce
   redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
+  if redis.call('EXISTS', p .. ':bufm:' .. bucket) == 1 then
+    redis.call('RENAME', p .. ':bufm:' .. bucket, p .. ':marks:' .. id)
+  end
   redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', bucket, 'rows', n,
     'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)
   redis.call('ZADD', p .. ':sealed', now_ms, id)
@@ -74,20 +81,23 @@ if reply then
       elseif f == 'v' then ref_value = fields[j + 1] end
     end
     if bucket and row then
-      local fresh = true
+      local fresh, mark = true, nil
       if ref and ref_value then
         -- A call: its ref key (where a later conversion finds it) is also its dedup mark, one key
         -- instead of two. The same provider call id on another counter (rare) falls back to the
         -- per-counter dedup key.
         fresh = redis.call('SET', p .. ':ref:' .. ref, ref_value, 'NX', 'EX', dedup_ttl) ~= false
+        mark = 'ref:' .. ref
         if not fresh then
           local held = redis.call('GET', p .. ':ref:' .. ref)
           if held and string.match(held, '^[^|]*') ~= string.match(ref_value, '^[^|]*') then
             fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+            mark = 'seen:' .. dedup
           end
         end
       elseif dedup and dedup ~= '' then
         fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
+        mark = 'seen:' .. dedup
       end
       if not fresh then
         repeats = repeats + 1
@@ -101,6 +111,8 @@ if reply then
           redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
+        -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
+        if mark then redis.call('RPUSH', p .. ':bufm:' .. bucket, mark) end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true

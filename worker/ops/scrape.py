@@ -22,6 +22,7 @@ from worker.accounts.health import AccountsCollector, quota_logins
 from worker.delivery.counter_setup import Readiness
 from worker.keys import Keys, fingerprint
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
+from worker.ops.store_state import store_gauges
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class Collector(PromCollector):
         yield from self._quota()
         yield from self._liveness()
         yield from self._counter_setup()
+        yield from store_gauges(self._redis, self._keys)
 
     def _counter_setup(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(

@@ -1,0 +1,77 @@
+"""What Redis itself can do to the pipeline, for the chaos scenarios of issue 13.
+
+* (a) ``aof_tail``: Redis on ``appendfsync everysec`` is SIGKILLed and its AOF's tail cut by hand,
+  as a host crash loses the last second (the calls accepted in it are lost, nothing else);
+* (b) ``snapshot``: Redis is restored from a copy of its AOF taken earlier in the run (everything
+  after the copy is forgotten: batch sequence numbers, dedup marks, records, the redbeat lock);
+* (c) ``maxmemory``: Redis gets a ``maxmemory`` just above its use: producers are refused at the
+  watermark (ingestion would answer 503) until the pipeline has drained and memory is freed;
+* (d) ``forget``: the emulator forgets a share of the uploads it stored (404 on status, gone from
+  the list): reconcile quarantines them as ``missing_at_metrica``, and the operator's replay looks
+  them up by comment and sends them again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from standalone.redis_server import RedisServer
+
+SCENARIOS = ("kills", "aof_tail", "snapshot", "maxmemory", "forget")
+
+
+def aof_dir(server: RedisServer) -> Path:
+    return server.data_dir / "appendonlydir"
+
+
+def last_incr_file(server: RedisServer) -> Path:
+    """The AOF part that receives new writes (Redis 7 multi-part AOF: ``*.incr.aof``)."""
+    files = sorted(aof_dir(server).glob("*.incr.aof"), key=lambda p: int(p.name.split(".")[-3]))
+    if not files:
+        raise RuntimeError(f"no incremental AOF file in {aof_dir(server)}")
+    return files[-1]
+
+
+def wait_fsync() -> None:
+    """``appendfsync everysec``: what was written more than a second ago is on disk."""
+    time.sleep(1.3)
+
+
+def cut_aof_tail(server: RedisServer, since_bytes: int, keep_share: float = 0.5) -> int:
+    """SIGKILL Redis and cut the AOF written after ``since_bytes`` to ``keep_share`` of it (the lost
+    second); Redis loads a truncated tail (``aof-load-truncated yes``). Returns the bytes cut."""
+    server.kill()
+    path = last_incr_file(server)
+    size = path.stat().st_size
+    keep = since_bytes + int((size - since_bytes) * keep_share)
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+    server.start()
+    return size - keep
+
+
+def take_snapshot(server: RedisServer, client: Any, target: Path) -> None:
+    """Rewrite the AOF, let it reach the disk, and copy it: a backup taken now."""
+    client.bgrewriteaof()
+    deadline = time.monotonic() + 60
+    while True:
+        info = cast(dict[str, Any], client.info("persistence"))
+        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the AOF rewrite did not finish")
+        time.sleep(0.1)
+    wait_fsync()
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(aof_dir(server), target)
+
+
+def restore_snapshot(server: RedisServer, source: Path) -> None:
+    """SIGKILL Redis, put the backup in place of its AOF, start it again."""
+    server.kill()
+    shutil.rmtree(aof_dir(server), ignore_errors=True)
+    shutil.copytree(source, aof_dir(server))
+    server.start()
