@@ -9,7 +9,7 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 _DIR = Path(__file__).with_name("lua")
 
@@ -19,12 +19,30 @@ def source(name: str) -> str:
     return (_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def server_major(redis: Redis) -> int:
+    """The Redis server's major version (7 when it cannot be asked now)."""
+    try:
+        return int(str(redis.info("server").get("redis_version", "7")).split(".")[0])
+    except (RedisError, ValueError):
+        return 7
+
+
 class Scripts:
-    """Registered scripts for one client; each call uses EVALSHA and reloads after a Redis restart."""
+    """Registered scripts for one client; each call uses EVALSHA and reloads after a Redis restart.
+
+    Scripts that free memory start with ``#!lua flags=allow-oom`` (Redis 7 runs them above
+    ``maxmemory``); Redis 6 knows no such line, so it is left out there (and the guarantee that
+    they run at OOM with it: run Redis 7 in production).
+    """
 
     def __init__(self, redis: Redis) -> None:
+        strip_flags = server_major(redis) < 7
+
         def register(name: str) -> Script:
-            return redis.register_script(source(name))
+            text = source(name)
+            if strip_flags and text.startswith("#!"):
+                text = text.split("\n", 1)[1]
+            return redis.register_script(text)
 
         self.drain = register("drain")
         self.begin_upload = register("begin_upload")
