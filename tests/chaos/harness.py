@@ -46,7 +46,7 @@ from tests.chaos.redis_faults import (
     take_snapshot,
     wait_fsync,
 )
-from worker.delivery.replay import replay
+from worker.delivery.replay import QuarantineError, replay
 from worker.errors import ProducerError
 from worker.model.kinds import UploadKind
 from worker.runtime import Runtime
@@ -463,10 +463,15 @@ def _replay_missing(rt: Runtime, fleet: Fleet, timeout: float, say: Callable[[st
                     missing.append(batch_id)
         if not missing:
             break
+        done = 0
         for batch_id in missing:
-            replay(rt, batch_id, who="chaos")
-        replayed += len(missing)
-        say(f"(d) {len(missing)} batches Metrica forgot replayed (looked up by comment, then re-sent)")
+            try:
+                replay(rt, batch_id, who="chaos")
+                done += 1
+            except QuarantineError as error:  # Metrica failed the lookup (503, quota): try again
+                say(f"(d) replay of {batch_id} not done yet: {error}")
+        replayed += done
+        say(f"(d) {done} batches Metrica forgot replayed (looked up by comment, then re-sent)")
         _wait_settled(rt, fleet, timeout)
     return replayed
 
