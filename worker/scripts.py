@@ -19,28 +19,30 @@ def source(name: str) -> str:
     return (_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def without_flags(text: str) -> str:
-    """The script without its ``#!lua flags=...`` line, for a Redis older than 7 (which knows no
-    shebang; there a script at OOM is refused at its first write instead of running)."""
-    return text.split("\n", 1)[1] if text.startswith("#!lua") else text
-
-
-def _knows_flags(redis: Redis) -> bool:
+def server_major(redis: Redis) -> int:
+    """The Redis server's major version (7 when it cannot be asked now)."""
     try:
-        version = str(redis.info("server").get("redis_version", "7"))
-    except (RedisError, AttributeError):
-        return True
-    return int(version.split(".", 1)[0] or 7) >= 7
+        return int(str(redis.info("server").get("redis_version", "7")).split(".")[0])
+    except (RedisError, ValueError):
+        return 7
 
 
 class Scripts:
-    """Registered scripts for one client; each call uses EVALSHA and reloads after a Redis restart."""
+    """Registered scripts for one client; each call uses EVALSHA and reloads after a Redis restart.
+
+    Scripts that free memory start with ``#!lua flags=allow-oom`` (Redis 7 runs them above
+    ``maxmemory``); Redis 6 knows no such line, so it is left out there (and the guarantee that
+    they run at OOM with it: run Redis 7 in production).
+    """
 
     def __init__(self, redis: Redis) -> None:
-        flags = _knows_flags(redis)
+        strip_flags = server_major(redis) < 7
 
         def register(name: str) -> Script:
-            return redis.register_script(source(name) if flags else without_flags(source(name)))
+            text = source(name)
+            if strip_flags and text.startswith("#!"):
+                text = text.split("\n", 1)[1]
+            return redis.register_script(text)
 
         self.drain = register("drain")
         self.begin_upload = register("begin_upload")

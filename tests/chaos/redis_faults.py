@@ -27,8 +27,15 @@ def aof_dir(server: RedisServer) -> Path:
     return server.data_dir / "appendonlydir"
 
 
+def aof_path(server: RedisServer) -> Path:
+    """Redis 7's multi-part AOF directory, or Redis 6's single ``appendonly.aof``."""
+    return aof_dir(server) if aof_dir(server).exists() else server.data_dir / "appendonly.aof"
+
+
 def last_incr_file(server: RedisServer) -> Path:
-    """The AOF part that receives new writes (Redis 7 multi-part AOF: ``*.incr.aof``)."""
+    """The AOF part that receives new writes (Redis 7: the last ``*.incr.aof``; Redis 6: the file)."""
+    if not aof_dir(server).exists():
+        return server.data_dir / "appendonly.aof"
     files = sorted(aof_dir(server).glob("*.incr.aof"), key=lambda p: int(p.name.split(".")[-3]))
     if not files:
         raise RuntimeError(f"no incremental AOF file in {aof_dir(server)}")
@@ -66,12 +73,21 @@ def take_snapshot(server: RedisServer, client: Any, target: Path) -> None:
         time.sleep(0.1)
     wait_fsync()
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(aof_dir(server), target)
+    source = aof_path(server)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        target.mkdir(parents=True)
+        shutil.copy2(source, target / source.name)
 
 
 def restore_snapshot(server: RedisServer, source: Path) -> None:
     """SIGKILL Redis, put the backup in place of its AOF, start it again."""
     server.kill()
-    shutil.rmtree(aof_dir(server), ignore_errors=True)
-    shutil.copytree(source, aof_dir(server))
+    current = aof_path(server)
+    if current.is_dir():
+        shutil.rmtree(current)
+        shutil.copytree(source, current)
+    else:
+        shutil.copy2(source / current.name, current)
     server.start()
