@@ -24,6 +24,10 @@ Routes::
     POST /mango/{account}/ping              Mango Office availability check
     /admin/v1/accounts, /admin/v1/counters  the account registry's admin API (bearer token)   routes/admin.py
     GET  /oauth/callback                    OAuth onboarding: Yandex ID sends the browser back here
+    GET  /v1/calls/{provider}/{call_id}     where a call is (status API, bearer token)   routes/status.py
+    GET  /v1/conversions/{source}/{id}, /v1/chats/{source}/{id}   the same for conversions and chats
+    GET  /v1/counters/{id}[/uploads]        a counter's figures, its uploads (paged)
+    GET  /openapi.json                      the status API's OpenAPI document            routes/openapi.py
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ingest.routes.api import ApiRoutes
 from ingest.routes.operations import OperationsRoutes
 from ingest.routes.providers import ProviderRoutes
 from ingest.routes.sessions import SessionService
+from ingest.routes.status import StatusRoutes
 from worker.accounts.envimport import import_env
 from worker.errors import CalltrackError
 from worker.runtime import Runtime
@@ -67,6 +72,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *SessionService(settings, core.runtime).routes(),
         *ProviderRoutes(core).routes(),
         *AdminRoutes(core).routes(),
+        *StatusRoutes(core).routes(),
     ]
 
     @contextlib.asynccontextmanager

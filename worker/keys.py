@@ -10,6 +10,8 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
+``<ns>:{sN}:bufseq``       hash    bucket -> the batch sequence number its open buffer reserved when
+                                   it opened (drain.lua; the batch is sealed under that number)
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
 ``<ns>:{sN}:seq``          string  batch sequence number
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
@@ -18,13 +20,15 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:seen:<hash>``  string  a conversion already accepted, for the dedup window (drain.lua)
+``<ns>:{sN}:seen:<hash>``  string  a conversion or chat already accepted, for the dedup window
+                                   (drain.lua), valued "counter:seq" (seq: its batch's number)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
-``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
-                                   window, and where a later conversion finds it (drain.lua writes
-                                   it; worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ref:<hash>``   string  a call's "counter:seq|id column|identifier": its dedup mark for
+                                   the window, where a later conversion finds it and the status
+                                   API's index (seq: its batch's number; drain.lua writes it;
+                                   worker/intake/call_refs.py reads it)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
@@ -56,7 +60,8 @@ key                                type    what it holds (owner)
 =================================  ======  ===================================================
 ``<ns>:routing``                   hash    tracking number ``+digits`` -> JSON route (routing)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
-``<ns>:{held}:seen:<hash>``        string  a provider call already held once (held)
+``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
+                                           held entry's id (held; the status API reads it)
 ``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
                                            call to the counter (callers, FirstTimeCaller)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
@@ -127,6 +132,15 @@ class Keys:
 
     def buffer_bytes(self, shard: int) -> str:
         return f"{self.prefix(shard)}:bufbytes"
+
+    def buffer_seq(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:bufseq"
+
+    def seq(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:seq"
+
+    def dedup_mark(self, shard: int, digest: str) -> str:
+        return f"{self.prefix(shard)}:seen:{digest}"
 
     def due(self, shard: int) -> str:
         return f"{self.prefix(shard)}:due"
