@@ -11,6 +11,7 @@ from ctl.conversions import conversions
 from ctl.counters import counters
 from ctl.doctor import doctor
 from ctl.held import held
+from ctl.notify import notify
 from ctl.quarantine import quarantine
 from ctl.routing import routing
 from ctl.status import status, uploads
@@ -32,6 +33,7 @@ for _command in (status, uploads, quarantine, replay_calls, doctor):  # operatio
 main.add_command(conversions)
 main.add_command(accounts)  # issue 15: the account registry
 main.add_command(counters)
+main.add_command(notify)  # issue 19: webhooks
 
 
 if __name__ == "__main__":

@@ -93,6 +93,23 @@ key                                type    what it holds (owner)
 ``<ns>:counter_setup``             hash    counter -> JSON readiness: offline options, join
                                            thresholds, goals (worker/delivery/counter_setup.py)
 =================================  ======  ===================================================
+
+Webhooks (issue 19: ``worker/notify/``; fleet-wide, tag ``{n}``; events carry ids, never a secret or URL):
+
+=================================  ======  ===================================================
+key                                type    what it holds (owner)
+=================================  ======  ===================================================
+``<ns>:{n}:outbox``                hash    event id -> JSON event waiting for delivery
+                                           (lua/notify_add.lua records it once)
+``<ns>:{n}:pending``               zset    event id -> ms when the sweep may send it (again);
+                                           0: never sent
+``<ns>:{n}:sent``                  zset    event id -> ms delivered (the idempotency index;
+                                           trimmed after ``dedup_window_days``)
+``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
+                                           ran out (ctl notify dead / retry, the console)
+``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
+                                           stream id: how far the sweep has read
+=================================  ======  ===================================================
 """
 
 from __future__ import annotations
@@ -292,6 +309,11 @@ class Keys:
     @property
     def counter_setup(self) -> str:
         return f"{self.namespace}:counter_setup"
+
+    # --- Webhooks (issue 19) -------------------------------------------------------------------
+    def notify(self, name: str) -> str:
+        """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
+        return f"{self.namespace}:{{n}}:{name}"
 
     @property
     def celery_prefix(self) -> str:

@@ -55,8 +55,14 @@ class OpsSettings(BaseModel):
         description="Retries of a failed webhook delivery (exponential back-off with jitter) before it is "
         "kept as a dead letter (ctl notify dead, the console).",
     )
-    webhook_backoff_max: Annotated[int, Field(ge=1, le=86_400)] = Field(
-        default=600, description="Longest wait between two webhook retries, in seconds."
+    webhook_sweep_interval: Annotated[float, Field(ge=0.2, le=600)] = Field(
+        default=2.0,
+        description="Seconds between two looks for final statuses and held calls to notify (calltrack.notify_sweep).",
+    )
+    webhook_backoff_max: Annotated[int, Field(ge=1, le=3_000)] = Field(
+        default=600,
+        description="Longest wait between two webhook retries, in seconds (a retry is a Celery countdown, kept "
+        "well below the broker's visibility timeout).",
     )
 
     # --- Logging -----------------------------------------------------------------------------
