@@ -86,7 +86,7 @@ def token_state(rt: Runtime, counter_id: int) -> dict[str, Any]:
     return out
 
 
-def _batch_figures(mine: list[BatchInfo]) -> dict[str, Any]:
+def batch_figures(mine: list[BatchInfo]) -> dict[str, Any]:
     states: Tally[str] = Tally()
     rows: Tally[str] = Tally()
     refused = 0
@@ -118,7 +118,7 @@ def counter_figures(rt: Runtime, counter_id: int, *, infos: list[BatchInfo] | No
     glance = status(rt, only={counter_id})[0]
     held, held_exact = held_calls(rt)
     held_mine = [h for h in held if h.counter_id == counter_id]
-    figures = _batch_figures(mine)
+    figures = batch_figures(mine)
     oldest = figures.pop("oldest_sealed_ms")
     waiting = _oldest_unsealed(rt, counter_id)
     oldest = min(x for x in (oldest, waiting) if x) if (oldest or waiting) else 0
