@@ -38,7 +38,7 @@ def test_console_login_lookup_replay_and_refusals(make_settings: Callable[..., S
     executable = chromium()
     with running_emulator(step_seconds=0.1) as emulator:
         settings = make_settings(
-            metrica_base_url=emulator.base_url, console_password=PASSWORD, flush_max_rows=10,
+            metrica_base_url=emulator.base_url, console_password=PASSWORD, flush_max_rows=10, status_api_token=PASSWORD,
             upload_max_retries=1, routing_cache_seconds=0,
         )  # fmt: skip
         emulator.admin.script([400], kind="upload", counter=202)  # Metrica refuses 202's first file for good
@@ -54,6 +54,10 @@ def test_console_login_lookup_replay_and_refusals(make_settings: Callable[..., S
                      and list(states(rt, 202).values()) == ["QUARANTINED"], timeout=60,
                      what="101 processed, 202 quarantined")  # fmt: skip
             (quarantined,) = states(rt, 202)
+            auth = {"Authorization": f"Bearer {PASSWORD}"}
+            where = httpx.get(f"{base}/v1/calls/api/call-202-0", headers=auth).json()
+            assert where["state"] == "QUARANTINED" and where["batch"]["batch_id"] == quarantined
+            assert where["batch"]["reason"]  # Metrica's refusal, as recorded
 
             # Without a login: pages send the browser to the login form, actions are refused.
             refused = httpx.post(f"{base}/console/quarantine/{quarantined}/replay", data={"csrf": "x"})
@@ -112,6 +116,8 @@ def test_console_login_lookup_replay_and_refusals(make_settings: Callable[..., S
             assert "sent again as" in (page.text_content("#flash") or "")
             wait_for(lambda: "PROCESSED" in states(rt, 202).values(), timeout=60, what="the replayed batch PROCESSED")
             assert states(rt, 202)[quarantined] == "REPLAYED" and len(emulator.admin.rows(counter=202)) == 5
+            followed = httpx.get(f"{base}/v1/calls/api/call-202-0", headers=auth).json()
+            assert followed["state"] == "PROCESSED" and followed["batch"]["replay_of"] == quarantined
             page.goto(f"{base}/console/quarantine")
             assert page.locator("#empty").count() == 1
             page.click("#logout")

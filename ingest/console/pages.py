@@ -47,6 +47,16 @@ def fleet(rt: Runtime) -> dict[str, Any]:
         "quarantined": sum(1 for b in infos if b.state == "QUARANTINED"),
         "open_uploads": sum(1 for b in infos if b.state == "UPLOADED"),
         "webhooks": outbox.counts(rt),
+        "dead": [
+            {
+                "id": d["event"]["id"],
+                "account": d["event"]["account"],
+                "attempts": d.get("attempts", 0),
+                "error": d.get("error", ""),
+                "at": when(d.get("at_ms")),
+            }
+            for d in outbox.dead_letters(rt)[-50:]
+        ],
         "now": when(time.time() * 1000),
     }
 

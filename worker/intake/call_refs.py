@@ -40,10 +40,13 @@ class CallRef:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """Where drain put an accepted event: its shard and the sequence number of its batch."""
+    """Where drain put an accepted event: its shard, the sequence number of its batch, its counter and
+    (for a call) its identifier column, which names the buffer it went into."""
 
     shard: int
     seq: int | None
+    counter_id: int = 0
+    id_column: str = ""
 
 
 def parse_ref(value: str, shard: int = 0) -> CallRef:
@@ -70,13 +73,13 @@ def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: in
     (by its counter and dedup digest); None when no mark exists (not drained yet, or expired)."""
     if call_id:
         ref = find_call(rt, provider, call_id)
-        return None if ref is None else Mark(ref.shard, ref.seq)
+        return None if ref is None else Mark(ref.shard, ref.seq, ref.counter_id, ref.id_column)
     shard = rt.keys.shard_of(counter_id)
     value = rt.redis.get(rt.keys.dedup_mark(shard, dedup))
     if value is None:
         return None
     seq = str(value).partition(":")[2]  # "counter:seq" ("1" before issue 19)
-    return Mark(shard, int(seq) if seq.isdigit() else None)
+    return Mark(shard, int(seq) if seq.isdigit() else None, counter_id)
 
 
 def record_conversion(

@@ -117,6 +117,10 @@ def _from_mark(rt: Runtime, kind: UploadKind, counter_id: int, shard: int, seq: 
             found.times = {"seal_due_at": int(due)}
         found.note = f"in the open buffer that will be sealed as batch {batch_id}"
         return found
+    view = batch_view(rt, batch_id)  # sealed between the two reads above
+    if view is not None:
+        found.batch, found.times = view, dict(view["times"])
+        return found
     found.place, found.note = "unknown", f"batch {batch_id} has no record (Redis lost it, or it was removed)"
     return found
 
@@ -164,12 +168,9 @@ def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
     """Where a call of ``provider`` with the provider's ``call_id`` is."""
     mark = locate(rt, provider=provider, call_id=call_id)
     if mark is not None:
-        ref = rt.redis.get(rt.keys.call_ref(mark.shard, call_ref_digest(provider, call_id)))
-        counter_text, column = str(ref).split("|", 2)[:2] if ref else ("0", "")
-        counter_id = int(counter_text.partition(":")[0])
-        id_type = _COLUMN_TYPES.get(column)
-        bucket = Bucket(counter_id, UploadKind.CALLS, id_type).encode() if id_type else ""
-        return _from_mark(rt, UploadKind.CALLS, counter_id, mark.shard, mark.seq, bucket)
+        id_type = _COLUMN_TYPES.get(mark.id_column)
+        bucket = Bucket(mark.counter_id, UploadKind.CALLS, id_type).encode() if id_type else ""
+        return _from_mark(rt, UploadKind.CALLS, mark.counter_id, mark.shard, mark.seq, bucket)
     found = _in_stream(rt, UploadKind.CALLS, "f", call_ref_digest(provider, call_id))
     if found is None:
         found = _held(rt, provider, call_id)
