@@ -84,6 +84,7 @@ def test_one_call_through_every_state(make_settings: Callable[..., Settings], tm
 
             figures = get(ingest, "/v1/counters/101").json()
             assert figures["calls_uploaded"] == 1 and figures["batches"] == {"PROCESSED": 1}
+            assert figures["calls_accepted"] == 1 and figures["calls_held"] == 0
             assert figures["token"]["state"] == "ok" and figures["open_uploads"] == 0
             uploads = get(ingest, "/v1/counters/101/uploads", per_page=10).json()
             assert uploads["total"] == 1 and uploads["uploads"][0]["batch_id"] == batch_id
@@ -124,6 +125,13 @@ def test_held_unknown_refused_and_conversions(make_settings: Callable[..., Setti
         assert sealed["state"] == "SEALED" and sealed["batch"]["kind"] == "conversions"
         assert get(ingest, "/v1/conversions/shop/o-1", counter_id=102).status_code == 404
         assert get(ingest, "/v1/counters/101/uploads", page="x").json()["errors"][0]["field"] == "page"
+        chat = {"counter_id": 101, "chat_id": "tg-1", "source": "tracker", "DateTime": recent(),
+                "ChatPlatform": "telegram", "ChatUsername": "@ann", "ClientID": "1556018960123456789"}  # fmt: skip
+        assert len(rt.producer.submit([chat], kind=UploadKind.CHATS).accepted) == 1
+        drain(rt)
+        buffered = get(ingest, "/v1/chats/tracker/tg-1", counter_id=101).json()
+        assert buffered["place"] == "buffered" and buffered["kind"] == "chats"
+        assert get(ingest, "/v1/chats/tracker/tg-2", counter_id=101).status_code == 404
 
 
 def test_status_api_off_without_a_token_and_admin_token_accepted(make_settings: Callable[..., Settings]) -> None:

@@ -91,6 +91,10 @@ _FIGURES = {
     "properties": {
         "counter_id": {"type": "integer"},
         "calls_waiting": {"type": "integer", "description": "in the ingest stream (sampled) and open buffers"},
+        "calls_accepted": {
+            "type": "integer",
+            "description": "waiting plus in batches (open ones, the newest final ones)",
+        },
         "calls_held": {"type": "integer"},
         "held_reasons": {"type": "object", "additionalProperties": {"type": "integer"}},
         "calls_uploaded": {"type": "integer"},

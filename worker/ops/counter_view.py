@@ -104,6 +104,7 @@ def batch_figures(mine: list[BatchInfo]) -> dict[str, Any]:
         "batches": dict(sorted(states.items())),
         "rows_by_state": dict(sorted(rows.items())),
         "calls_uploaded": rows["UPLOADED"] + rows["PROCESSED"] + rows["LINKAGE_FAILURE"],
+        "calls_in_batches": sum(n for state, n in rows.items() if state != "REPLAYED"),  # replays: counted once
         "rows_refused": refused,
         "open_uploads": states["UPLOADED"],
         "failure_rate": round(states["LINKAGE_FAILURE"] / final, 4) if final else 0.0,
@@ -128,6 +129,7 @@ def counter_figures(rt: Runtime, counter_id: int, *, infos: list[BatchInfo] | No
         "known": bool(mine or glance.pending_calls or rt.accounts.counter(counter_id) or held_mine),
         "calls_waiting": glance.pending_calls,
         "calls_waiting_exact": glance.pending_exact,
+        "calls_accepted": glance.pending_calls + figures["calls_in_batches"],
         "calls_held": len(held_mine),
         "calls_held_exact": held_exact,
         "held_reasons": dict(Tally(h.reason for h in held_mine)),
