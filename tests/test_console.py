@@ -129,6 +129,22 @@ def test_console_login_lookup_replay_and_refusals(make_settings: Callable[..., S
         shutil.copy(tmp_path / name, SHOTS / name)
 
 
+def test_console_login_throttles_guessing(make_settings: Callable[..., Settings]) -> None:
+    with running_ingest(make_settings(console_password=PASSWORD)) as base, httpx.Client(base_url=base) as client:
+        client.get("/console/login")
+        for _ in range(10):
+            csrf = client.cookies.get("calltrack_console")
+            assert csrf
+            page = client.get("/console/login").text
+            token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            answer = client.post("/console/login", data={"csrf": token, "user": "admin", "password": "guess"})
+            assert answer.status_code == 401
+        page = client.get("/console/login").text
+        token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        answer = client.post("/console/login", data={"csrf": token, "user": "admin", "password": PASSWORD})
+        assert answer.status_code == 429 and "Too many failed logins" in answer.text
+
+
 def test_console_is_off_without_a_password(make_settings: Callable[..., Settings]) -> None:
     with running_ingest(make_settings()) as base:
         assert httpx.get(f"{base}/console/").status_code == 404

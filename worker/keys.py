@@ -109,6 +109,8 @@ key                                type    what it holds (owner)
                                            ran out (ctl notify dead / retry, the console)
 ``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
                                            stream id: how far the sweep has read
+``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
+                                           in the current window (ingest/console/app.py)
 =================================  ======  ===================================================
 """
 
@@ -314,6 +316,11 @@ class Keys:
     def notify(self, name: str) -> str:
         """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
         return f"{self.namespace}:{{n}}:{name}"
+
+    def console_failures(self, address: str) -> str:
+        """Failed console logins of one client address; the key holds a digest, never the address."""
+        digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
+        return f"{self.namespace}:console:fails:{digest}"
 
     @property
     def celery_prefix(self) -> str:

@@ -5,7 +5,8 @@ password, the admin API's token as the password); with neither the console answe
 is a signed cookie (Starlette's SessionMiddleware; its key is derived from the password, so changing
 the password ends every session), ``SameSite=Strict``, ``HttpOnly``, ``Secure`` with
 ``CALLTRACK_CONSOLE_SECURE_COOKIE``, scoped to ``/console``. Every form carries the session's CSRF
-token and every POST checks it. Templates are Jinja2 with autoescaping; answers carry a strict
+token and every POST checks it. Ten failed logins from one address lock the form for five minutes.
+Templates are Jinja2 with autoescaping; answers carry a strict
 Content-Security-Policy (no script at all) and are never cached.
 
     GET  /console/                        the fleet: throughput chart, stream lag, quota, workers, webhooks
@@ -47,6 +48,8 @@ _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
+LOGIN_FAILURES = 10  # failed logins per client address and window before the form refuses (429)
+LOGIN_WINDOW_SECONDS = 300
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -118,10 +121,17 @@ class Console:
         except CsrfError:
             return self.render(request, "login.html", 403, error="The form expired: please try again.")
         assert self.password is not None  # the app is not mounted without one
+        rt = self.core.runtime
+        failures_key = rt.keys.console_failures(self.core.client(request))
+        failures = int(await self.run(rt.redis.get, failures_key) or 0)
+        if failures >= LOGIN_FAILURES:
+            log.warning("console_login_throttled")
+            return self.render(request, "login.html", 429, error="Too many failed logins: wait a few minutes.")
         user_ok = hmac.compare_digest(data.get("user", "").encode(), self.user.encode())
         password_ok = hmac.compare_digest(data.get("password", "").encode(), self.password.get_secret_value().encode())
         if not (user_ok and password_ok):
             log.warning("console_login_refused")
+            await self.run(_count_failure, rt, failures_key)
             return self.render(request, "login.html", 401, error="Wrong user or password.",
                                next=_safe_next(data.get("next")))  # fmt: skip
         request.session.clear()
@@ -226,6 +236,13 @@ class Console:
             https_only=s.console_secure_cookie,
         )
         return Starlette(routes=routes, middleware=[session])
+
+
+def _count_failure(rt: Any, key: str) -> None:
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, LOGIN_WINDOW_SECONDS, nx=True)
+    pipe.execute()
 
 
 class CsrfError(Exception):
