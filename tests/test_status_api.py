@@ -18,6 +18,7 @@ from starlette.routing import Route
 from config.settings import Settings
 from ingest.app import create_app
 from ingest.routes.openapi import document
+from tests.accounts_helpers import ctl
 from tests.helpers import make_call, wait_for
 from tests.ingest_helpers import recent
 from tests.pipeline import running_emulator, running_ingest, running_worker
@@ -103,6 +104,10 @@ def test_held_unknown_refused_and_conversions(make_settings: Callable[..., Setti
         body = answer.json()
         assert body["place"] == "held" and body["held"]["reason"] == "unknown_number"
         assert body["times"]["held_at"] > 0
+
+        code, out = ctl(settings, "where", "generic", "h-1", "--json")
+        assert code == 0 and orjson.loads(out)["held"]["reason"] == "unknown_number"
+        assert ctl(settings, "where", "generic", "nope")[0] == 1
 
         unknown = get(ingest, "/v1/calls/generic/nope")
         assert unknown.status_code == 404
