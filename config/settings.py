@@ -73,8 +73,9 @@ class Settings(StoreSettings, DeliverySettings, IntakeSettings, AccountSettings,
             secrets.append(self.metrica_token.get_secret_value())
         secrets += ingest_secret_values(self)
         secrets += account_secret_values(self)
-        if self.flower_password is not None:
-            secrets.append(self.flower_password.get_secret_value())
+        for single in (self.flower_password, self.status_api_token, self.console_password):
+            if single is not None:
+                secrets.append(single.get_secret_value())
         if self.ingest_api_token is not None:
             secrets.append(self.ingest_api_token.get_secret_value())
         return [s for s in secrets if len(s) >= 4]

@@ -11,9 +11,11 @@ from ctl.conversions import conversions
 from ctl.counters import counters
 from ctl.doctor import doctor
 from ctl.held import held
+from ctl.notify import notify
 from ctl.quarantine import quarantine
 from ctl.routing import routing
 from ctl.status import status, uploads
+from ctl.where import where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +34,8 @@ for _command in (status, uploads, quarantine, replay_calls, doctor):  # operatio
 main.add_command(conversions)
 main.add_command(accounts)  # issue 15: the account registry
 main.add_command(counters)
+main.add_command(notify)  # issue 19: webhooks
+main.add_command(where)  # issue 19: where is a call
 
 
 if __name__ == "__main__":

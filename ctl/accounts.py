@@ -97,21 +97,40 @@ def add(
 @click.argument("account_id")
 @click.option("--name", help="New display name.")
 @with_token_options
+@click.option("--webhook-url", help="Where final upload statuses and held calls are posted (http(s) URL).")
+@click.option("--webhook-secret-stdin", is_flag=True, help="Read the webhook's signing secret from stdin.")
+@click.option("--no-webhook", is_flag=True, help="Remove the account's webhook.")
 @json_option
 @click.pass_obj
 def update(
     ctx: Context, account_id: str, name: str | None, token_stdin: bool, token_name: str, expires_at: str | None,
-    as_json: bool,
+    webhook_url: str | None, webhook_secret_stdin: bool, no_webhook: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Rename ACCOUNT_ID, or add or rotate one of its tokens (--token-stdin): the next upload uses it."""
+    """Rename ACCOUNT_ID, add or rotate one of its tokens (--token-stdin; the next upload uses it), or set
+    its webhook (--webhook-url, --webhook-secret-stdin; a signed POST per final upload status and held call)."""
     reg = ctx.runtime.accounts
     with registry_errors():
-        if name is None and not token_stdin:
-            raise AccountInputError("options", "give --name or --token-stdin")
+        webhook = webhook_url is not None or webhook_secret_stdin or no_webhook
+        if name is None and not token_stdin and not webhook:
+            raise AccountInputError("options", "give --name, --token-stdin, --webhook-url or --no-webhook")
+        if token_stdin and webhook_secret_stdin:
+            raise AccountInputError("options", "read one secret from stdin at a time")
         if name is not None:
             report(edits.update(reg, account_id, {"name": name}), as_json)
         if token_stdin:
             report(edits.set_token(reg, account_id, read_token(token_name, expires_at)), as_json)
+        if no_webhook:
+            report(edits.update(reg, account_id, {"webhook_url": None, "webhook_secret": None}), as_json)
+        elif webhook:
+            data: dict[str, Any] = {}
+            if webhook_url is not None:
+                data["webhook_url"] = webhook_url
+            if webhook_secret_stdin:
+                secret = sys.stdin.read().strip()
+                if not secret:
+                    raise AccountInputError("webhook_secret", "expected on stdin")
+                data["webhook_secret"] = secret
+            report(edits.update(reg, account_id, data), as_json)
 
 
 @accounts.command()

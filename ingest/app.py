@@ -24,6 +24,11 @@ Routes::
     POST /mango/{account}/ping              Mango Office availability check
     /admin/v1/accounts, /admin/v1/counters  the account registry's admin API (bearer token)   routes/admin.py
     GET  /oauth/callback                    OAuth onboarding: Yandex ID sends the browser back here
+    GET  /v1/calls/{provider}/{call_id}     where a call is (status API, bearer token)   routes/status.py
+    GET  /v1/conversions/{source}/{id}, /v1/chats/{source}/{id}   the same for conversions and chats
+    GET  /v1/counters/{id}[/uploads]        a counter's figures, its uploads (paged)
+    GET  /openapi.json                      the status API's OpenAPI document            routes/openapi.py
+    /console/...                            the operator console (login, sessions, CSRF)  console/app.py
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Mount
 
 from config.settings import Settings
+from ingest.console.app import Console
 from ingest.core import IngestCore
 from ingest.routes.admin import AdminRoutes
 from ingest.routes.api import ApiRoutes
 from ingest.routes.operations import OperationsRoutes
 from ingest.routes.providers import ProviderRoutes
 from ingest.routes.sessions import SessionService
+from ingest.routes.status import StatusRoutes
 from worker.accounts.envimport import import_env
 from worker.errors import CalltrackError
 from worker.runtime import Runtime
@@ -61,13 +69,17 @@ def import_env_accounts(core: IngestCore) -> None:
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     """The ASGI application. Owns the runtime it creates (closed at shutdown), not one passed in."""
     core = IngestCore(settings, runtime)
-    routes = [
+    routes: list[BaseRoute] = [
         *OperationsRoutes(core).routes(),
         *ApiRoutes(core).routes(),
         *SessionService(settings, core.runtime).routes(),
         *ProviderRoutes(core).routes(),
         *AdminRoutes(core).routes(),
+        *StatusRoutes(core).routes(),
     ]
+    console = Console(core).app()  # None (404) without a console password or admin token
+    if console is not None:
+        routes.append(Mount("/console", app=console))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("worker.delivery",),
     ("worker.intake",),
     ("worker.ops",),
+    ("worker.notify",),
     ("worker.runtime",),
     ("worker.app", "worker.main"),
     ("tasks",),

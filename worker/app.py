@@ -31,7 +31,9 @@ from worker.store import check_durability, connect, pin_shards
 PERIODIC_QUEUE = "calltrack.periodic"
 UPLOAD_QUEUE = "calltrack.upload"
 log = structlog.get_logger(__name__)
-TASK_MODULES = ["tasks.pipeline", "tasks.accounts"]
+# Webhook deliveries (issue 19) wait on their own queue: a slow receiver never delays uploads or ticks.
+NOTIFY_QUEUE = "calltrack.notify"
+TASK_MODULES = ["tasks.pipeline", "tasks.accounts", "tasks.notify"]
 
 
 class CalltrackCelery(Celery):
@@ -63,8 +65,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
         },
         "task_default_queue": PERIODIC_QUEUE,
-        "task_queues": [Queue(PERIODIC_QUEUE), Queue(UPLOAD_QUEUE)],
-        "task_routes": {"calltrack.upload_batch": {"queue": UPLOAD_QUEUE}},
+        "task_queues": [Queue(PERIODIC_QUEUE), Queue(UPLOAD_QUEUE), Queue(NOTIFY_QUEUE)],
+        "task_routes": {
+            "calltrack.upload_batch": {"queue": UPLOAD_QUEUE},
+            "calltrack.notify_webhook": {"queue": NOTIFY_QUEUE},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -110,6 +115,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "calltrack.token_upkeep",
                 "schedule": settings.token_check_interval,
                 "options": {"expires": max(settings.token_check_interval * 2, 2.0)},
+            },
+            "notify_sweep": {
+                "task": "calltrack.notify_sweep",
+                "schedule": settings.webhook_sweep_interval,
+                "options": {"expires": max(settings.webhook_sweep_interval * 2, 2.0)},
             },
         },
     }

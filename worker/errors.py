@@ -14,6 +14,7 @@
     │   ├── AccountInputError         bad input: names the field and the rule
     │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
     │   └── OAuthError                Yandex ID refused a code, a refresh or a user-info request
+    ├── WebhookError                  a webhook delivery failed (retried with back-off, then dead)
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
@@ -98,6 +99,11 @@ class AdoptionError(CalltrackError):
     equals the batch's row count; anything else (two files with the comment, another row count)
     means the comment may belong to another file, so the batch is quarantined instead.
     """
+
+
+class WebhookError(CalltrackError):
+    """A webhook delivery failed (network error or a non-2xx answer): retried with back-off, then dead.
+    Its text names the account and the answer, never the URL (it may hold a token) or the secret."""
 
 
 class MetricaError(CalltrackError):

@@ -12,6 +12,8 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
 ``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
+``<ns>:{sN}:bufseq``       hash    bucket -> the batch sequence number its open buffer reserved when
+                                   it opened (drain.lua; the batch is sealed under that number)
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
 ``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
@@ -21,14 +23,16 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:seen:<hash>``  string  a conversion already accepted, for the dedup window (drain.lua)
+``<ns>:{sN}:seen:<hash>``  string  a conversion or chat already accepted, for the dedup window
+                                   (drain.lua), valued "counter:seq" (seq: its batch's number)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
-``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
-                                   window, and where a later conversion finds it (drain.lua writes
-                                   it; worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ref:<hash>``   string  a call's "counter:<seq>R<nonce>|id column|identifier": its dedup mark for
+                                   the window, where a later conversion finds it and the status
+                                   API's index (seq: its batch's number; drain.lua writes it;
+                                   worker/intake/call_refs.py reads it)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
@@ -61,7 +65,8 @@ key                                type    what it holds (owner)
 =================================  ======  ===================================================
 ``<ns>:routing``                   hash    tracking number ``+digits`` -> JSON route (routing)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
-``<ns>:{held}:seen:<hash>``        string  a provider call already held once (held)
+``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
+                                           held entry's id (held; the status API reads it)
 ``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
                                            call to the counter (callers, FirstTimeCaller)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
@@ -92,6 +97,25 @@ key                                type    what it holds (owner)
                                            worker and beat (health)
 ``<ns>:counter_setup``             hash    counter -> JSON readiness: offline options, join
                                            thresholds, goals (worker/delivery/counter_setup.py)
+=================================  ======  ===================================================
+
+Webhooks (issue 19: ``worker/notify/``; fleet-wide, tag ``{n}``; events carry ids, never a secret or URL):
+
+=================================  ======  ===================================================
+key                                type    what it holds (owner)
+=================================  ======  ===================================================
+``<ns>:{n}:outbox``                hash    event id -> JSON event waiting for delivery
+                                           (lua/notify_add.lua records it once)
+``<ns>:{n}:pending``               zset    event id -> ms when the sweep may send it (again);
+                                           0: never sent
+``<ns>:{n}:sent``                  zset    event id -> ms delivered (the idempotency index;
+                                           trimmed after ``dedup_window_days``)
+``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
+                                           ran out (ctl notify dead / retry, the console)
+``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
+                                           stream id: how far the sweep has read
+``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
+                                           in the current window (ingest/console/app.py)
 =================================  ======  ===================================================
 """
 
@@ -135,6 +159,15 @@ class Keys:
 
     def buffer_bytes(self, shard: int) -> str:
         return f"{self.prefix(shard)}:bufbytes"
+
+    def buffer_seq(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:bufseq"
+
+    def seq(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:seq"
+
+    def dedup_mark(self, shard: int, digest: str) -> str:
+        return f"{self.prefix(shard)}:seen:{digest}"
 
     def due(self, shard: int) -> str:
         return f"{self.prefix(shard)}:due"
@@ -296,6 +329,16 @@ class Keys:
     @property
     def counter_setup(self) -> str:
         return f"{self.namespace}:counter_setup"
+
+    # --- Webhooks (issue 19) -------------------------------------------------------------------
+    def notify(self, name: str) -> str:
+        """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
+        return f"{self.namespace}:{{n}}:{name}"
+
+    def console_failures(self, address: str) -> str:
+        """Failed console logins of one client address; the key holds a digest, never the address."""
+        digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
+        return f"{self.namespace}:console:fails:{digest}"
 
     @property
     def celery_prefix(self) -> str:

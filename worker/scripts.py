@@ -58,6 +58,7 @@ class Scripts:
         self.lease = register("lease")
         self.hold = register("hold")
         self.xadd_many = register("xadd_many")
+        self.notify_add = register("notify_add")
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]

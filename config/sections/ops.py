@@ -29,6 +29,42 @@ class OpsSettings(BaseModel):
         default="", description="Folder of the local heartbeat files liveness probes read (default: the temp dir)."
     )
 
+    # --- Status API, console, webhooks (issue 19) ---------------------------------------------
+    status_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the status API (/v1/calls/{provider}/{id}, /v1/counters/...). Without it "
+        "the admin API's token (CALLTRACK_ADMIN_API_TOKEN) is accepted; with neither the status API answers 404.",
+    )
+    console_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the operator console (/console/, user CALLTRACK_CONSOLE_USER). Without it the "
+        "admin API's token is the password; with neither the console answers 404.",
+    )
+    console_user: str = Field(default="admin", pattern=r"^[^:\s]{1,64}$", description="The console's user name.")
+    console_session_seconds: Annotated[int, Field(ge=60, le=7 * 86_400)] = Field(
+        default=8 * 3600, description="How long a console login lasts (signed session cookie)."
+    )
+    console_secure_cookie: bool = Field(
+        default=False, description="Send the console's session cookie only over HTTPS (set it behind TLS)."
+    )
+    webhook_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=10.0, description="Seconds a webhook delivery may take before it counts as failed."
+    )
+    webhook_max_retries: Annotated[int, Field(ge=0, le=50)] = Field(
+        default=8,
+        description="Retries of a failed webhook delivery (exponential back-off with jitter) before it is "
+        "kept as a dead letter (ctl notify dead, the console).",
+    )
+    webhook_sweep_interval: Annotated[float, Field(ge=0.2, le=600)] = Field(
+        default=2.0,
+        description="Seconds between two looks for final statuses and held calls to notify (calltrack.notify_sweep).",
+    )
+    webhook_backoff_max: Annotated[int, Field(ge=1, le=3_000)] = Field(
+        default=600,
+        description="Longest wait between two webhook retries, in seconds (a retry is a Celery countdown, kept "
+        "well below the broker's visibility timeout).",
+    )
+
     # --- Logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

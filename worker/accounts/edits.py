@@ -34,7 +34,8 @@ def create(reg: Registry, data: dict[str, Any]) -> Change:
 
 
 def update(reg: Registry, account_id: str, data: dict[str, Any]) -> Change:
-    """Change the given top-level fields (``name``, ``tokens``, ``counters``, ``telephony``) of an account."""
+    """Change the given top-level fields (``name``, ``tokens``, ``counters``, ``telephony``, ``webhook_url``,
+    ``webhook_secret``; ``"webhook_url": null`` removes the webhook) of an account."""
     if "id" in data and data["id"] != account_id:
         raise AccountInputError("id", "cannot be changed")
     account = _account(reg, account_id)
@@ -53,6 +54,7 @@ def _as_input(account: Account) -> dict[str, Any]:
             {"provider": t.provider, "account": t.account, **({"timezone": t.timezone} if t.timezone else {})}
             for t in account.telephony
         ],
+        **({"webhook_url": account.webhook_url} if account.webhook_url else {}),
     }
 
 

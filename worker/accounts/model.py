@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -90,6 +91,26 @@ class AccountIn(_Strict):
     tokens: list[TokenIn] = Field(default_factory=list, max_length=20)
     counters: list[CounterIn] = Field(default_factory=list, max_length=100_000)
     telephony: list[TelephonyIn] = Field(default_factory=list, max_length=1000)
+    #: Where final upload statuses and held calls are posted (issue 19); the secret signs each body.
+    webhook_url: Annotated[str | None, Field(max_length=2000)] = None
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL with a host, as https://crm.example/calltrack")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> AccountIn:
@@ -171,6 +192,8 @@ class Account:
     telephony: tuple[Telephony, ...] = ()
     updated_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @property
     def login(self) -> str | None:
@@ -195,6 +218,7 @@ class Account:
             ],
             "counters": [c.model_dump() for c in self.counters],
             "telephony": [(t.provider, t.account, _plain(t.secret), t.timezone) for t in self.telephony],
+            "webhook": (self.webhook_url, _plain(self.webhook_secret)),
         }
 
     def public(self) -> dict[str, Any]:
@@ -205,6 +229,9 @@ class Account:
             "tokens": [t.public() for t in self.tokens],
             "counters": [{k: v for k, v in c.model_dump().items() if v is not None} for c in self.counters],
             "telephony": [t.public() for t in self.telephony],
+            "webhook": {"url": self.webhook_url, "has_secret": self.webhook_secret is not None}
+            if self.webhook_url
+            else None,
             "updated_at": iso(self.updated_at),
         }
 

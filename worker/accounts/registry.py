@@ -216,6 +216,11 @@ class Registry:
             if secret is None:
                 raise AccountInputError(f"telephony.{i}.secret", "is required for a new telephony account")
             telephony.append(Telephony(tel.provider, tel.account, secret, tel.timezone))
+        webhook_secret = None
+        if spec.webhook_url is not None:
+            webhook_secret = spec.webhook_secret or (old.webhook_secret if old else None)
+            if webhook_secret is None:
+                raise AccountInputError("webhook_secret", "is required with a webhook_url (it signs every body)")
         return Account(
             id=spec.id,
             name=spec.name,
@@ -223,6 +228,8 @@ class Registry:
             counters=tuple(spec.counters),
             telephony=tuple(telephony),
             updated_at=old.updated_at if old else 0.0,
+            webhook_url=spec.webhook_url,
+            webhook_secret=webhook_secret,
         )
 
     def token_from_input(self, given: TokenIn, before: Token | None, where: str) -> Token:

@@ -45,6 +45,8 @@ def encode(ring: KeyRing, account: Account) -> str:
         ],
         "updated_at": account.updated_at,
     }
+    if account.webhook_url:
+        doc["webhook"] = {"url": account.webhook_url, "secret": _enc(ring, account.webhook_secret)}
     return orjson.dumps(doc).decode()
 
 
@@ -69,6 +71,8 @@ def decode(ring: KeyRing, raw: str) -> Account:
             for t in doc.get("telephony", [])
         ),
         updated_at=float(doc.get("updated_at") or 0),
+        webhook_url=(doc.get("webhook") or {}).get("url"),
+        webhook_secret=_dec(ring, (doc.get("webhook") or {}).get("secret")),
     )
 
 
@@ -82,4 +86,6 @@ def rotate(ring: KeyRing, raw: str) -> str:
     for item in doc.get("telephony", []):
         if item.get("secret"):
             item["secret"] = ring.rotate(item["secret"])
+    if (doc.get("webhook") or {}).get("secret"):
+        doc["webhook"]["secret"] = ring.rotate(doc["webhook"]["secret"])
     return orjson.dumps(doc).decode()

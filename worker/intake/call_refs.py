@@ -1,9 +1,15 @@
 """A call that later converts: record an offline conversion for a call by the call's own id.
 
-When drain accepts a call it keeps "counter|id column|identifier" under a digest of (provider,
+When drain accepts a call it keeps "counter:seq|id column|identifier" under a digest of (provider,
 call id) for the dedup window (``lua/drain.lua``). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
 know only the provider's call id.
+
+The same marks are the status API's index (issue 19): ``seq`` is the batch sequence number the
+call's buffer reserved when it opened, so the batch holding an accepted call is
+``CT<epoch>S<shard>B<seq>R<nonce>`` with no per-batch list of calls. A conversion's or chat's ``seen:`` mark
+holds "counter:seq". :func:`locate` is the one function that reads this index (refs may later move
+into compact per-day hashes: only it changes then).
 """
 
 from __future__ import annotations
@@ -28,6 +34,26 @@ class CallRef:
     counter_id: int
     id_column: str
     identifier: str
+    shard: int = 0
+    seq: str | None = None  # the batch id's tail "<seq>R<nonce>" (None: a mark written before issue 19)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where drain put an accepted event: its shard, the sequence number of its batch, its counter and
+    (for a call) its identifier column, which names the buffer it went into."""
+
+    shard: int
+    seq: str | None
+    counter_id: int = 0
+    id_column: str = ""
+
+
+def parse_ref(value: str, shard: int = 0) -> CallRef:
+    """A ref value: ``counter[:seq]|column|identifier`` (the identifier may itself hold ``|``)."""
+    head, column, identifier = value.split("|", 2)
+    counter, _, seq = head.partition(":")
+    return CallRef(int(counter), column, identifier, shard, seq or None)
 
 
 def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
@@ -36,11 +62,24 @@ def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
     pipe = rt.redis.pipeline(transaction=False)
     for shard in range(rt.keys.shards):
         pipe.get(rt.keys.call_ref(shard, digest))
-    for value in pipe.execute():
+    for shard, value in enumerate(pipe.execute()):
         if value:
-            counter, column, identifier = str(value).split("|", 2)
-            return CallRef(int(counter), column, identifier)
+            return parse_ref(str(value), shard)
     return None
+
+
+def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: int = 0, dedup: str = "") -> Mark | None:
+    """The index of the status API: where drain put a call (by provider and call id) or another event
+    (by its counter and dedup digest); None when no mark exists (not drained yet, or expired)."""
+    if call_id:
+        ref = find_call(rt, provider, call_id)
+        return None if ref is None else Mark(ref.shard, ref.seq, ref.counter_id, ref.id_column)
+    shard = rt.keys.shard_of(counter_id)
+    value = rt.redis.get(rt.keys.dedup_mark(shard, dedup))
+    if value is None:
+        return None
+    seq = str(value).partition(":")[2]  # "counter:<seq>R<nonce>" ("1" before issue 19)
+    return Mark(shard, seq or None, counter_id)
 
 
 def record_conversion(

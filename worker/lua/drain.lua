@@ -7,6 +7,11 @@
 --       8 max age (ms; a counter's own in <p>:flushage wins)  9 shard number  10 "1" to seal every open buffer now
 --       11 nonce: random letters and digits chosen by the caller for this run (never by Redis)
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
+--
+-- A buffer takes its batch's sequence number and the opening run's nonce when it opens
+-- (<p>:bufseq: "<seq>R<nonce>", the batch id's tail), so each call's mark records the batch it will
+-- be sealed as: a ref becomes "counter:<seq>R<nonce>|column|identifier", a seen key's value
+-- "counter:<seq>R<nonce>" (the status API reads them: worker/intake/call_refs.py).
 local p = ARGV[1]
 local group, consumer = ARGV[2], ARGV[3]
 local count = tonumber(ARGV[4])
@@ -34,13 +39,24 @@ local function age_of(bucket)
 end
 
 local sealed = {}
-local rows_of, bytes_of, touched = {}, {}, {}
+local rows_of, bytes_of, touched, seq_of = {}, {}, {}, {}
+local seq_key, bufseq_key = p .. ':seq', p .. ':bufseq'
+local last_seq = tonumber(redis.call('GET', seq_key) or '0')
+local first_seq = last_seq
 
 local function load(bucket)
   if rows_of[bucket] == nil then
     rows_of[bucket] = redis.call('LLEN', p .. ':buf:' .. bucket)
     bytes_of[bucket] = tonumber(redis.call('HGET', bytes_key, bucket) or '0')
+    seq_of[bucket] = redis.call('HGET', bufseq_key, bucket)
   end
+end
+
+local function open(bucket)
+  -- The batch's number and this run's nonce: the batch id's tail, fixed when the buffer opens.
+  last_seq = last_seq + 1
+  seq_of[bucket] = tostring(last_seq) .. 'R' .. nonce
+  redis.call('HSET', bufseq_key, bucket, seq_of[bucket])
 end
 
 local function seal(bucket)
@@ -50,7 +66,10 @@ local function seal(bucket)
   redis.call('HDEL', bytes_key, bucket)
   touched[bucket] = nil
   if n == 0 then return end
-  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. redis.call('INCR', p .. ':seq') .. 'R' .. nonce
+  if not seq_of[bucket] then open(bucket) end  -- a buffer opened before sequences were reserved
+  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. seq_of[bucket]
+  redis.call('HDEL', bufseq_key, bucket)
+  seq_of[bucket] = nil
   redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
   if redis.call('EXISTS', p .. ':bufm:' .. bucket) == 1 then
     redis.call('RENAME', p .. ':bufm:' .. bucket, p .. ':marks:' .. id)
@@ -81,38 +100,46 @@ if reply then
       elseif f == 'v' then ref_value = fields[j + 1] end
     end
     if bucket and row then
-      local fresh, mark = true, nil
+      local fresh, mark_key = true, nil
+      load(bucket)
+      local size = #row + 1
+      local full = rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes)
+      -- The batch this row will be sealed as: the open buffer's, or the next sequence number.
+      local gen
+      if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = seq_of[bucket]
+      elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2) .. 'R' .. nonce  -- seal() numbers it first
+      else gen = tostring(last_seq + 1) .. 'R' .. nonce end
+      local mark = string.match(bucket, '^(%d+):') .. ':' .. gen
       if ref and ref_value then
+        local counter_part = string.match(ref_value, '^[^|]*')
+        ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
         -- A call: its ref key (where a later conversion finds it) is also its dedup mark, one key
         -- instead of two. The same provider call id on another counter (rare) falls back to the
         -- per-counter dedup key.
         fresh = redis.call('SET', p .. ':ref:' .. ref, ref_value, 'NX', 'EX', dedup_ttl) ~= false
-        mark = 'ref:' .. ref
+        mark_key = 'ref:' .. ref
         if not fresh then
           local held = redis.call('GET', p .. ':ref:' .. ref)
-          if held and string.match(held, '^[^|]*') ~= string.match(ref_value, '^[^|]*') then
-            fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
-            mark = 'seen:' .. dedup
+          if held and string.match(held, '^[^|:]*') ~= counter_part then
+            fresh = redis.call('SET', p .. ':seen:' .. dedup, mark, 'NX', 'EX', dedup_ttl) ~= false
+            mark_key = 'seen:' .. dedup
           end
         end
       elseif dedup and dedup ~= '' then
-        fresh = redis.call('SET', p .. ':seen:' .. dedup, '1', 'NX', 'EX', dedup_ttl) ~= false
-        mark = 'seen:' .. dedup
+        fresh = redis.call('SET', p .. ':seen:' .. dedup, mark, 'NX', 'EX', dedup_ttl) ~= false
+        mark_key = 'seen:' .. dedup
       end
       if not fresh then
         repeats = repeats + 1
       else
-        load(bucket)
-        local size = #row + 1
-        if rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes) then
-          seal(bucket)
-        end
-        if rows_of[bucket] == 0 then
-          redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket)
+        if full then seal(bucket) end
+        if rows_of[bucket] == 0 or not seq_of[bucket] then
+          if rows_of[bucket] == 0 then redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket) end
+          open(bucket)
         end
         redis.call('RPUSH', p .. ':buf:' .. bucket, row)
         -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
-        if mark then redis.call('RPUSH', p .. ':bufm:' .. bucket, mark) end
+        if mark_key then redis.call('RPUSH', p .. ':bufm:' .. bucket, mark_key) end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true
@@ -151,6 +178,8 @@ for i = 1, #ready do
     seal(bucket)
   end
 end
+
+if last_seq ~= first_seq then redis.call('SET', seq_key, last_seq) end
 
 local result = {read, repeats}
 for i = 1, #sealed do result[#result + 1] = sealed[i] end

@@ -4,5 +4,6 @@
 -- Returns the entry id, false when the call was held before, or 'full' (nothing written).
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[5]) then return 'full' end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
-return redis.call('XADD', KEYS[1], '*', 'reason', ARGV[1], 'call', ARGV[2], 'at', ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', 'reason', ARGV[1], 'call', ARGV[2], 'at', ARGV[3])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[4])  -- the entry id: where the status API finds the call
+return id

@@ -1,0 +1,1 @@
+"""The operator console (issue 19): server-rendered pages behind a login, with CSRF-checked actions."""

@@ -1,0 +1,1 @@
+"""Outbound notifications: a signed webhook per account for final upload statuses and held calls."""
