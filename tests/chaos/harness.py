@@ -282,6 +282,9 @@ def run_chaos(
             "CALLTRACK_RECONCILE_MAX_BACKOFF": "2",
             "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "0",
             "CALLTRACK_RECONCILE_MISSING_LIMIT": "2",
+            # Polls and lookups only spend their own share of a login's day (the reserve): at one
+            # reconcile a second a long run needs more than the default 500.
+            "CALLTRACK_QUOTA_POLLING_RESERVE": "2500",
             "CALLTRACK_REDISPATCH_AFTER": "4",
             "CALLTRACK_UPLOAD_LOCK_SECONDS": "15",
             "CALLTRACK_HTTP_CONNECT_TIMEOUT": "2",
