@@ -15,6 +15,7 @@ from config.settings import Settings
 from worker.runtime import Runtime
 
 REDIS_URL = os.environ.get("CALLTRACK_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+AMQP_URL = os.environ.get("CALLTRACK_TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,38 @@ def redis_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The test RabbitMQ; skips locally when none answers, but fails under CI=true (CI has one)."""
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as error:
+        message = f"no RabbitMQ answers at {AMQP_URL}: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMQP_URL
+
+
+@pytest.fixture
+def amqp_broker(amqp_url: str, namespace: str) -> Iterator[str]:
+    """RabbitMQ as this test's broker; its namespaced queues are deleted afterwards."""
+    from kombu import Connection
+
+    yield amqp_url
+    with Connection(amqp_url, connect_timeout=3) as conn:
+        channel: Any = conn.channel()
+        for name in (f"{namespace}.calltrack.periodic", f"{namespace}.calltrack.upload"):
+            try:
+                channel.queue_delete(name)
+            except Exception:
+                channel = conn.channel()
+        channel.close()
 
 
 @pytest.fixture

@@ -24,6 +24,19 @@ def test_every_accepted_call_is_stored_exactly_once_through_kills_restarts_and_f
     assert report.conversions == 500  # the run mixes offline conversions with calls
 
 
+def test_chaos_on_rabbitmq_stores_every_accepted_call_exactly_once(amqp_url: str, tmp_path: Path) -> None:
+    """The short run with Celery's broker on RabbitMQ: worker kills, failpoints and a Redis restart
+    (the data plane's) while RabbitMQ holds the messages (quorum queues, late acks)."""
+    report = run_chaos(
+        calls=1_500, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0,
+        redis_restarts=1, timeout=240, log_dir=tmp_path, broker_url=amqp_url, say=print,
+    )  # fmt: skip
+    print(report.table())
+    assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
+    assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
+    assert report.stored_rows == report.accepted == 1_500
+
+
 @pytest.mark.parametrize("scenario", ["aof_tail", "snapshot", "maxmemory", "forget"])
 def test_what_redis_forgets_or_refuses_never_doubles_a_call(scenario: str, redis_url: str, tmp_path: Path) -> None:
     """Issue 13's scenarios (a)-(d): after each, no call twice at the emulator, no batch adopted from

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import make_call, wait_for
@@ -28,11 +30,15 @@ def expected_row(raw: dict[str, Any]) -> dict[str, str]:
     return CallEvent.model_validate(raw).to_row()
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_processed(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    broker: str, make_settings: Callable[..., Settings], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    brokers = {"broker_url": request.getfixturevalue("amqp_broker")} if broker == "rabbitmq" else {}
     with running_emulator(step_seconds=0.1) as emulator:
-        settings = make_settings(metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, shards=2)
+        settings = make_settings(
+            metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, shards=2, **brokers
+        )
         calls = [
             make_call(counter, n, id_type="ClientId" if n % 3 else "Yclid")
             for n in range(1000)
@@ -41,6 +47,7 @@ def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_process
         with running_worker(settings, tmp_path) as app:
             rt = app.runtime()
             producer = Runtime(settings).producer
+            assert str(app.conf.broker_url).startswith("amqp") == (broker == "rabbitmq")
             result = producer.submit(calls[:400])
             result2 = producer.submit(calls[400:])
             assert len(result.accepted) + len(result2.accepted) == 1000

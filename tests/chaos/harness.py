@@ -19,8 +19,10 @@ storing uploads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -234,6 +236,7 @@ def run_chaos(
     log_dir: Path | None = None,
     seed: int = 1,
     scenario: str = "kills",
+    broker_url: str | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> ChaosReport:
     """One chaos run; ``scenario`` adds what Redis or Metrica does (tests/chaos/redis_faults.py)."""
@@ -267,7 +270,8 @@ def run_chaos(
         RedisServer(data_dir=log_dir / "redis", appendfsync=appendfsync) as redis_server,
         start_in_thread(emulator_config) as emulator,
     ):
-        namespace = "chaos"
+        # On a shared RabbitMQ the queues carry the namespace: one of this run's own.
+        namespace = "chaos" if broker_url is None else f"chaos{secrets.token_hex(4)}"
         env = {
             "REDIS_URL": redis_server.url,
             "CALLTRACK_REDIS_URL": redis_server.url,
@@ -291,6 +295,8 @@ def run_chaos(
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_FAILPOINTS": ",".join(f"{k}={v}" for k, v in FAILPOINTS.items()),
         }
+        if broker_url is not None:
+            env["CALLTRACK_BROKER_URL"] = broker_url
         if scenario == "maxmemory":
             # Rows of final batches expire at once, so memory frees as the pipeline drains.
             # A low watermark: a small Redis still leaves megabytes between it and maxmemory for
@@ -389,6 +395,8 @@ def run_chaos(
                 report.missing_replayed = _replay_missing(producer_rt, fleet, timeout, say)
         finally:
             fleet.stop()
+            if broker_url is not None:
+                _delete_queues(broker_url, namespace)
         report.worker_kills = fleet.kills
         report.worker_deaths = fleet.deaths
         report.failpoint_kills = sum(
@@ -403,6 +411,16 @@ def run_chaos(
         report.faults.update({f"quota {k}": v for k, v in stats["quota_rejections"].items()})
     report.seconds = time.monotonic() - started
     return report
+
+
+def _delete_queues(broker_url: str, namespace: str) -> None:
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=3) as conn:
+        for name in ("calltrack.periodic", "calltrack.upload"):
+            channel: Any = conn.channel()
+            with contextlib.suppress(Exception):
+                channel.queue_delete(f"{namespace}.{name}")
 
 
 class _Events:
