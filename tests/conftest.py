@@ -63,6 +63,48 @@ def amqp_broker(amqp_url: str, namespace: str) -> Iterator[str]:
         channel.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A local Redis Cluster (3 masters, 3 replicas) started for the session and stopped after it;
+    skips locally without ``redis-server``, fails under CI=true (CI has the binary)."""
+    import shutil
+
+    from standalone.cluster import LocalCluster
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        message = "no redis-server/redis-cli on PATH for a local Redis Cluster"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_settings(redis_cluster: Any, make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Settings]]:
+    """Settings whose data plane is the session's cluster (this test's namespace; the broker and redbeat
+    stay on the test Redis); every key of the namespace is deleted from the cluster afterwards."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        settings = make_settings(
+            **{"redis_url": redis_cluster.url, "redis_cluster": True, "broker_url": REDIS_URL}
+            | {"beat_redis_url": REDIS_URL, "shards": 16}
+            | overrides
+        )
+        made.append(settings)
+        return settings
+
+    yield make
+    if made:
+        from worker.store import connect_data
+
+        client = connect_data(made[0])
+        for key in list(client.scan_iter(match=f"{made[0].namespace}:*", count=1000)):
+            client.delete(key)
+        client.close()
+
+
 @pytest.fixture
 def redis(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url, decode_responses=True)

@@ -30,15 +30,15 @@ def expected_row(raw: dict[str, Any]) -> dict[str, str]:
     return CallEvent.model_validate(raw).to_row()
 
 
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.parametrize(("broker", "data"), [("redis", "redis"), ("rabbitmq", "redis"), ("rabbitmq", "cluster")])
 def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_processed(
-    broker: str, make_settings: Callable[..., Settings], tmp_path: Path, request: pytest.FixtureRequest
+    broker: str, data: str, make_settings: Callable[..., Settings], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """On a single Redis with either broker, and on a local 3-master Redis Cluster with RabbitMQ."""
     brokers = {"broker_url": request.getfixturevalue("amqp_broker")} if broker == "rabbitmq" else {}
+    make = request.getfixturevalue("cluster_settings") if data == "cluster" else make_settings
     with running_emulator(step_seconds=0.1) as emulator:
-        settings = make_settings(
-            metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, shards=2, **brokers
-        )
+        settings = make(metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, **brokers)
         calls = [
             make_call(counter, n, id_type="ClientId" if n % 3 else "Yclid")
             for n in range(1000)
@@ -78,10 +78,13 @@ def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_process
             assert len(found) == 1, f"call {raw['call_id']} stored {len(found)} times"
             cells = {k: v for k, v in found[0].items() if k[0].isupper() and v != ""}
             assert cells == row
-        # Reconciliation recorded Metrica's quantities on each batch.
+        # Reconciliation recorded Metrica's quantities on each batch (a fresh client: the worker closed its
+        # runtime's, and a closed cluster client does not reconnect).
+        rt = Runtime(settings)
         for key in rt.redis.scan_iter(match=f"{settings.namespace}:*:batch:*", count=1000):
             record = cast(dict[str, str], rt.redis.hgetall(key))
             assert record["source_quantity"] == record["line_quantity"] == record["rows"]
+        rt.close()
 
 
 def _stored(emulator: RunningEmulator) -> int:
