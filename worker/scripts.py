@@ -37,6 +37,7 @@ class Scripts:
         self.mark_missing = register("mark_missing")
         self.take_lock = register("take_lock")
         self.quota_acquire = register("quota_acquire")
+        self.quota_rate = register("quota_rate")
         self.lease = register("lease")
         self.hold = register("hold")
         self.xadd_many = register("xadd_many")
