@@ -25,26 +25,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from standalone.redis_server import RedisServer
+from worker.store import cluster_health
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 2000  # a dead master's replica takes over within a few seconds
-
-
-def cluster_health(client: Redis) -> tuple[bool, str]:
-    """(ok, one line): ``CLUSTER INFO`` says ``cluster_state:ok`` and all 16384 slots are assigned and ok."""
-    info = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
-    if isinstance(info, bytes | str):
-        text = info.decode() if isinstance(info, bytes) else info
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    else:
-        fields = {str(k): str(v) for k, v in dict(info).items()}
-    state = fields.get("cluster_state", "?").strip()
-    assigned = int(fields.get("cluster_slots_assigned", 0))
-    good = int(fields.get("cluster_slots_ok", 0))
-    line = (
-        f"cluster_state {state}, {assigned}/16384 slots assigned, {good} ok, {fields.get('cluster_size', '?')} masters"
-    )
-    return state == "ok" and assigned == 16384 and good == 16384, line
 
 
 def _port_free(port: int) -> bool:

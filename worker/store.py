@@ -51,6 +51,35 @@ def is_cluster(redis: Redis) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+def cluster_nodes_health(redis: Redis) -> list[tuple[str, bool, str]]:
+    """(node, ok, line) of every node the cluster client knows: ``CLUSTER INFO`` asked of each."""
+    found = []
+    for node in cast(RedisCluster, redis).get_nodes():  # type: ignore[no-untyped-call]
+        try:
+            ok, line = cluster_health(cast(Redis, node.redis_connection))
+        except Exception as error:  # a node down is a finding, not a crash of the check
+            ok, line = False, f"{type(error).__name__}: {error}"
+        found.append((f"{node.name} ({node.server_type})", ok, line))
+    return found
+
+
+def cluster_health(client: Redis) -> tuple[bool, str]:
+    """(ok, one line): ``CLUSTER INFO`` says ``cluster_state:ok`` and all 16384 slots are assigned and ok."""
+    info: object = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    if isinstance(info, bytes | str):
+        text = info.decode() if isinstance(info, bytes) else info
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    else:
+        fields = {str(k): str(v) for k, v in cast(dict[object, object], info).items()}
+    state = fields.get("cluster_state", "?").strip()
+    assigned = int(fields.get("cluster_slots_assigned", 0))
+    good = int(fields.get("cluster_slots_ok", 0))
+    line = (
+        f"cluster_state {state}, {assigned}/16384 slots assigned, {good} ok, {fields.get('cluster_size', '?')} masters"
+    )
+    return state == "ok" and assigned == 16384 and good == 16384, line
+
+
 def redis_now_ms(redis: Redis) -> int:
     """Redis's clock (``TIME``) in ms: every time the fleet compares comes from this one clock."""
     seconds, micros = redis.time()
