@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any, cast
 
 from redis import Redis, RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _DIR = Path(__file__).with_name("lua")
 
@@ -109,10 +112,20 @@ def _run_many_cluster(cluster: RedisCluster, calls: Sequence[ScriptCall], then: 
             answers = run_many(nodes[name], [calls[i] for i in indexes], then)
         except Exception as error:  # the node is down: every call of it failed, nothing ran there
             answers = [error] * (len(indexes) + len(then))
+        if any(_slot_map_stale(answer) for answer in answers):
+            # A failover or a resharding: learn the new masters so the caller's retry goes there.
+            with contextlib.suppress(Exception):
+                cluster.nodes_manager.initialize()
         for i, answer in zip(indexes, answers, strict=False):
             replies[i] = answer
         tails.append(answers[len(indexes) :])
     return replies + [_weakest([tail[j] for tail in tails]) for j in range(len(then))]
+
+
+def _slot_map_stale(answer: Any) -> bool:
+    if isinstance(answer, ConnectionError | TimeoutError | RedisConnectionError | RedisTimeoutError):
+        return True
+    return isinstance(answer, ResponseError) and str(answer).startswith(("MOVED", "CLUSTERDOWN", "TRYAGAIN", "ASK"))
 
 
 def _weakest(answers: list[Any]) -> Any:
