@@ -29,10 +29,18 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_every_role_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator"}
+    cluster = {f"redis-node-{i}" for i in range(1, 7)} | {"redis-cluster-init", "rabbitmq"}
+    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator", *cluster}
+    for name in cluster:  # issue 17: a Redis Cluster of 3 masters + 3 replicas and RabbitMQ, on request only
+        assert services[name]["profiles"] == ["cluster"], name
+        assert "ports" not in services[name], name
+    assert "--cluster-replicas 1" in " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-enabled" in services["redis-node-1"]["command"]
     for name, service in services.items():
         check = service.get("healthcheck", {}).get("test")
         assert isinstance(check, list) and check[0] in ("CMD", "CMD-SHELL") and len(check) > 1, name
+        if name in cluster:
+            continue
         if name != "redis":
             assert service.get("build") == ".", name
             command = service["command"]
