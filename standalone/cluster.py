@@ -89,7 +89,25 @@ class LocalCluster:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.wait_healthy(timeout)
+        self.wait_replicas_online(timeout)
         return self
+
+    def wait_replicas_online(self, timeout: float = 30.0) -> None:
+        """Until every master has a replica that finished its sync (``WAIT 1`` answers 1 only then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = []
+            for node in self.masters():
+                with Redis(port=node.port, socket_timeout=2) as client:
+                    info = client.info("replication")
+                states = [str(v.get("state")) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+                if "online" not in states:
+                    waiting.append(node.port)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"masters without an online replica: {waiting}")
+            time.sleep(0.2)
 
     def wait_healthy(self, timeout: float = 30.0, *, skip: set[int] | None = None) -> None:
         """Until every live node reports ``cluster_state:ok`` with all slots covered."""

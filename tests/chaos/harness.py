@@ -455,6 +455,7 @@ class FailoverCluster:
         self.cluster.wait_healthy(60, skip={victim.port})
         victim.start()
         self.cluster.wait_healthy(60)
+        self.cluster.wait_replicas_online(60)
         self.say(f"failover done; port {victim.port} is back as a replica")
 
     def __enter__(self) -> FailoverCluster:
