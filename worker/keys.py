@@ -49,8 +49,10 @@ key                        type    what it holds (owner)
 ``<ns>:{q:<lg>}:day:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
 ``<ns>:{q:<lg>}:day:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
 ``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
-``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
-``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
+``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix) in the broker's Redis
+                                   (CALLTRACK_BROKER_URL; on RabbitMQ, queues ``<ns>.calltrack.*``)
+``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock, in
+                                   CALLTRACK_BEAT_REDIS_URL's Redis
 =========================  ======  ===========================================================
 
 Ingestion (issue 5: ``worker/intake/routing.py``, ``worker/intake/held.py``, ``worker/intake/callers.py``,
