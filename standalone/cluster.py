@@ -82,7 +82,8 @@ class LocalCluster:
                 node._wait(10)
             else:
                 node.start()
-        cli = shutil.which("redis-cli") or str(Path(self.nodes[0].binary).with_name("redis-cli"))
+        beside = Path(self.nodes[0].binary).with_name("redis-cli")  # the same version as the servers
+        cli = str(beside) if beside.exists() else shutil.which("redis-cli") or "redis-cli"
         subprocess.run(  # noqa: S603
             [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
              "--cluster-replicas", "1", "--cluster-yes"],

