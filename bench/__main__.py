@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--drain-interval", type=float, help="CALLTRACK_DRAIN_INTERVAL (0.5 s, the default setting)")
     parser.add_argument("--many-flush-age", type=float, help="flush age of the many-counter run (30 s; quick: 2 s)")
     parser.add_argument("--ingest-workers", type=int, default=1, help="processes of the ingestion service")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also run the end-to-end section on a local 3-master Redis Cluster beside the single Redis",
+    )
+    parser.add_argument("--cluster-shards", type=int, default=24, help="CALLTRACK_SHARDS of the cluster run (24)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the JSON goes")
     return parser.parse_args(argv)
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             "many_flush_age": many_age,
             "ingest_workers": args.ingest_workers,
             "redis_appendfsync": "everysec",
+            "cluster": args.cluster,
+            "cluster_shards": args.cluster_shards if args.cluster else None,
         },
         "results": results,
         "errors": errors,
@@ -176,6 +184,18 @@ def main(argv: list[str] | None = None) -> int:
                     step("naive", lambda: scenarios.naive(
                         infra, stack.emulator, calls=size["naive_calls"], counters=size["counters"],
                         flush_rows=size["naive_flush_rows"], timeout=timeout))  # fmt: skip
+        if args.cluster and "e2e" in sections:
+            clustered = PipelineConfig(
+                namespace="benchcl",
+                flush_max_age=args.flush_age,
+                drain_interval=args.drain_interval,
+                shards=args.cluster_shards,
+                cluster_url=infra.start_cluster(),
+            )
+            with scenarios.Stack(infra, clustered, spec, profile=args.profile) as stack:
+                step("e2e_10_cluster", lambda: scenarios.end_to_end(
+                    stack, calls=size["calls"], counters=size["counters"], producers=args.producers,
+                    counter_base=100_000, timeout=timeout, work_dir=work_dir))  # fmt: skip
         if "many" in sections and many_age != args.flush_age:
             many = PipelineConfig(
                 namespace="benchmany",

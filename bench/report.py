@@ -72,7 +72,11 @@ def render(document: dict[str, Any]) -> str:
     def row(section: str, what: str, value: Any) -> None:
         rows.append((section, what, _n(value)))
 
-    for key, title in (("e2e_10", "end-to-end"), ("e2e_many", "end-to-end")):
+    for key, title in (
+        ("e2e_10", "end-to-end"),
+        ("e2e_10_cluster", "end-to-end on a 3-master Redis Cluster"),
+        ("e2e_many", "end-to-end"),
+    ):
         r = results.get(key)
         if r:
             label = f"{title}, {r['counters']:,} counters"

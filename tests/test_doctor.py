@@ -114,3 +114,29 @@ def test_doctor_warns_above_the_producers_watermark(make_settings: Callable[...,
     assert (
         checks["redis maxmemory"][0] == "warn" and "above the producers' watermark 50%" in checks["redis maxmemory"][1]
     )
+
+
+def test_doctor_checks_a_cluster_health_and_slot_coverage(cluster_settings: Callable[..., Settings]) -> None:
+    """On the local 3-master cluster: every node's CLUSTER INFO says ok with 16384 slots assigned."""
+    settings = cluster_settings(flower_password="a-long-flower-password", caller_hash_secret="a-caller-hash-secret")
+    _, checks = doctor(settings)
+    status, detail = checks["redis cluster"]
+    assert status == "ok", detail
+    assert "(3 masters)" in detail and "16384/16384 slots assigned" in detail
+    assert checks["redis maxmemory"][0] == "ok"
+
+
+def test_cluster_health_fails_on_uncovered_slots() -> None:
+    from worker.store import cluster_health
+
+    class Node:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def execute_command(self, *_: object) -> str:
+            return self.text
+
+    ok, line = cluster_health(Node("cluster_state:fail\r\ncluster_slots_assigned:10923\r\ncluster_slots_ok:10923\r\n"))  # type: ignore[arg-type]
+    assert not ok and "10923/16384" in line
+    ok, _ = cluster_health(Node("cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n"))  # type: ignore[arg-type]
+    assert ok

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import make_call, wait_for
@@ -28,11 +30,15 @@ def expected_row(raw: dict[str, Any]) -> dict[str, str]:
     return CallEvent.model_validate(raw).to_row()
 
 
+@pytest.mark.parametrize(("broker", "data"), [("redis", "redis"), ("rabbitmq", "redis"), ("rabbitmq", "cluster")])
 def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_processed(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    broker: str, data: str, make_settings: Callable[..., Settings], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """On a single Redis with either broker, and on a local 3-master Redis Cluster with RabbitMQ."""
+    brokers = {"broker_url": request.getfixturevalue("amqp_broker")} if broker == "rabbitmq" else {}
+    make = request.getfixturevalue("cluster_settings") if data == "cluster" else make_settings
     with running_emulator(step_seconds=0.1) as emulator:
-        settings = make_settings(metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, shards=2)
+        settings = make(metrica_base_url=emulator.base_url, flush_max_rows=150, flush_max_age=0.5, **brokers)
         calls = [
             make_call(counter, n, id_type="ClientId" if n % 3 else "Yclid")
             for n in range(1000)
@@ -41,6 +47,7 @@ def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_process
         with running_worker(settings, tmp_path) as app:
             rt = app.runtime()
             producer = Runtime(settings).producer
+            assert str(app.conf.broker_url).startswith("amqp") == (broker == "rabbitmq")
             result = producer.submit(calls[:400])
             result2 = producer.submit(calls[400:])
             assert len(result.accepted) + len(result2.accepted) == 1000
@@ -71,10 +78,13 @@ def test_thousand_calls_for_three_counters_arrive_exactly_once_and_reach_process
             assert len(found) == 1, f"call {raw['call_id']} stored {len(found)} times"
             cells = {k: v for k, v in found[0].items() if k[0].isupper() and v != ""}
             assert cells == row
-        # Reconciliation recorded Metrica's quantities on each batch.
+        # Reconciliation recorded Metrica's quantities on each batch (a fresh client: the worker closed its
+        # runtime's, and a closed cluster client does not reconnect).
+        rt = Runtime(settings)
         for key in rt.redis.scan_iter(match=f"{settings.namespace}:*:batch:*", count=1000):
             record = cast(dict[str, str], rt.redis.hgetall(key))
             assert record["source_quantity"] == record["line_quantity"] == record["rows"]
+        rt.close()
 
 
 def _stored(emulator: RunningEmulator) -> int:

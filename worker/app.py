@@ -24,12 +24,15 @@ from config.settings import Settings
 from worker.errors import StoreConfigError
 from worker.keys import Keys
 from worker.runtime import Runtime
-from worker.store import check_durability, connect, pin_shards
+from worker.store import check_durability, connect_data, pin_shards
 
 # Two queues, consumed round-robin by every worker: a backlog of uploads (and their retries) can
 # never starve the drain and reconcile ticks, which expire if they wait too long.
 PERIODIC_QUEUE = "calltrack.periodic"
 UPLOAD_QUEUE = "calltrack.upload"
+# RabbitMQ closes a channel whose delivery stays unacknowledged past its consumer_timeout (30 min by
+# default): the task would run again while it still runs. The longest task must stay below it.
+RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800
 log = structlog.get_logger(__name__)
 # Webhook deliveries (issue 19) wait on their own queue: a slow receiver never delays uploads or ticks.
 NOTIFY_QUEUE = "calltrack.notify"
@@ -50,26 +53,68 @@ class CalltrackCelery(Celery):
         return rt
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def queue_names(settings: Settings) -> tuple[str, str, str]:
+    """(periodic, upload, notify) queue names: on RabbitMQ prefixed with the namespace (a vhost is shared
+    the way a Redis is; on Redis kombu's ``global_keyprefix`` separates namespaces)."""
+    names = (PERIODIC_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE)
+    if settings.broker_is_amqp:
+        return tuple(f"{settings.namespace}.{name}" for name in names)  # type: ignore[return-value]
+    return names
+
+
+def broker_config(settings: Settings) -> dict[str, Any]:
+    """Broker URL, transport options and queues: a single Redis, or RabbitMQ with quorum queues.
+
+    Redis: unacknowledged messages come back after the visibility timeout, so it is set far above the
+    longest task. RabbitMQ has no visibility timeout: an unacknowledged delivery returns only when its
+    channel closes (worker lost) or the server's ``consumer_timeout`` passes, which must stay above the
+    longest task (checked here). Quorum queues are replicated and durable; Celery then turns off global
+    QoS by itself (``worker_detect_quorum_queues``), keeping prefetch 1 per consumer.
+    """
     keys = Keys(settings.namespace, settings.shards)
-    upload_limit = settings.upload_lock_seconds
+    longest = settings.upload_lock_seconds
+    periodic, upload, notify = queue_names(settings)
+    if settings.broker_is_amqp:
+        if longest >= RABBITMQ_CONSUMER_TIMEOUT_SECONDS:
+            raise StoreConfigError(
+                f"CALLTRACK_UPLOAD_LOCK_SECONDS={longest} reaches RabbitMQ's default consumer_timeout "
+                f"({RABBITMQ_CONSUMER_TIMEOUT_SECONDS} s): lower it, or raise consumer_timeout and this limit"
+            )
+        quorum = {"x-queue-type": "quorum"}
+        return {
+            "broker_url": settings.broker_url,
+            "broker_transport_options": {"confirm_publish": True},
+            "task_queues": [
+                Queue(periodic, routing_key=periodic, durable=True, queue_arguments=quorum),
+                Queue(upload, routing_key=upload, durable=True, queue_arguments=quorum),
+                Queue(notify, routing_key=notify, durable=True, queue_arguments=quorum),
+            ],
+            "task_default_queue": periodic,
+            "task_routes": {"calltrack.upload_batch": {"queue": upload}, "calltrack.notify_webhook": {"queue": notify}},
+            "worker_detect_quorum_queues": True,
+        }
     return {
-        "broker_url": settings.redis_url,
-        "broker_connection_retry_on_startup": True,
+        "broker_url": settings.broker_url,
         "broker_transport_options": {
             "global_keyprefix": keys.celery_prefix,
             # Far above the longest task (an upload is capped below the lock lease), so a slow
             # task is never handed to a second worker while the first still runs.
-            "visibility_timeout": max(3600, upload_limit * 10),
+            "visibility_timeout": max(3600, longest * 10),
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
         },
-        "task_default_queue": PERIODIC_QUEUE,
-        "task_queues": [Queue(PERIODIC_QUEUE), Queue(UPLOAD_QUEUE), Queue(NOTIFY_QUEUE)],
-        "task_routes": {
-            "calltrack.upload_batch": {"queue": UPLOAD_QUEUE},
-            "calltrack.notify_webhook": {"queue": NOTIFY_QUEUE},
-        },
+        "task_queues": [Queue(periodic), Queue(upload), Queue(notify)],
+        "task_default_queue": periodic,
+        "task_routes": {"calltrack.upload_batch": {"queue": upload}, "calltrack.notify_webhook": {"queue": notify}},
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    keys = Keys(settings.namespace, settings.shards)
+    upload_limit = settings.upload_lock_seconds
+    return {
+        **broker_config(settings),
+        "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -96,7 +141,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
         # extra beat processes wait as hot standbys.
         "beat_scheduler": "worker.app:CalltrackBeatScheduler",
-        "redbeat_redis_url": settings.redis_url,
+        "redbeat_redis_url": settings.beat_redis_url,
         "redbeat_key_prefix": keys.redbeat_prefix,
         "redbeat_lock_timeout": settings.beat_lock_seconds,
         "beat_max_loop_interval": max(1, min(5, settings.beat_lock_seconds // 3)),
@@ -197,7 +242,7 @@ def refuse_another_shard_count(settings: object) -> None:
     or Redis cannot give the producer durability asked for (``aof`` before Redis 7.2)."""
     if not isinstance(settings, Settings):
         return
-    client = connect(settings.redis_url)
+    client = connect_data(settings)
     try:
         pin_shards(client, Keys(settings.namespace, settings.shards))
         check_durability(client, settings.producer_durability)

@@ -48,13 +48,15 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
 ``<ns>:{sN}:flushage``     hash    counter -> its own flush age in ms (worker/accounts/flush.py
                                    publishes the registry's; drain.lua reads it for a new buffer)
-``<ns>:{q}:inflight:<lg>`` zset    a login's requests in flight -> lease end ms (worker/delivery/quota.py)
-``<ns>:{q}:rate:<egress>`` zset    requests of the last second from one egress IP (worker/delivery/quota.py)
-``<ns>:{q}:day:<lg>:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
-``<ns>:{q}:day:<lg>:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
+``<ns>:{q:<lg>}:inflight`` zset   a login's requests in flight -> lease end ms (worker/delivery/quota.py)
+``<ns>:{q:ip:<egress>}:rate`` zset requests of the last second from one egress IP (quota_rate.lua)
+``<ns>:{q:<lg>}:day:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
+``<ns>:{q:<lg>}:day:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
 ``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
-``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix)
-``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock
+``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix) in the broker's Redis
+                                   (CALLTRACK_BROKER_URL; on RabbitMQ, queues ``<ns>.calltrack.*``)
+``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock, in
+                                   CALLTRACK_BEAT_REDIS_URL's Redis
 =========================  ======  ===========================================================
 
 Ingestion (issue 5: ``worker/intake/routing.py``, ``worker/intake/held.py``, ``worker/intake/callers.py``,
@@ -252,19 +254,21 @@ class Keys:
     def flush_ages(self, shard: int) -> str:
         return f"{self.prefix(shard)}:flushage"
 
-    # Quota state is fleet-wide, not per shard: its keys share the tag {q}. ``login`` is the Yandex
+    # Quota state is fleet-wide, not per shard. ``login`` is the Yandex
     # login the registry learned for the token, else the token's fingerprint; never the token.
+    # A login's quota keys share its own slot ({q:<login>}, one transaction per login); an egress IP's
+    # rate its own ({q:ip:<egress>}): a cluster spreads them over its masters instead of one hot {q}.
     def quota_inflight(self, login: str) -> str:
-        return f"{self.namespace}:{{q}}:inflight:{login}"
+        return f"{self.namespace}:{{q:{login}}}:inflight"
 
     def quota_rate(self, egress: str) -> str:
-        return f"{self.namespace}:{{q}}:rate:{egress}"
+        return f"{self.namespace}:{{q:ip:{egress}}}:rate"
 
     def quota_day(self, login: str, day: str) -> str:
-        return f"{self.namespace}:{{q}}:day:{login}:{day}"
+        return f"{self.namespace}:{{q:{login}}}:day:{day}"
 
     def quota_day_purpose(self, login: str, purpose: str, day: str) -> str:
-        return f"{self.namespace}:{{q}}:day:{login}:{day}:{purpose}"
+        return f"{self.namespace}:{{q:{login}}}:day:{day}:{purpose}"
 
     @property
     def paused(self) -> str:

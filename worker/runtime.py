@@ -20,7 +20,7 @@ from worker.model.calls import TimePolicy
 from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
-from worker.store import connect
+from worker.store import connect_data
 
 
 class Runtime:
@@ -38,7 +38,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> Redis:
-        return connect(self.settings.redis_url)
+        return connect_data(self.settings)
 
     @cached_property
     def scripts(self) -> Scripts:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from redis import Redis
+from redis import Redis, RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _DIR = Path(__file__).with_name("lua")
 
@@ -55,6 +58,7 @@ class Scripts:
         self.mark_missing = register("mark_missing")
         self.take_lock = register("take_lock")
         self.quota_acquire = register("quota_acquire")
+        self.quota_rate = register("quota_rate")
         self.lease = register("lease")
         self.hold = register("hold")
         self.xadd_many = register("xadd_many")
@@ -74,6 +78,8 @@ def run_many(redis: Redis, calls: Sequence[ScriptCall], then: Sequence[Sequence[
     round trip each time); here each call is a plain ``EVALSHA``, and only calls that Redis answered
     ``NOSCRIPT`` (it restarted or was flushed: they did not run) are sent again after loading.
     """
+    if isinstance(redis, RedisCluster):
+        return _run_many_cluster(redis, calls, then)
     if len(calls) == 1 and not then:
         script, keys, args = calls[0]
         try:
@@ -103,3 +109,48 @@ def run_many(redis: Redis, calls: Sequence[ScriptCall], then: Sequence[Sequence[
             redis.script_load(script.script)
         pending = missing
     return replies + tail
+
+
+def _run_many_cluster(cluster: RedisCluster, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]]) -> list[Any]:
+    """``run_many`` on a cluster: the calls grouped by the master of their first key's slot, each group one
+    round trip on that node's own client, followed by the ``then`` commands on the same connection (a
+    ``WAIT`` covers the writes of its own connection only). Each ``then`` reply is the weakest of the
+    nodes' (an error, else the smallest count), so ``WAIT 1`` passes only when every node's writes reached
+    a replica. A call whose slot moved (a failover) answers its error: nothing ran, resubmitting is safe.
+    """
+    groups: dict[str, list[int]] = {}
+    nodes: dict[str, Redis] = {}
+    for i, (_, keys, _) in enumerate(calls):
+        node = cluster.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+        groups.setdefault(node.name, []).append(i)
+        nodes[node.name] = cast(Redis, node.redis_connection)
+    replies: list[Any] = [None] * len(calls)
+    tails: list[list[Any]] = []
+    for name, indexes in groups.items():
+        try:
+            answers = run_many(nodes[name], [calls[i] for i in indexes], then)
+        except Exception as error:  # the node is down: every call of it failed, nothing ran there
+            answers = [error] * (len(indexes) + len(then))
+        if any(_slot_map_stale(answer) for answer in answers):
+            # A failover or a resharding: learn the new masters so the caller's retry goes there.
+            with contextlib.suppress(Exception):
+                cluster.nodes_manager.initialize()
+        for i, answer in zip(indexes, answers, strict=False):
+            replies[i] = answer
+        tails.append(answers[len(indexes) :])
+    return replies + [_weakest([tail[j] for tail in tails]) for j in range(len(then))]
+
+
+def _slot_map_stale(answer: Any) -> bool:
+    if isinstance(answer, ConnectionError | TimeoutError | RedisConnectionError | RedisTimeoutError):
+        return True
+    return isinstance(answer, ResponseError) and str(answer).startswith(("MOVED", "CLUSTERDOWN", "TRYAGAIN", "ASK"))
+
+
+def _weakest(answers: list[Any]) -> Any:
+    for answer in answers:
+        if isinstance(answer, Exception):
+            return answer
+    if answers and isinstance(answers[0], list):
+        return [min(int(a[k]) for a in answers) for k in range(len(answers[0]))]
+    return min((int(a) for a in answers), default=0)

@@ -9,28 +9,75 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from redis import Redis
+from redis import Redis, RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
+from config.sections.store import StoreSettings
 from worker.errors import ShardCountError, StoreConfigError
 from worker.keys import DRAIN_GROUP, Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 
 
-def connect(url: str) -> Redis:
-    """A client returning ``str``, with explicit timeouts and a short retry on dropped connections."""
-    client: Redis = Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
-    )
+def connect(url: str, *, cluster: bool = False) -> Redis:
+    """A client returning ``str``, with explicit timeouts and a short retry on dropped connections.
+
+    ``cluster``: redis-py's ``RedisCluster`` started from the node ``url`` names (it learns the others
+    with ``CLUSTER SLOTS``, follows ``MOVED``/``ASK`` and refreshes its map after a failover). It
+    answers the same commands for single-slot keys, so the domain is typed against ``Redis``; every
+    transaction and script of the project touches one slot (see ARCHITECTURE, "Redis Cluster").
+    """
+    options: dict[str, object] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+    }
+    if cluster:
+        return cast(Redis, RedisCluster.from_url(url, **options))
+    client: Redis = Redis.from_url(url, **options)
     return client
+
+
+def connect_data(settings: StoreSettings) -> Redis:
+    """The data plane's client: a single Redis, or the cluster when ``CALLTRACK_REDIS_CLUSTER`` says so."""
+    return connect(settings.redis_url, cluster=settings.redis_cluster)
+
+
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+def cluster_nodes_health(redis: Redis) -> list[tuple[str, bool, str]]:
+    """(node, ok, line) of every node the cluster client knows: ``CLUSTER INFO`` asked of each."""
+    found = []
+    for node in cast(RedisCluster, redis).get_nodes():  # type: ignore[no-untyped-call]
+        try:
+            ok, line = cluster_health(cast(Redis, node.redis_connection))
+        except Exception as error:  # a node down is a finding, not a crash of the check
+            ok, line = False, f"{type(error).__name__}: {error}"
+        found.append((f"{node.name} ({node.server_type})", ok, line))
+    return found
+
+
+def cluster_health(client: Redis) -> tuple[bool, str]:
+    """(ok, one line): ``CLUSTER INFO`` says ``cluster_state:ok`` and all 16384 slots are assigned and ok."""
+    info: object = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    if isinstance(info, bytes | str):
+        text = info.decode() if isinstance(info, bytes) else info
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    else:
+        fields = {str(k): str(v) for k, v in cast(dict[object, object], info).items()}
+    state = fields.get("cluster_state", "?").strip()
+    assigned = int(fields.get("cluster_slots_assigned", 0))
+    good = int(fields.get("cluster_slots_ok", 0))
+    line = (
+        f"cluster_state {state}, {assigned}/16384 slots assigned, {good} ok, {fields.get('cluster_size', '?')} masters"
+    )
+    return state == "ok" and assigned == 16384 and good == 16384, line
 
 
 def redis_now_ms(redis: Redis) -> int:
@@ -43,13 +90,14 @@ def check_durability(redis: Redis, mode: str) -> None:
     """Refuse a producer durability this Redis cannot give (one line naming the variable)."""
     if mode != "aof":
         return
-    version = str(cast(dict[str, object], redis.info("server")).get("redis_version", "0"))
-    major, minor = (int(part) for part in [*version.split("."), "0", "0"][:2])
-    if (major, minor) < (7, 2):
-        raise StoreConfigError(
-            f"CALLTRACK_PRODUCER_DURABILITY=aof needs WAITAOF (Redis 7.2 or later) but this Redis is {version}: "
-            "upgrade Redis, or use replica (WAIT) or none"
-        )
+    for info in _infos(redis, "server"):
+        version = str(info.get("redis_version", "0"))
+        major, minor = (int(part) for part in [*version.split("."), "0", "0"][:2])
+        if (major, minor) < (7, 2):
+            raise StoreConfigError(
+                f"CALLTRACK_PRODUCER_DURABILITY=aof needs WAITAOF (Redis 7.2 or later) but this Redis is {version}: "
+                "upgrade Redis, or use replica (WAIT) or none"
+            )
 
 
 def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
@@ -100,10 +148,21 @@ class Memory:
         return self.used / self.limit if self.limit > 0 else 0.0
 
 
+def _infos(redis: Redis, section: str) -> list[dict[str, object]]:
+    """``INFO section`` of a single Redis, or of every master of a cluster."""
+    if isinstance(redis, RedisCluster):
+        per_node = cast(dict[str, dict[str, object]], redis.info(section, target_nodes=RedisCluster.PRIMARIES))
+        return list(per_node.values())
+    return [cast(dict[str, object], redis.info(section))]
+
+
 def memory(redis: Redis) -> Memory:
-    """One ``INFO memory`` round trip."""
-    info = cast(dict[str, object], redis.info("memory"))
-    return Memory(int(cast(int, info.get("used_memory", 0))), int(cast(int, info.get("maxmemory", 0))))
+    """One ``INFO memory`` round trip; on a cluster, the fullest master's (the one to refuse writes first)."""
+    readings = [
+        Memory(int(cast(int, info.get("used_memory", 0))), int(cast(int, info.get("maxmemory", 0))))
+        for info in _infos(redis, "memory")
+    ]
+    return max(readings, key=lambda m: (m.share(), m.used))
 
 
 class MemoryWatermark:

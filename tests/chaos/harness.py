@@ -19,8 +19,10 @@ storing uploads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -234,6 +236,9 @@ def run_chaos(
     log_dir: Path | None = None,
     seed: int = 1,
     scenario: str = "kills",
+    broker_url: str | None = None,
+    cluster: bool = False,
+    durability: str = "none",
     say: Callable[[str], None] = lambda _: None,
 ) -> ChaosReport:
     """One chaos run; ``scenario`` adds what Redis or Metrica does (tests/chaos/redis_faults.py)."""
@@ -263,11 +268,18 @@ def run_chaos(
         ),
     )
     appendfsync = "always" if scenario == "kills" else "everysec"
+    data_store: Any = (  # RedisServer, or FailoverCluster (kills scenario only: no AOF or snapshot tricks)
+        FailoverCluster(log_dir / "cluster", say)
+        if cluster
+        else RedisServer(data_dir=log_dir / "redis", appendfsync=appendfsync)
+    )
     with (
-        RedisServer(data_dir=log_dir / "redis", appendfsync=appendfsync) as redis_server,
+        data_store as redis_server,
+        RedisServer(data_dir=log_dir / "beat-redis") as beat_redis,
         start_in_thread(emulator_config) as emulator,
     ):
-        namespace = "chaos"
+        # On a shared RabbitMQ the queues carry the namespace: one of this run's own.
+        namespace = "chaos" if broker_url is None else f"chaos{secrets.token_hex(4)}"
         env = {
             "REDIS_URL": redis_server.url,
             "CALLTRACK_REDIS_URL": redis_server.url,
@@ -294,6 +306,18 @@ def run_chaos(
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_FAILPOINTS": ",".join(f"{k}={v}" for k, v in FAILPOINTS.items()),
         }
+        if broker_url is not None:
+            env["CALLTRACK_BROKER_URL"] = broker_url
+        if cluster:
+            # The data plane on 3 masters + 3 replicas; Celery's broker and redbeat on a single Redis.
+            env |= {
+                "CALLTRACK_REDIS_CLUSTER": "true",
+                "CALLTRACK_SHARDS": "12",
+                "CALLTRACK_BEAT_REDIS_URL": beat_redis.url,
+            }
+            env.setdefault("CALLTRACK_BROKER_URL", beat_redis.url)
+        if durability != "none":
+            env["CALLTRACK_PRODUCER_DURABILITY"] = durability
         if scenario == "maxmemory":
             # Rows of final batches expire at once, so memory frees as the pipeline drains.
             # A low watermark: a small Redis still leaves megabytes between it and maxmemory for
@@ -365,6 +389,8 @@ def run_chaos(
                 sent = min(sent + chunk, calls)
                 if any(sent - chunk < point <= sent for point in restart_at):
                     say(f"restarting Redis (SIGKILL) after {sent} calls")
+                    if cluster:  # what the replica may not have yet: the calls of the last chunk
+                        window.update(range(max(sent - chunk, 0), sent))
                     redis_server.restart(hard=True)
                     report.redis_restarts += 1
                 if events_at.due("cut_tail", sent):
@@ -393,6 +419,8 @@ def run_chaos(
                 report.missing_replayed = _replay_missing(producer_rt, fleet, timeout, say)
         finally:
             fleet.stop()
+            if broker_url is not None:
+                _delete_queues(broker_url, namespace)
         report.worker_kills = fleet.kills
         report.worker_deaths = fleet.deaths
         report.failpoint_kills = sum(
@@ -407,6 +435,49 @@ def run_chaos(
         report.faults.update({f"quota {k}": v for k, v in stats["quota_rejections"].items()})
     report.seconds = time.monotonic() - started
     return report
+
+
+class FailoverCluster:
+    """A local 3-master cluster whose ``restart`` SIGKILLs one master, waits until its replica took over,
+    then starts the killed node again (it rejoins as a replica)."""
+
+    def __init__(self, base_dir: Path, say: Callable[[str], None]) -> None:
+        from standalone.cluster import LocalCluster
+
+        self.cluster = LocalCluster(base_dir=base_dir)
+        self.say = say
+        self.rng = random.Random()
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    def restart(self, *, hard: bool = True) -> None:
+        victim = self.rng.choice(self.cluster.masters())
+        victim.kill()
+        self.say(f"master on port {victim.port} SIGKILLed; waiting for its replica to take over")
+        self.cluster.wait_healthy(60, skip={victim.port})
+        victim.start()
+        self.cluster.wait_healthy(60)
+        self.cluster.wait_replicas_online(60)
+        self.say(f"failover done; port {victim.port} is back as a replica")
+
+    def __enter__(self) -> FailoverCluster:
+        self.cluster.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cluster.__exit__(*exc)
+
+
+def _delete_queues(broker_url: str, namespace: str) -> None:
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=3) as conn:
+        for name in ("calltrack.periodic", "calltrack.upload"):
+            channel: Any = conn.channel()
+            with contextlib.suppress(Exception):
+                channel.queue_delete(f"{namespace}.{name}")
 
 
 class _Events:

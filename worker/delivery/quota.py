@@ -106,10 +106,13 @@ class QuotaGate:
             limit = min(s.quota_polling_reserve, s.quota_daily_per_login)
         holder = uuid.uuid4().hex
         inflight = self._rt.keys.quota_inflight(login)
+        rate = self._rt.keys.quota_rate(s.egress_id)
+        ok, quota, retry_ms = self._rt.scripts.quota_rate(keys=[rate], args=[holder, s.quota_requests_per_second])
+        if not int(ok):
+            raise QuotaExhausted(str(quota), retry_after=int(retry_ms) / 1000)
         ok, quota, retry_ms = self._rt.scripts.quota_acquire(
             keys=[
                 inflight,
-                self._rt.keys.quota_rate(s.egress_id),
                 self._rt.keys.quota_day(login, day),
                 self._rt.keys.quota_day_purpose(login, purpose.value, day),
             ],
@@ -124,6 +127,7 @@ class QuotaGate:
             ],
         )
         if not int(ok):
+            self._rt.redis.zrem(rate, holder)  # the IP's slot back: this request is not sent
             raise QuotaExhausted(str(quota), retry_after=int(retry_ms) / 1000)
         return holder, inflight
 

@@ -152,44 +152,60 @@ class RoutingTable:
 
     # --- Management (CLI) ------------------------------------------------------------------------
     def add(self, routes: Iterable[Route]) -> int:
-        """Write (or overwrite) entries; dynamic numbers join their counter's pool (worker/intake/pools.py)."""
+        """Write (or overwrite) entries; dynamic numbers join their counter's pool (worker/intake/pools.py).
+
+        The routing hash and each counter's pool live in different slots (a cluster cannot run one
+        MULTI over them): the hash is written first, then each shard's pool changes in one MULTI of
+        its own. Adding the same routes again completes a run that stopped in between.
+        """
         new = {route.number: route for route in routes}
         if new:
             old = self._current(list(new))
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._key, mapping={n: r.to_json() for n, r in new.items()})
+            self._redis.hset(self._key, mapping={n: r.to_json() for n, r in new.items()})
+            changes: dict[int, list[tuple[str, int, str]]] = {}
             for number, route in new.items():
                 before = old.get(number)
                 if (
                     before is not None
                     and before.kind == "dynamic"
-                    and (before.counter_id, route.kind)
-                    != (
-                        route.counter_id,
-                        "dynamic",
-                    )
+                    and (before.counter_id, route.kind) != (route.counter_id, "dynamic")
                 ):
-                    pipe.zrem(self._keys.pool(before.counter_id), number)
+                    changes.setdefault(self._keys.shard_of(before.counter_id), []).append(
+                        ("zrem", before.counter_id, number)
+                    )
                 if route.kind == "dynamic":
-                    pipe.zadd(self._keys.pool(route.counter_id), {number: 0}, nx=True)
-            pipe.execute()
+                    changes.setdefault(self._keys.shard_of(route.counter_id), []).append(
+                        ("zadd", route.counter_id, number)
+                    )
+            self._apply_pools(changes)
         self.forget_cache()
         return len(new)
 
     def remove(self, numbers: Iterable[str]) -> int:
-        """Delete entries (and take dynamic ones out of their pool); returns how many existed."""
+        """Delete entries (and take dynamic ones out of their pool first); returns how many existed."""
         names = list(numbers)
         if not names:
             return 0
         old = self._current(names)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hdel(self._key, *names)
+        changes: dict[int, list[tuple[str, int, str]]] = {}
         for number, route in old.items():
             if route.kind == "dynamic":
-                pipe.zrem(self._keys.pool(route.counter_id), number)
-        removed = int(pipe.execute()[0])
+                changes.setdefault(self._keys.shard_of(route.counter_id), []).append(("zrem", route.counter_id, number))
+        self._apply_pools(changes)
+        removed = int(self._redis.hdel(self._key, *names))
         self.forget_cache()
         return removed
+
+    def _apply_pools(self, changes: dict[int, list[tuple[str, int, str]]]) -> None:
+        """Pool changes, one MULTI per shard (every pool key of a shard shares its ``{sN}`` slot)."""
+        for ops in changes.values():
+            pipe = self._redis.pipeline(transaction=True)
+            for op, counter_id, number in ops:
+                if op == "zrem":
+                    pipe.zrem(self._keys.pool(counter_id), number)
+                else:
+                    pipe.zadd(self._keys.pool(counter_id), {number: 0}, nx=True)
+            pipe.execute()
 
     def _current(self, numbers: list[str]) -> dict[str, Route]:
         values = cast(list[str | None], self._redis.hmget(self._key, numbers))

@@ -13,7 +13,7 @@ from config.logging import configure_logging
 from config.settings import load_settings
 from worker.keys import Keys
 from worker.ops import scrape
-from worker.store import connect
+from worker.store import connect_data
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +25,7 @@ def main(host: str | None, port: int | None) -> None:
 
     settings = load_settings()
     configure_logging(settings)
-    reg = scrape.registry(connect(settings.redis_url), Keys(settings.namespace, settings.shards), settings)
+    reg = scrape.registry(connect_data(settings), Keys(settings.namespace, settings.shards), settings)
     server, thread = start_http_server(port or settings.metrics_port, host or settings.metrics_address, registry=reg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings, load_settings
 from worker.keys import Keys
 from worker.ops.scrape import heartbeats
-from worker.store import connect
+from worker.store import connect_data
 
 log = structlog.get_logger(__name__)
 MISSED = 3  # a heartbeat older than this many intervals is stale
@@ -59,7 +59,7 @@ class Heartbeat:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         self.file.write_text(str(os.getpid()))
         value = orjson.dumps({"at": int(time.time() * 1000), "host": socket.gethostname(), "pid": os.getpid()})
-        client = connect(self.settings.redis_url)
+        client = connect_data(self.settings)
         try:
             client.hset(self.keys.heartbeats, self.field, value)
         finally:
@@ -84,7 +84,7 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with contextlib.suppress(RedisError):
-            client = connect(self.settings.redis_url)
+            client = connect_data(self.settings)
             try:
                 client.hdel(self.keys.heartbeats, self.field)
             finally:
@@ -108,7 +108,7 @@ def liveness(settings: Settings, role: str) -> tuple[bool, str]:
 def readiness(settings: Settings, role: str, host: str | None = None) -> tuple[bool, str]:
     keys = Keys(settings.namespace, settings.shards)
     host = host or socket.gethostname()
-    client = connect(settings.redis_url)
+    client = connect_data(settings)
     try:
         client.ping()
         beats = [b for b in heartbeats(client, keys) if b.role == role and b.host == host]
