@@ -265,6 +265,9 @@ class PipelineConfig:
             "CALLTRACK_FLUSH_MAX_AGE": str(self.flush_max_age),
             "CALLTRACK_DRAIN_INTERVAL": str(self.drain_interval),
             "CALLTRACK_QUOTA_DAILY_PER_LOGIN": "10000000",
+            # Statuses are asked for soon after an upload, so a section sees its batches final and can
+            # measure what Redis keeps after them (production: 120 s).
+            "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "3",
             "CALLTRACK_LOG_FORMAT": "json",
         }
 
