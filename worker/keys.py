@@ -21,14 +21,21 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:seen:<hash>``  string  a conversion already accepted, for the dedup window (drain.lua)
+``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
+                                   bucket b: field 8 characters of a digest, value "" (a mark) or a call's
+                                   "counter|id column|identifier" (its ref); expires whole when the
+                                   dedup window after the period has passed (drain.lua writes it,
+                                   worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ddn``          hash    period -> its bucket count; "c<period>" -> marks written in it
+``<ns>:{sN}:ddsince``      string  ms this shard began bucketed marks (0: never had one-key marks);
+                                   within the window after it, drain also reads the old keys below
+``<ns>:{sN}:seen:<hash>``  string  before issue 18: a conversion already accepted (read only)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
-``<ns>:{sN}:ref:<hash>``   string  a call's "counter|id column|identifier": its dedup mark for the
-                                   window, and where a later conversion finds it (drain.lua writes
-                                   it; worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ref:<hash>``   string  before issue 18: a call's "counter|id column|identifier" (read
+                                   only, until the window after ``ddsince`` has passed)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
@@ -62,8 +69,13 @@ key                                type    what it holds (owner)
 ``<ns>:routing``                   hash    tracking number ``+digits`` -> JSON route (routing)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once (held)
-``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
-                                           call to the counter (callers, FirstTimeCaller)
+``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
+                                           bucket b: 8 characters of a keyed hash of (counter,
+                                           caller number) -> 8 of the digest of the caller's first
+                                           call (callers, lua/xadd_many.lua; FirstTimeCaller)
+``<ns>:{sN}:chn``                  hash    period -> its bucket count; "c<period>" -> callers in it
+``<ns>:{sN}:caller:<ctr>:<hash>``  string  before issue 18: the same, one key each (read and moved
+                                           into ``ch`` for a year after ``ddsince``)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
 =================================  ======  ===================================================
 
@@ -204,7 +216,17 @@ class Keys:
         return f"{self.namespace}:{{rl}}:ip:{ident}:{second}"
 
     def call_ref(self, shard: int, digest: str) -> str:
+        """Before issue 18, one key per call ref; read for the dedup window after ``dedup_since``."""
         return f"{self.prefix(shard)}:ref:{digest}"
+
+    def dedup_hash(self, shard: int, period: int, bucket: int) -> str:
+        return f"{self.prefix(shard)}:dd:{period}:{bucket}"
+
+    def dedup_sizes(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:ddn"
+
+    def dedup_since(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:ddsince"
 
     @property
     def reconcile_lock(self) -> str:
@@ -307,6 +329,25 @@ class Keys:
 
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"
+
+
+def dedup_periods(now_ms: int, window_seconds: int, period_days: int) -> list[int]:
+    """The periods a lookup reads, newest first: every one that holds a day of the window."""
+    day = now_ms // 86_400_000
+    oldest = (day - -(-window_seconds // 86_400)) // period_days
+    return list(range(day // period_days, oldest - 1, -1))
+
+
+_B64 = {c: i for i, c in enumerate(string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_")}
+
+
+def dedup_slot(digest: str, buckets: int) -> tuple[int, str]:
+    """(bucket, field) of a mark (16 characters of base64) in a period of ``buckets`` hashes, as drain.lua
+    computes them: the first 8 characters are the field, the next 4 (24 bits) pick the bucket."""
+    value = 0
+    for char in digest[8:12]:
+        value = value * 64 + _B64[char]
+    return value % buckets, digest[:8]
 
 
 def shard_of_batch(batch_id: str) -> int:

@@ -54,6 +54,8 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
         shard,
         "1" if seal_all else "0",
         batch_nonce(),
+        s.dedup_period_days,
+        s.dedup_buckets,
     ]
     try:
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)

@@ -76,6 +76,8 @@ class Producer:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         caller_ttl: int = 365 * 86_400,
+        caller_period_days: int = 30,
+        caller_buckets: int = 1024,
         regions: PhoneRegions | None = None,
         memory_watermark: float = 1.0,
         memory_check_seconds: float = 1.0,
@@ -90,7 +92,7 @@ class Producer:
             self._wait = [["WAIT", durability_replicas, timeout_ms]]
         elif durability == "aof":
             self._wait = [["WAITAOF", 1, 0, timeout_ms]]
-        self._caller_ttl = caller_ttl
+        self._caller_args = [caller_ttl, caller_period_days, caller_buckets]
         self.regions = regions or PhoneRegions()
         self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
         self._redis = redis
@@ -109,7 +111,7 @@ class Producer:
     ) -> SubmitResult:
         """Validate every event of ``kind``; store the valid ones; report the invalid ones with reasons.
 
-        ``callers`` gives, per input event, the caller-history key and call mark from
+        ``callers`` gives, per input event, the caller's history digest and call mark from
         :class:`worker.intake.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
         is stored, whatever the event says.
 
@@ -165,7 +167,7 @@ class Producer:
             row = orjson.dumps(cells)
             args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
         calls = [
-            (self._scripts.xadd_many, [self._keys.stream(shard)], [self._caller_ttl, *args])
+            (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, *args])
             for shard, (_, args) in per_shard.items()
         ]
         try:

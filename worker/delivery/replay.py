@@ -79,7 +79,14 @@ local had = redis.call('EXISTS', KEYS[5]) == 1 and '1' or '0'
 local removed = 0
 if ARGV[7] ~= '1' then
   local marks = redis.call('LRANGE', KEYS[5], 0, -1)
-  for i = 1, #marks do removed = removed + redis.call('DEL', ARGV[5] .. ':' .. marks[i]) end
+  for i = 1, #marks do
+    local m = marks[i]
+    if string.sub(m, 1, 3) == 'dd:' then  -- a field of a bucketed dedup hash: 'dd:<period>:<bucket>:<field>'
+      removed = removed + redis.call('HDEL', ARGV[5] .. ':' .. string.sub(m, 1, -10), string.sub(m, -8))
+    else  -- a key of its own (sealed before issue 18)
+      removed = removed + redis.call('DEL', ARGV[5] .. ':' .. m)
+    end
+  end
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[1], 'marks_removed', removed)
 else

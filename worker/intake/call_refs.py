@@ -1,7 +1,8 @@
 """A call that later converts: record an offline conversion for a call by the call's own id.
 
 When drain accepts a call it keeps "counter|id column|identifier" under a digest of (provider,
-call id) for the dedup window (``lua/drain.lua``). A conversion reported for that call ("the call
+call id) for the dedup window, a field of its shard's bucketed dedup hashes (``lua/drain.lua``,
+:func:`worker.keys.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
 know only the provider's call id.
 """
@@ -14,6 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker.delivery.producer import SubmitResult, call_ref_digest
+from worker.keys import dedup_periods, dedup_slot
 from worker.model.fields import FieldError, Rejection
 from worker.model.kinds import UploadKind
 
@@ -31,16 +33,36 @@ class CallRef:
 
 
 def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
-    """The call's counter and identifier, if it was accepted within the dedup window."""
+    """The call's counter and identifier, if it was accepted within the dedup window.
+
+    Two round trips: the time and each shard's period sizes, then the call's field in every period
+    of the window on every shard (and the one-key ref of before issue 18).
+    """
     digest = call_ref_digest(provider, call_id)
+    s = rt.settings
     pipe = rt.redis.pipeline(transaction=False)
+    pipe.time()
     for shard in range(rt.keys.shards):
+        pipe.hgetall(rt.keys.dedup_sizes(shard))
+    now, *tables = pipe.execute()
+    periods = dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+    pipe = rt.redis.pipeline(transaction=False)
+    for shard, table in enumerate(tables):
+        sizes = {_text(k): int(v) for k, v in table.items()}
+        for period in periods:
+            if str(period) in sizes:
+                bucket, field = dedup_slot(digest, sizes[str(period)])
+                pipe.hget(rt.keys.dedup_hash(shard, period, bucket), field)
         pipe.get(rt.keys.call_ref(shard, digest))
     for value in pipe.execute():
         if value:
-            counter, column, identifier = str(value).split("|", 2)
+            counter, column, identifier = _text(value).split("|", 2)
             return CallRef(int(counter), column, identifier)
     return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def record_conversion(
