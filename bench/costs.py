@@ -6,7 +6,8 @@
 * Redis bytes: ``INFO memory`` ``used_memory`` deltas (peak while calls are in flight, and after
   every batch is final), and a census of the keys left after the batches are final: each key
   class (the name part after the shard tag: ``ref``, ``seen``, ``caller``, ``rows`` ...) counted
-  with ``SCAN`` and sized with ``MEMORY USAGE`` on a sample of its keys.
+  with ``SCAN`` and sized with ``MEMORY USAGE`` on a sample of its keys, before and after the section
+  (the difference is the section's).
 
 Key classes that expire with the batch's rows (``rows``, ``marks``) are *kept for the rows' TTL*;
 every other class is *retained* (dedup window, caller history, batch records).
@@ -108,9 +109,11 @@ def key_census(redis: Redis, pattern: str, sample: int = 300) -> dict[str, dict[
 class Costs:
     """Deltas of CPU (per process group and Redis) and Redis memory over one section."""
 
-    def __init__(self, redis_url: str, groups: dict[str, list[int]]) -> None:
+    def __init__(self, redis_url: str, groups: dict[str, list[int]], pattern: str) -> None:
         self.url = redis_url
         self.redis = Redis.from_url(redis_url)
+        self.pattern = pattern
+        self.census0 = key_census(self.redis, pattern)  # what earlier sections left: not this one's
         self.groups = groups
         self.cpu0 = {name: process_cpu(pids) for name, pids in groups.items()}
         self.redis_cpu0 = redis_cpu(self.redis)
@@ -124,7 +127,7 @@ class Costs:
         self.cpu["redis"] = redis_cpu(self.redis) - self.redis_cpu0
         self.cpu.update(extra_cpu)
 
-    def report(self, calls: int, pattern: str, *, final: bool = True) -> dict[str, Any]:
+    def report(self, calls: int, *, final: bool = True) -> dict[str, Any]:
         """µs of CPU per call of every group and their sum; Redis bytes per call in flight and left."""
         peak = self.peak.stop()
         per = max(calls, 1)
@@ -135,7 +138,11 @@ class Costs:
             "redis_bytes_per_call_in_flight_peak": round((peak - self.used0) / per, 1),
         }
         if final:
-            census = key_census(self.redis, pattern)
+            census = key_census(self.redis, self.pattern)
+            for name, before in self.census0.items():
+                now = census.setdefault(name, {"keys": 0, "bytes": 0})
+                now["keys"] -= before["keys"]
+                now["bytes"] -= before["bytes"]
             retained = {k: v for k, v in census.items() if k not in WITH_ROWS}
             result.update(
                 redis_bytes_per_call_after_final=round((redis_used(self.redis) - self.used0) / per, 1),

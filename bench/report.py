@@ -64,6 +64,14 @@ def _cost_targets(results: dict[str, Any], target: Any) -> None:
         calls = max(int(e2e.get("calls") or 1), 1)
         dedup = round(sum(v["bytes"] for k, v in keys.items() if k in DEDUP_CLASSES) / calls, 1)
     target("(18) dedup + call ref bytes per call", "<= 48", dedup, None if dedup is None else dedup <= 48)
+    foot = results.get("footprint", {})
+    for key, name, most in (
+        ("dedup_bytes_per_conversion", "(18) dedup mark bytes (footprint)", 20),
+        ("dedup_with_ref_bytes_per_call", "(18) dedup + call ref bytes (footprint)", 48),
+        ("caller_history_bytes_per_caller", "(18) caller history bytes per caller", 32),
+    ):
+        value = foot.get(key)
+        target(name, f"<= {most}", value, None if value is None else value <= most)
     rate, naive = e2e.get("rate"), results.get("naive", {}).get("rate")
     target("(18) end-to-end, 10 counters", ">= 60,000 calls/s", rate, None if rate is None else rate >= 60_000)
     ratio = round(rate / naive, 1) if rate and naive else None
@@ -160,6 +168,13 @@ def render(document: dict[str, Any]) -> str:
             row(label, f"CPU µs per call, {what.replace('_', ' ')}", value)
         errors = r["single_errors"] + r["bulk_errors"] + r.get("session_errors", 0)
         row(label, "non-2xx / socket errors", errors)
+    r = results.get("footprint")
+    if r:
+        label = f"Redis footprint ({r['calls']:,} calls)"
+        row(label, "dedup mark + call ref, bytes per call", r["dedup_with_ref_bytes_per_call"])
+        row(label, "dedup mark alone (conversion), bytes", r["dedup_bytes_per_conversion"])
+        row(label, "caller history, bytes per (counter, caller)", r["caller_history_bytes_per_caller"])
+        row(label, "hash encodings", ", ".join(r["encodings"]))
     w1 = max((len(a) for a, _, _ in rows), default=10)
     w2 = max((len(b) for _, b, _ in rows), default=10)
     lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]

@@ -133,7 +133,7 @@ def end_to_end(
     if stack.profile:
         stack.start_profiles(work_dir, f"e2e{counters}")
     run = f"e2e{counters}x{time.time_ns()}"
-    costs = Costs(stack.infra.redis_url, stack.process_groups())
+    costs = Costs(stack.infra.redis_url, stack.process_groups(), f"{stack.config.namespace}:*")
     producer_cpu: list[float] = []
     accepted, began, produced = produce(
         stack.settings.model_copy(), run, calls, counters, producers, counter_base=counter_base, cpu=producer_cpu
@@ -143,9 +143,9 @@ def end_to_end(
     ended, uploads = stack.last_answer(began)
     stack.stop_profiles()
     seconds = ended - began
-    final = stack.wait_final(min(timeout, 90.0))
+    final = stack.wait_final(min(timeout, 60.0))
     return {
-        **costs.report(accepted, f"{stack.config.namespace}:*"),
+        **costs.report(accepted),
         "batches_final": final,
         "calls": accepted,
         "counters": counters,
