@@ -23,7 +23,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
 ``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
                                    bucket b: field 8 characters of a digest, value "" (a mark) or a call's
-                                   "counter|id column|identifier" (its ref); expires whole when the
+                                   "counter|column letter|identifier" (ref); expires whole when the
                                    dedup window after the period has passed (drain.lua writes it,
                                    worker/intake/call_refs.py reads it)
 ``<ns>:{sN}:ddn``          hash    period -> its bucket count; "c<period>" -> marks written in it
@@ -329,6 +329,23 @@ class Keys:
 
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"
+
+
+# A call ref's id column as one letter: the ref is a field value of a dedup hash, and every byte of
+# it is kept for the window (values written with the full column name are read too).
+_REF_COLUMNS = {"ClientId": "C", "UserId": "U", "Yclid": "Y", "PurchaseId": "P"}
+_REF_NAMES = {code: name for name, code in _REF_COLUMNS.items()}
+
+
+def call_ref_value(counter_id: int, column: str, identifier: str) -> str:
+    """What drain keeps of an accepted call for a later conversion: "counter|column letter|identifier"."""
+    return f"{counter_id}|{_REF_COLUMNS.get(column, column)}|{identifier}"
+
+
+def parse_call_ref(value: str) -> tuple[int, str, str]:
+    """(counter, id column, identifier) of a call ref value."""
+    counter, column, identifier = value.split("|", 2)
+    return int(counter), _REF_NAMES.get(column, column), identifier
 
 
 def dedup_periods(now_ms: int, window_seconds: int, period_days: int) -> list[int]:

@@ -4,7 +4,7 @@ Redis holds the accepted ones.
 Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
 (counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
 the CSV cells as a JSON object; a call also carries ``f``/``v``, the digest of (provider, call id)
-and "counter|id column|identifier", which drain keeps so a later conversion can find the call
+and "counter|id column letter|identifier", which drain keeps so a later conversion can find the call
 (:mod:`worker.intake.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
 """
 
@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from worker.errors import ProducerError
-from worker.keys import Keys
+from worker.keys import Keys, call_ref_value
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
@@ -157,7 +157,7 @@ class Producer:
             positions.append(position)
             if isinstance(event, CallEvent):
                 ref = call_ref_digest(event.provider, event.call_id)
-                ref_value = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
+                ref_value = call_ref_value(bucket.counter_id, event.id_type.column, event.identifier)
             else:
                 ref = ref_value = ""
             caller_key, call_mark = mark or ("", "")

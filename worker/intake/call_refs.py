@@ -1,6 +1,6 @@
 """A call that later converts: record an offline conversion for a call by the call's own id.
 
-When drain accepts a call it keeps "counter|id column|identifier" under a digest of (provider,
+When drain accepts a call it keeps "counter|id column letter|identifier" under a digest of (provider,
 call id) for the dedup window, a field of its shard's bucketed dedup hashes (``lua/drain.lua``,
 :func:`worker.keys.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker.delivery.producer import SubmitResult, call_ref_digest
-from worker.keys import dedup_periods, dedup_slot
+from worker.keys import dedup_periods, dedup_slot, parse_call_ref
 from worker.model.fields import FieldError, Rejection
 from worker.model.kinds import UploadKind
 
@@ -56,8 +56,7 @@ def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
         pipe.get(rt.keys.call_ref(shard, digest))
     for value in pipe.execute():
         if value:
-            counter, column, identifier = _text(value).split("|", 2)
-            return CallRef(int(counter), column, identifier)
+            return CallRef(*parse_call_ref(_text(value)))
     return None
 
 
