@@ -57,6 +57,12 @@ def redis_cpu(redis: Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+def command_usec(redis: Redis) -> dict[str, float]:
+    """Microseconds spent in each command since the server started (INFO commandstats)."""
+    stats = redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): float(value["usec"]) for name, value in stats.items()}
+
+
 def redis_used(redis: Redis) -> int:
     return int(redis.info("memory")["used_memory"])
 
@@ -117,6 +123,8 @@ class Costs:
         self.groups = groups
         self.cpu0 = {name: process_cpu(pids) for name, pids in groups.items()}
         self.redis_cpu0 = redis_cpu(self.redis)
+        self.commands0 = command_usec(self.redis)
+        self.commands: dict[str, float] = {}
         self.used0 = redis_used(self.redis)
         self.peak = MemoryPeak(redis_url)
         self.cpu: dict[str, float] = {}
@@ -125,6 +133,8 @@ class Costs:
         """End the CPU window; ``extra_cpu`` adds groups measured elsewhere (producer processes)."""
         self.cpu = {name: process_cpu(pids) - self.cpu0[name] for name, pids in self.groups.items()}
         self.cpu["redis"] = redis_cpu(self.redis) - self.redis_cpu0
+        now = command_usec(self.redis)
+        self.commands = {name: usec - self.commands0.get(name, 0.0) for name, usec in now.items()}
         self.cpu.update(extra_cpu)
 
     def report(self, calls: int, *, final: bool = True) -> dict[str, Any]:
@@ -136,6 +146,13 @@ class Costs:
         result: dict[str, Any] = {
             "cpu_us_per_call": {**us, "total_without_emulator": round(sum(us[n] for n in ours), 2)},
             "redis_bytes_per_call_in_flight_peak": round((peak - self.used0) / per, 1),
+            # Where Redis's time goes: INFO commandstats usec per call (a script's commands are counted
+            # both on their own and inside its evalsha).
+            "redis_us_per_call_by_command": {
+                name: round(usec / per, 2)
+                for name, usec in sorted(self.commands.items(), key=lambda kv: -kv[1])[:12]
+                if usec / per >= 0.05
+            },
         }
         if final:
             census = key_census(self.redis, self.pattern)

@@ -100,6 +100,9 @@ def _costs(row: Any, label: str, r: dict[str, Any]) -> None:
     """Issue 18: CPU µs per call of every process, Redis bytes per call in flight and retained."""
     for name, value in r.get("cpu_us_per_call", {}).items():
         row(label, f"CPU µs per call, {name.replace('_', ' ')}", value)
+    by_command = r.get("redis_us_per_call_by_command", {})
+    if by_command:
+        row(label, "Redis µs per call by command", ", ".join(f"{k} {v:g}" for k, v in by_command.items()))
     row(label, "Redis bytes per call in flight (peak used_memory delta)", r.get("redis_bytes_per_call_in_flight_peak"))
     row(label, "Redis bytes per call after final (used_memory delta)", r.get("redis_bytes_per_call_after_final"))
     row(label, "Redis bytes per call retained (dedup, refs, records)", r.get("redis_bytes_per_call_retained"))

