@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
+from bench.footprint import footprint
 from bench.report import evaluate, render
 from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
 
 FULL = {
+    "footprint_calls": 100_000,
     "calls": 1_000_000,
     "counters": 10,
     "many_counters": 10_000,
@@ -46,6 +48,7 @@ FULL = {
     "timeout": 1800.0,
 }
 QUICK = {
+    "footprint_calls": 2_000,
     "calls": 5_000,
     "counters": 10,
     "many_counters": 50,
@@ -58,7 +61,7 @@ QUICK = {
     "bulk_lines": 200,
     "timeout": 120.0,
 }
-SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "ingest")
+SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "ingest", "footprint")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,6 +89,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the JSON goes")
     return parser.parse_args(argv)
+
+
+def dedup_buckets(size: dict[str, Any], sections: set[str], many_on_base: bool) -> int:
+    """Dedup hashes per shard for the calls the base namespace takes in this run: about 100 marks each
+    (a deployment sizes its first period the same way; later periods size themselves)."""
+    calls = size["calls"] * (("e2e" in sections) + ("many" in sections and many_on_base))
+    calls += sum(size["backlogs"]) if "backlog" in sections else 0
+    calls += 400_000 if "latency" in sections else 0  # at most 20% of 60,000 calls/s for 30 s
+    buckets = 1024
+    while buckets * 4 * 100 < calls:  # 4 shards
+        buckets *= 2
+    return buckets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             flush_max_age=args.flush_age,
             drain_interval=args.drain_interval,
             accounts=size["many_accounts"] if many_on_base else 0,
+            dedup_buckets=dedup_buckets(size, sections, many_on_base),
         )
         if sections & {"e2e", "latency", "backlog", "naive"} or (sections & {"many"} and many_age == args.flush_age):
             with scenarios.Stack(infra, base, spec, profile=args.profile) as stack:
@@ -208,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                     stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
                     counter_base=1_000_000, timeout=timeout, work_dir=work_dir,
                     accounts=size["many_accounts"]))  # fmt: skip
+        if "footprint" in sections:
+            infra.flush()
+            step("footprint", lambda: footprint(infra.redis_url, calls=size["footprint_calls"]))
         if "ingest" in sections:
             step("ingest", lambda: scenarios.ingest(
                 infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],

@@ -38,34 +38,49 @@ def chunks(start: int, stop: int, size: int = CHUNK) -> Iterator[tuple[int, int]
         yield low, min(low + size, stop)
 
 
-def _produce(args: tuple[Settings, str, int, int, int, int, int]) -> tuple[int, float, float]:
+def _produce(args: tuple[Settings, str, int, int, int, int, int]) -> tuple[int, float, float, float]:
     settings, run, start, stop, counters, now, base = args
     rt = Runtime(settings)
     accepted = 0
     began = time.time()
+    cpu0 = time.process_time()
     for low, high in chunks(start, stop):
         result = rt.producer.submit([make_call(run, n, counters, now, counter_base=base) for n in range(low, high)])
         if result.rejected:
             raise RuntimeError(f"the producer rejected a benchmark call: {result.rejected[0].reason}")
         accepted += len(result.accepted)
     ended = time.time()
+    cpu = time.process_time() - cpu0
     rt.close()
-    return accepted, began, ended
+    return accepted, began, ended, cpu
 
 
 def produce(
-    settings: Settings, run: str, calls: int, counters: int, processes: int, *, counter_base: int = COUNTER_BASE
+    settings: Settings,
+    run: str,
+    calls: int,
+    counters: int,
+    processes: int,
+    *,
+    counter_base: int = COUNTER_BASE,
+    cpu: list[float] | None = None,
 ) -> tuple[int, float, float]:
-    """Submit ``calls`` calls from ``processes`` producer processes; (accepted, first start, last end)."""
+    """Submit ``calls`` calls from ``processes`` producer processes; (accepted, first start, last end).
+
+    ``cpu`` receives the CPU seconds (user + system) each producer process spent submitting.
+    """
     now = int(time.time())
     share = -(-calls // processes)
     jobs = [
         (settings, run, low, min(low + share, calls), counters, now, counter_base) for low in range(0, calls, share)
     ]
     if len(jobs) == 1:
-        return _produce(jobs[0])
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        results = pool.map(_produce, jobs)
+        results = [_produce(jobs[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            results = pool.map(_produce, jobs)
+    if cpu is not None:
+        cpu.extend(r[3] for r in results)
     return sum(r[0] for r in results), min(r[1] for r in results), max(r[2] for r in results)
 
 

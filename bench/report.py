@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.costs import DEDUP_CLASSES
+
 
 def _get(results: dict[str, Any], section: str, key: str) -> Any:
     return results.get(section, {}).get(key)
@@ -45,7 +47,43 @@ def evaluate(results: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
         session,
         None if session is None or single is None else session >= single,
     )
+    _cost_targets(results, target)
     return targets
+
+
+def _cost_targets(results: dict[str, Any], target: Any) -> None:
+    """Issue 18: cost per call, and the rates it asks for."""
+    e2e = results.get("e2e_10", {})
+    cpu = e2e.get("cpu_us_per_call", {})
+    redis, total = cpu.get("redis"), cpu.get("total_without_emulator")
+    target("(18) Redis CPU per call, end to end", "<= 6 us", redis, None if redis is None else redis <= 6)
+    target("(18) all processes' CPU per call", "<= 30 us", total, None if total is None else total <= 30)
+    keys = e2e.get("redis_keys")
+    dedup = None
+    if keys is not None:
+        calls = max(int(e2e.get("calls") or 1), 1)
+        dedup = round(sum(v["bytes"] for k, v in keys.items() if k in DEDUP_CLASSES) / calls, 1)
+    target("(18) dedup + call ref bytes per call", "<= 48", dedup, None if dedup is None else dedup <= 48)
+    foot = results.get("footprint", {})
+    for key, name, most in (
+        ("dedup_bytes_per_conversion", "(18) dedup mark bytes (footprint)", 20),
+        ("dedup_with_ref_bytes_per_call", "(18) dedup + call ref bytes (footprint)", 48),
+        ("caller_history_bytes_per_caller", "(18) caller history bytes per caller", 32),
+    ):
+        value = foot.get(key)
+        target(name, f"<= {most}", value, None if value is None else value <= most)
+    rate, naive = e2e.get("rate"), results.get("naive", {}).get("rate")
+    target("(18) end-to-end, 10 counters", ">= 60,000 calls/s", rate, None if rate is None else rate >= 60_000)
+    ratio = round(rate / naive, 1) if rate and naive else None
+    target("(18) end-to-end / naive", ">= 60x", ratio, None if ratio is None else ratio >= 60)
+    ing = results.get("ingest", {})
+    for key, name, floor in (
+        ("bulk_calls_per_second", "(18) ingest bulk calls/s", 60_000),
+        ("single_rps", "(18) ingest single-call requests/s", 8_000),
+        ("session_rps", "(18) session API requests/s", 8_000),
+    ):
+        value = ing.get(key)
+        target(name, f">= {floor:,}", value, None if value is None else value >= floor)
 
 
 def _n(value: Any) -> str:
@@ -56,6 +94,22 @@ def _n(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _costs(row: Any, label: str, r: dict[str, Any]) -> None:
+    """Issue 18: CPU µs per call of every process, Redis bytes per call in flight and retained."""
+    for name, value in r.get("cpu_us_per_call", {}).items():
+        row(label, f"CPU µs per call, {name.replace('_', ' ')}", value)
+    by_command = r.get("redis_us_per_call_by_command", {})
+    if by_command:
+        row(label, "Redis µs per call by command", ", ".join(f"{k} {v:g}" for k, v in by_command.items()))
+    row(label, "Redis bytes per call in flight (peak used_memory delta)", r.get("redis_bytes_per_call_in_flight_peak"))
+    row(label, "Redis bytes per call after final (used_memory delta)", r.get("redis_bytes_per_call_after_final"))
+    row(label, "Redis bytes per call retained (dedup, refs, records)", r.get("redis_bytes_per_call_retained"))
+    row(label, "Redis bytes per call kept with rows (rows TTL)", r.get("redis_bytes_per_call_with_rows"))
+    calls = max(int(r.get("calls") or 1), 1)
+    for name, v in sorted(r.get("redis_keys", {}).items(), key=lambda kv: -kv[1]["bytes"]):
+        row(label, f"Redis keys '{name}': count, bytes per call", f"{int(v['keys']):,}, {v['bytes'] / calls:,.1f}")
 
 
 def render(document: dict[str, Any]) -> str:
@@ -84,6 +138,7 @@ def render(document: dict[str, Any]) -> str:
             row(label, "seconds", r["seconds"])
             row(label, f"producer calls/s ({r['producers']} processes)", r["produce_rate"])
             row(label, f"uploads (quota floor {r['quota_floor_seconds']} s)", r["uploads"])
+            _costs(row, label, r)
     r = results.get("naive")
     if r:
         row("naive (1 Celery task per call)", f"enqueue calls/s ({r['calls']:,} calls)", r["enqueue_rate"])
@@ -97,6 +152,7 @@ def render(document: dict[str, Any]) -> str:
             row(label, "drain seconds (fleet start -> last upload)", r["drain_seconds"])
             row(label, "drain calls/s", r["drain_rate"])
             row(label, "max peak RSS of a worker process, MB", r["max_worker_peak_rss_mb"])
+            row(label, "Redis bytes per call waiting", r.get("redis_bytes_per_call_in_flight"))
             per = ", ".join(f"{w['role']} {w['peak_rss_mb']:.0f}" for w in r["workers"])
             row(label, "peak RSS per process, MB", per)
     r = results.get("latency")
@@ -115,12 +171,21 @@ def render(document: dict[str, Any]) -> str:
         if "session_rps" in r:
             row(label, "session API requests/s (GET /v1/number)", r["session_rps"])
             row(label, "session API CPU s per 1,000 requests", r["session_cpu_seconds_per_1000"])
+        for what, value in r.get("cpu_us_per_call", {}).items():
+            row(label, f"CPU µs per call, {what.replace('_', ' ')}", value)
         errors = r["single_errors"] + r["bulk_errors"] + r.get("session_errors", 0)
         row(label, "non-2xx / socket errors", errors)
+    r = results.get("footprint")
+    if r:
+        label = f"Redis footprint ({r['calls']:,} calls)"
+        row(label, "dedup mark + call ref, bytes per call", r["dedup_with_ref_bytes_per_call"])
+        row(label, "dedup mark alone (conversion), bytes", r["dedup_bytes_per_conversion"])
+        row(label, "caller history, bytes per (counter, caller)", r["caller_history_bytes_per_caller"])
+        row(label, "hash encodings", ", ".join(r["encodings"]))
     w1 = max((len(a) for a, _, _ in rows), default=10)
     w2 = max((len(b) for _, b, _ in rows), default=10)
     lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]
-    lines += ["", "targets (issue 7):"]
+    lines += ["", "targets (issue 7; (18): issue 18):"]
     for t in document.get("targets", []):
         mark = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
         lines.append(f"  {t['target'].ljust(36)} {t['wanted'].ljust(28)} {_n(t['measured']).rjust(10)}  {mark}")

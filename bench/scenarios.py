@@ -18,6 +18,7 @@ import psutil
 from redis import Redis
 
 from bench import http_load
+from bench.costs import Costs, redis_cpu, redis_used, wait_final
 from bench.emulator_proc import bench_token
 from bench.load import COUNTER_BASE, make_call, produce, produce_paced
 from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
@@ -86,6 +87,17 @@ class Stack:
         times = [answered[c] for c, t in arrived.items() if t >= since and c in answered]
         return (max(times) if times else time.time()), len(times)
 
+    def process_groups(self) -> dict[str, list[int]]:
+        """The pids whose CPU a section reports: the Celery workers and beat, and the emulator."""
+        return {"worker": [p.pid for p in self.fleet.procs], "emulator": [self.emulator.proc.pid]}
+
+    def wait_final(self, timeout: float) -> bool:
+        redis = Redis.from_url(self.infra.redis_url)
+        try:
+            return wait_final(redis, self.config.namespace, self.config.shards, timeout)
+        finally:
+            redis.close()
+
     def start_profiles(self, work_dir: Path, name: str) -> None:
         spy = Path(sys.executable).with_name("py-spy")
         for i, pid in enumerate(self.fleet.worker_pids):
@@ -121,14 +133,20 @@ def end_to_end(
     if stack.profile:
         stack.start_profiles(work_dir, f"e2e{counters}")
     run = f"e2e{counters}x{time.time_ns()}"
+    costs = Costs(stack.infra.redis_url, stack.process_groups(), f"{stack.config.namespace}:*")
+    producer_cpu: list[float] = []
     accepted, began, produced = produce(
-        stack.settings.model_copy(), run, calls, counters, producers, counter_base=counter_base
+        stack.settings.model_copy(), run, calls, counters, producers, counter_base=counter_base, cpu=producer_cpu
     )
     stack.wait_rows(before + calls, timeout)
+    costs.stop_cpu({"producer": sum(producer_cpu)})
     ended, uploads = stack.last_answer(began)
     stack.stop_profiles()
     seconds = ended - began
+    final = stack.wait_final(min(timeout, 60.0))
     return {
+        **costs.report(accepted),
+        "batches_final": final,
         "calls": accepted,
         "counters": counters,
         "accounts": accounts,
@@ -171,9 +189,13 @@ def backlog(
     stack.fleet.stop()
     before = stack.emulator.rows()
     run = f"backlog{calls}x{time.time_ns()}"
+    redis = Redis.from_url(stack.infra.redis_url)
+    used0 = redis_used(redis)
+    redis.close()
     accepted, began, produced = produce(stack.settings, run, calls, counters, producers, counter_base=counter_base)
     redis = Redis.from_url(stack.infra.redis_url)
-    redis_mb = int(redis.info("memory")["used_memory"]) / 2**20
+    used = redis_used(redis)
+    redis_mb = used / 2**20
     redis.close()
     sampler = RssSampler().start()
     started = time.time()
@@ -189,6 +211,7 @@ def backlog(
         "counters": counters,
         "enqueue_seconds": round(produced - began, 3),
         "redis_used_mb_with_backlog": round(redis_mb, 1),
+        "redis_bytes_per_call_in_flight": round((used - used0) / max(accepted, 1), 1),
         "drain_seconds": round(ended - started, 3),
         "drain_rate": round(accepted / (ended - started), 1),
         "uploads": uploads,
@@ -332,16 +355,30 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         result: dict[str, Any] = {"workers": workers, "generator": "wrk" if http_load.have_wrk() else "python"}
         run = f"ing{time.time_ns()}"
         http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
-        cpu0 = _cpu(service)
+        redis = Redis.from_url(infra.redis_url)
+        cpu0, rcpu0 = _cpu(service), redis_cpu(redis)
         single = http_load.single_calls(url, run, numbers, seconds, 32)
-        cpu1 = _cpu(service)
+        cpu1, rcpu1 = _cpu(service), redis_cpu(redis)
         # Two bulk requests in flight per service process: each is a 1,000-line batch that keeps one
         # process busy, so fewer connections than that would leave service processes idle.
         bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2 * workers)
-        cpu2 = _cpu(service)
+        cpu2, rcpu2 = _cpu(service), redis_cpu(redis)
         sessions = http_load.session_requests(url, SESSION_COUNTER, SESSION_VISITORS, seconds, 32)
-        cpu3 = _cpu(service)
+        cpu3, rcpu3 = _cpu(service), redis_cpu(redis)
+        redis.close()
         bulk_calls = bulk.requests * bulk_lines
+
+        def us(seconds: float, n: int) -> float:
+            return round(seconds / max(n, 1) * 1e6, 1)
+
+        result["cpu_us_per_call"] = {
+            "single_ingestion": us(cpu1 - cpu0, single.requests),
+            "single_redis": us(rcpu1 - rcpu0, single.requests),
+            "bulk_ingestion": us(cpu2 - cpu1, bulk_calls),
+            "bulk_redis": us(rcpu2 - rcpu1, bulk_calls),
+            "session_ingestion": us(cpu3 - cpu2, sessions.requests),
+            "session_redis": us(rcpu3 - rcpu2, sessions.requests),
+        }
         result.update(
             single_requests=single.requests,
             single_errors=single.errors,

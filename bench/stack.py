@@ -253,6 +253,7 @@ class PipelineConfig:
     accounts: int = 0  # registry accounts (logins) the many-counter run spreads its counters over
     # The data plane on this Redis Cluster (issue 17); Celery's broker and redbeat stay on the harness's Redis.
     cluster_url: str | None = None
+    dedup_buckets: int = 1024  # sized to the namespace's calls: about 100 marks a hash (worker/keys.py)
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:
         data = {"CALLTRACK_REDIS_URL": redis_url}
@@ -276,7 +277,12 @@ class PipelineConfig:
             "CALLTRACK_FLUSH_MAX_AGE": str(self.flush_max_age),
             "CALLTRACK_DRAIN_INTERVAL": str(self.drain_interval),
             "CALLTRACK_QUOTA_DAILY_PER_LOGIN": "10000000",
+            # Statuses are asked for soon after an upload, so a section sees its batches final and can
+            # measure what Redis keeps after them (production: 120 s, every 10 s).
+            "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "3",
+            "CALLTRACK_RECONCILE_INTERVAL": "2",
             "CALLTRACK_LOG_FORMAT": "json",
+            "CALLTRACK_DEDUP_BUCKETS": str(self.dedup_buckets),
         }
 
     def settings(self, redis_url: str, emulator_url: str) -> Settings:

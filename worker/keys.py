@@ -23,16 +23,22 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
 ``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:seen:<hash>``  string  a conversion or chat already accepted, for the dedup window
-                                   (drain.lua), valued "counter:seq" (seq: its batch's number)
+``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
+                                   bucket b: field 8 characters of a digest, value a conversion's or chat's
+                                   "counter:<seq>R<nonce>" (its batch: the status API's index) or a
+                                   call's "counter:<seq>R<nonce>|column letter|identifier" (ref); expires whole when the
+                                   dedup window after the period has passed (drain.lua writes it,
+                                   worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ddn``          hash    period -> its bucket count; "c<period>" -> marks written in it
+``<ns>:{sN}:ddsince``      string  ms this shard began bucketed marks (0: never had one-key marks);
+                                   within the window after it, drain also reads the old keys below
+``<ns>:{sN}:seen:<hash>``  string  before issue 18: a conversion already accepted (read only)
 ``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
-``<ns>:{sN}:ref:<hash>``   string  a call's "counter:<seq>R<nonce>|id column|identifier": its dedup mark for
-                                   the window, where a later conversion finds it and the status
-                                   API's index (seq: its batch's number; drain.lua writes it;
-                                   worker/intake/call_refs.py reads it)
+``<ns>:{sN}:ref:<hash>``   string  before issue 18: a call's "counter|id column|identifier" (read
+                                   only, until the window after ``ddsince`` has passed)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
@@ -69,8 +75,13 @@ key                                type    what it holds (owner)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
                                            held entry's id (held; the status API reads it)
-``<ns>:{sN}:caller:<ctr>:<hash>``  string  keyed hash of a caller number -> digest of its first
-                                           call to the counter (callers, FirstTimeCaller)
+``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
+                                           bucket b: 8 characters of a keyed hash of (counter,
+                                           caller number) -> 8 of the digest of the caller's first
+                                           call (callers, lua/xadd_many.lua; FirstTimeCaller)
+``<ns>:{sN}:chn``                  hash    period -> its bucket count; "c<period>" -> callers in it
+``<ns>:{sN}:caller:<ctr>:<hash>``  string  before issue 18: the same, one key each (read and moved
+                                           into ``ch`` for a year after ``ddsince``)
 ``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
 =================================  ======  ===================================================
 
@@ -124,17 +135,14 @@ key                                type    what it holds (owner)
 from __future__ import annotations
 
 import hashlib
-import re
-import secrets
-import string
 import zlib
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
+from worker.ids import shard_of_batch
+
 DRAIN_GROUP = "drain"
-_NONCE_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +247,17 @@ class Keys:
         return f"{self.namespace}:{{rl}}:ip:{ident}:{second}"
 
     def call_ref(self, shard: int, digest: str) -> str:
+        """Before issue 18, one key per call ref; read for the dedup window after ``dedup_since``."""
         return f"{self.prefix(shard)}:ref:{digest}"
+
+    def dedup_hash(self, shard: int, period: int, bucket: int) -> str:
+        return f"{self.prefix(shard)}:dd:{period}:{bucket}"
+
+    def dedup_sizes(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:ddn"
+
+    def dedup_since(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:ddsince"
 
     @property
     def reconcile_lock(self) -> str:
@@ -356,27 +374,8 @@ class Keys:
         return f"{self.namespace}:*"
 
 
-def shard_of_batch(batch_id: str) -> int:
-    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
-    match = _BATCH_RE.match(batch_id)
-    if match is None:
-        raise ValueError(f"not a batch id: {batch_id[:64]!r}")
-    return int(match.group(1))
-
-
-def batch_nonce() -> str:
-    """The random part of the batch ids sealed by one script run, chosen here and never by Redis.
-
-    ``seq`` is a Redis counter, and goes back when Redis loses its last second or is restored; the
-    nonce does not, so a batch id Metrica already holds as a comment never comes back.
-    """
-    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(10))
-
-
-def is_batch_id(text: str) -> bool:
-    return _BATCH_RE.match(text) is not None
-
-
+# A call ref's id column as one letter: the ref is a field value of a dedup hash, and every byte of
+# it is kept for the window (values written with the full column name are read too).
 def fingerprint(token: SecretStr) -> str:
     """A stable, non-reversible name for the login a token belongs to."""
     return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

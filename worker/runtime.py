@@ -90,6 +90,8 @@ class Runtime:
             self.keys,
             self.policy,
             caller_ttl=s.first_caller_days * 86_400,
+            caller_period_days=s.first_caller_period_days,
+            caller_buckets=s.caller_buckets,
             memory_watermark=s.producer_memory_watermark,
             memory_check_seconds=s.memory_check_seconds,
             durability=s.producer_durability,

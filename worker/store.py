@@ -113,7 +113,10 @@ def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
         if "BUSYGROUP" not in str(error):
             raise
     epoch = "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(6))
-    redis.set(keys.epoch(shard), epoch, nx=True)
+    fresh = redis.set(keys.epoch(shard), epoch, nx=True)
+    # Bucketed dedup marks (issue 18): a shard that existed before may hold one-key marks
+    # (``seen:``/``ref:``), which drain and call refs read for one dedup window from now.
+    redis.set(keys.dedup_since(shard), 0 if fresh else int(time.time() * 1000), nx=True)
 
 
 def pin_shards(redis: Redis, keys: Keys) -> None:

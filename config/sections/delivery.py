@@ -63,6 +63,18 @@ class DeliverySettings(BaseModel):
     dedup_window_days: PositiveInt = Field(
         default=22, description="How long a provider call id is remembered to drop repeats."
     )
+    dedup_period_days: Annotated[int, Field(ge=1, le=31)] = Field(
+        default=8,
+        description="Dedup marks and call refs live in bucketed hashes, one per shard, period of this many "
+        "days and bucket, expiring whole (dedup window after the period ends): a lookup reads one hash per "
+        "period of the window (3-4 at 8 days), so shorter periods cost Redis CPU, longer ones memory.",
+    )
+    dedup_buckets: Annotated[int, Field(ge=1, le=1_048_576)] = Field(
+        default=1024,
+        description="Hashes per shard and period at least (each period takes max(this, the previous "
+        "period's marks / 100)): about 100 marks a hash keeps it in Redis's compact listpack encoding "
+        "(hash-max-listpack-entries 128). Size it to a period's calls per shard / 100 for a new deployment.",
+    )
     late_calls: Literal["hold", "static", "drop"] = Field(
         default="hold",
         description="A call older than the join window: hold it (reason too_old), upload it as a static "

@@ -80,6 +80,17 @@ class IntakeSettings(BaseModel):
     first_caller_days: PositiveInt = Field(
         default=365, description="A caller is FirstTimeCaller=1 unless they called the counter within this many days."
     )
+    first_caller_period_days: Annotated[int, Field(ge=1, le=366)] = Field(
+        default=30,
+        description="The caller history lives in bucketed hashes, one per shard, period of this many days and "
+        "bucket, expiring whole first_caller_days after the period ends: a new caller is looked up in every "
+        "period (13 at 30 days), so shorter periods cost Redis CPU, longer ones memory.",
+    )
+    caller_buckets: Annotated[int, Field(ge=1, le=1_048_576)] = Field(
+        default=1024,
+        description="Caller-history hashes per shard and period at least (each period takes max(this, the "
+        "previous period's callers / 100)), so a hash stays in Redis's compact listpack encoding.",
+    )
     caller_hash_secret: SecretStr | None = Field(
         default=None,
         description="Key of the hash that stands for a caller number in Redis; set it in production "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from worker.delivery.uploader import clock_ms
-from worker.keys import shard_of_batch
+from worker.ids import shard_of_batch
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime

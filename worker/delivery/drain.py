@@ -16,7 +16,8 @@ from redis.exceptions import ResponseError
 
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
-from worker.keys import DRAIN_GROUP, batch_nonce
+from worker.ids import batch_nonce
+from worker.keys import DRAIN_GROUP
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
         shard,
         "1" if seal_all else "0",
         batch_nonce(),
+        s.dedup_period_days,
+        s.dedup_buckets,
     ]
     try:
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)

@@ -4,7 +4,7 @@ Redis holds the accepted ones.
 Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
 (counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
 the CSV cells as a JSON object; a call also carries ``f``/``v``, the digest of (provider, call id)
-and "counter|id column|identifier", which drain keeps so a later conversion can find the call
+and "counter|id column letter|identifier", which drain keeps so a later conversion can find the call
 (:mod:`worker.intake.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
 """
 
@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from worker.errors import ProducerError
 from worker.keys import Keys
+from worker.marks import call_ref_value
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
@@ -76,6 +77,8 @@ class Producer:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         caller_ttl: int = 365 * 86_400,
+        caller_period_days: int = 30,
+        caller_buckets: int = 1024,
         regions: PhoneRegions | None = None,
         memory_watermark: float = 1.0,
         memory_check_seconds: float = 1.0,
@@ -90,7 +93,7 @@ class Producer:
             self._wait = [["WAIT", durability_replicas, timeout_ms]]
         elif durability == "aof":
             self._wait = [["WAITAOF", 1, 0, timeout_ms]]
-        self._caller_ttl = caller_ttl
+        self._caller_args = [caller_ttl, caller_period_days, caller_buckets]
         self.regions = regions or PhoneRegions()
         self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
         self._redis = redis
@@ -109,7 +112,7 @@ class Producer:
     ) -> SubmitResult:
         """Validate every event of ``kind``; store the valid ones; report the invalid ones with reasons.
 
-        ``callers`` gives, per input event, the caller-history key and call mark from
+        ``callers`` gives, per input event, the caller's history digest and call mark from
         :class:`worker.intake.callers.CallerHistory` (or None): FirstTimeCaller is then decided as the call
         is stored, whatever the event says.
 
@@ -155,7 +158,7 @@ class Producer:
             positions.append(position)
             if isinstance(event, CallEvent):
                 ref = call_ref_digest(event.provider, event.call_id)
-                ref_value = f"{bucket.counter_id}|{event.id_type.column}|{event.identifier}"
+                ref_value = call_ref_value(bucket.counter_id, event.id_type.column, event.identifier)
             else:
                 ref = ref_value = ""
             caller_key, call_mark = mark or ("", "")
@@ -165,7 +168,7 @@ class Producer:
             row = orjson.dumps(cells)
             args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
         calls = [
-            (self._scripts.xadd_many, [self._keys.stream(shard)], [self._caller_ttl, *args])
+            (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, *args])
             for shard, (_, args) in per_shard.items()
         ]
         try:

@@ -20,7 +20,7 @@ import structlog
 from worker.delivery.quota import QuotaGate
 from worker.delivery.uploader import BatchRef, batch_rows, find_upload
 from worker.errors import AdoptionError, CalltrackError
-from worker.keys import batch_nonce, shard_of_batch
+from worker.ids import batch_nonce, shard_of_batch
 from worker.model.kinds import Bucket
 from worker.store import redis_now_ms
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # KEYS: 1 record  2 rows  3 quarantine index  4 sealed index  5 done index  6 seq  7 epoch  8 marks
-# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who  6 nonce (worker.keys.batch_nonce)
+# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who  6 nonce (worker.ids.batch_nonce)
 #       7 record retention (s): the REPLAYED record expires then
 # Returns {1, new batch id} or {0, why}.
 _REPLAY = """
@@ -79,7 +79,14 @@ local had = redis.call('EXISTS', KEYS[5]) == 1 and '1' or '0'
 local removed = 0
 if ARGV[7] ~= '1' then
   local marks = redis.call('LRANGE', KEYS[5], 0, -1)
-  for i = 1, #marks do removed = removed + redis.call('DEL', ARGV[5] .. ':' .. marks[i]) end
+  for i = 1, #marks do
+    local m = marks[i]
+    if string.sub(m, 1, 3) == 'dd:' then  -- a field of a bucketed dedup hash: 'dd:<period>:<bucket>:<field>'
+      removed = removed + redis.call('HDEL', ARGV[5] .. ':' .. string.sub(m, 1, -10), string.sub(m, -8))
+    else  -- a key of its own (sealed before issue 18)
+      removed = removed + redis.call('DEL', ARGV[5] .. ':' .. m)
+    end
+  end
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[1], 'marks_removed', removed)
 else

@@ -34,7 +34,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.failpoints import arm, failpoint
-from worker.keys import shard_of_batch
+from worker.ids import shard_of_batch
 from worker.model.kinds import Bucket
 from worker.store import redis_now_ms
 

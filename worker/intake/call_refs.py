@@ -1,7 +1,8 @@
 """A call that later converts: record an offline conversion for a call by the call's own id.
 
-When drain accepts a call it keeps "counter:seq|id column|identifier" under a digest of (provider,
-call id) for the dedup window (``lua/drain.lua``). A conversion reported for that call ("the call
+When drain accepts a call it keeps "counter:<seq>R<nonce>|id column letter|identifier" under a digest
+of (provider, call id) for the dedup window, a field of its shard's bucketed dedup hashes
+(``lua/drain.lua``, :func:`worker.marks.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
 know only the provider's call id.
 
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker.delivery.producer import SubmitResult, call_ref_digest
+from worker.marks import dedup_periods, dedup_slot, parse_call_ref
 from worker.model.fields import FieldError, Rejection
 from worker.model.kinds import UploadKind
 
@@ -50,22 +52,64 @@ class Mark:
 
 
 def parse_ref(value: str, shard: int = 0) -> CallRef:
-    """A ref value: ``counter[:seq]|column|identifier`` (the identifier may itself hold ``|``)."""
-    head, column, identifier = value.split("|", 2)
+    """A ref value: ``counter[:<seq>R<nonce>]|column|identifier`` (the identifier may itself hold ``|``)."""
+    head, rest = value.split("|", 1)
     counter, _, seq = head.partition(":")
-    return CallRef(int(counter), column, identifier, shard, seq or None)
+    counter_id, column, identifier = parse_call_ref(f"{counter}|{rest}")
+    return CallRef(counter_id, column, identifier, shard, seq or None)
 
 
 def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
-    """The call's counter and identifier, if it was accepted within the dedup window."""
+    """The call's counter and identifier, if it was accepted within the dedup window.
+
+    Two round trips: the time and each shard's period sizes, then the call's field in every period
+    of the window on every shard (and the one-key ref of before issue 18).
+    """
     digest = call_ref_digest(provider, call_id)
+    s = rt.settings
     pipe = rt.redis.pipeline(transaction=False)
+    pipe.time()
     for shard in range(rt.keys.shards):
+        pipe.hgetall(rt.keys.dedup_sizes(shard))
+    now, *tables = pipe.execute()
+    periods = dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+    pipe = rt.redis.pipeline(transaction=False)
+    owners: list[int] = []  # the shard of each lookup, in order
+    for shard, table in enumerate(tables):
+        sizes = {_text(k): int(v) for k, v in table.items()}
+        for period in periods:
+            if str(period) in sizes:
+                bucket, field = dedup_slot(digest, sizes[str(period)])
+                pipe.hget(rt.keys.dedup_hash(shard, period, bucket), field)
+                owners.append(shard)
         pipe.get(rt.keys.call_ref(shard, digest))
-    for shard, value in enumerate(pipe.execute()):
+        owners.append(shard)
+    for shard, value in zip(owners, pipe.execute(), strict=True):
         if value:
-            return parse_ref(str(value), shard)
+            return parse_ref(_text(value), shard)
     return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _dedup_value(rt: Runtime, shard: int, digest: str) -> str | None:
+    """The value drain keeps under a conversion's or chat's dedup digest ("counter:<seq>R<nonce>")."""
+    s = rt.settings
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.time()
+    pipe.hgetall(rt.keys.dedup_sizes(shard))
+    now, table = pipe.execute()
+    periods = dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+    sizes = {_text(k): int(v) for k, v in table.items()}
+    pipe = rt.redis.pipeline(transaction=False)
+    for period in periods:
+        if str(period) in sizes:
+            bucket, field = dedup_slot(digest, sizes[str(period)])
+            pipe.hget(rt.keys.dedup_hash(shard, period, bucket), field)
+    pipe.get(rt.keys.dedup_mark(shard, digest))  # the one-key mark of before issue 18
+    return next((_text(v) for v in pipe.execute() if v is not None), None)
 
 
 def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: int = 0, dedup: str = "") -> Mark | None:
@@ -75,11 +119,11 @@ def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: in
         ref = find_call(rt, provider, call_id)
         return None if ref is None else Mark(ref.shard, ref.seq, ref.counter_id, ref.id_column)
     shard = rt.keys.shard_of(counter_id)
-    value = rt.redis.get(rt.keys.dedup_mark(shard, dedup))
+    value = _dedup_value(rt, shard, dedup)
     if value is None:
         return None
-    seq = str(value).partition(":")[2]  # "counter:<seq>R<nonce>" ("1" before issue 19)
-    return Mark(shard, seq or None, counter_id)
+    seq = value.partition(":")[2]  # "counter:<seq>R<nonce>" ("" or "1" before issue 19)
+    return Mark(shard, seq if seq and seq != "1" else None, counter_id)
 
 
 def record_conversion(

@@ -1,9 +1,11 @@
 """FirstTimeCaller from each counter's caller history, whatever the provider sent.
 
-Per (counter, caller) one key holds the digest of the caller's first call to the counter, for
-``first_caller_days`` after their latest call. A call is a first-time call when it is the one that
-key names, so the answer is the same however often a call is delivered or replayed. The caller
-number appears only as a keyed hash (``caller_hash_secret``), never in a key.
+Per (counter, caller) one field of a bucketed hash holds the digest of the caller's first call to
+the counter, for ``first_caller_days`` after their latest call (``lua/xadd_many.lua``: one hash per
+shard, period and bucket, expiring whole; every call moves its caller's field into the current
+period). A call is a first-time call when it is the one that field names, so the answer is the same
+however often a call is delivered or replayed. The caller number appears only as a keyed hash
+(``caller_hash_secret``), never in a key.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ class CallerCall:
 
 @dataclass(frozen=True, slots=True)
 class CallerMark:
-    """Where a call is recorded in its caller's history, and the mark that names the call."""
+    """Where a call is recorded in its caller's history, and the mark that names the call.
+
+    ``key`` is the caller's digest (base64 of a keyed hash of counter and number): it names the field
+    and bucket of the caller-history hashes, and the one-key history of before issue 18
+    (``Keys.caller``), which the script still reads for one ``first_caller_days`` after the upgrade.
+    """
 
     key: str
     mark: str
@@ -58,8 +65,7 @@ class CallerHistory:
     def mark(self, call: CallerCall) -> CallerMark:
         """The history key and call mark the producer stores the call with (lua/xadd_many.lua decides
         FirstTimeCaller in the same step that stores the call: no round trip of its own)."""
-        key = self._keys.caller(call.counter_id, self.caller_hash(call.counter_id, call.caller))
-        return CallerMark(key, dedup_digest(call.call_key))
+        return CallerMark(self.caller_hash(call.counter_id, call.caller), dedup_digest(call.call_key))
 
     @property
     def ttl(self) -> int:

@@ -6,6 +6,7 @@
 -- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
 --       8 max age (ms; a counter's own in <p>:flushage wins)  9 shard number  10 "1" to seal every open buffer now
 --       11 nonce: random letters and digits chosen by the caller for this run (never by Redis)
+--       12 dedup period (days)  13 least buckets of a period's dedup hashes
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
 --
 -- A buffer takes its batch's sequence number and the opening run's nonce when it opens
@@ -81,6 +82,104 @@ local function seal(bucket)
   sealed[#sealed + 1] = id
 end
 
+-- Dedup marks and call refs (issue 18): fields of an 8-byte digest in bucketed hashes, one per
+-- shard, period of ARGV[12] days and bucket, each expiring whole when the dedup window after its
+-- period has passed. A lookup reads the hash of every period that holds a day of the window; a write
+-- goes to the current period's. A mark's bucket count is the period's, fixed when the period begins
+-- (<p>:ddn: the larger of ARGV[13] and the previous period's marks / 100, so ~100 fields a hash
+-- stay in the listpack encoding).
+local period_days = tonumber(ARGV[12] or '8')
+local min_buckets = tonumber(ARGV[13] or '1024')
+local day = math.floor(now_ms / 86400000)
+local period = math.floor(day / period_days)
+local oldest = math.floor((day - math.ceil(dedup_ttl / 86400)) / period_days)
+local sizes_key = p .. ':ddn'
+local sizes = {}
+do
+  local raw = redis.call('HGETALL', sizes_key)
+  for i = 1, #raw, 2 do
+    local n = tonumber(raw[i])
+    if n then sizes[n] = tonumber(raw[i + 1]) end
+  end
+end
+local written, expiring = 0, {}
+local expire_at = ((period + 1) * period_days * 86400) + dedup_ttl + 86400
+-- Marks written before issue 18 were keys of their own: read them too for the window after the
+-- shard began bucketed marks (<p>:ddsince; 0 on a shard that never had them). Their names are the
+-- same digests.
+local since = tonumber(redis.call('GET', p .. ':ddsince') or '0')
+local legacy = since > 0 and now_ms < since + dedup_ttl * 1000
+-- A digest is 16 characters of urlsafe base64 (12 bytes, worker/delivery/producer.py): the first 8
+-- are its field, the next 4 (24 bits) pick its bucket.
+local b64 = {}
+do
+  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+  for i = 1, 64 do b64[string.byte(alphabet, i)] = i - 1 end
+end
+
+local function slot(per, digest)
+  local n = sizes[per]
+  if not n then return nil end
+  local w, x, y, z = string.byte(digest, 9, 12)
+  return 'dd:' .. per .. ':' .. ((((b64[w] * 64 + b64[x]) * 64 + b64[y]) * 64 + b64[z]) % n)
+end
+
+-- The value held for a digest within the window (a ref's value, '' for a mark), or nil.
+local function find(digest, legacy_kind)
+  local field = string.sub(digest, 1, 8)
+  for per = period, oldest, -1 do
+    local name = slot(per, digest)
+    if name then
+      local value = redis.call('HGET', p .. ':' .. name, field)
+      if value then return value end
+    end
+  end
+  if legacy then
+    local value = redis.call('GET', p .. ':' .. legacy_kind .. ':' .. digest)
+    if value then return value end
+  end
+  return nil
+end
+
+local function put(digest, value)
+  if not sizes[period] then
+    local before = tonumber(redis.call('HGET', sizes_key, 'c' .. (period - 1)) or '0')
+    local n = min_buckets
+    while n * 100 < before do n = n * 2 end
+    sizes[period] = n
+    redis.call('HSET', sizes_key, period, n)
+    for per in pairs(sizes) do
+      if per < oldest - 1 then
+        redis.call('HDEL', sizes_key, per, 'c' .. per)
+        sizes[per] = nil
+      end
+    end
+  end
+  local name = slot(period, digest)
+  local key = p .. ':' .. name
+  redis.call('HSET', key, string.sub(digest, 1, 8), value)
+  if not expiring[key] then
+    expiring[key] = true
+    redis.call('EXPIREAT', key, expire_at)
+  end
+  written = written + 1
+  -- The mark names its hash and field, so discarding the batch can remove it (HDEL).
+  return name .. ':' .. string.sub(digest, 1, 8)
+end
+
+-- A new entry's dedup: a call's ref (where a later conversion finds it) is also its dedup mark; the
+-- same provider call id on another counter (rare) falls back to the per-counter dedup digest.
+local function dedup_hashed(dd, ref, ref_value, mark)
+  if not dd or dd == '' then return true, nil end
+  if ref and ref_value then
+    local held = find(ref, 'ref')
+    if not held then return true, put(ref, ref_value) end
+    if string.match(held, '^[^|:]*') == string.match(ref_value, '^[^|:]*') then return false, nil end
+  end
+  if find(dd, 'seen') then return false, nil end
+  return true, put(dd, mark)
+end
+
 local read, repeats = 0, 0
 local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
 if reply then
@@ -109,26 +208,13 @@ if reply then
       if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = seq_of[bucket]
       elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2) .. 'R' .. nonce  -- seal() numbers it first
       else gen = tostring(last_seq + 1) .. 'R' .. nonce end
+      -- The status API's index (issue 19): a mark's value names the batch, "counter:<seq>R<nonce>".
       local mark = string.match(bucket, '^(%d+):') .. ':' .. gen
       if ref and ref_value then
         local counter_part = string.match(ref_value, '^[^|]*')
         ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
-        -- A call: its ref key (where a later conversion finds it) is also its dedup mark, one key
-        -- instead of two. The same provider call id on another counter (rare) falls back to the
-        -- per-counter dedup key.
-        fresh = redis.call('SET', p .. ':ref:' .. ref, ref_value, 'NX', 'EX', dedup_ttl) ~= false
-        mark_key = 'ref:' .. ref
-        if not fresh then
-          local held = redis.call('GET', p .. ':ref:' .. ref)
-          if held and string.match(held, '^[^|:]*') ~= counter_part then
-            fresh = redis.call('SET', p .. ':seen:' .. dedup, mark, 'NX', 'EX', dedup_ttl) ~= false
-            mark_key = 'seen:' .. dedup
-          end
-        end
-      elseif dedup and dedup ~= '' then
-        fresh = redis.call('SET', p .. ':seen:' .. dedup, mark, 'NX', 'EX', dedup_ttl) ~= false
-        mark_key = 'seen:' .. dedup
       end
+      fresh, mark_key = dedup_hashed(dedup, ref, ref_value, mark)
       if not fresh then
         repeats = repeats + 1
       else
@@ -152,6 +238,8 @@ if reply then
     redis.call('XDEL', stream, unpack(ids, i, last))
   end
 end
+
+if written > 0 then redis.call('HINCRBY', sizes_key, 'c' .. period, written) end
 
 for bucket in pairs(touched) do
   if rows_of[bucket] >= max_rows then

@@ -1,0 +1,32 @@
+"""Batch ids: ``CT<epoch>S<shard>B<seq>R<nonce>``, letters and digits only (a valid ``comment`` for
+every upload kind); the nonce is chosen in Python, never by Redis (issue 13)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
+_NONCE_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def shard_of_batch(batch_id: str) -> int:
+    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
+    match = _BATCH_RE.match(batch_id)
+    if match is None:
+        raise ValueError(f"not a batch id: {batch_id[:64]!r}")
+    return int(match.group(1))
+
+
+def batch_nonce() -> str:
+    """The random part of the batch ids sealed by one script run, chosen here and never by Redis.
+
+    ``seq`` is a Redis counter, and goes back when Redis loses its last second or is restored; the
+    nonce does not, so a batch id Metrica already holds as a comment never comes back.
+    """
+    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(10))
+
+
+def is_batch_id(text: str) -> bool:
+    return _BATCH_RE.match(text) is not None
