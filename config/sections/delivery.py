@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal, Self
 
 import phonenumbers
@@ -195,24 +194,8 @@ class DeliverySettings(BaseModel):
     @field_validator("metrica_counter_tokens", mode="before")
     @classmethod
     def _parse_counter_tokens(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if not text:
-            return {}
-        if text.startswith("{"):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError('is not valid JSON; use {"counter": "token"} or counter=token,...') from None
-        pairs: dict[str, str] = {}
-        for item in text.split(","):
-            counter, sep, token = item.partition("=")
-            if not sep or not counter.strip() or not token.strip():
-                # Never echo the item: it holds a token.
-                raise ValueError("must be counter=token pairs separated by commas")
-            pairs[counter.strip()] = token.strip()
-        return pairs
+        # Never echo the text: it holds tokens (parse_pairs names only the rule).
+        return parse_pairs(value, "counter=token pairs separated by commas, or a JSON object")
 
     @field_validator("metrica_counter_tokens")
     @classmethod
