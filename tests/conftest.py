@@ -12,6 +12,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from emulator.server import RunningEmulator
+from tests.pipeline import running_emulator
 from worker.runtime import Runtime
 
 REDIS_URL = os.environ.get("CALLTRACK_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -154,3 +156,19 @@ def runtime(make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
     rt = Runtime(make_settings())
     yield rt
     rt.close()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    """The Metrica emulator over real HTTP, one per test module (each ``rt`` resets it)."""
+    with running_emulator(step_seconds=0.1) as emu:
+        yield emu
+
+
+@pytest.fixture
+def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
+    """A runtime pointed at the module's emulator, reset for this test."""
+    emulator.admin.reset()
+    runtime = Runtime(make_settings(metrica_base_url=emulator.base_url))
+    yield runtime
+    runtime.close()

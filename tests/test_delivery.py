@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -31,21 +31,6 @@ from worker.keys import fingerprint
 from worker.model.conversions import validate_conversions
 from worker.model.kinds import UploadKind
 from worker.runtime import Runtime
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with running_emulator(step_seconds=0.1) as emu:
-        yield emu
-
-
-@pytest.fixture
-def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
-    emulator.admin.reset()
-    runtime = Runtime(make_settings(metrica_base_url=emulator.base_url))
-    yield runtime
-    runtime.close()
-
 
 seal = seal_batch
 state = batch_record

@@ -24,7 +24,7 @@ from config.settings import Settings
 from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer, find_binary, version_of
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
-from tests.pipeline import running_emulator, running_worker
+from tests.pipeline import running_worker
 from worker.delivery import dispatch, uploader
 from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
@@ -40,20 +40,6 @@ from worker.runtime import Runtime
 from worker.store import memory, redis_now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with running_emulator(step_seconds=0.1) as emu:
-        yield emu
-
-
-@pytest.fixture
-def rt(emulator: RunningEmulator, make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
-    emulator.admin.reset()
-    runtime = Runtime(make_settings(metrica_base_url=emulator.base_url))
-    yield runtime
-    runtime.close()
 
 
 def _post_copy(rt: Runtime, batch_id: str, rows: int | None = None) -> int:

@@ -9,18 +9,11 @@ import pytest
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import batch_record, seal_batch
-from tests.pipeline import running_emulator
 from worker.delivery import uploader
 from worker.delivery.quota import UploadsPaused
 from worker.delivery.uploader import UploadFailed, UploadOutcome
 from worker.errors import DeferredError, QuotaError, ServerError, TransportError
 from worker.runtime import Runtime
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with running_emulator(step_seconds=0.1) as emu:
-        yield emu
 
 
 @pytest.fixture
