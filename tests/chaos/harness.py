@@ -407,7 +407,10 @@ def run_chaos(
                     report.redis_restarts += 1
                     say(f"(b) Redis restored from the backup: calls {window_from}..{sent - 1} may be lost")
                 if not events_at.holding():  # (a): the workers stay stopped while the tail is written
-                    if time.monotonic() > next_kill:
+                    # Timed kills, and one for sure a third of the way in: a short run on a fast
+                    # machine may otherwise finish before the first timer fires and prove nothing.
+                    first_due = kill_every > 0 and fleet.kills == 0 and sent >= calls // 3
+                    if time.monotonic() > next_kill or first_due:
                         fleet.kill_one(rng)
                         next_kill = time.monotonic() + kill_every
                     fleet.ensure()
