@@ -32,7 +32,7 @@ from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.delivery.reconciler import reconcile
 from worker.delivery.replay import discard, replay
 from worker.delivery.uploader import UploadOutcome, load, quarantine
-from worker.errors import ProducerError, ShardCountError, StoreConfigError
+from worker.errors import DeferredError, ProducerError, ShardCountError, StoreConfigError
 from worker.ids import shard_of_batch
 from worker.keys import fingerprint
 from worker.ops.scrape import registry, render
@@ -402,22 +402,42 @@ def test_parked_batches_are_a_gauge_by_reason(rt: Runtime) -> None:
 # --- The producer's durability setting ------------------------------------------------------------
 
 
-def test_replica_durability_waits_for_a_real_replica(make_settings: Callable[..., Settings]) -> None:
+def test_replica_durability_waits_for_a_real_replica(
+    make_settings: Callable[..., Settings], emulator: RunningEmulator
+) -> None:
+    """Producers report calls accepted, and uploaders post a file, only once a replica holds the writes:
+    after a failover a posted batch is never found SEALED (posted twice) or still open (resealed)."""
+    emulator.admin.reset()
     primary = RedisServer().start()
     replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(primary.port))).start()
+
+    def runtime(timeout: float) -> Runtime:
+        return Runtime(
+            make_settings(
+                redis_url=primary.url, metrica_base_url=emulator.base_url,
+                producer_durability="replica", producer_durability_timeout=timeout,
+            )
+        )  # fmt: skip
+
     try:
-        rt = Runtime(make_settings(redis_url=primary.url, producer_durability="replica", producer_durability_timeout=5))
+        rt = runtime(5)
         wait_for(lambda: rt.redis.info("replication").get("connected_slaves") == 1, timeout=20, what="the replica")
         assert len(rt.producer.submit([make_call(101, i) for i in range(3)]).accepted) == 3
         replica_client = Runtime(make_settings(redis_url=replica.url)).redis
         assert replica_client.xlen(rt.keys.stream(rt.keys.shard_of(101))) == 3  # the replica holds them
+        posted = seal_batch(rt, n=2, start=100)
+        assert uploader.upload_batch(rt, posted) is UploadOutcome.POSTED
+        rt.producer.submit([make_call(101, i) for i in (200, 201)])
         replica.kill()  # no replica left: the acknowledgement cannot be given
         rt.close()
-        rt = Runtime(
-            make_settings(redis_url=primary.url, producer_durability="replica", producer_durability_timeout=0.2)
-        )
+        rt = runtime(0.2)
         with pytest.raises(ProducerError, match="only 0 of 1 replicas confirmed"):
             rt.producer.submit([make_call(101, 10)])
+        (waiting,) = drain(rt, seal_all=True).sealed  # the drain's own writes need no replica
+        with pytest.raises(DeferredError, match=r"claim is not durable yet \(only 0 of 1 replicas"):
+            uploader.upload_batch(rt, waiting)
+        assert batch_record(rt, waiting)["state"] == "SEALED"  # nothing posted: the next attempt posts
+        assert [u["comment"] for u in emulator.admin.uploads(with_rows=False)] == [posted]
         rt.close()
     finally:
         replica.kill()

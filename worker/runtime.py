@@ -20,7 +20,7 @@ from worker.model.calls import TimePolicy
 from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
-from worker.store import connect_data
+from worker.store import Durability, connect_data
 
 
 class Runtime:
@@ -81,6 +81,12 @@ class Runtime:
     def metrics(self) -> Metrics:
         """Counters kept in Redis for the whole deployment (worker/ops/metrics.py)."""
         return Metrics(self.redis, self.keys)
+
+    @cached_property
+    def durability(self) -> Durability:
+        """What the producer and the uploader wait for before they act on a write (worker/store.py)."""
+        s = self.settings
+        return Durability(s.producer_durability, s.producer_durability_replicas, s.producer_durability_timeout)
 
     @cached_property
     def producer(self) -> Producer:

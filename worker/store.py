@@ -6,8 +6,9 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from redis import Redis, RedisCluster
 from redis.backoff import ExponentialBackoff
@@ -84,6 +85,42 @@ def redis_now_ms(redis: Redis) -> int:
     """Redis's clock (``TIME``) in ms: every time the fleet compares comes from this one clock."""
     seconds, micros = redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+class Durability:
+    """What "stored" means before the fleet acts on a write: ``none`` (Redis's memory, the AOF policy
+    decides the rest), ``replica`` (``WAIT``: that many replicas hold it) or ``aof`` (``WAITAOF 1 0``:
+    fsynced to the local AOF).
+
+    ``commands`` go after the writes on the same connection (``worker.scripts.run_many``'s ``then``);
+    ``check`` reads their replies. The producer waits before it reports calls accepted; the uploader
+    waits after it marks a batch UPLOADING and before it posts the file, so no failover or lost
+    second makes a posted file look unposted (it would be posted twice) or a sealed batch look open
+    (its calls would be sealed again into a batch of other content).
+    """
+
+    def __init__(self, mode: str = "none", replicas: int = 1, timeout: float = 1.0) -> None:
+        self.mode = mode
+        self.wanted = replicas if mode == "replica" else 1
+        timeout_ms = max(1, int(timeout * 1000))
+        self.commands: list[list[Any]] = []
+        if mode == "replica":
+            self.commands = [["WAIT", replicas, timeout_ms]]
+        elif mode == "aof":
+            self.commands = [["WAITAOF", 1, 0, timeout_ms]]
+
+    def shortfall(self, acks: Sequence[Any]) -> str | None:
+        """None when the replies of ``commands`` confirm the writes; else why not, in one line."""
+        if not self.commands:
+            return None
+        (ack,) = acks
+        if isinstance(ack, Exception):
+            return f"Redis did not confirm durability: {ack}"
+        got = int(ack) if self.mode == "replica" else int(ack[0])
+        if got < self.wanted:
+            where = "replicas" if self.mode == "replica" else "local AOF fsyncs"
+            return f"only {got} of {self.wanted} {where} confirmed the writes in time"
+        return None
 
 
 def check_durability(redis: Redis, mode: str) -> None:

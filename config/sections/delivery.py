@@ -41,9 +41,9 @@ class DeliverySettings(BaseModel):
 
     producer_durability: Literal["none", "replica", "aof"] = Field(
         default="none",
-        description="When a producer reports calls accepted: none (Redis holds them in memory; the AOF policy "
-        "decides the rest), replica (WAIT: a replica holds them too), aof (WAITAOF 1 0: fsynced to the local AOF; "
-        "needs Redis 7.2 or later).",
+        description="When a producer reports calls accepted, and when an uploader may post a batch it marked "
+        "UPLOADING: none (Redis holds the writes in memory; the AOF policy decides the rest), replica (WAIT: a "
+        "replica holds them too), aof (WAITAOF 1 0: fsynced to the local AOF; needs Redis 7.2 or later).",
     )
     producer_durability_replicas: PositiveInt = Field(
         default=1, description="With producer_durability=replica: how many replicas must hold the calls."

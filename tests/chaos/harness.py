@@ -87,6 +87,7 @@ class ChaosReport:
     adopted_from_other: int = 0  # batches recorded on an upload whose comment is another batch's id
     producer_refusals: int = 0  # submits refused at the memory watermark (ingestion: 503)
     missing_replayed: int = 0  # batches quarantined missing_at_metrica and replayed
+    quarantined: int = 0  # batches left in quarantine at the end (their rows are not at Metrica)
 
     def table(self) -> str:
         rows = [
@@ -101,6 +102,7 @@ class ChaosReport:
             ("of which lost (counted, not retried)", self.lost_in_window),
             ("producer submits refused at the memory watermark", self.producer_refusals),
             ("batches forgotten by Metrica, quarantined and replayed", self.missing_replayed),
+            ("batches left in quarantine", self.quarantined),
             ("uploads", self.uploads),
             ("worker processes killed by the harness", self.worker_kills),
             ("worker processes restarted after dying", self.worker_deaths),
@@ -432,6 +434,7 @@ def run_chaos(
         )
         _count(emulator, report, calls, window)
         report.adopted_from_other = _adopted_from_other(producer_rt, emulator)
+        report.quarantined = _quarantined(producer_rt, say)
         producer_rt.close()
         stats = emulator.admin.stats()
         report.faults = {k: v for k, v in stats["counts"].items() if k.startswith(("faults.", "status."))}
@@ -592,6 +595,16 @@ def _settled(rt: Runtime) -> bool:
         return True
     except Exception:
         return False
+
+
+def _quarantined(rt: Runtime, say: Callable[[str], None]) -> int:
+    """The batches left in quarantine, each said with its reason (a lost call's likely story)."""
+    left = 0
+    for shard in range(rt.keys.shards):
+        for batch_id in cast(list[str], rt.redis.zrange(rt.keys.quarantine(shard), 0, -1)):
+            left += 1
+            say(f"quarantined {batch_id}: {rt.redis.hget(rt.keys.batch(batch_id), 'reason')}")
+    return left
 
 
 def _count(emulator: RunningEmulator, report: ChaosReport, calls: int, window: set[int]) -> None:

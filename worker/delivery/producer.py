@@ -31,7 +31,7 @@ from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.kinds import UploadKind
 from worker.model.phones import PhoneRegions
 from worker.scripts import Scripts, run_many
-from worker.store import MemoryWatermark, check_durability, ensure_shard, pin_shards
+from worker.store import Durability, MemoryWatermark, check_durability, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
@@ -86,13 +86,7 @@ class Producer:
         durability_replicas: int = 1,
         durability_timeout: float = 1.0,
     ) -> None:
-        self._durability = durability
-        self._wait: list[list[Any]] = []
-        timeout_ms = max(1, int(durability_timeout * 1000))
-        if durability == "replica":
-            self._wait = [["WAIT", durability_replicas, timeout_ms]]
-        elif durability == "aof":
-            self._wait = [["WAITAOF", 1, 0, timeout_ms]]
+        self._durability = Durability(durability, durability_replicas, durability_timeout)
         self._caller_args = [caller_ttl, caller_period_days, caller_buckets]
         self.regions = regions or PhoneRegions()
         self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
@@ -172,12 +166,13 @@ class Producer:
             for shard, (_, args) in per_shard.items()
         ]
         try:
-            replies = run_many(self._redis, calls, self._wait)
+            replies = run_many(self._redis, calls, self._durability.commands)
         except RedisError as error:
             raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
-        if self._wait:
-            replies, acks = replies[: len(calls)], replies[len(calls) :]
-            self._check_acks(acks)
+        replies, acks = replies[: len(calls)], replies[len(calls) :]
+        shortfall = self._durability.shortfall(acks)
+        if shortfall is not None:
+            raise ProducerError(f"{shortfall}: the events may be lost if Redis fails now; resubmitting is safe")
         failures = [reply for reply in replies if isinstance(reply, Exception)]
         if failures:
             stored = sum(len(reply) for reply in replies if not isinstance(reply, Exception))
@@ -191,20 +186,6 @@ class Producer:
             for position, entry_id in zip(positions, ids, strict=True):
                 entry_ids[position] = str(entry_id)
         return entry_ids
-
-    def _check_acks(self, acks: list[Any]) -> None:
-        """The producer's durability: the replicas (WAIT) or the local AOF fsync (WAITAOF) hold the events."""
-        (ack,) = acks
-        if isinstance(ack, Exception):
-            raise ProducerError(f"Redis did not confirm the events' durability: {ack}; resubmitting is safe")
-        wanted = int(self._wait[0][1])
-        got = int(ack) if self._durability == "replica" else int(ack[0])
-        if got < wanted:
-            where = "replicas" if self._durability == "replica" else "local AOF fsyncs"
-            raise ProducerError(
-                f"only {got} of {wanted} {where} confirmed the events in time: they may be lost if Redis fails now; "
-                "resubmitting is safe (repeats are dropped)"
-            )
 
     def _check_memory(self) -> None:
         """Refuse new events above the watermark, so uploads always have room to free memory."""
@@ -223,7 +204,7 @@ class Producer:
         try:
             if not self._ready_shards:
                 pin_shards(self._redis, self._keys)  # raises ShardCountError: another shard count
-                check_durability(self._redis, self._durability)  # raises StoreConfigError
+                check_durability(self._redis, self._durability.mode)  # raises StoreConfigError
             ensure_shard(self._redis, self._keys, shard)
         except RedisError as error:
             raise ProducerError(f"Redis is not usable: {type(error).__name__}: {error}") from None

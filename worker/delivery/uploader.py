@@ -36,6 +36,7 @@ from worker.errors import (
 from worker.failpoints import arm, failpoint
 from worker.ids import shard_of_batch
 from worker.model.kinds import Bucket
+from worker.scripts import run_many
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
@@ -151,6 +152,25 @@ class Attempt:
         state, _, _ = self.rt.scripts.begin_upload(keys=[self.key], args=[self.fence])
         return str(state)
 
+    def claim_durably(self) -> None:
+        """Mark the batch UPLOADING, then wait until the configured durability holds that mark (and,
+        replication being in order, the batch's seal and rows before it): a failover or a lost last
+        second after the file is posted then finds the batch UPLOADING, looks Metrica up by comment
+        and adopts the file, instead of posting it again or sealing its calls into another batch.
+
+        Raises ``DeferredError`` when the durability is not confirmed in time; nothing was posted.
+        """
+        rt = self.rt
+        durability = rt.durability
+        replies = run_many(rt.redis, [(rt.scripts.begin_upload, [self.key], [self.fence])], durability.commands)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        shortfall = durability.shortfall(replies[1:])
+        if shortfall is not None:
+            self.end(stored_nothing=True, failure=False, error=shortfall)
+            log.warning("upload_claim_not_durable", reason=shortfall)
+            raise DeferredError(f"the batch's claim is not durable yet ({shortfall}); posting later", retry_after=1.0)
+
     def record(self, uploading: Uploading, how: str) -> bool:
         rt, ref = self.rt, self.ref
         recorded = rt.scripts.record_upload(
@@ -260,7 +280,7 @@ def _attempt(at: Attempt) -> UploadOutcome:
             at.record(found, "adopted")
             return UploadOutcome.ADOPTED
     with at.gate.permit(at.token, Purpose.UPLOAD, wait=rt.settings.quota_wait_seconds):
-        at.claim()
+        at.claim_durably()
         rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
         content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
         log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)
