@@ -59,9 +59,6 @@ def test_what_redis_forgets_or_refuses_never_doubles_a_call(scenario: str, redis
         assert report.missing_replayed > 0 and report.faults.get("faults.forgotten", 0) > 0
 
 
-# Slow, and open (issue 17): in one run of four on a loaded machine 500 calls went missing after the
-# master was killed, with producers waiting for a replica. Run it with `pytest -m slow -k cluster`.
-@pytest.mark.slow
 def test_chaos_on_a_redis_cluster_with_a_master_killed_stores_every_call_exactly_once(tmp_path: Path) -> None:
     """The short run on a local 3-master cluster (started and stopped here), with worker kills, failpoints
     and one master SIGKILLed mid-run (its replica takes over); producers wait for a replica (WAIT 1)."""
