@@ -12,7 +12,6 @@ from redis import Redis
 from config.settings import Settings
 from tests.helpers import make_call
 from worker.delivery.drain import drain, drain_shard
-from worker.keys import DRAIN_GROUP
 from worker.runtime import Runtime
 
 
@@ -61,8 +60,8 @@ def test_drain_groups_rows_per_counter_and_identifier_type(make_settings: Callab
     first = drain(rt)
     assert first.read == 80 and not first.sealed  # not full, not due: stays in open buffers
     for shard in range(rt.keys.shards):
-        assert rt.redis.xlen(rt.keys.stream(shard)) == 0  # drained entries are deleted
-        assert rt.redis.xpending(rt.keys.stream(shard), DRAIN_GROUP)["pending"] == 0
+        assert rt.redis.xlen(rt.keys.stream(shard)) == 0  # drained entries are trimmed off
+        assert rt.redis.xinfo_stream(rt.keys.stream(shard))["groups"] == 0  # no consumer-group bookkeeping
     sealed = drain(rt, seal_all=True).sealed
     assert len(sealed) == 4
     buckets = sorted(batch(rt, b)["bucket"] for b in sealed)
@@ -121,10 +120,9 @@ def test_same_call_id_on_another_counter_is_not_a_repeat(runtime: Runtime) -> No
     assert drain(runtime, seal_all=True).repeats == 0
 
 
-def test_drain_recreates_a_lost_group_and_epoch(runtime: Runtime) -> None:
+def test_drain_recreates_a_lost_epoch(runtime: Runtime) -> None:
     runtime.producer.submit([make_call(101, 1)])
     shard = runtime.keys.shard_of(101)
-    runtime.redis.xgroup_destroy(runtime.keys.stream(shard), DRAIN_GROUP)
     runtime.redis.delete(runtime.keys.epoch(shard))
     result = drain_shard(runtime, shard, seal_all=True)
     assert result.read == 1 and len(result.sealed) == 1

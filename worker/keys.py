@@ -142,8 +142,6 @@ from pydantic import SecretStr
 
 from worker.ids import shard_of_batch
 
-DRAIN_GROUP = "drain"
-
 
 @dataclass(frozen=True, slots=True)
 class Keys:

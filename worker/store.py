@@ -12,12 +12,11 @@ from typing import Any, cast
 
 from redis import Redis, RedisCluster
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from config.sections.store import StoreSettings
 from worker.errors import ShardCountError, StoreConfigError
-from worker.keys import DRAIN_GROUP, Keys
+from worker.keys import Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -138,17 +137,12 @@ def check_durability(redis: Redis, mode: str) -> None:
 
 
 def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
-    """Create the shard's stream, its consumer group and its epoch if they do not exist yet.
+    """Create the shard's epoch (and dedup start) if they do not exist yet.
 
-    The group starts at ``0`` so entries written before it existed are drained too. The epoch is a
-    random tag in every batch id of the shard: if Redis ever loses its data, new batch ids cannot
-    collide with uploads Metrica already holds.
+    The epoch is a random tag in every batch id of the shard: if Redis ever loses its data, new batch
+    ids cannot collide with uploads Metrica already holds. The stream needs no set-up: drain reads it
+    from its head and trims what it took (no consumer group; a group an older version made is unused).
     """
-    try:
-        redis.xgroup_create(keys.stream(shard), DRAIN_GROUP, id="0", mkstream=True)
-    except ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
     epoch = "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(6))
     fresh = redis.set(keys.epoch(shard), epoch, nx=True)
     # Bucketed dedup marks (issue 18): a shard that existed before may hold one-key marks

@@ -603,7 +603,8 @@ def _quarantined(rt: Runtime, say: Callable[[str], None]) -> int:
     for shard in range(rt.keys.shards):
         for batch_id in cast(list[str], rt.redis.zrange(rt.keys.quarantine(shard), 0, -1)):
             left += 1
-            say(f"quarantined {batch_id}: {rt.redis.hget(rt.keys.batch(batch_id), 'reason')}")
+            reason = cast(str | None, rt.redis.hget(rt.keys.batch(batch_id), "reason"))
+            say(f"quarantined {batch_id}: {reason}")
     return left
 
 

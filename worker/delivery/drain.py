@@ -17,7 +17,6 @@ from redis.exceptions import ResponseError
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
 from worker.ids import batch_nonce
-from worker.keys import DRAIN_GROUP
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:
@@ -45,8 +44,6 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
     s = rt.settings
     args: list[str | int] = [
         rt.keys.prefix(shard),
-        DRAIN_GROUP,
-        rt.consumer_name,
         s.drain_chunk,
         s.dedup_window_days * 86_400,
         s.flush_max_rows,
@@ -61,9 +58,9 @@ def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResu
     try:
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)
     except ResponseError as error:
-        if "NOGROUP" not in str(error) and "NOEPOCH" not in str(error):
+        if "NOEPOCH" not in str(error):
             raise
-        # Redis lost the group or epoch (a restart without persistence, or a fresh server).
+        # Redis lost the shard's epoch (a restart without persistence, or a fresh server).
         ensure_shard(rt.redis, rt.keys, shard)
         reply = rt.scripts.drain(keys=[rt.keys.stream(shard)], args=args)
     failpoint("after_drain")  # entries are buffered and acknowledged, batches sealed, no task sent

@@ -1,12 +1,14 @@
--- drain.lua: move up to COUNT entries of one shard's ingest stream into their open buffers, drop
--- repeats, acknowledge and delete the entries, and seal every buffer that is full or due.
--- One script run is one atomic step: a crash leaves each entry either in the stream or in a buffer.
+-- drain.lua: move up to COUNT entries from the head of one shard's ingest stream into their open
+-- buffers, drop repeats, trim the entries off the stream, and seal every buffer that is full or due.
+-- One script run is one atomic step: a crash leaves each entry either in the stream or in a buffer,
+-- so no consumer group is needed (issue 18): the stream holds exactly the entries not drained yet,
+-- read with XRANGE from its head and cut with one XTRIM MINID (whole listpack nodes at a time).
 --
 -- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
--- ARGV: 1 shard prefix  2 group  3 consumer  4 count  5 dedup ttl (s)  6 max rows  7 max bytes
---       8 max age (ms; a counter's own in <p>:flushage wins)  9 shard number  10 "1" to seal every open buffer now
---       11 nonce: random letters and digits chosen by the caller for this run (never by Redis)
---       12 dedup period (days)  13 least buckets of a period's dedup hashes
+-- ARGV: 1 shard prefix  2 count  3 dedup ttl (s)  4 max rows  5 max bytes
+--       6 max age (ms; a counter's own in <p>:flushage wins)  7 shard number  8 "1" to seal every open buffer now
+--       9 nonce: random letters and digits chosen by the caller for this run (never by Redis)
+--       10 dedup period (days)  11 least buckets of a period's dedup hashes
 -- Returns: {entries read, repeats dropped, sealed batch id, ...}
 --
 -- A buffer takes its batch's sequence number and the opening run's nonce when it opens
@@ -14,16 +16,15 @@
 -- be sealed as: a ref becomes "counter:<seq>R<nonce>|column|identifier", a seen key's value
 -- "counter:<seq>R<nonce>" (the status API reads them: worker/intake/call_refs.py).
 local p = ARGV[1]
-local group, consumer = ARGV[2], ARGV[3]
-local count = tonumber(ARGV[4])
-local dedup_ttl = tonumber(ARGV[5])
-local max_rows, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
-local max_age_ms = tonumber(ARGV[8])
-local shard = ARGV[9]
-local seal_all = ARGV[10] == '1'
+local count = tonumber(ARGV[2])
+local dedup_ttl = tonumber(ARGV[3])
+local max_rows, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_age_ms = tonumber(ARGV[6])
+local shard = ARGV[7]
+local seal_all = ARGV[8] == '1'
 -- The nonce makes batch ids unique even when Redis forgets its last writes (seq goes back) or is
 -- restored from a backup: a repeated seq comes with another nonce, so no id Metrica holds comes back.
-local nonce = ARGV[11] or ''
+local nonce = ARGV[9] or ''
 
 local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
@@ -60,8 +61,30 @@ local function open(bucket)
   redis.call('HSET', bufseq_key, bucket, seq_of[bucket])
 end
 
+-- Rows and marks of this run wait in Lua tables and go to their buffer with one RPUSH each per
+-- bucket (flush), before the buffer is sealed and at the end: not one command per call.
+local pending_rows, pending_marks = {}, {}
+local function push(key, list)
+  for i = 1, #list, 1000 do
+    redis.call('RPUSH', key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+local function flush(bucket)
+  local rows = pending_rows[bucket]
+  if rows and #rows > 0 then
+    push(p .. ':buf:' .. bucket, rows)
+    pending_rows[bucket] = {}
+  end
+  local marks = pending_marks[bucket]
+  if marks and #marks > 0 then
+    push(p .. ':bufm:' .. bucket, marks)
+    pending_marks[bucket] = {}
+  end
+end
+
 local function seal(bucket)
   load(bucket)
+  flush(bucket)
   local n = rows_of[bucket]
   redis.call('ZREM', due_key, bucket)
   redis.call('HDEL', bytes_key, bucket)
@@ -83,13 +106,13 @@ local function seal(bucket)
 end
 
 -- Dedup marks and call refs (issue 18): fields of an 8-byte digest in bucketed hashes, one per
--- shard, period of ARGV[12] days and bucket, each expiring whole when the dedup window after its
+-- shard, period of ARGV[10] days and bucket, each expiring whole when the dedup window after its
 -- period has passed. A lookup reads the hash of every period that holds a day of the window; a write
 -- goes to the current period's. A mark's bucket count is the period's, fixed when the period begins
--- (<p>:ddn: the larger of ARGV[13] and the previous period's marks / 100, so ~100 fields a hash
+-- (<p>:ddn: the larger of ARGV[11] and the previous period's marks / 100, so ~100 fields a hash
 -- stay in the listpack encoding).
-local period_days = tonumber(ARGV[12] or '8')
-local min_buckets = tonumber(ARGV[13] or '1024')
+local period_days = tonumber(ARGV[10] or '8')
+local min_buckets = tonumber(ARGV[11] or '1024')
 local day = math.floor(now_ms / 86400000)
 local period = math.floor(day / period_days)
 local oldest = math.floor((day - math.ceil(dedup_ttl / 86400)) / period_days)
@@ -181,13 +204,10 @@ local function dedup_hashed(dd, ref, ref_value, mark)
 end
 
 local read, repeats = 0, 0
-local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
-if reply then
-  local entries = reply[1][2]
-  local ids = {}
+local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
+if #entries > 0 then
   for i = 1, #entries do
-    local entry_id, fields = entries[i][1], entries[i][2]
-    ids[#ids + 1] = entry_id
+    local fields = entries[i][2]
     read = read + 1
     local bucket, dedup, row, ref, ref_value
     for j = 1, #fields, 2 do
@@ -223,23 +243,29 @@ if reply then
           if rows_of[bucket] == 0 then redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket) end
           open(bucket)
         end
-        redis.call('RPUSH', p .. ':buf:' .. bucket, row)
+        local rows = pending_rows[bucket]
+        if not rows then rows = {}; pending_rows[bucket] = rows end
+        rows[#rows + 1] = row
         -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
-        if mark_key then redis.call('RPUSH', p .. ':bufm:' .. bucket, mark_key) end
+        if mark_key then
+          local marks = pending_marks[bucket]
+          if not marks then marks = {}; pending_marks[bucket] = marks end
+          marks[#marks + 1] = mark_key
+        end
         rows_of[bucket] = rows_of[bucket] + 1
         bytes_of[bucket] = bytes_of[bucket] + size
         touched[bucket] = true
       end
     end
   end
-  for i = 1, #ids, 1000 do
-    local last = math.min(i + 999, #ids)
-    redis.call('XACK', stream, group, unpack(ids, i, last))
-    redis.call('XDEL', stream, unpack(ids, i, last))
-  end
+  -- Everything up to the last entry read leaves the stream: MINID is the id just after it.
+  local ms, seq = string.match(entries[#entries][1], '^(%d+)-(%d+)$')
+  redis.call('XTRIM', stream, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
 end
 
 if written > 0 then redis.call('HINCRBY', sizes_key, 'c' .. period, written) end
+
+for bucket in pairs(pending_rows) do flush(bucket) end
 
 for bucket in pairs(touched) do
   if rows_of[bucket] >= max_rows then
