@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -19,6 +20,9 @@ from pydantic_core import PydanticCustomError
 _PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 
 
+# Callers call again and tracking numbers repeat on every call: libphonenumber's parse is most of a
+# call's validation (issue 18 profile), so its answers are kept per (text, region), a bounded cache.
+@lru_cache(maxsize=65_536)
 def normalize_phone(text: str | None, region: str | None = None) -> str | None:
     """E.164 ``+<digits>`` for a phone number, else None.
 
