@@ -18,7 +18,8 @@ from ingest.crm_csv import ColumnMap, MappingError, import_file
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.delivery.drain import drain
-from worker.intake.call_refs import find_call, record_conversion
+from worker.intake.call_refs import batch_tail, find_call, locate, record_conversion
+from worker.marks import call_ref_value, parse_call_ref
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.fields import TimePolicy
 from worker.model.kinds import IdType, UploadKind
@@ -143,6 +144,36 @@ def test_a_call_that_converts_later_takes_its_counter_and_identifier(runtime: Ru
     assert runtime.redis.hget(runtime.keys.batch(batch_id), "bucket") == "303:conversions:CLIENT_ID"
     unknown = record_conversion(runtime, "twilio", "CA-unknown", target="deal_won", date_time=1)
     assert not unknown.accepted and unknown.rejected[0].errors[0].field == "call_id"
+
+
+@pytest.mark.parametrize(
+    ("column", "identifier", "stored"),
+    [
+        ("ClientId", "1556018960123456789", "c|btl6oq06ias5"),  # digits: base 36, lowercase letter
+        ("Yclid", "7000000000000001", "y|1wxajltct8h"),
+        ("UserId", "user-1|x", "U|user-1|x"),  # not digits: kept as sent
+        ("ClientId", "0123", "C|0123"),  # a leading zero would be lost in base 36
+    ],
+)
+def test_call_ref_values_are_compact_and_read_back_exactly(column: str, identifier: str, stored: str) -> None:
+    value = call_ref_value(303, column, identifier)
+    assert value == f"303|{stored}"
+    assert parse_call_ref(value) == (303, column, identifier)
+    assert parse_call_ref("303|C|1556018960123456789") == (303, "ClientId", "1556018960123456789")  # as before
+
+
+def test_marks_name_their_batch_by_number_and_old_marks_still_resolve(runtime: Runtime) -> None:
+    call = make_call(303, 8, provider="twilio", call_id="CA" + "8" * 32)
+    runtime.producer.submit([call])
+    (batch_id,) = drain(runtime, seal_all=True).sealed
+    ref = find_call(runtime, "twilio", "CA" + "8" * 32)
+    assert ref is not None and ref.seq is not None and "R" not in ref.seq  # the nonce is kept per batch
+    tail = batch_id.split("B", 1)[1]
+    assert batch_tail(runtime, ref.shard, ref.seq) == tail
+    mark = locate(runtime, provider="twilio", call_id="CA" + "8" * 32)
+    assert mark is not None and mark.seq == tail
+    assert batch_tail(runtime, ref.shard, tail) == tail  # a mark of before the compaction names it whole
+    assert batch_tail(runtime, ref.shard, "999999") is None  # no nonce kept: not guessed
 
 
 def test_conversion_endpoints_over_http(make_settings: Callable[..., Settings]) -> None:

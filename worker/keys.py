@@ -25,10 +25,12 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
 ``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
                                    bucket b: field 8 characters of a digest, value a conversion's or chat's
-                                   "counter:<seq>R<nonce>" (its batch: the status API's index) or a
-                                   call's "counter:<seq>R<nonce>|column letter|identifier" (ref); expires whole when the
-                                   dedup window after the period has passed (drain.lua writes it,
+                                   ":<seq>" (its batch: the status API's index) or a call's
+                                   "counter:<seq>|column letter|identifier" (ref; worker/marks.py); expires whole
+                                   when the dedup window after the period has passed (drain.lua writes it,
                                    worker/intake/call_refs.py reads it)
+``<ns>:{sN}:bn:<p>``       hash    batch seq -> the nonce of its id, for the batches opened in period p (one
+                                   field per batch, not per call; expires with the period's dedup hashes)
 ``<ns>:{sN}:ddn``          hash    period -> its bucket count; "c<period>" -> marks written in it
 ``<ns>:{sN}:ddsince``      string  ms this shard began bucketed marks (0: never had one-key marks);
                                    within the window after it, drain also reads the old keys below
@@ -250,6 +252,9 @@ class Keys:
 
     def dedup_hash(self, shard: int, period: int, bucket: int) -> str:
         return f"{self.prefix(shard)}:dd:{period}:{bucket}"
+
+    def batch_nonces(self, shard: int, period: int) -> str:
+        return f"{self.prefix(shard)}:bn:{period}"
 
     def dedup_sizes(self, shard: int) -> str:
         return f"{self.prefix(shard)}:ddn"

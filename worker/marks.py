@@ -3,7 +3,8 @@
 Marks of one shard go into hashes per period (``dedup_period_days``) and bucket, so each hash keeps
 Redis's compact listpack encoding; :func:`dedup_slot` computes the bucket and field exactly as
 ``lua/drain.lua`` does, :func:`dedup_periods` which periods a lookup reads. A call ref's value names
-the call's counter, identifier column (one letter) and identifier.
+the call's counter, identifier column (one letter) and identifier; a conversion's or chat's mark
+holds only its batch's sequence number (drain.lua; the nonce is kept per batch, ``<p>:bn:<period>``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,35 @@ _REF_COLUMNS = {"ClientId": "C", "UserId": "U", "Yclid": "Y", "PurchaseId": "P"}
 _REF_NAMES = {code: name for name, code in _REF_COLUMNS.items()}
 
 
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def _to_base36(number: int) -> str:
+    digits = []
+    while True:
+        number, rest = divmod(number, 36)
+        digits.append(_BASE36[rest])
+        if not number:
+            return "".join(reversed(digits))
+
+
 def call_ref_value(counter_id: int, column: str, identifier: str) -> str:
-    """What drain keeps of an accepted call for a later conversion: "counter|column letter|identifier"."""
-    return f"{counter_id}|{_REF_COLUMNS.get(column, column)}|{identifier}"
+    """What drain keeps of an accepted call for a later conversion: "counter|column letter|identifier".
+
+    A decimal identifier (a ClientId or Yclid: 16-20 digits) is kept in base 36 (11-13 characters)
+    under the column's lowercase letter; it is kept for weeks per call (issue 18).
+    """
+    code = _REF_COLUMNS.get(column, column)
+    if identifier.isascii() and identifier.isdigit() and not identifier.startswith("0") and len(code) == 1:
+        return f"{counter_id}|{code.lower()}|{_to_base36(int(identifier))}"
+    return f"{counter_id}|{code}|{identifier}"
 
 
 def parse_call_ref(value: str) -> tuple[int, str, str]:
     """(counter, id column, identifier) of a call ref value."""
     counter, column, identifier = value.split("|", 2)
+    if column.islower() and column.upper() in _REF_NAMES:
+        return int(counter), _REF_NAMES[column.upper()], str(int(identifier, 36))
     return int(counter), _REF_NAMES.get(column, column), identifier
 
 

@@ -1,6 +1,6 @@
 """A call that later converts: record an offline conversion for a call by the call's own id.
 
-When drain accepts a call it keeps "counter:<seq>R<nonce>|id column letter|identifier" under a digest
+When drain accepts a call it keeps "counter:<seq>|id column letter|identifier" under a digest
 of (provider, call id) for the dedup window, a field of its shard's bucketed dedup hashes
 (``lua/drain.lua``, :func:`worker.marks.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
@@ -8,9 +8,9 @@ know only the provider's call id.
 
 The same marks are the status API's index (issue 19): ``seq`` is the batch sequence number the
 call's buffer reserved when it opened, so the batch holding an accepted call is
-``CT<epoch>S<shard>B<seq>R<nonce>`` with no per-batch list of calls. A conversion's or chat's ``seen:`` mark
-holds "counter:seq". :func:`locate` is the one function that reads this index (refs may later move
-into compact per-day hashes: only it changes then).
+``CT<epoch>S<shard>B<seq>R<nonce>`` with no per-batch list of calls; the nonce is kept once per batch
+(:func:`batch_tail`). A conversion's or chat's mark holds ":seq". :func:`locate` is the one function
+that reads this index.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class CallRef:
     id_column: str
     identifier: str
     shard: int = 0
-    seq: str | None = None  # the batch id's tail "<seq>R<nonce>" (None: a mark written before issue 19)
+    seq: str | None = None  # the batch's number "<seq>" (or, marks of before, "<seq>R<nonce>"; None before issue 19)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Mark:
 
 
 def parse_ref(value: str, shard: int = 0) -> CallRef:
-    """A ref value: ``counter[:<seq>R<nonce>]|column|identifier`` (the identifier may itself hold ``|``)."""
+    """A ref value: ``counter[:<seq>]|column|identifier`` (the identifier may itself hold ``|``)."""
     head, rest = value.split("|", 1)
     counter, _, seq = head.partition(":")
     counter_id, column, identifier = parse_call_ref(f"{counter}|{rest}")
@@ -95,7 +95,7 @@ def _text(value: str | bytes) -> str:
 
 
 def _dedup_value(rt: Runtime, shard: int, digest: str) -> str | None:
-    """The value drain keeps under a conversion's or chat's dedup digest ("counter:<seq>R<nonce>")."""
+    """The value drain keeps under a conversion's or chat's dedup digest (":<seq>")."""
     s = rt.settings
     pipe = rt.redis.pipeline(transaction=False)
     pipe.time()
@@ -112,18 +112,40 @@ def _dedup_value(rt: Runtime, shard: int, digest: str) -> str | None:
     return next((_text(v) for v in pipe.execute() if v is not None), None)
 
 
+def batch_tail(rt: Runtime, shard: int, seq: str | None) -> str | None:
+    """A mark's batch number as the batch id's tail ``<seq>R<nonce>``: marks name a batch by number
+    alone and drain keeps each batch's nonce once, in ``<p>:bn:<period>`` (marks of before issue 18's
+    compaction carry the nonce themselves). None when no nonce is kept for it (expired)."""
+    if seq is None or "R" in seq:
+        return seq
+    s = rt.settings
+    seconds, micros = rt.redis.time()
+    periods = dedup_periods(
+        int(seconds) * 1000 + int(micros) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days
+    )
+    pipe = rt.redis.pipeline(transaction=False)
+    for period in periods:
+        pipe.hget(rt.keys.batch_nonces(shard, period), seq)
+    nonce = next((_text(v) for v in pipe.execute() if v is not None), None)
+    return None if nonce is None else f"{seq}R{nonce}"
+
+
 def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: int = 0, dedup: str = "") -> Mark | None:
     """The index of the status API: where drain put a call (by provider and call id) or another event
     (by its counter and dedup digest); None when no mark exists (not drained yet, or expired)."""
     if call_id:
         ref = find_call(rt, provider, call_id)
-        return None if ref is None else Mark(ref.shard, ref.seq, ref.counter_id, ref.id_column)
+        if ref is None:
+            return None
+        return Mark(ref.shard, batch_tail(rt, ref.shard, ref.seq), ref.counter_id, ref.id_column)
     shard = rt.keys.shard_of(counter_id)
     value = _dedup_value(rt, shard, dedup)
     if value is None:
         return None
-    seq = value.partition(":")[2]  # "counter:<seq>R<nonce>" ("" or "1" before issue 19)
-    return Mark(shard, seq if seq and seq != "1" else None, counter_id)
+    # ":<seq>" (the counter is the digest's already); "counter:<seq>R<nonce>" before the compaction,
+    # "" or "1" before issue 19.
+    _, colon, seq = value.partition(":")
+    return Mark(shard, batch_tail(rt, shard, seq) if colon and seq else None, counter_id)
 
 
 def record_conversion(

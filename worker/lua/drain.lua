@@ -13,8 +13,9 @@
 --
 -- A buffer takes its batch's sequence number and the opening run's nonce when it opens
 -- (<p>:bufseq: "<seq>R<nonce>", the batch id's tail), so each call's mark records the batch it will
--- be sealed as: a ref becomes "counter:<seq>R<nonce>|column|identifier", a seen key's value
--- "counter:<seq>R<nonce>" (the status API reads them: worker/intake/call_refs.py).
+-- be sealed as, by number: a ref becomes "counter:<seq>|column|identifier", a seen mark's value
+-- ":<seq>"; the nonce is kept once per batch, <p>:bn:<period> seq -> nonce, expiring with the marks
+-- of that period (the status API joins them: worker/intake/call_refs.py).
 local p = ARGV[1]
 local count = tonumber(ARGV[2])
 local dedup_ttl = tonumber(ARGV[3])
@@ -54,11 +55,13 @@ local function load(bucket)
   end
 end
 
+local opened = {}  -- the sequence numbers this run opened, each with this run's nonce (<p>:bn:<period>)
 local function open(bucket)
   -- The batch's number and this run's nonce: the batch id's tail, fixed when the buffer opens.
   last_seq = last_seq + 1
   seq_of[bucket] = tostring(last_seq) .. 'R' .. nonce
   redis.call('HSET', bufseq_key, bucket, seq_of[bucket])
+  opened[#opened + 1] = tostring(last_seq)
 end
 
 -- Rows and marks of this run wait in Lua tables and go to their buffer with one RPUSH each per
@@ -67,6 +70,11 @@ local pending_rows, pending_marks = {}, {}
 local function push(key, list)
   for i = 1, #list, 1000 do
     redis.call('RPUSH', key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+local function push_fields(key, pairs_list)
+  for i = 1, #pairs_list, 1000 do
+    redis.call('HSET', key, unpack(pairs_list, i, math.min(i + 999, #pairs_list)))
   end
 end
 local function flush(bucket)
@@ -224,12 +232,13 @@ if #entries > 0 then
       local size = #row + 1
       local full = rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes)
       -- The batch this row will be sealed as: the open buffer's, or the next sequence number.
+      -- Marks name it by its number alone; the nonce is kept once per batch, in <p>:bn:<period>.
       local gen
-      if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = seq_of[bucket]
-      elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2) .. 'R' .. nonce  -- seal() numbers it first
-      else gen = tostring(last_seq + 1) .. 'R' .. nonce end
+      if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = string.match(seq_of[bucket], '^%d+')
+      elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2)  -- seal() numbers it first
+      else gen = tostring(last_seq + 1) end
       -- The status API's index (issue 19): a mark's value names the batch, "counter:<seq>R<nonce>".
-      local mark = string.match(bucket, '^(%d+):') .. ':' .. gen
+      local mark = ':' .. gen  -- a conversion's or chat's digest is its counter's already
       if ref and ref_value then
         local counter_part = string.match(ref_value, '^[^|]*')
         ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
@@ -294,6 +303,14 @@ for i = 1, #ready do
 end
 
 if last_seq ~= first_seq then redis.call('SET', seq_key, last_seq) end
+if #opened > 0 then
+  -- seq -> nonce of the batches opened now, living as long as the marks that name them.
+  local bn_key = p .. ':bn:' .. period
+  local args = {}
+  for i = 1, #opened do args[#args + 1] = opened[i]; args[#args + 1] = nonce end
+  push_fields(bn_key, args)
+  redis.call('EXPIREAT', bn_key, expire_at)
+end
 
 local result = {read, repeats}
 for i = 1, #sealed do result[#result + 1] = sealed[i] end
