@@ -148,3 +148,27 @@ def test_phone_forms() -> None:
 def test_not_a_mapping_is_rejected() -> None:
     accepted, rejected = validate_calls(["nope"], NOW, POLICY)
     assert not accepted and rejected[0].errors[0].field == "event"
+
+
+def test_every_regions_example_numbers_read_the_same_from_the_cache_and_as_e164() -> None:
+    """The phone cache keeps each E.164 answer as its own reading: true for every plan's examples."""
+    import phonenumbers
+
+    from worker.model import phones
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            e164 = phones._parse(national, region)
+            assert e164 is not None, (region, national)
+            assert phones._parse(e164, None) == e164, (region, national)  # what the cache assumes
+            assert phones.normalize_phone(national, region) == e164
+            assert phones.normalize_phone(e164, "ZZ") == e164
+            checked += 1
+    assert checked > 400
+    assert phones.normalize_phone("8 (912) 345-67-89", "RU") == "+79123456789"
+    assert phones.normalize_phone("8 (912) 345-67-89", None) is None  # another region: another entry

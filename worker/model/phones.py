@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -20,9 +19,13 @@ from pydantic_core import PydanticCustomError
 _PHONE_STRIP_RE = re.compile(r"[\s\-().]")
 
 
-# Callers call again and tracking numbers repeat on every call: libphonenumber's parse is most of a
-# call's validation (issue 18 profile), so its answers are kept per (text, region), a bounded cache.
-@lru_cache(maxsize=65_536)
+# libphonenumber's parse is most of a call's validation (issue 18 profile). Tracking numbers repeat on
+# every call, callers call again, and the intake path reads each number twice (the provider's format,
+# then the call model reads the E.164 it produced): answers are kept per (text, region), bounded.
+_CACHE_SIZE = 65_536
+_cache: dict[tuple[str, str | None], str | None] = {}
+
+
 def normalize_phone(text: str | None, region: str | None = None) -> str | None:
     """E.164 ``+<digits>`` for a phone number, else None.
 
@@ -34,6 +37,22 @@ def normalize_phone(text: str | None, region: str | None = None) -> str | None:
     """
     if not text:
         return None
+    # A number written with + is read the same in every region: one entry for all of them.
+    key = (text, None if text.startswith("+") else region)
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    number = _parse(text, region)
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()
+    _cache[key] = number
+    if number is not None:
+        _cache[(number, None)] = number  # E.164 reads as itself
+    return number
+
+
+def _parse(text: str, region: str | None) -> str | None:
     cleaned = _PHONE_STRIP_RE.sub("", text)
     if cleaned.startswith("00"):
         cleaned = "+" + cleaned[2:]
