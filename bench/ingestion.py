@@ -63,6 +63,12 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         _wait_http(url + "/readyz", proc)
         service = psutil.Process(proc.pid)
         result: dict[str, Any] = {"workers": workers, "generator": "wrk" if http_load.have_wrk() else "python"}
+        if not http_load.have_wrk():
+            print(
+                "wrk is missing (./scripts/ensure-wrk installs it): the Python load generator runs instead",
+                file=sys.stderr,
+                flush=True,
+            )
         run = f"ing{time.time_ns()}"
         http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
         redis = Redis.from_url(infra.redis_url)

@@ -6,12 +6,13 @@ import getpass
 from typing import cast
 
 import click
-import orjson
 
 from ctl.context import Context
 from ctl.output import emit, json_option, say
 from ctl.status import when
+from worker.delivery.csvfile import row_cells
 from worker.delivery.replay import QuarantineError, ReplayResult, discard, replay
+from worker.model.kinds import Bucket
 from worker.ops import overview
 
 
@@ -64,7 +65,8 @@ def show(ctx: Context, batch_id: str, show_rows: int, as_json: bool) -> None:
         raise click.ClickException(f"no batch {batch_id[:64]}")
     rt = ctx.runtime
     raw = cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, show_rows - 1)) if show_rows else []
-    rows = [orjson.loads(r) for r in raw]
+    bucket = Bucket.decode(str(rt.redis.hget(rt.keys.batch(batch_id), "bucket")))
+    rows = [row_cells(bucket.spec, bucket.id_type, r) for r in raw]
     if as_json:
         emit({**info.to_dict(), "rows_shown": rows}, as_json=True)
         return

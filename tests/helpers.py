@@ -72,5 +72,14 @@ def seal_batch(rt: Any, counter: int = 101, n: int = 3, start: int = 0) -> str:
     return str(batch_id)
 
 
+def stored_rows(rt: Any, batch_id: str) -> list[dict[str, str]]:
+    """A sealed batch's rows as column -> value (rows are stored as CSV lines: worker/delivery/csvfile.py)."""
+    from worker.delivery.csvfile import row_cells
+    from worker.model.kinds import Bucket
+
+    bucket = Bucket.decode(str(rt.redis.hget(rt.keys.batch(batch_id), "bucket")))
+    return [row_cells(bucket.spec, bucket.id_type, r) for r in rt.redis.lrange(rt.keys.rows(batch_id), 0, -1)]
+
+
 def batch_record(rt: Any, batch_id: str) -> dict[str, str]:
     return dict(rt.redis.hgetall(rt.keys.batch(batch_id)))

@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from ingest.app import create_app
+from worker.delivery.csvfile import row_cells
 from worker.intake.routing import Route
+from worker.model.kinds import Bucket
 from worker.runtime import Runtime
 
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
@@ -72,7 +74,9 @@ def stored_rows(rt: Runtime) -> list[dict[str, str]]:
     rows = []
     for shard in range(rt.keys.shards):
         for _, fields in cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard))):
-            rows.append({**orjson.loads(fields["r"]), "_bucket": fields["b"], "_digest": fields["d"]})
+            bucket = Bucket.decode(fields["b"])
+            cells = row_cells(bucket.spec, bucket.id_type, fields["r"])
+            rows.append({**cells, "_bucket": fields["b"], "_digest": fields["d"]})
     return rows
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from typing import cast
 
-import orjson
-
-from tests.helpers import make_call
+from tests.helpers import make_call, stored_rows
 from worker.delivery.drain import drain
 from worker.intake.callers import CallerCall, CallerHistory
 from worker.runtime import Runtime
@@ -18,8 +16,7 @@ def stored_ftc(rt: Runtime) -> dict[str, str]:
     result = drain(rt, seal_all=True)
     answers: dict[str, str] = {}
     for batch_id in result.sealed:
-        for raw in cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, -1)):
-            row = orjson.loads(raw)
+        for row in stored_rows(rt, batch_id):
             answers[row["CallTrackerURL"].rsplit("/", 1)[1]] = row.get("FirstTimeCaller", "")
     return answers
 

@@ -15,7 +15,7 @@ from config.settings import Settings
 from ctl.__main__ import main as ctl_main
 from ctl.context import Context
 from ingest.crm_csv import ColumnMap, MappingError, import_file
-from tests.helpers import make_call, wait_for
+from tests.helpers import make_call, stored_rows, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.delivery.drain import drain
 from worker.intake.call_refs import batch_tail, find_call, locate, record_conversion
@@ -233,9 +233,9 @@ def test_crm_csv_import_with_a_column_mapping(runtime: Runtime, tmp_path: Path) 
         (5, "DateTime"),
     ]
     sealed = drain(runtime, seal_all=True).sealed
-    rows = [r for b in sealed for r in cast(list[str], runtime.redis.lrange(runtime.keys.rows(b), 0, -1))]
+    rows = [r for b in sealed for r in stored_rows(runtime, b)]
     moscow_ten = int(datetime(2026, 11, 28, 7, 0, tzinfo=UTC).timestamp())
-    assert any(f'"DateTime":"{moscow_ten}"' in r for r in rows)
+    assert any(r["DateTime"] == str(moscow_ten) for r in rows)
     again = import_file(runtime.producer, export, mapping, delimiter=";")
     assert again.accepted == 2 and drain(runtime, seal_all=True).repeats == 2  # nothing stored twice
     with pytest.raises(MappingError):

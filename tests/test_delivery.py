@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
-import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -20,6 +19,7 @@ from standalone.redis_server import RedisServer
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker.delivery import uploader
+from worker.delivery.csvfile import row_cells
 from worker.delivery.drain import drain, update_holds
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPaused
@@ -29,7 +29,7 @@ from worker.errors import ProducerError, QuotaError
 from worker.intake.call_refs import CallRef, find_call
 from worker.keys import fingerprint
 from worker.model.conversions import validate_conversions
-from worker.model.kinds import UploadKind
+from worker.model.kinds import CALLS, IdType, UploadKind
 from worker.runtime import Runtime
 
 seal = seal_batch
@@ -352,7 +352,8 @@ def test_full_redis_makes_the_producer_fail_loudly_and_keeps_what_it_holds(
         assert rt.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         # Nothing accepted was evicted: every acknowledged event is still in the stream.
         assert int(rt.redis.xlen(rt.keys.stream(0))) >= stored
-        assert orjson.loads(cast(list[Any], rt.redis.xrange(rt.keys.stream(0), count=1))[0][1]["r"])
+        first = cast(list[Any], rt.redis.xrange(rt.keys.stream(0), count=1))[0][1]
+        assert row_cells(CALLS, IdType.CLIENT_ID, first["r"])["DateTime"]  # whole, readable
         rt.close()
 
 

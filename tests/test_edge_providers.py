@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
-import orjson
 from pydantic import SecretStr
 
 from config.settings import Settings
 from ingest.signatures import twilio_signature, zadarma_signature
+from tests.helpers import stored_rows
 from tests.ingest_helpers import DYNAMIC, STATIC, TWILIO_SID, ZADARMA_SECRET, add_routes, ingest_settings, recent
 from tests.pipeline import running_ingest
 from worker.delivery.drain import drain
@@ -44,7 +44,7 @@ def signed(form: dict[str, str]) -> dict[str, str]:
 def batch_rows(rt: Runtime) -> list[dict[str, str]]:
     rows = []
     for batch_id in drain(rt, seal_all=True).sealed:
-        rows += [orjson.loads(r) for r in rt.redis.lrange(rt.keys.rows(batch_id), 0, -1)]
+        rows += stored_rows(rt, batch_id)
     return rows
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-import orjson
 import pytest
 from redis import Redis
 
 from config.settings import Settings
-from tests.helpers import make_call
+from tests.helpers import make_call, stored_rows
+from worker.delivery.csvfile import row_cells
 from worker.delivery.drain import drain, drain_shard
+from worker.model.kinds import CALLS, IdType
 from worker.runtime import Runtime
 
 
@@ -24,7 +25,7 @@ def batch(rt: Runtime, batch_id: str) -> dict[str, str]:
 
 
 def rows(rt: Runtime, batch_id: str) -> list[dict[str, str]]:
-    return [orjson.loads(r) for r in cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, -1))]
+    return stored_rows(rt, batch_id)
 
 
 def test_accepted_events_are_in_the_stream_when_submit_returns(runtime: Runtime) -> None:
@@ -34,7 +35,8 @@ def test_accepted_events_are_in_the_stream_when_submit_returns(runtime: Runtime)
     assert runtime.redis.xlen(runtime.keys.stream(shard)) == 50
     entry = cast(list[tuple[str, dict[str, str]]], runtime.redis.xrange(runtime.keys.stream(shard), count=1))[0][1]
     assert entry["b"] == "101:calls:CLIENT_ID"
-    assert orjson.loads(entry["r"])["PhoneNumber"] == "+79120000000"
+    row = row_cells(CALLS, IdType.CLIENT_ID, entry["r"])  # the row as its CSV line (worker/delivery/csvfile.py)
+    assert row["PhoneNumber"] == "+79120000000" and row["ClientId"] == str(10**15)
 
 
 def test_invalid_events_are_reported_and_nothing_of_them_is_stored(runtime: Runtime, namespace: str) -> None:

@@ -184,3 +184,29 @@ def test_give_up_adopts_when_metrica_holds_the_file_else_quarantines(rt: Runtime
     assert uploader.give_up(rt, lost, raised_503.value.error) is UploadOutcome.QUARANTINED
     assert "503" in record(rt, lost)["reason"]
     assert uploads_with_comment(emulator, lost) == 0
+
+
+def test_rows_are_stored_as_csv_lines_and_a_file_joins_them(rt: Runtime, emulator: RunningEmulator) -> None:
+    """Issue 18: a stored row is "<mask>,<cells>"; the file joins the lines, pads rows with fewer
+    columns, and still reads rows stored as JSON before the change. The emulator parses the result."""
+    import orjson
+
+    from worker.delivery.csvfile import build_csv, encode_row, row_cells
+    from worker.model.kinds import CALLS, IdType
+
+    plain = {"ClientId": "1556018960000000001", "DateTime": "1764400000", "Tag": 'a,"b"'}
+    full = {**plain, "ClientId": "1556018960000000002", "URL": "https://shop.example/?q=1,2", "FirstTimeCaller": "1"}
+    stored = [encode_row(CALLS, IdType.CLIENT_ID, plain), encode_row(CALLS, IdType.CLIENT_ID, full)]
+    assert stored[0] == '203,1556018960000000001,1764400000,"a,""b"""'  # bits 0, 1, 9: ClientId, DateTime, Tag
+    assert [row_cells(CALLS, IdType.CLIENT_ID, s) for s in stored] == [plain, full]
+    same = build_csv(CALLS, IdType.CLIENT_ID, [stored[0], stored[0]]).decode()
+    assert same.splitlines() == ["ClientId,DateTime,Tag", stored[0][4:], stored[0][4:]]
+    legacy = orjson.dumps({"ClientId": "1556018960000000003", "DateTime": "1764400000", "CallMissed": "1"})
+    mixed = build_csv(CALLS, IdType.CLIENT_ID, [*stored, legacy]).decode()
+    assert mixed.splitlines()[0] == "ClientId,DateTime,CallMissed,Tag,URL,FirstTimeCaller"
+    token = rt.settings.token_for(101)
+    assert token is not None
+    rt.metrica.upload(CALLS, 101, token, mixed.encode(), comment="csvlines")
+    rows = sorted(emulator.admin.rows(), key=lambda r: str(r["ClientId"]))
+    assert [r["ClientId"] for r in rows] == [f"155601896000000000{n}" for n in (1, 2, 3)]
+    assert rows[0]["Tag"] == 'a,"b"' and rows[1]["URL"] == "https://shop.example/?q=1,2"

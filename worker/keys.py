@@ -17,7 +17,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
 ``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
 ``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
-``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows (JSON objects, one per call)
+``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows, each its CSV line "<hex mask>,<cells>" (csvfile.py)
 ``<ns>:{sN}:marks:<id>``   list    the dedup marks its calls set (removed by discard; expire with rows)
 ``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
 ``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final

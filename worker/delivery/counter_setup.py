@@ -22,6 +22,7 @@ import structlog
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from worker.delivery.csvfile import row_cells
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import DeferredError, MetricaError
 from worker.model.kinds import Bucket, UploadKind
@@ -129,7 +130,7 @@ def ensure_ready(rt: Runtime, bucket: Bucket, batch_id: str) -> None:
     targets: set[str] = set()
     if bucket.kind is UploadKind.CONVERSIONS:
         for row in cast(list[str], rt.redis.lrange(rt.keys.rows(batch_id), 0, -1)):
-            target = orjson.loads(row).get("Target")
+            target = row_cells(bucket.spec, bucket.id_type, row).get("Target")
             if isinstance(target, str):
                 targets.add(target)
     if known is None:

@@ -3,7 +3,7 @@ Redis holds the accepted ones.
 
 Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
 (counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
-the CSV cells as a JSON object; a call also carries ``f``/``v``, the digest of (provider, call id)
+the row as its CSV line with a column mask (:mod:`worker.delivery.csvfile`); a call also carries ``f``/``v``, the digest of (provider, call id)
 and "counter|id column letter|identifier", which drain keeps so a later conversion can find the call
 (:mod:`worker.intake.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
 """
@@ -17,24 +17,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from worker.delivery.csvfile import encode_row, first_caller_bit
 from worker.errors import ProducerError
 from worker.keys import Keys
 from worker.marks import call_ref_value
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
-from worker.model.kinds import UploadKind
+from worker.model.kinds import CALLS, IdType, UploadKind
 from worker.model.phones import PhoneRegions
 from worker.scripts import Scripts, run_many
 from worker.store import Durability, MemoryWatermark, check_durability, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
+# The mask bit xadd_many.lua sets when it appends FirstTimeCaller to a call's stored row (csvfile.py).
+FIRST_CALLER_BIT = first_caller_bit(CALLS, IdType.CLIENT_ID)
 Event = CallEvent | ConversionEvent | ChatEvent
 
 
@@ -159,10 +161,10 @@ class Producer:
             cells = event.to_row()
             if mark is not None:
                 cells.pop("FirstTimeCaller", None)  # decided from the caller history instead
-            row = orjson.dumps(cells)
+            row = encode_row(bucket.spec, bucket.id_type, cells)
             args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
         calls = [
-            (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, *args])
+            (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, FIRST_CALLER_BIT, *args])
             for shard, (_, args) in per_shard.items()
         ]
         try:

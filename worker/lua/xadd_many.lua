@@ -1,7 +1,8 @@
 -- xadd_many.lua: append many accepted events to one shard's ingest stream in one command.
 -- KEYS: 1 the shard's ingest stream (<p>:in; the caller-history keys share its hash tag)
 -- ARGV: 1 caller-history ttl (s)  2 caller-history period (days)  3 least buckets of a period's
---       caller-history hashes, then groups of 7: bucket, dedup digest, row JSON, call-ref digest
+--       caller-history hashes  4 the stored row's mask bit of FirstTimeCaller (worker/delivery/csvfile.py),
+--       then groups of 7: bucket, dedup digest, stored row ("<hex mask>,<CSV cells>"), call-ref digest
 --       ('' if none), call-ref value, caller digest ('' if none: base64 of a keyed hash of counter
 --       and caller number, worker/intake/callers.py), call mark
 -- Returns the new entry ids in order. One script per shard and chunk replaces one XADD per event:
@@ -104,13 +105,17 @@ local function first_call(counter, digest, mark)
   return true
 end
 
+local first_bit = tonumber(ARGV[4])
 local ids = {}
-for i = 4, #ARGV, 7 do
+for i = 5, #ARGV, 7 do
   local row = ARGV[i + 2]
   local caller, mark = ARGV[i + 5], ARGV[i + 6]
   if caller ~= '' then
     local first = first_call(string.match(ARGV[i], '^(%d+):'), caller, mark)
-    row = string.sub(row, 1, -2) .. ',"FirstTimeCaller":"' .. (first and '1' or '0') .. '"}'
+    -- FirstTimeCaller is the last column of a stored call row: its bit in the mask, its cell appended.
+    local comma = string.find(row, ',', 1, true)
+    local mask = bit.bor(tonumber(string.sub(row, 1, comma - 1), 16), first_bit)
+    row = string.format('%x', mask) .. string.sub(row, comma) .. ',' .. (first and '1' or '0')
   end
   local ref = ARGV[i + 3]
   if ref == '' then
