@@ -14,23 +14,27 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cache
 
 import orjson
 
-from worker.model.kinds import IdType, KindSpec
+from worker.model.kinds import IdType, KindSpec, UploadKind
 
 _LAST = "FirstTimeCaller"  # appended by xadd_many.lua when the caller history decides it
-_SPECIAL = frozenset(',"\r\n')
 
 
-@cache
+_ORDERS: dict[tuple[UploadKind, IdType], tuple[str, ...]] = {}
+
+
 def stored_order(spec: KindSpec, id_type: IdType) -> tuple[str, ...]:
     """The columns a stored row's mask numbers, bit 0 first."""
-    columns = [c for c in spec.columns if c != _LAST]
-    if _LAST in spec.columns:
-        columns.append(_LAST)
-    return tuple(columns) if id_type is IdType.ANY else (id_type.column, *columns)
+    key = (spec.kind, id_type)  # cheap to hash, unlike the spec itself (every row of a submit asks)
+    order = _ORDERS.get(key)
+    if order is None:
+        columns = [c for c in spec.columns if c != _LAST]
+        if _LAST in spec.columns:
+            columns.append(_LAST)
+        order = _ORDERS[key] = tuple(columns) if id_type is IdType.ANY else (id_type.column, *columns)
+    return order
 
 
 def first_caller_bit(spec: KindSpec, id_type: IdType) -> int:
@@ -39,21 +43,19 @@ def first_caller_bit(spec: KindSpec, id_type: IdType) -> int:
     return 1 << order.index(_LAST) if _LAST in order else 0
 
 
-def _cell(value: str) -> str:
-    if _SPECIAL.isdisjoint(value):
-        return value
-    return '"' + value.replace('"', '""') + '"'
-
-
 def encode_row(spec: KindSpec, id_type: IdType, cells: Mapping[str, str]) -> str:
     """The stored form of one row (``<mask>,<cells>``); columns the kind does not know are left out."""
     mask = 0
+    bit = 1
     out: list[str] = []
-    for bit, column in enumerate(stored_order(spec, id_type)):
+    for column in stored_order(spec, id_type):
         value = cells.get(column)
         if value is not None:
-            mask |= 1 << bit
-            out.append(_cell(value))
+            mask |= bit
+            if "," in value or '"' in value or "\n" in value or "\r" in value:
+                value = '"' + value.replace('"', '""') + '"'
+            out.append(value)
+        bit <<= 1
     return f"{mask:x}," + ",".join(out)
 
 

@@ -3,9 +3,10 @@ Redis holds the accepted ones.
 
 Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
 (counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
-the row as its CSV line with a column mask (:mod:`worker.delivery.csvfile`); a call also carries ``f``/``v``, the digest of (provider, call id)
-and "counter|id column letter|identifier", which drain keeps so a later conversion can find the call
-(:mod:`worker.intake.call_refs`). Bulk submissions are pipelined, one round trip per chunk.
+the row as its CSV line with a column mask (:mod:`worker.delivery.csvfile`); a call also carries
+``f``/``v``, the digest of (provider, call id) and "counter|id column letter|identifier", which drain
+keeps so a later conversion can find the call (:mod:`worker.intake.call_refs`). Bulk submissions are
+pipelined, one round trip per chunk.
 """
 
 from __future__ import annotations
