@@ -121,7 +121,7 @@ def test_large_bodies_are_refused_while_read(
         assert httpx.get(f"{svc.base_url}/healthz").status_code == 200
 
 
-def test_slow_clients_do_not_stop_a_signed_webhook(make_settings: Callable[..., Settings]) -> None:
+def test_slow_clients_and_endless_heads_do_not_stop_a_signed_webhook(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(twilio_auth_tokens={TWILIO_SID: TWILIO_TOKEN})
     rt = Runtime(settings)
     add_routes(rt)
@@ -165,6 +165,14 @@ def test_slow_clients_do_not_stop_a_signed_webhook(make_settings: Callable[..., 
                 except ConnectionResetError:
                     closed += 1
             assert closed == len(slow), f"{len(slow) - closed} slow connections still open"
+
+            # A head of 16 KiB or more is refused as it arrives (it never ends here), one below is served.
+            big = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+            slow.append(big)
+            big.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * (20 * 1024))
+            assert big.recv(65536).startswith(b"HTTP/1.1 400"), "an endless head was not refused"
+            padded = httpx.get(f"{svc.base_url}/healthz", headers={"X-Pad": "a" * 12_000}, timeout=5)
+            assert padded.status_code == 200
     finally:
         for sock in slow:
             sock.close()
