@@ -373,3 +373,18 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
         pass
     assert daily.value.quota == "daily"
     rt.close()
+
+
+def test_quota_left_is_shown_per_purpose(make_settings: Callable[..., Settings]) -> None:
+    """calltrack_quota_left{purpose}: uploads and polls each have their own share of the login's day."""
+    from worker.ops.scrape import quota_view
+
+    rt = Runtime(make_settings(quota_daily_per_login=10, quota_polling_reserve=4, metrica_token="quota-view-token"))
+    gate = QuotaGate(rt)
+    token = SecretStr("quota-view-token")
+    for purpose in (Purpose.UPLOAD, Purpose.UPLOAD, Purpose.UPLOAD, Purpose.POLL):
+        with gate.permit(token, purpose):
+            pass
+    (view,) = [q for q in quota_view(rt.redis, rt.keys, rt.settings) if q.used_today]
+    assert (view.used_today, view.left_today, view.left_for_uploads, view.left_for_polls) == (4, 6, 3, 3)
+    rt.close()

@@ -135,7 +135,7 @@ def test_metrics_during_an_end_to_end_run(make_settings: Callable[..., Settings]
     assert value(during, "calltrack_batches", state="done") >= 1
     assert value(during, "calltrack_batches", state="quarantined") == 0
     logins = [labels for (name, labels) in during if name == "calltrack_quota_left"]
-    assert logins and all(dict(labels)["purpose"] in ("any", "upload") for labels in logins)
+    assert logins and {dict(labels)["purpose"] for labels in logins} == {"any", "upload", "poll"}
     assert all(v > 0 for (name, _), v in during.items() if name == "calltrack_quota_left")
     # No phone number, token or call id is ever a label value.
     text = repr(during)

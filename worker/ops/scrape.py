@@ -152,6 +152,7 @@ class Collector(PromCollector):
         for q in quota_view(self._redis, self._keys, self._settings):
             left.add_metric([q.login, "any"], q.left_today)
             left.add_metric([q.login, "upload"], q.left_for_uploads)
+            left.add_metric([q.login, "poll"], q.left_for_polls)
             used.add_metric([q.login], q.used_today)
             inflight.add_metric([q.login], q.in_flight)
             paused.add_metric([q.login], 1 if q.paused else 0)
@@ -189,15 +190,21 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
     for login in sorted(logins):
         pipe = redis.pipeline(transaction=False)
         pipe.get(keys.quota_day(login, day))
+        pipe.get(keys.quota_day_purpose(login, "upload", day))
+        pipe.get(keys.quota_day_purpose(login, "poll", day))
         pipe.zcount(keys.quota_inflight(login), int(time.time() * 1000), "+inf")
-        used_raw, in_flight = pipe.execute()
-        used = int(used_raw or 0)
+        used_raw, uploads_raw, polls_raw, in_flight = pipe.execute()
+        used, uploads, polls = int(used_raw or 0), int(uploads_raw or 0), int(polls_raw or 0)
+        # Each purpose has its own share of the day (worker/delivery/quota.py), within the login's day.
+        daily, reserve = settings.quota_daily_per_login, settings.quota_polling_reserve
+        left = max(daily - used, 0)
         result.append(
             LoginQuotaView(
                 login=login,
                 used_today=used,
-                left_today=max(settings.quota_daily_per_login - used, 0),
-                left_for_uploads=max(settings.quota_daily_per_login - settings.quota_polling_reserve - used, 0),
+                left_today=left,
+                left_for_uploads=min(max(daily - reserve - uploads, 0), left),
+                left_for_polls=min(max(min(reserve, daily) - polls, 0), left),
                 in_flight=int(in_flight),
                 paused=bool({login, registered.get(login)} & paused),
             )
@@ -211,6 +218,7 @@ class LoginQuotaView:
     used_today: int
     left_today: int
     left_for_uploads: int
+    left_for_polls: int
     in_flight: int
     paused: bool
 
