@@ -92,7 +92,7 @@ class Durability:
     fsynced to the local AOF).
 
     ``commands`` go after the writes on the same connection (``worker.scripts.run_many``'s ``then``);
-    ``check`` reads their replies. The producer waits before it reports calls accepted; the uploader
+    ``shortfall`` reads their replies. The producer waits before it reports calls accepted; the uploader
     waits after it marks a batch UPLOADING and before it posts the file, so no failover or lost
     second makes a posted file look unposted (it would be posted twice) or a sealed batch look open
     (its calls would be sealed again into a batch of other content).
