@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import structlog
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -141,15 +142,24 @@ class IngestCore:
         return json_response(outcome.to_dict())
 
 
+def bearer_ok(given: str, secrets: Sequence[SecretStr | str]) -> bool:
+    """Whether an Authorization header is ``Bearer <secret>`` for one of ``secrets`` (constant time)."""
+    return any(
+        hmac.compare_digest(
+            given.encode(), f"Bearer {s.get_secret_value() if isinstance(s, SecretStr) else s}".encode()
+        )
+        for s in secrets
+    )
+
+
 def bearer(secret: str, handler: Handler) -> Handler:
     """``handler`` behind ``Authorization: Bearer <secret>`` (401 without it, 403 with another)."""
-    expected = f"Bearer {secret}".encode()
 
     async def checked(request: Request) -> Response:
         given = request.headers.get("authorization", "")
         if not given:
             raise SignatureError(401, "Authorization: Bearer <token> is required")
-        if not hmac.compare_digest(given.encode(), expected):
+        if not bearer_ok(given, [secret]):
             raise SignatureError(403, "the bearer token is not valid")
         return await handler(request)
 

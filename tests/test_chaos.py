@@ -3,38 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.chaos.harness import run_chaos
+from tests.chaos.harness import ChaosReport, run_chaos
 
 
-def test_every_accepted_call_is_stored_exactly_once_through_kills_restarts_and_faults(
-    redis_url: str, tmp_path: Path
-) -> None:
+def short_run(tmp_path: Path, calls: int, **extra: Any) -> ChaosReport:
+    """The short kills run (worker kills, failpoints, one Redis restart, emulator faults), asserted
+    exact: something was killed, nothing lost, doubled or stored twice."""
     report = run_chaos(
-        calls=2_500, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0,
-        redis_restarts=1, timeout=240, log_dir=tmp_path, say=print,
+        calls=calls, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0,
+        redis_restarts=1, log_dir=tmp_path, say=print, **extra,
     )  # fmt: skip
     print(report.table())
     assert report.redis_restarts == 1
     assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
     assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
-    assert report.stored_rows == report.accepted == 2_500
+    assert report.stored_rows == report.accepted == calls
+    return report
+
+
+def test_every_accepted_call_is_stored_exactly_once_through_kills_restarts_and_faults(
+    redis_url: str, tmp_path: Path
+) -> None:
+    report = short_run(tmp_path, 2_500, timeout=240)
     assert report.conversions == 500  # the run mixes offline conversions with calls
 
 
 def test_chaos_on_rabbitmq_stores_every_accepted_call_exactly_once(amqp_url: str, tmp_path: Path) -> None:
     """The short run with Celery's broker on RabbitMQ: worker kills, failpoints and a Redis restart
     (the data plane's) while RabbitMQ holds the messages (quorum queues, late acks)."""
-    report = run_chaos(
-        calls=1_500, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0,
-        redis_restarts=1, timeout=240, log_dir=tmp_path, broker_url=amqp_url, say=print,
-    )  # fmt: skip
-    print(report.table())
-    assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
-    assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
-    assert report.stored_rows == report.accepted == 1_500
+    short_run(tmp_path, 1_500, timeout=240, broker_url=amqp_url)
 
 
 @pytest.mark.parametrize("scenario", ["aof_tail", "snapshot", "maxmemory", "forget"])
@@ -62,15 +63,7 @@ def test_what_redis_forgets_or_refuses_never_doubles_a_call(scenario: str, redis
 def test_chaos_on_a_redis_cluster_with_a_master_killed_stores_every_call_exactly_once(tmp_path: Path) -> None:
     """The short run on a local 3-master cluster (started and stopped here), with worker kills, failpoints
     and one master SIGKILLed mid-run (its replica takes over); producers wait for a replica (WAIT 1)."""
-    report = run_chaos(
-        calls=2_500, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0, redis_restarts=1,
-        timeout=300, log_dir=tmp_path, cluster=True, durability="replica", say=print,
-    )  # fmt: skip
-    print(report.table())
-    assert report.redis_restarts == 1
-    assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
-    assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
-    assert report.stored_rows == report.accepted == 2_500
+    short_run(tmp_path, 2_500, timeout=300, cluster=True, durability="replica")
 
 
 @pytest.mark.slow

@@ -109,6 +109,12 @@ def broker_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def periodic(task: str, interval: float) -> dict[str, Any]:
+    """A beat entry: every ``interval`` seconds, expiring after two intervals (at least 2 s) so a
+    backlog of missed runs is dropped instead of run all at once."""
+    return {"task": task, "schedule": interval, "options": {"expires": max(interval * 2, 2.0)}}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     keys = Keys(settings.namespace, settings.shards)
     upload_limit = settings.upload_lock_seconds
@@ -146,26 +152,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redbeat_lock_timeout": settings.beat_lock_seconds,
         "beat_max_loop_interval": max(1, min(5, settings.beat_lock_seconds // 3)),
         "beat_schedule": {
-            "drain": {
-                "task": "calltrack.drain",
-                "schedule": settings.drain_interval,
-                "options": {"expires": max(settings.drain_interval * 2, 2.0)},
-            },
-            "reconcile": {
-                "task": "calltrack.reconcile",
-                "schedule": settings.reconcile_interval,
-                "options": {"expires": max(settings.reconcile_interval * 2, 2.0)},
-            },
-            "token_upkeep": {
-                "task": "calltrack.token_upkeep",
-                "schedule": settings.token_check_interval,
-                "options": {"expires": max(settings.token_check_interval * 2, 2.0)},
-            },
-            "notify_sweep": {
-                "task": "calltrack.notify_sweep",
-                "schedule": settings.webhook_sweep_interval,
-                "options": {"expires": max(settings.webhook_sweep_interval * 2, 2.0)},
-            },
+            name: periodic(f"calltrack.{name}", interval)
+            for name, interval in (
+                ("drain", settings.drain_interval),
+                ("reconcile", settings.reconcile_interval),
+                ("token_upkeep", settings.token_check_interval),
+                ("notify_sweep", settings.webhook_sweep_interval),
+            )
         },
     }
 

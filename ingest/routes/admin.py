@@ -20,7 +20,6 @@ Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores no
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import asdict
 from html import escape
@@ -32,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ingest.core import Handler, IngestCore, error_response, json_response
+from ingest.core import Handler, IngestCore, bearer_ok, error_response, json_response
 from ingest.edge import read_body
 from worker.accounts import edits, oauth
 from worker.accounts.health import problems
@@ -65,7 +64,7 @@ class AdminRoutes:
             given = request.headers.get("authorization", "")
             if not given:
                 return error_response(401, "Authorization: Bearer <token> is required")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+            if not bearer_ok(given, [token]):
                 return error_response(403, "the bearer token is not valid")
             try:
                 return await handler(request)

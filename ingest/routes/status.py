@@ -15,7 +15,6 @@ field and the rule. The schema of every route is ``GET /openapi.json`` (:mod:`in
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import structlog
@@ -26,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.core import Handler, IngestCore, error_response, json_response
+from ingest.core import Handler, IngestCore, bearer_ok, error_response, json_response
 from ingest.routes.openapi import document
 from worker.model.kinds import UploadKind
 from worker.ops.counter_view import counter_figures, counter_uploads
@@ -40,11 +39,6 @@ class InputProblem(Exception):
     def __init__(self, field: str, rule: str, message: str) -> None:
         super().__init__(message)
         self.field, self.rule = field, rule
-
-
-def bearer_ok(given: str, tokens: list[SecretStr]) -> bool:
-    """Constant-time comparison against each accepted token."""
-    return any(hmac.compare_digest(given.encode(), f"Bearer {t.get_secret_value()}".encode()) for t in tokens)
 
 
 def status_tokens(core: IngestCore) -> list[SecretStr]:
