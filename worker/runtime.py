@@ -100,9 +100,7 @@ class Runtime:
             caller_buckets=s.caller_buckets,
             memory_watermark=s.producer_memory_watermark,
             memory_check_seconds=s.memory_check_seconds,
-            durability=s.producer_durability,
-            durability_replicas=s.producer_durability_replicas,
-            durability_timeout=s.producer_durability_timeout,
+            durability=self.durability,
             regions=self.regions,
         )
 

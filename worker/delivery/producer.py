@@ -85,11 +85,9 @@ class Producer:
         regions: PhoneRegions | None = None,
         memory_watermark: float = 1.0,
         memory_check_seconds: float = 1.0,
-        durability: str = "none",
-        durability_replicas: int = 1,
-        durability_timeout: float = 1.0,
+        durability: Durability | None = None,
     ) -> None:
-        self._durability = Durability(durability, durability_replicas, durability_timeout)
+        self._durability = durability or Durability()
         self._caller_args = [caller_ttl, caller_period_days, caller_buckets]
         self.regions = regions or PhoneRegions()
         self._watermark = MemoryWatermark(redis, memory_watermark, memory_check_seconds)
