@@ -66,13 +66,12 @@ def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
     of the window on every shard (and the one-key ref of before issue 18).
     """
     digest = call_ref_digest(provider, call_id)
-    s = rt.settings
     pipe = rt.redis.pipeline(transaction=False)
     pipe.time()
     for shard in range(rt.keys.shards):
         pipe.hgetall(rt.keys.dedup_sizes(shard))
     now, *tables = pipe.execute()
-    periods = dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+    periods = _window(rt, now)
     pipe = rt.redis.pipeline(transaction=False)
     owners: list[int] = []  # the shard of each lookup, in order
     for shard, table in enumerate(tables):
@@ -90,18 +89,23 @@ def find_call(rt: Runtime, provider: str, call_id: str) -> CallRef | None:
     return None
 
 
+def _window(rt: Runtime, now: tuple[int, int]) -> list[int]:
+    """The dedup periods of the window at Redis's ``TIME`` reply ``now``, newest first."""
+    s = rt.settings
+    return dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+
+
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _dedup_value(rt: Runtime, shard: int, digest: str) -> str | None:
     """The value drain keeps under a conversion's or chat's dedup digest (":<seq>")."""
-    s = rt.settings
     pipe = rt.redis.pipeline(transaction=False)
     pipe.time()
     pipe.hgetall(rt.keys.dedup_sizes(shard))
     now, table = pipe.execute()
-    periods = dedup_periods(int(now[0]) * 1000 + int(now[1]) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days)
+    periods = _window(rt, now)
     sizes = {_text(k): int(v) for k, v in table.items()}
     pipe = rt.redis.pipeline(transaction=False)
     for period in periods:
@@ -118,13 +122,8 @@ def batch_tail(rt: Runtime, shard: int, seq: str | None) -> str | None:
     compaction carry the nonce themselves). None when no nonce is kept for it (expired)."""
     if seq is None or "R" in seq:
         return seq
-    s = rt.settings
-    seconds, micros = rt.redis.time()
-    periods = dedup_periods(
-        int(seconds) * 1000 + int(micros) // 1000, s.dedup_window_days * 86_400, s.dedup_period_days
-    )
     pipe = rt.redis.pipeline(transaction=False)
-    for period in periods:
+    for period in _window(rt, rt.redis.time()):
         pipe.hget(rt.keys.batch_nonces(shard, period), seq)
     nonce = next((_text(v) for v in pipe.execute() if v is not None), None)
     return None if nonce is None else f"{seq}R{nonce}"
