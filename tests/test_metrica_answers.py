@@ -14,10 +14,11 @@ from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import batch_record, make_call, stored_rows
 from worker.delivery import uploader
+from worker.delivery.csvfile import encode_row
 from worker.delivery.drain import drain
 from worker.delivery.uploader import UploadFailed, UploadOutcome
 from worker.errors import UnreadableAnswerError
-from worker.model.kinds import CALLS, CHATS, CONVERSIONS, KindSpec, UploadKind
+from worker.model.kinds import CALLS, CHATS, CONVERSIONS, IdType, KindSpec, UploadKind
 from worker.runtime import Runtime
 
 SPECS = {UploadKind.CALLS: CALLS, UploadKind.CONVERSIONS: CONVERSIONS, UploadKind.CHATS: CHATS}
@@ -128,3 +129,43 @@ def test_chats_carry_only_the_columns_the_reference_names(rt: Runtime, emulator:
     (upload,) = with_comment(emulator, batch_id)
     assert upload["columns"] == ["ClientID", "DateTime", "ChatPlatform", "ChatUsername"]
     assert "Answered" not in upload["rows"][0] and "Tag" not in upload["rows"][0]
+
+
+def test_mixed_optional_columns_are_sealed_apart_so_no_file_has_an_empty_cell(
+    rt: Runtime, emulator: RunningEmulator
+) -> None:
+    # Missed calls without a talk duration or price, answered ones with: interleaved in one stream.
+    calls = [make_call(101, n) for n in range(6)]
+    for call in calls[1::2]:
+        del call["TalkDuration"], call["Price"]
+    assert len(rt.producer.submit(calls).accepted) == 6
+    sealed = drain(rt, seal_all=True).sealed
+    assert len(sealed) == 2  # one batch per column set, each one file and one upload
+    for batch_id in sealed:
+        assert batch_record(rt, batch_id)["bucket"] == "101:calls:CLIENT_ID"  # the record's bucket is unchanged
+        assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+        (upload,) = with_comment(emulator, batch_id)
+        assert len(upload["rows"]) == 3
+        assert all(value != "" for row in upload["rows"] for value in row.values())
+    columns = sorted(len(u["columns"]) for u in emulator.admin.uploads(with_rows=False))
+    assert columns[1] - columns[0] == 2  # TalkDuration and Price only in the answered calls' file
+
+
+def test_a_buffer_opened_before_the_column_sets_is_still_sealed_and_sent(
+    rt: Runtime, emulator: RunningEmulator
+) -> None:
+    # What the previous release left: one buffer per (counter, kind, id type), rows of two column sets.
+    bucket = "101:calls:CLIENT_ID"
+    shard = rt.keys.shard_of(101)
+    rows = [
+        encode_row(CALLS, IdType.CLIENT_ID, {"ClientId": "1", "DateTime": str(_ago(60)), "TalkDuration": "5"}),
+        encode_row(CALLS, IdType.CLIENT_ID, {"ClientId": "2", "DateTime": str(_ago(60))}),
+    ]
+    rt.redis.rpush(rt.keys.buffer(shard, bucket), *rows)
+    rt.redis.hset(rt.keys.buffer_bytes(shard), bucket, sum(len(r) + 1 for r in rows))
+    rt.redis.zadd(rt.keys.due(shard), {bucket: 0})
+    (batch_id,) = drain(rt, seal_all=True).sealed
+    assert batch_record(rt, batch_id)["bucket"] == bucket and batch_record(rt, batch_id)["rows"] == "2"
+    assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
+    (upload,) = with_comment(emulator, batch_id)
+    assert upload["line_quantity"] == 2
