@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from tests.helpers import batch_record, make_call, stored_rows
+from tests.pipeline import running_emulator
 from worker.delivery import uploader
 from worker.delivery.csvfile import encode_row
 from worker.delivery.drain import drain
@@ -169,3 +171,31 @@ def test_a_buffer_opened_before_the_column_sets_is_still_sealed_and_sent(
     assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
     (upload,) = with_comment(emulator, batch_id)
     assert upload["line_quantity"] == 2
+
+
+def test_the_unified_endpoint_for_calls_is_refused_by_the_strict_emulator(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # What the opt-in risks: a Metrica that takes only what its pages document refuses type=CALLS.
+    with running_emulator(strict=True) as strict:
+        runtime = Runtime(make_settings(metrica_base_url=strict.base_url, metrica_unified_endpoint=True,
+                                        counter_setup="off"))  # fmt: skip
+        try:
+            batch_id = seal(runtime, UploadKind.CALLS)
+            assert uploader.upload_batch(runtime, batch_id) is UploadOutcome.QUARANTINED
+            assert "invalid_parameter" in batch_record(runtime, batch_id)["reason"]
+            assert strict.admin.uploads() == []
+        finally:
+            runtime.close()
+
+
+def test_the_old_legacy_setting_is_accepted_with_a_warning(make_settings: Callable[..., Settings]) -> None:
+    runtime = Runtime(make_settings(metrica_legacy_endpoints=True))
+    try:
+        with capture_logs() as events:
+            client = runtime.metrica
+        assert client.unified is False  # the documented endpoints: what the old setting asked for
+        (event,) = [e for e in events if e["event"] == "setting_deprecated"]
+        assert event["setting"] == "CALLTRACK_METRICA_LEGACY_ENDPOINTS"
+    finally:
+        runtime.close()
