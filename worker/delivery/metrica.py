@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -29,6 +29,7 @@ from worker.errors import (
 )
 from worker.model.kinds import KindSpec, UploadKind
 
+_T = TypeVar("_T")
 FINAL_STATUSES = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
 LIST_PAGE = 10_000
 
@@ -129,20 +130,19 @@ class MetricaClient:
             params["type"] = endpoints.upload_type
         if new_goal_name and spec.kind is UploadKind.CALLS and endpoints.upload_type is None:
             params["new_goal_name"] = new_goal_name  # a parameter of upload_calls only
-        body = self._send(
+        return self._send(
             "POST",
             endpoints.upload.format(counter=counter_id),
             token,
             f"upload_{spec.kind.value}",
+            _uploading,
             params=params,
             files={"file": ("upload.csv", content, "text/csv")},
         )
-        return _uploading(body)
 
     def uploading(self, spec: KindSpec, counter_id: int, token: SecretStr, upload_id: int) -> Uploading:
         path = spec.endpoints(self.unified).status.format(counter=counter_id, upload_id=upload_id)
-        body = self._send("GET", path, token, f"status_{spec.kind.value}")
-        return _uploading(body)
+        return self._send("GET", path, token, f"status_{spec.kind.value}", _uploading)
 
     def uploadings(
         self, spec: KindSpec, counter_id: int, token: SecretStr, *, limit: int = LIST_PAGE, offset: int = 0
@@ -151,20 +151,14 @@ class MetricaClient:
         shared ``uploadings`` list mixes kinds, and only this kind's are returned (an item without
         ``type`` is kept: the reference does not promise one, and a comment names its batch anyway)."""
         endpoints = spec.endpoints(self.unified)
-        body = self._send(
+        found = self._send(
             "GET",
             endpoints.list.format(counter=counter_id),
             token,
             f"list_{spec.kind.value}",
+            _uploadings,
             params={"limit": limit, "offset": offset},
         )
-        items = body.get("uploadings") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise UnreadableAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
-        try:
-            found = [Uploading.from_json(item) for item in items]
-        except ValueError as error:
-            raise UnreadableAnswerError(str(error), error_type="bad_answer") from None
         if endpoints.list_type is None:
             return found
         return [u for u in found if not u.type or u.type == endpoints.list_type]
@@ -173,7 +167,7 @@ class MetricaClient:
         self, method: str, path: str, token: SecretStr, endpoint: str, *, json: dict[str, Any] | None = None
     ) -> Any:
         """A request to the management API outside the upload endpoints (counter options, goals)."""
-        return self._send(method, path, token, endpoint, json=json)
+        return self._send(method, path, token, endpoint, _as_is, json=json)
 
     # --- internals ---------------------------------------------------------------------------
     def _send(
@@ -182,13 +176,15 @@ class MetricaClient:
         path: str,
         token: SecretStr,
         endpoint: str,
+        read: Callable[[Any], _T],
         *,
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
-    ) -> Any:
+    ) -> _T:
+        """The request's answer as ``read`` makes it; every outcome is observed, an unreadable 2xx too."""
         try:
-            body = self._request(method, path, token, params=params, files=files, json=json)
+            body = read(self._request(method, path, token, params=params, files=files, json=json))
         except MetricaError as error:
             self._observe(endpoint, _result_of(error), error.error_type)
             raise
@@ -236,6 +232,20 @@ def _uploading(body: Any) -> Uploading:
         raise UnreadableAnswerError(f"the answer holds no upload: {error}", error_type="bad_answer") from None
 
 
+def _uploadings(body: Any) -> list[Uploading]:
+    items = body.get("uploadings") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise UnreadableAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
+    try:
+        return [Uploading.from_json(item) for item in items]
+    except ValueError as error:
+        raise UnreadableAnswerError(str(error), error_type="bad_answer") from None
+
+
+def _as_is(body: Any) -> Any:
+    return body
+
+
 _QUOTA_CODES = {420, 429}
 _RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
     (QuotaError, "quota"),
@@ -244,6 +254,7 @@ _RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
     (AuthError, "auth"),
     (NotFoundError, "not_found"),
     (InvalidUploadError, "invalid"),
+    (UnreadableAnswerError, "unreadable"),
 )
 
 
