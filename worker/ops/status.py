@@ -125,13 +125,15 @@ def _from_mark(rt: Runtime, kind: UploadKind, counter_id: int, shard: int, seq: 
     return found
 
 
-def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int] | None:
-    """(shard, accepted ms) of a stream entry whose field holds the digest, among the newest entries."""
+def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int, int | None] | None:
+    """(shard, accepted ms, counter) of a stream entry whose field holds the digest, among the newest
+    entries; the counter is read from the entry's bucket (``<counter>:<kind>:<id type>``)."""
     for shard in range(rt.keys.shards):
         entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrevrange(rt.keys.stream(shard), count=STREAM_SCAN))
         for entry_id, fields in entries:
             if fields.get(field_name) == digest:
-                return shard, int(entry_id.split("-", 1)[0])
+                counter = fields.get("b", "").split(":", 1)[0]
+                return shard, int(entry_id.split("-", 1)[0]), int(counter) if counter.isdigit() else None
     return None
 
 
@@ -139,7 +141,8 @@ def _in_stream(rt: Runtime, kind: UploadKind, field_name: str, digest: str) -> W
     hit = _search_stream(rt, field_name, digest)
     if hit is None:
         return None
-    return Whereabouts(kind.value, "stream", times={"accepted_at": hit[1]}, note="accepted, not drained yet")
+    times = {"accepted_at": hit[1]}
+    return Whereabouts(kind.value, "stream", hit[2], times=times, note="accepted, not drained yet")
 
 
 def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
