@@ -210,6 +210,27 @@ def test_a_client_key_reaches_only_its_own_counters(
         assert http.get("/v1/counters/101", headers=a).json()["counter_id"] == 101
         assert http.get("/openapi.json", headers=a).status_code == 200
 
+        # A's own call held (no identifier): A sees it, B does not.
+        held = http.post("/v1/calls", json={**call("a-held", A_NUMBER), "ClientId": None}, headers=a)
+        assert held.json()["status"] == "held", held.text
+        assert http.get("/v1/calls/generic/a-held", headers=a).json()["place"] == "held"
+        assert http.get("/v1/calls/generic/a-held", headers=b).status_code == 404
+
+        # --- admin API refusals name the field and rule, store nothing ---------------------------
+        before = snapshot(rt)
+        for account, doc, field in (
+            ("nobody", {"scopes": ["ingest"]}, "account"),
+            ("client-a", {"scopes": ["ingest", "admin"]}, "scopes"),
+            ("client-a", {"scopes": 7}, "scopes"),
+            ("client-a", {"name": "x"}, "scopes"),
+            ("client-a", {"scopes": "status", "name": "default"}, "name"),
+            ("client-a", {"scopes": "status", "name": "a b"}, "name"),
+        ):
+            answer = http.post(f"/admin/v1/accounts/{account}/keys", json=doc, headers=bearer(ADMIN_TOKEN))
+            assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == field, answer.text
+        assert http.get("/admin/v1/accounts/nobody/keys", headers=bearer(ADMIN_TOKEN)).status_code == 422
+        assert snapshot(rt) == before
+
         # --- scopes ---------------------------------------------------------------------------------
         reader = bearer(new_key(base, "client-a", ["status"], name="reader"))
         writer = bearer(new_key(base, "client-a", ["ingest"], name="writer"))

@@ -22,6 +22,7 @@ import orjson
 
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import locate
+from worker.intake.routing import Route
 from worker.model.kinds import Bucket, IdType, UploadKind
 
 if TYPE_CHECKING:
@@ -163,8 +164,20 @@ def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
         if call.get("call_id") == call_id and call.get("provider") == provider:
             held_at = int(fields.get("at") or entry_id.split("-", 1)[0])
             info = {"entry_id": entry_id, "reason": fields.get("reason", "")}
-            return Whereabouts("calls", "held", held=info, times={"held_at": held_at})
+            counter = _routed_counter(rt, call.get("tracking_number"))
+            return Whereabouts("calls", "held", counter, held=info, times={"held_at": held_at})
     return Whereabouts("calls", "released", note="was held; its held entry is gone (replayed or removed)")
+
+
+def _routed_counter(rt: Runtime, number: object) -> int | None:
+    """The counter a held call's tracking number routes to now (None: routed nowhere); a client API key
+    sees its own held calls by it (ingest/tenancy.py)."""
+    if not isinstance(number, str) or not number:
+        return None
+    route = cast(str | None, rt.redis.hget(rt.keys.routing, number))
+    if route is None:
+        return None
+    return Route.from_json(number, route).counter_id
 
 
 def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
