@@ -189,7 +189,8 @@ def list_(ctx: Context, as_json: bool) -> None:
     unreadable = sorted(docs.unreadable.values(), key=lambda u: u.account)
     if as_json:
         items = [{**a.public(), "problems": states.get(a.id, [])} for a in found]
-        emit({"accounts": items, "unreadable": [u.to_dict() for u in unreadable]}, as_json=True)
+        extra = {"unreadable": [u.to_dict() for u in unreadable]} if unreadable else {}  # only when there are
+        emit({"accounts": items, **extra}, as_json=True)
         return
     rows: list[tuple[object, ...]] = [
         (
