@@ -29,6 +29,7 @@ from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.accounts.envimport import learn_env_logins, start
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.reading import DAMAGED, NO_KEY_RING, WRONG_KEY
+from worker.accounts.upkeep import upkeep
 from worker.errors import TokenUnreadableError
 from worker.keys import fingerprint
 from worker.ops.scrape import quota_view
@@ -210,3 +211,16 @@ def test_two_environment_tokens_of_one_login_share_one_quota_without_a_key_ring(
         assert learn_env_logins(rt.accounts, settings) == 0  # learned once: no second user-info request
         assert one not in repr(rt.redis.hgetall(rt.keys.token_logins))
         rt.close()
+
+
+def test_upkeep_learns_a_login_missed_at_start_and_passes_over_unreadable_accounts(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with running_emulator(step_seconds=0.1, accounts=SEEDS) as emulator:
+        urls = {"metrica_base_url": emulator.base_url, "oauth_info_url": f"{emulator.base_url}/info"}
+        keyed, lost = settings_pair(make_settings, **urls)
+        Runtime(keyed).accounts.put(acme())
+        reg = Runtime(lost).accounts
+        assert reg.login_of(SecretStr(DEFAULT)) == fingerprint(SecretStr(DEFAULT))  # not learned yet
+        assert upkeep(reg).failed == 0  # the unreadable account is no error here: its batches wait
+        assert reg.login_of(SecretStr(DEFAULT)) == "login.deployment"
