@@ -54,6 +54,8 @@ def resume_readable(rt: Runtime) -> int:
     """Batches parked because their account's token could not be read, whose account this process reads
     now (the key ring was fixed and the process restarted), become due at once: the next sweep sends
     them. Returns how many."""
+    if not rt.accounts.snapshot().accounts:
+        return 0  # no account readable here: nothing of this kind can go out
     now = clock_ms(rt)
     due = now - int(rt.settings.redispatch_after * 1000) - 1
     resumed = 0
