@@ -9,11 +9,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +24,7 @@ from emulator.apicall import (
     json_response,
     optional_int,
     positive_int,
+    reshape,
 )
 from emulator.config import Account, EmulatorConfig
 from emulator.errors import (
@@ -198,31 +198,6 @@ async def _with_faults(call: Call, decision: Decision, operation: Operation) -> 
     if decision.shape is not None and 200 <= response.status_code < 300:
         return reshape(response, decision.shape)
     return response
-
-
-def _objects(body: Any) -> list[dict[str, Any]]:
-    """The upload objects of an answer: under ``uploading``, or the elements of ``uploadings``."""
-    if isinstance(body.get("uploading"), dict):
-        return [body["uploading"]]
-    return [item for item in body.get("uploadings") or [] if isinstance(item, dict)]
-
-
-def reshape(response: Response, shape: str) -> Response:
-    """A scripted ``shape`` (emulator.faults.SHAPES) applied to a handled request's 2xx answer."""
-    if shape == "not_json":
-        return PlainTextResponse("OK", status_code=response.status_code)
-    if shape == "unreadable":
-        return json_response({"result": "ok"}, response.status_code)
-    body = orjson.loads(bytes(response.body))
-    objects = _objects(body)
-    if shape == "untyped":
-        for item in objects:
-            item.pop("type", None)
-        return json_response(body, response.status_code)
-    if not objects:
-        return response
-    wrapped = {"uploading": objects[0]} if shape == "uploading" else {"uploadings": objects[:1]}
-    return json_response(wrapped, response.status_code)
 
 
 # The unified upload's ``type`` (the reference: BASIC, the default, CALLS, CHATS) -> the kind stored.
