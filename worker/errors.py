@@ -21,11 +21,12 @@
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
         │   ├── AuthError             401/403: token missing, invalid, or without access
         │   ├── NotFoundError         404: no such counter or upload
-        │   └── UnexpectedAnswerError a 2xx body we cannot read, or another 4xx
+        │   └── UnexpectedAnswerError another 4xx than the ones above
         └── RetryableError            the same request may succeed later
             ├── QuotaError            429/420: a quota was exceeded (``quota`` names which)
             ├── ServerError           5xx: backend_error, timeout (outcome unknown for uploads)
-            └── TransportError        no answer: connect/read timeout, dropped connection
+            ├── TransportError        no answer: connect/read timeout, dropped connection
+            └── UnreadableAnswerError a 2xx body we cannot read (outcome unknown for uploads)
 
 Every ``MetricaError`` carries the request that caused it as ``method`` and ``url`` (never its
 headers: they hold the OAuth token), the HTTP ``status`` when there was one, Metrica's
@@ -164,7 +165,7 @@ class NotFoundError(PermanentError):
 
 
 class UnexpectedAnswerError(PermanentError):
-    """An answer this client cannot interpret (another 4xx, or a 2xx body of the wrong shape)."""
+    """A refusal this client has no other class for (a 4xx other than 400, 401, 403, 404)."""
 
 
 class RetryableError(MetricaError):
@@ -186,5 +187,11 @@ class ServerError(RetryableError):
 
 class TransportError(RetryableError):
     """No answer arrived (timeout, refused or dropped connection)."""
+
+    outcome_unknown = True
+
+
+class UnreadableAnswerError(RetryableError):
+    """A 2xx answer in no shape this client reads: Metrica may have stored the file (outcome unknown)."""
 
     outcome_unknown = True

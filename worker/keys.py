@@ -9,7 +9,9 @@ key                        type    what it holds (owner)
 ``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
-``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
+``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type) and one column set;
+                                   ``<bucket>`` is ``<counter>:<kind>:<id type>/<row mask>`` (no ``/<mask>``: a
+                                   buffer opened before issue 24, or rows stored as JSON)
 ``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
 ``<ns>:{sN}:bufseq``       hash    bucket -> the batch sequence number its open buffer reserved when

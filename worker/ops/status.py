@@ -186,7 +186,8 @@ def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
     if mark is not None:
         id_type = _COLUMN_TYPES.get(mark.id_column)
         bucket = Bucket(mark.counter_id, UploadKind.CALLS, id_type).encode() if id_type else ""
-        return _from_mark(rt, UploadKind.CALLS, mark.counter_id, mark.shard, mark.seq, bucket)
+        buffer = _open_buffer(rt, mark.shard, bucket, mark.seq) if bucket else ""
+        return _from_mark(rt, UploadKind.CALLS, mark.counter_id, mark.shard, mark.seq, buffer)
     found = _in_stream(rt, UploadKind.CALLS, "f", call_ref_digest(provider, call_id))
     if found is None:
         found = _held(rt, provider, call_id)
@@ -203,11 +204,8 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
     digest = dedup_digest(f"{prefix}\x1f{counter_id}\x1f{source}\x1f{item_id}")
     mark = locate(rt, counter_id=counter_id, dedup=digest)
     if mark is not None:
-        shard = mark.shard
-        buckets = cast(list[str], rt.redis.hkeys(rt.keys.buffer_seq(shard)))
-        mine = f"{counter_id}:{kind.value}:"
-        bucket = next((b for b in buckets if b.startswith(mine) and _seq_is(rt, shard, b, mark.seq)), "")
-        return _from_mark(rt, kind, counter_id, shard, mark.seq, bucket)
+        buffer = _open_buffer(rt, mark.shard, f"{counter_id}:{kind.value}:", mark.seq)
+        return _from_mark(rt, kind, counter_id, mark.shard, mark.seq, buffer)
     found = _in_stream(rt, kind, "d", digest)
     if found is None:
         return Whereabouts(kind.value, "unknown", counter_id)
@@ -215,5 +213,11 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
     return found
 
 
-def _seq_is(rt: Runtime, shard: int, bucket: str, seq: str | None) -> bool:
-    return seq is not None and str(rt.redis.hget(rt.keys.buffer_seq(shard), bucket)) == str(seq)
+def _open_buffer(rt: Runtime, shard: int, prefix: str, seq: str | None) -> str:
+    """The open buffer whose key starts with ``prefix`` and that reserved batch ``seq``; "" when none.
+    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/lua/drain.lua), or the plain
+    bucket for a buffer opened before that."""
+    if seq is None:
+        return ""
+    opened = cast(dict[str, str], rt.redis.hgetall(rt.keys.buffer_seq(shard)))
+    return next((b for b, s in opened.items() if b.startswith(prefix) and str(s) == str(seq)), "")
