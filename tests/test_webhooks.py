@@ -83,6 +83,9 @@ def hook_settings(make_settings: Callable[..., Settings], emulator: Any, **extra
         "webhook_timeout": 2,
         "flush_max_rows": 5,
         "routing_cache_seconds": 0,
+        # The receivers here listen on loopback, which webhooks may not reach unless allowed (SSRF guard).
+        "webhook_allowed_networks": ["127.0.0.1/32"],
+        "webhook_breaker_seconds": 1,  # a receiver that failed for a while is probed again soon
     }
     values.update(extra)
     return account_settings(make_settings, emulator, **values)
