@@ -1,0 +1,122 @@
+"""Hostile webhook receivers on loopback, for the attack tests: each counts the connections it took and
+the bytes it served, so a test asserts how much of an attack the worker swallowed, never a duration."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Served:
+    connections: int = 0
+    sent: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    conn.settimeout(10)
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@contextmanager
+def raw_receiver(answer: Callable[[socket.socket, Served], None]) -> Iterator[tuple[Served, str]]:
+    """A TCP server on 127.0.0.1: reads each request, then ``answer`` writes whatever it likes."""
+    served = Served()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = _read_request(conn)
+                with served.lock:
+                    served.requests.append(request)
+                answer(conn, served)
+            except OSError:
+                pass
+
+    def loop() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with served.lock:
+                served.connections += 1
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def send_counted(conn: socket.socket, served: Served, data: bytes) -> None:
+    conn.sendall(data)
+    with served.lock:
+        served.sent += len(data)
+
+
+def drip(every: float, total: int) -> Callable[[socket.socket, Served], None]:
+    """A full 200 answer, one byte every ``every`` seconds (the status line and headers too)."""
+
+    def answer(conn: socket.socket, served: Served) -> None:
+        body = b"x" * total
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        conn.settimeout(every * 4 + 5)
+        for i in range(len(data)):
+            send_counted(conn, served, data[i : i + 1])
+            time.sleep(every)
+
+    return answer
+
+
+def huge(total: int, chunk: int = 64 * 1024) -> Callable[[socket.socket, Served], None]:
+    """A 200 answer announcing ``total`` bytes and sending them as fast as the reader takes them."""
+
+    def answer(conn: socket.socket, served: Served) -> None:
+        conn.settimeout(5)
+        send_counted(conn, served, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"y" * chunk
+        for _ in range(total // chunk):
+            send_counted(conn, served, block)
+
+    return answer
+
+
+def status(code: int) -> Callable[[socket.socket, Served], None]:
+    def answer(conn: socket.socket, served: Served) -> None:
+        send_counted(conn, served, b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % code)
+
+    return answer
