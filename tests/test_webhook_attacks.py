@@ -25,6 +25,7 @@ from tests.pipeline import running_ingest, running_worker
 from tests.webhook_helpers import drip, huge, raw_receiver, status
 from worker import netguard
 from worker.accounts.edits import create, update
+from worker.app import queue_names
 from worker.errors import AccountInputError, WebhookRefusedError
 from worker.keys import Keys
 from worker.model.kinds import Bucket, IdType, UploadKind
@@ -292,3 +293,17 @@ def test_the_sweep_records_every_batch_of_one_minute_beyond_its_page(make_settin
         assert recorded == count
         assert outbox.counts(rt)["waiting"] == count
         rt.close()
+
+
+# --- their own worker pool -----------------------------------------------------------------------
+
+
+def test_the_main_pool_never_takes_a_delivery(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    for queues in ("main", "notify", "all"):
+        settings = settings_for(make_settings, worker_queues=queues)
+        periodic, upload, notify = queue_names(settings)
+        expected = {"main": {periodic, upload}, "notify": {notify}, "all": {periodic, upload, notify}}[queues]
+        with running_worker(settings, tmp_path, beat=False) as app:
+            assert set(app.amqp.queues.consume_from) == expected, queues
+            limits = app.conf.task_annotations["calltrack.notify_webhook"]
+            assert 0 < limits["soft_time_limit"] < limits["time_limit"] == settings.webhook_task_time_limit
