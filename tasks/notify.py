@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import structlog
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from worker.app import CalltrackCelery
@@ -56,9 +55,6 @@ def notify_webhook(self: Task[Any, Any], event_id: str) -> str:
     rt = _runtime(self)
     try:
         return send.deliver(rt, event_id)
-    except SoftTimeLimitExceeded:
-        error = WebhookError("the webhook delivery ran past its task time limit", "deadline")
-        return _failed(self, rt, event_id, error)
     except WebhookError as error:
         return _failed(self, rt, event_id, error)
 

@@ -31,6 +31,7 @@ from worker.keys import Keys
 from worker.model.kinds import Bucket, IdType, UploadKind
 from worker.notify import breaker, outbox, send
 from worker.notify.outbox import Event
+from worker.ops import scrape
 from worker.runtime import Runtime
 
 LOOPBACK_ONLY = ["127.0.0.1/32"]
@@ -221,6 +222,11 @@ def test_a_dead_receiver_opens_its_breaker_and_others_still_deliver(
         assert outbox.counts(rt)["waiting"] == 20 and outbox.dead_letters(rt) == []
         code, out = ctl(settings, "notify", "breakers", "--json")
         assert code == 0 and orjson.loads(out)["breakers"]["acme"]["state"] == "open"
+        rt.metrics.flush()
+        shown = scrape.render(scrape.registry(rt.redis, rt.keys)).decode()
+        assert "calltrack_webhook_breakers_open 1.0" in shown
+        assert 'calltrack_webhook_deliveries_total{result="delivered"} 10.0' in shown
+        assert "calltrack_webhook_breaker_opened_total" in shown
         assert ctl(settings, "notify", "reset", "acme")[0] == 0
         assert "acme" not in breaker.states(rt)
         rt.close()

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
+from standardwebhooks.webhooks import Webhook
 
 from config.settings import Settings
 from emulator.config import Account
@@ -131,6 +132,9 @@ def test_each_final_status_once_signed_and_held_calls(make_settings: Callable[..
         assert held_event["data"]["call_id"] == "held-1" and held_event["data"]["reason"] == "no_identifier"
         for request in got.received:
             headers = {k.lower(): v for k, v in request["headers"].items()}
+            # Standard Webhooks: a plain (pre-whsec_) secret's UTF-8 bytes are the key.
+            assert Webhook(SECRET.encode()).verify(request["raw"], headers)["id"] == headers["webhook-id"]
+            # The headers before, deprecated but sent for one more release.
             expected = "sha256=" + hmac.new(SECRET.encode(), request["raw"], hashlib.sha256).hexdigest()
             assert hmac.compare_digest(headers["x-calltrack-signature"], expected)
             assert headers["x-calltrack-event"] == request["body"]["id"]

@@ -80,8 +80,11 @@ def _sweep_batches(rt: Runtime, owners: dict[int, str], index: str, zset: Callab
         now = _now_ms()
         since = cursor.parse(cast(str | None, rt.redis.hget(cursor_key, field)), now)
         found = cursor.after(rt.redis, zset(shard), since, SWEEP_LIMIT)
-        for batch_id, score in found:
-            record_ = cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+        pipe = rt.redis.pipeline(transaction=False)
+        for batch_id, _ in found:
+            pipe.hgetall(rt.keys.batch(batch_id))
+        records = cast(list[dict[str, str]], pipe.execute()) if found else []
+        for (batch_id, score), record_ in zip(found, records, strict=True):
             if not record_.get("bucket") or record_.get("state") not in FINAL_STATES:
                 continue
             bucket = Bucket.decode(record_["bucket"])

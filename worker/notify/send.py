@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import httpcore
 import orjson
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker import netguard
 from worker.errors import WebhookError, WebhookRefusedError
@@ -60,7 +61,12 @@ def deliver(rt: Runtime, event_id: str) -> str:
         rt.metrics.incr("webhook_deliveries", "paused")
         return "paused"
     try:
-        _attempt(rt, event, account)
+        try:
+            _attempt(rt, event, account)
+        except SoftTimeLimitExceeded:  # the task's backstop (a DNS look-up that hung): a deadline all the same
+            raise WebhookError(
+                f"the webhook of account {event.account!r} ran past its task time limit", "deadline"
+            ) from None
     except WebhookError as error:
         breaker.failed(rt, event.account)
         rt.metrics.incr("webhook_deliveries", error.result)
