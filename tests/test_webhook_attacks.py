@@ -22,11 +22,11 @@ from config.settings import Settings
 from tests.accounts_helpers import account_settings, admin, ctl
 from tests.helpers import wait_for
 from tests.pipeline import running_ingest, running_worker
-from tests.webhook_helpers import drip, huge, raw_receiver, status
+from tests.webhook_helpers import drip, huge, raw_receiver, status, tls_context
 from worker import netguard
 from worker.accounts.edits import create, update
 from worker.app import queue_names
-from worker.errors import AccountInputError, WebhookRefusedError
+from worker.errors import AccountInputError, WebhookError, WebhookRefusedError
 from worker.keys import Keys
 from worker.model.kinds import Bucket, IdType, UploadKind
 from worker.notify import breaker, outbox, send
@@ -313,3 +313,35 @@ def test_the_main_pool_never_takes_a_delivery(make_settings: Callable[..., Setti
             assert set(app.amqp.queues.consume_from) == expected, queues
             limits = app.conf.task_annotations["calltrack.notify_webhook"]
             assert 0 < limits["soft_time_limit"] < limits["time_limit"] == settings.webhook_task_time_limit
+
+
+# --- TLS to the checked address ------------------------------------------------------------------
+
+
+def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_certificate(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes to the resolved, checked address; the URL's name is still the TLS server name
+    and the name the certificate must carry (a certificate for another name is refused)."""
+    seen: list[str] = []
+    right, ca = tls_context("localhost", tmp_path, seen)
+    wrong, other_ca = tls_context("other.example", tmp_path, [])
+    settings = settings_for(make_settings, webhook_allowed_networks=["127.0.0.1/32", "::1/128"])
+    for context, trusted, outcome in ((right, ca, "delivered"), (wrong, other_ca, "refused")):
+        with raw_receiver(status(204), tls=context) as (served, url):
+            monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+            rt = Runtime(settings)
+            port = url.split(":")[2].split("/")[0]
+            create(rt.accounts, {"id": "acme", "webhook_url": f"https://localhost:{port}/hook",
+                                 "webhook_secret": PLAIN_SECRET})  # fmt: skip
+            outbox.record(rt, event("acme", 1))
+            if outcome == "delivered":
+                assert send.deliver(rt, "test:acme:1") == "delivered"
+                assert seen == ["localhost"]
+                assert b"\r\nHost: localhost:" + port.encode() + b"\r\n" in served.requests[0]
+            else:
+                with pytest.raises(WebhookError, match="not reached"):
+                    send.deliver(rt, "test:acme:1")
+                assert served.requests == []
+            rt.redis.delete(*rt.redis.keys(f"{settings.namespace}:*"))
+            rt.close()

@@ -3,12 +3,20 @@ the bytes it served, so a test asserts how much of an attack the worker swallowe
 
 from __future__ import annotations
 
+import datetime
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -40,8 +48,10 @@ def _read_request(conn: socket.socket) -> bytes:
 
 
 @contextmanager
-def raw_receiver(answer: Callable[[socket.socket, Served], None]) -> Iterator[tuple[Served, str]]:
-    """A TCP server on 127.0.0.1: reads each request, then ``answer`` writes whatever it likes."""
+def raw_receiver(
+    answer: Callable[[socket.socket, Served], None], tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[Served, str]]:
+    """A TCP server on 127.0.0.1 (TLS with ``tls``): reads each request, then ``answer`` writes what it likes."""
     served = Served()
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,6 +62,8 @@ def raw_receiver(answer: Callable[[socket.socket, Served], None]) -> Iterator[tu
     def handle(conn: socket.socket) -> None:
         with conn:
             try:
+                if tls is not None:
+                    conn = tls.wrap_socket(conn, server_side=True)
                 request = _read_request(conn)
                 with served.lock:
                     served.requests.append(request)
@@ -75,7 +87,7 @@ def raw_receiver(answer: Callable[[socket.socket, Served], None]) -> Iterator[tu
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        yield served, f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        yield served, f"{'https' if tls else 'http'}://127.0.0.1:{server.getsockname()[1]}/hook"
     finally:
         stop.set()
         thread.join(5)
@@ -120,3 +132,36 @@ def status(code: int) -> Callable[[socket.socket, Served], None]:
         send_counted(conn, served, b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % code)
 
     return answer
+
+
+def tls_context(name: str, tmp: Path, seen: list[str]) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a self-signed certificate for ``name`` (its own CA: the returned file);
+    ``seen`` collects the server names (SNI) clients asked for."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+
+    def sni(_sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        seen.append(server_name or "")
+
+    context.sni_callback = sni
+    return context, cert_file
