@@ -113,6 +113,13 @@ def test_refused_when_set_by_a_name_resolving_to_loopback(make_settings: Callabl
         create(rt.accounts, {"id": "acme", "webhook_url": f"https://{name}/h", "webhook_secret": PLAIN_SECRET})
     assert refused.value.field == "webhook_url" and "resolves to 127." in refused.value.rule
     assert rt.accounts.get("acme") is None
+    # Stored while allowed, used while not: refused at delivery by what the name resolves to.
+    lenient = Runtime(settings_for(make_settings, webhook_allowed_networks=["0.0.0.0/0", "::/0"]))
+    create(lenient.accounts, {"id": "acme", "webhook_url": f"https://{name}/h", "webhook_secret": PLAIN_SECRET})
+    lenient.close()
+    assert outbox.record(rt, event("acme", 1))
+    with pytest.raises(WebhookRefusedError, match="resolves to 127"):
+        send.deliver(rt, "test:acme:1")
     rt.close()
 
 
