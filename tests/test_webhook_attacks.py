@@ -51,6 +51,8 @@ REFUSED = [
     ("http://[fd12:3456::1]/h", "unique-local"),
     ("http://[::ffff:127.0.0.1]/h", "loopback"),
     ("http://[::ffff:10.0.0.1]/h", "private"),
+    ("http://[64:ff9b::a9fe:a9fe]/h", "link-local"),  # NAT64 of 169.254.169.254
+    ("http://[2002:7f00:1::]/h", "loopback"),  # 6to4 of 127.0.0.1
     ("http://localhost:9/h", "loopback"),
     ("http://LOCALHOST./h", "loopback"),
 ]

@@ -3,11 +3,11 @@
 A webhook URL is a client's input that makes the worker open connections, so a client could aim it
 at the deployment's own insides: Redis on loopback, a metadata service on 169.254.169.254, a private
 admin page. :func:`refusal` names the rule an address breaks (loopback, private, link-local, CGNAT,
-multicast, unspecified, reserved, IPv6 unique-local; an IPv4-mapped IPv6 address is judged as its
-IPv4 address) unless ``CALLTRACK_WEBHOOK_ALLOWED_NETWORKS`` holds it. :func:`resolve` looks a host
-up once and checks every address it has: the caller connects to the address returned, never to the
-name again, so a name cannot answer a public address to the check and a private one to the
-connection (DNS rebinding).
+multicast, unspecified, reserved, IPv6 unique-local; an IPv6 address carrying an IPv4 one, mapped,
+NAT64 or 6to4, is judged as that IPv4 address) unless ``CALLTRACK_WEBHOOK_ALLOWED_NETWORKS`` holds
+it. :func:`resolve` looks a host up once and checks every address it has: the caller connects to the
+address returned, never to the name again, so a name cannot answer a public address to the check and
+a private one to the connection (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class TargetRefused(ValueError):
@@ -38,9 +39,18 @@ class Target:
     address: str
 
 
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: IPv4-mapped, NAT64 (64:ff9b::/96) or 6to4 (2002::/16)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
 def _rule(ip: IPAddress) -> str | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _rule(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := _embedded(ip)) is not None:
+        return _rule(inner)
     checks: tuple[tuple[bool, str], ...] = (
         (ip.is_loopback, "loopback"),
         (ip.is_unspecified, "unspecified"),
@@ -60,7 +70,7 @@ def refusal(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | None:
     """The rule ``ip`` breaks (None: a public address, or one inside an allowed network)."""
     if any(ip.version == net.version and ip in net for net in allowed):
         return None
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    mapped = _embedded(ip) if isinstance(ip, ipaddress.IPv6Address) else None
     if mapped is not None and any(net.version == 4 and mapped in net for net in allowed):
         return None
     return _rule(ip)
