@@ -8,11 +8,14 @@ what they served. The only target ever connected to is a loopback receiver the t
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -20,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from config.settings import Settings
 from tests.accounts_helpers import account_settings, admin, ctl
+from tests.conftest import REDIS_URL
 from tests.helpers import wait_for
 from tests.pipeline import running_ingest, running_worker
 from tests.webhook_helpers import drip, huge, raw_receiver, status, tls_context
@@ -56,6 +60,28 @@ REFUSED = [
     ("http://localhost:9/h", "loopback"),
     ("http://LOCALHOST./h", "loopback"),
 ]
+
+
+REDIS_PORT = urlsplit(REDIS_URL).port or 6379
+CONNECTS: list[tuple[str, int]] = []  # every TCP connect this process makes, seen by an audit hook
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.connect" and isinstance(args[1], tuple):
+        CONNECTS.append((str(args[1][0]), int(args[1][1])))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def connects() -> Iterator[list[tuple[str, int]]]:
+    """The TCP connects of one test; afterwards every one of them must have gone to loopback (Redis, the
+    receivers the test allowed, the ingestion service it started): no refused target was ever tried."""
+    start = len(CONNECTS)
+    yield CONNECTS
+    made = CONNECTS[start:]
+    assert all(ipaddress.ip_address(host.split("%")[0]).is_loopback for host, _ in made), made
 
 
 def settings_for(make_settings: Callable[..., Settings], **extra: Any) -> Settings:
@@ -138,22 +164,27 @@ def test_refused_when_set_by_the_admin_api(make_settings: Callable[..., Settings
 
 
 @pytest.mark.parametrize(("url", "rule"), REFUSED)
-def test_refused_when_used_without_a_connection(make_settings: Callable[..., Settings], url: str, rule: str) -> None:
-    """Stored while allowed, delivered while not (a narrowed allow-list): the delivery fails with the rule."""
-    with raw_receiver(status(204)) as (served, _):
-        lenient = Runtime(settings_for(make_settings, webhook_allowed_networks=["0.0.0.0/0", "::/0"]))
-        create(lenient.accounts, {"id": "acme", "webhook_url": url, "webhook_secret": PLAIN_SECRET})
-        lenient.close()
-        rt = Runtime(settings_for(make_settings, webhook_allowed_networks=[]))
-        assert outbox.record(rt, event("acme", 1))
-        with pytest.raises(WebhookRefusedError) as refused:
-            send.deliver(rt, "test:acme:1")
-        assert rule in str(refused.value) and url not in str(refused.value) and PLAIN_SECRET not in str(refused.value)
-        assert served.connections == 0
-        rt.close()
+def test_refused_when_used_without_a_connection(
+    make_settings: Callable[..., Settings], url: str, rule: str, connects: list[Any]
+) -> None:
+    """Stored while allowed, delivered while not (a narrowed allow-list): the delivery fails with the rule,
+    and the only socket the delivery opened was to Redis."""
+    lenient = Runtime(settings_for(make_settings, webhook_allowed_networks=["0.0.0.0/0", "::/0"]))
+    create(lenient.accounts, {"id": "acme", "webhook_url": url, "webhook_secret": PLAIN_SECRET})
+    lenient.close()
+    rt = Runtime(settings_for(make_settings, webhook_allowed_networks=[]))
+    assert outbox.record(rt, event("acme", 1))
+    before = len(connects)
+    with pytest.raises(WebhookRefusedError) as refused:
+        send.deliver(rt, "test:acme:1")
+    assert rule in str(refused.value) and url not in str(refused.value) and PLAIN_SECRET not in str(refused.value)
+    assert all(port == REDIS_PORT for _, port in connects[before:]), connects[before:]
+    rt.close()
 
 
-def test_refused_at_delivery_is_a_dead_letter_at_once(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_refused_at_delivery_is_a_dead_letter_at_once(
+    make_settings: Callable[..., Settings], tmp_path: Path, connects: list[tuple[str, int]]
+) -> None:
     with raw_receiver(status(204)) as (served, url):
         settings = settings_for(make_settings, webhook_max_retries=5)
         rt = Runtime(settings)
@@ -165,6 +196,7 @@ def test_refused_at_delivery_is_a_dead_letter_at_once(make_settings: Callable[..
         (letter,) = outbox.dead_letters(rt)
         assert letter["attempts"] == 1 and "is refused" in letter["error"] and "loopback" in letter["error"]
         assert served.connections == 0  # the receiver was never connected to
+        assert not [c for c in connects if c[1] == urlsplit(url).port]
         code, out = ctl(narrowed, "notify", "dead")
         assert code == 0 and "loopback" in out
         rt.close()
@@ -173,7 +205,9 @@ def test_refused_at_delivery_is_a_dead_letter_at_once(make_settings: Callable[..
 # --- one deadline, a cap on the answer -----------------------------------------------------------
 
 
-def test_a_dripping_receiver_is_cut_at_the_deadline(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_a_dripping_receiver_is_cut_at_the_deadline(
+    make_settings: Callable[..., Settings], tmp_path: Path, connects: list[tuple[str, int]]
+) -> None:
     answer_bytes = 40 + 200  # status line and header, then the body
     with raw_receiver(drip(every=0.25, total=200)) as (served, url):
         settings = settings_for(make_settings, webhook_timeout=1)
@@ -184,6 +218,7 @@ def test_a_dripping_receiver_is_cut_at_the_deadline(make_settings: Callable[...,
             wait_for(lambda: outbox.dead_letters(rt), timeout=60, what="the delivery to fail")
         (letter,) = outbox.dead_letters(rt)
         assert "deadline" in letter["error"], letter
+        assert ("127.0.0.1", urlsplit(url).port) in connects  # the audit hook sees the worker's connects
         assert served.connections == 1 and 0 < served.sent < answer_bytes // 4, served.sent
         rt.close()
 
