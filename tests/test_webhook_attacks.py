@@ -389,3 +389,20 @@ def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_certificate
                 assert served.requests == []
             rt.redis.delete(*rt.redis.keys(f"{settings.namespace}:*"))
             rt.close()
+
+
+def test_a_key_ring_rotation_keeps_both_webhook_secrets(make_settings: Callable[..., Settings]) -> None:
+    """``ctl accounts rekey`` re-encrypts the previous secret of a rotation too: after the old key is gone,
+    both secrets still sign."""
+    old_key, new_key = (base64.urlsafe_b64encode(bytes([n]) * 32).decode() for n in (1, 2))
+    rt = Runtime(settings_for(make_settings, secret_keys=old_key))
+    create(rt.accounts, {"id": "acme", "webhook_url": "https://hooks.example/h", "webhook_secret": PLAIN_SECRET})
+    update(rt.accounts, "acme", {"webhook_secret": "another-secret-0123456789"})
+    rt.close()
+    assert ctl(settings_for(make_settings, secret_keys=f"{new_key},{old_key}"), "accounts", "rekey")[0] == 0
+    rt = Runtime(settings_for(make_settings, secret_keys=new_key))
+    account = rt.accounts.get("acme")
+    assert account is not None
+    signing = [s.get_secret_value() for s in account.webhook_secrets(time.time())]
+    assert signing == ["another-secret-0123456789", PLAIN_SECRET]
+    rt.close()
