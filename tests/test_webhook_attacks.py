@@ -22,11 +22,12 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from config.settings import Settings
+from emulator.config import Account as EmulatorAccount
 from tests.accounts_helpers import account_settings, admin, ctl
 from tests.conftest import REDIS_URL
-from tests.helpers import wait_for
-from tests.pipeline import running_ingest, running_worker
-from tests.webhook_helpers import drip, huge, raw_receiver, status, tls_context
+from tests.helpers import make_call, wait_for
+from tests.pipeline import running_emulator, running_ingest, running_worker
+from tests.webhook_helpers import drip, final_batches, huge, raw_receiver, status, tls_context
 from worker import netguard
 from worker.accounts.edits import create, update
 from worker.app import queue_names
@@ -406,3 +407,48 @@ def test_a_key_ring_rotation_keeps_both_webhook_secrets(make_settings: Callable[
     signing = [s.get_secret_value() for s in account.webhook_secrets(time.time())]
     assert signing == ["another-secret-0123456789", PLAIN_SECRET]
     rt.close()
+
+
+def test_a_dripping_receiver_never_holds_another_clients_uploads(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Issue 22's measurement: acme's receiver drips a byte at a time while beta's 12 calls upload. The main
+    pool (CALLTRACK_WORKER_QUEUES=main) never takes acme's deliveries, so beta's calls reach Metrica with
+    acme's events still queued; the webhook pool then takes them and cuts each at the deadline."""
+    acme_token, beta_token = "AQAAAAAacmeSeedToken000000000000001", "AQAAAAAbetaSeedToken000000000000002"
+    accounts = (EmulatorAccount(acme_token, "acme"), EmulatorAccount(beta_token, "beta"))
+    with (
+        running_emulator(step_seconds=0.1, accounts=accounts) as emulator,
+        raw_receiver(drip(0.5, 200)) as (
+            served,
+            url,
+        ),
+    ):
+        common = {"webhook_allowed_networks": LOOPBACK_ONLY, "webhook_sweep_interval": 0.3, "webhook_timeout": 1,
+                  "webhook_max_retries": 0, "flush_max_rows": 4, "routing_cache_seconds": 0}  # fmt: skip
+        main = account_settings(make_settings, emulator, worker_queues="main", **common)
+        rt = Runtime(main)
+        create(rt.accounts, {"id": "acme", "tokens": [{"token": acme_token}], "counters": [{"id": 1001}],
+                             "webhook_url": url, "webhook_secret": PLAIN_SECRET})  # fmt: skip
+        create(rt.accounts, {"id": "beta", "tokens": [{"token": beta_token}], "counters": [{"id": 2002}]})
+        with running_worker(main, tmp_path):
+            assert len(rt.producer.submit([make_call(1001, n) for n in range(8)]).accepted) == 8
+            wait_for(lambda: outbox.counts(rt)["waiting"] >= 2, timeout=60, what="acme's events")
+            assert len(rt.producer.submit([make_call(2002, n) for n in range(12)]).accepted) == 12
+            wait_for(lambda: len(final_batches(rt, 2002)) == 3, timeout=60, what="beta's 12 calls in Metrica")
+        assert served.connections == 0 and outbox.counts(rt)["waiting"] >= 2  # acme's events wait for their pool
+        notify = account_settings(make_settings, emulator, worker_queues="notify", **common)
+        with running_worker(notify, tmp_path, beat=False):
+            notify_webhook_sweep(rt)
+            wait_for(lambda: len(outbox.dead_letters(rt)) >= 2, timeout=60, what="acme's deliveries cut")
+        assert all("deadline" in letter["error"] for letter in outbox.dead_letters(rt))
+        assert served.sent < served.connections * 20  # a byte every 0.5 s within a 1 s deadline, not 240 each
+        rt.close()
+
+
+def notify_webhook_sweep(rt: Runtime) -> None:
+    """What the beat does: send every due event (the notify pool has no beat of its own)."""
+    from tasks.notify import notify_webhook
+
+    for event_id in outbox.due(rt, resend_after=3600):
+        notify_webhook.apply_async((event_id,))

@@ -26,6 +26,7 @@ from tests.accounts_helpers import account_settings, admin, ctl
 from tests.helpers import make_call, wait_for
 from tests.ingest_helpers import recent
 from tests.pipeline import running_emulator, running_ingest, running_worker
+from tests.webhook_helpers import final_batches
 from worker.notify import outbox
 from worker.runtime import Runtime
 
@@ -101,12 +102,6 @@ def add_account(settings: Settings, url: str) -> None:
     assert code == 0, out
     code, out = ctl(settings, "accounts", "list", "--json")
     assert SECRET not in out and orjson.loads(out)["accounts"][0]["webhook"] == {"url": url, "has_secret": True}
-
-
-def final_batches(rt: Runtime, counter: int) -> set[str]:
-    from worker.ops.overview import batches
-
-    return {b.batch_id for b in batches(rt) if b.counter_id == counter and b.state in ("PROCESSED", "LINKAGE_FAILURE")}
 
 
 def test_each_final_status_once_signed_and_held_calls(make_settings: Callable[..., Settings], tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from worker.ops.overview import batches
+from worker.runtime import Runtime
+
 
 @dataclass
 class Served:
@@ -165,3 +168,8 @@ def tls_context(name: str, tmp: Path, seen: list[str]) -> tuple[ssl.SSLContext, 
 
     context.sni_callback = sni
     return context, cert_file
+
+
+def final_batches(rt: Runtime, counter: int) -> set[str]:
+    """Batches of ``counter`` whose upload reached a final status in Metrica."""
+    return {b.batch_id for b in batches(rt) if b.counter_id == counter and b.state in ("PROCESSED", "LINKAGE_FAILURE")}
