@@ -13,9 +13,13 @@ a private one to the connection (DNS rebinding).
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -107,18 +111,38 @@ def check_static(url: str, allowed: Sequence[IPNetwork] = ()) -> None:
         raise TargetRefused(f"points to {ip}, which is {why}")
 
 
-def resolve(url: str, allowed: Sequence[IPNetwork] = ()) -> Target:
-    """Look the host up once and check every address it has; the first is the one to connect to.
+_lookups: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
 
-    Raises ``TargetRefused`` naming the rule when any address is refused, and ``OSError`` when the
-    name does not resolve.
+
+def _getaddrinfo(host: str, port: int, timeout: float | None) -> list[Any]:
+    """``socket.getaddrinfo`` within ``timeout`` seconds (it has no timeout of its own): run in a small
+    pool of threads; a look-up still hanging is left to finish there, ``TimeoutError`` raised here."""
+    global _lookups  # noqa: PLW0603 - one pool per process
+    if timeout is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    if _lookups is None or _lookups[0] != os.getpid():
+        _lookups = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="netguard-dns"))
+    future = _lookups[1].submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    try:
+        return future.result(timeout=max(timeout, 0.0))
+    except FutureTimeout:
+        future.cancel()
+        raise TimeoutError("the name did not resolve in time") from None
+
+
+def resolve(url: str, allowed: Sequence[IPNetwork] = (), *, timeout: float | None = None) -> Target:
+    """Look the host up once (within ``timeout`` seconds) and check every address it has; the first is the
+    one to connect to.
+
+    Raises ``TargetRefused`` naming the rule when any address is refused, ``TimeoutError`` when the
+    look-up took too long and ``OSError`` when the name does not resolve.
     """
     check_static(url, allowed)
     scheme, host, port = split(url)
     ip = literal(host)
     if ip is not None:
         return Target(scheme, host, port, str(ip))
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    infos = _getaddrinfo(host, port, timeout)
     addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
     if not addresses:
         raise OSError("the name has no address")

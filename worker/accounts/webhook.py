@@ -25,11 +25,11 @@ def check_url(url: str, settings: Settings) -> None:
     """Raise ``AccountInputError`` naming ``webhook_url`` and the rule when the URL points where it may not."""
     allowed = settings.webhook_allowed_networks
     try:
-        netguard.resolve(url, allowed)
+        netguard.resolve(url, allowed, timeout=settings.webhook_timeout)
     except netguard.TargetRefused as refused:
         raise AccountInputError("webhook_url", f"is refused: it {refused} ({ALLOW_HINT})") from None
     except (OSError, UnicodeError):
-        pass  # not resolvable now: each delivery resolves and checks it again
+        pass  # not resolvable now (or not in time): each delivery resolves and checks it again
 
 
 def webhook_fields(spec: AccountIn, old: Account | None, settings: Settings) -> dict[str, Any]:

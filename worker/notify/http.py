@@ -30,8 +30,11 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
 
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
     def clamp(self, timeout: float | None, error: type[Exception]) -> float:
-        left = self.at - time.monotonic()
+        left = self.left()
         if left <= 0:
             raise error("the delivery deadline passed")
         return left if timeout is None else min(timeout, left)
@@ -100,9 +103,11 @@ class Answer:
     truncated: bool  # the body went on past the cap and was not read
 
 
-def post(target: Target, url: str, body: bytes, headers: dict[str, str], *, seconds: float, max_bytes: int) -> Answer:
-    """POST ``body`` to ``url`` at ``target.address``, all within ``seconds``; raises ``httpcore`` errors."""
-    deadline = Deadline(seconds)
+def post(
+    target: Target, url: str, body: bytes, headers: dict[str, str], *, deadline: Deadline, max_bytes: int
+) -> Answer:
+    """POST ``body`` to ``url`` at ``target.address``, all before ``deadline``; raises ``httpcore`` errors."""
+    seconds = deadline.clamp(None, httpcore.ConnectTimeout)
     context = httpx.create_ssl_context()  # certifi's roots, as every other request of the worker
     with httpcore.ConnectionPool(
         ssl_context=context, network_backend=PinnedBackend(target, deadline), max_connections=1, retries=0

@@ -34,7 +34,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from worker import netguard
 from worker.errors import WebhookError, WebhookRefusedError
 from worker.notify import breaker, outbox, sign
-from worker.notify.http import post
+from worker.notify.http import Deadline, post
 
 if TYPE_CHECKING:
     from worker.accounts.model import Account
@@ -82,10 +82,14 @@ def _attempt(rt: Runtime, event: Event, account: Account) -> None:
     assert account.webhook_url is not None
     s = rt.settings
     who = f"the webhook of account {event.account!r}"
+    late = f"{who} did not answer in full within the deadline ({s.webhook_timeout:g} s)"
+    deadline = Deadline(s.webhook_timeout)  # from the name look-up to the last byte read
     try:
-        target = netguard.resolve(account.webhook_url, s.webhook_allowed_networks)
+        target = netguard.resolve(account.webhook_url, s.webhook_allowed_networks, timeout=deadline.left())
     except netguard.TargetRefused as refused:
         raise WebhookRefusedError(f"{who} is refused: its URL {refused}", "refused") from None
+    except TimeoutError:
+        raise WebhookError(late, "deadline") from None
     except (OSError, UnicodeError) as error:
         raise WebhookError(f"{who} was not reached: its host did not resolve ({type(error).__name__})") from None
     now = time.time()
@@ -98,10 +102,9 @@ def _attempt(rt: Runtime, event: Event, account: Account) -> None:
         **sign.headers(account.webhook_secrets(now), event.id, timestamp, body),
     }
     try:
-        seconds, cap = s.webhook_timeout, s.webhook_max_response_bytes
-        answer = post(target, account.webhook_url, body, headers, seconds=seconds, max_bytes=cap)
+        cap = s.webhook_max_response_bytes
+        answer = post(target, account.webhook_url, body, headers, deadline=deadline, max_bytes=cap)
     except httpcore.TimeoutException:
-        late = f"{who} did not answer in full within the deadline ({s.webhook_timeout:g} s)"
         raise WebhookError(late, "deadline") from None
     except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as error:
         raise WebhookError(f"{who} was not reached: {type(error).__name__}") from None
