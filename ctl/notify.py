@@ -58,10 +58,10 @@ def breakers(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def reset(ctx: Context, account: str) -> None:
     """Close an account's breaker now (after its receiver was fixed); its waiting events go out next sweep."""
-    if breaker.reset(ctx.runtime, account):
-        say(f"the breaker of {account} is closed")
-    else:
-        say(f"{account} had no breaker record")
+    closed = breaker.reset(ctx.runtime, account)
+    woken = outbox.wake(ctx.runtime, account)
+    say(f"the breaker of {account} is closed" if closed else f"{account} had no breaker record")
+    say(f"{woken} waiting event(s) of {account} are due now")
 
 
 def iso_ms(ms: int) -> str:

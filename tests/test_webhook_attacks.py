@@ -272,8 +272,10 @@ def test_a_dead_receiver_opens_its_breaker_and_others_still_deliver(
         assert "calltrack_webhook_breakers_open 1.0" in shown
         assert 'calltrack_webhook_deliveries_total{result="delivered"} 10.0' in shown
         assert "calltrack_webhook_breaker_opened_total" in shown
-        assert ctl(settings, "notify", "reset", "acme")[0] == 0
+        code, out = ctl(settings, "notify", "reset", "acme")
+        assert code == 0 and "20 waiting event(s) of acme are due now" in out
         assert "acme" not in breaker.states(rt)
+        assert len(outbox.due(rt, resend_after=60)) == 20
         rt.close()
 
 

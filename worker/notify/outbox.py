@@ -178,6 +178,15 @@ def defer(rt: Runtime, event_id: str, until_ms: int) -> None:
     rt.redis.zadd(rt.keys.notify("pending"), {event_id: until_ms}, xx=True)
 
 
+def wake(rt: Runtime, account: str) -> int:
+    """Make every waiting event of ``account`` due now (its breaker was closed by hand); how many."""
+    ids = [i for i, raw in cast(dict[str, str], rt.redis.hgetall(rt.keys.notify("outbox"))).items()
+           if Event.from_json(raw).account == account]  # fmt: skip
+    if ids:
+        rt.redis.zadd(rt.keys.notify("pending"), dict.fromkeys(ids, 0), xx=True)
+    return len(ids)
+
+
 def load(rt: Runtime, event_id: str) -> Event | None:
     raw = rt.redis.hget(rt.keys.notify("outbox"), event_id)
     return None if raw is None else Event.from_json(cast(str, raw))
