@@ -132,12 +132,10 @@ key                                type    what it holds (owner)
                                            trimmed after ``dedup_window_days``)
 ``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
                                            ran out (ctl notify dead / retry, the console)
-``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> "ms member"
-                                           (the last batch read; a plain "ms" from before),
-                                           "held" -> stream id: how far the sweep has read
-``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> consecutive failed
-                                           deliveries, ms the pause ends, ms the half-open probe
-                                           ends (lua/notify_breaker.lua; worker/notify/breaker.py)
+``<ns>:{n}:cursor``                hash    "done|quarantine:<shard>" -> JSON [ms, batch] (plain ms
+                                           before), "held" -> stream id: how far the sweep read
+``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> failures in a row,
+                                           ms the pause / the probe ends (lua/notify_breaker.lua)
 ``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
                                            in the current window (ingest/console/app.py)
 =================================  ======  ===================================================
