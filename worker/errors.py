@@ -16,6 +16,7 @@
     │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
     │   └── OAuthError                Yandex ID refused a code, a refresh or a user-info request
     ├── WebhookError                  a webhook delivery failed (retried with back-off, then dead)
+    │   └── WebhookRefusedError       its target is not allowed (SSRF guard): dead at once, no retry
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
@@ -109,7 +110,16 @@ class AdoptionError(CalltrackError):
 
 class WebhookError(CalltrackError):
     """A webhook delivery failed (network error or a non-2xx answer): retried with back-off, then dead.
-    Its text names the account and the answer, never the URL (it may hold a token) or the secret."""
+    Its text names the account and the answer, never the URL (it may hold a token) or the secret;
+    ``result`` is a metric word (``failed``, ``deadline``, ``refused``)."""
+
+    def __init__(self, message: str, result: str = "failed") -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class WebhookRefusedError(WebhookError):
+    """Permanent: the webhook's target resolves to an address webhooks may not reach (worker/netguard.py)."""
 
 
 class MetricaError(CalltrackError):

@@ -134,8 +134,10 @@ key                                type    what it holds (owner)
                                            trimmed after ``dedup_window_days``)
 ``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
                                            ran out (ctl notify dead / retry, the console)
-``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
-                                           stream id: how far the sweep has read
+``<ns>:{n}:cursor``                hash    "done|quarantine:<shard>" -> JSON [ms, batch] (plain ms
+                                           before), "held" -> stream id: how far the sweep read
+``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> failures in a row,
+                                           ms the pause / the probe ends (lua/notify_breaker.lua)
 ``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
                                            in the current window (ingest/console/app.py)
 =================================  ======  ===================================================
@@ -373,7 +375,7 @@ class Keys:
 
     # --- Webhooks (issue 19) -------------------------------------------------------------------
     def notify(self, name: str) -> str:
-        """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
+        """``outbox``, ``pending``, ``sent``, ``dead``, ``cursor`` or ``breaker`` (tag ``{n}``: one slot)."""
         return f"{self.namespace}:{{n}}:{name}"
 
     def console_failures(self, address: str) -> str:

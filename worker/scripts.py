@@ -63,6 +63,7 @@ class Scripts:
         self.hold = register("hold")
         self.xadd_many = register("xadd_many")
         self.notify_add = register("notify_add")
+        self.notify_breaker = register("notify_breaker")
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]

@@ -26,6 +26,7 @@ from worker.accounts.crypto import KeyRing
 from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Token, TokenIn
 from worker.accounts.reading import Documents, Unreadable, read_documents
 from worker.accounts.snapshot import Snapshot, login_key, safe_login
+from worker.accounts.webhook import webhook_fields
 from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError, TokenUnreadableError
 from worker.keys import Keys, fingerprint
 
@@ -217,11 +218,7 @@ class Registry:
             if secret is None:
                 raise AccountInputError(f"telephony.{i}.secret", "is required for a new telephony account")
             telephony.append(Telephony(tel.provider, tel.account, secret, tel.timezone))
-        webhook_secret = None
-        if spec.webhook_url is not None:
-            webhook_secret = spec.webhook_secret or (old.webhook_secret if old else None)
-            if webhook_secret is None:
-                raise AccountInputError("webhook_secret", "is required with a webhook_url (it signs every body)")
+        webhook = webhook_fields(spec, old, self.settings) if spec.webhook_url is not None else {}
         return Account(
             id=spec.id,
             name=spec.name,
@@ -230,7 +227,7 @@ class Registry:
             telephony=tuple(telephony),
             updated_at=old.updated_at if old else 0.0,
             webhook_url=spec.webhook_url,
-            webhook_secret=webhook_secret,
+            **webhook,
         )
 
     def token_from_input(self, given: TokenIn, before: Token | None, where: str) -> Token:

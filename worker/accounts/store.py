@@ -48,6 +48,9 @@ def encode(ring: KeyRing, account: Account) -> str:
     }
     if account.webhook_url:
         doc["webhook"] = {"url": account.webhook_url, "secret": _enc(ring, account.webhook_secret)}
+        if account.webhook_previous is not None:  # a rotation: the previous secret signs too until then
+            doc["webhook"]["previous"] = _enc(ring, account.webhook_previous)
+            doc["webhook"]["previous_until"] = account.webhook_previous_until
     return orjson.dumps(doc).decode()
 
 
@@ -74,6 +77,8 @@ def decode(ring: KeyRing, raw: str) -> Account:
         updated_at=float(doc.get("updated_at") or 0),
         webhook_url=(doc.get("webhook") or {}).get("url"),
         webhook_secret=_dec(ring, (doc.get("webhook") or {}).get("secret")),
+        webhook_previous=_dec(ring, (doc.get("webhook") or {}).get("previous")),
+        webhook_previous_until=float((doc.get("webhook") or {}).get("previous_until") or 0),
     )
 
 
@@ -111,6 +116,7 @@ def rotate(ring: KeyRing, raw: str) -> str:
     for item in doc.get("telephony", []):
         if item.get("secret"):
             item["secret"] = ring.rotate(item["secret"])
-    if (doc.get("webhook") or {}).get("secret"):
-        doc["webhook"]["secret"] = ring.rotate(doc["webhook"]["secret"])
+    for name in ("secret", "previous"):
+        if (doc.get("webhook") or {}).get(name):
+            doc["webhook"][name] = ring.rotate(doc["webhook"][name])
     return orjson.dumps(doc).decode()

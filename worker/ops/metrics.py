@@ -77,6 +77,12 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("upload_tasks", "Upload task runs by how they ended.", ("outcome",)),
         Family(
+            "webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, failed, deadline, refused, paused).",
+            ("result",),
+        ),
+        Family("webhook_breaker_opened", "Times an account's webhook circuit breaker opened (worker/notify)."),
+        Family(
             "metrica_requests",
             "Requests to the Metrica API by endpoint, result and Metrica's error type.",
             ("endpoint", "result", "error_type"),

@@ -56,7 +56,26 @@ class Collector(PromCollector):
         yield from self._quota()
         yield from self._liveness()
         yield from self._counter_setup()
+        yield from self._webhooks()
         yield from store_gauges(self._redis, self._keys)
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """Webhook events waiting and dead; accounts whose circuit breaker is open (worker/notify/breaker.py)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hlen(self._keys.notify("outbox"))
+        pipe.hlen(self._keys.notify("dead"))
+        pipe.hgetall(self._keys.notify("breaker"))
+        waiting, dead, breakers = pipe.execute()
+        events = GaugeMetricFamily(f"{PREFIX}_webhook_events", "Webhook events by where they are.", labels=["state"])
+        events.add_metric(["waiting"], int(waiting))
+        events.add_metric(["dead"], int(dead))
+        now_ms = int(time.time() * 1000)
+        opened = sum(1 for name, until in breakers.items() if str(name).endswith(":open") and int(until) > now_ms)
+        open_gauge = GaugeMetricFamily(
+            f"{PREFIX}_webhook_breakers_open", "Accounts whose webhook circuit breaker is open (deliveries paused)."
+        )
+        open_gauge.add_metric([], opened)
+        yield from (events, open_gauge)
 
     def _counter_setup(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(
