@@ -131,6 +131,8 @@ key                                type    what it holds (owner)
                                            stream id: how far the sweep has read
 ``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
                                            in the current window (ingest/console/app.py)
+``<ns>:console:session:<hash>``    string  a console login: the user, for console_session_seconds;
+                                           the digest of the cookie's session id (logout deletes it)
 =================================  ======  ===================================================
 """
 
@@ -364,6 +366,11 @@ class Keys:
         """Failed console logins of one client address; the key holds a digest, never the address."""
         digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
         return f"{self.namespace}:console:fails:{digest}"
+
+    def console_session(self, sid: str) -> str:
+        """A console login; the key holds a digest of the session id, never the id (the cookie's secret)."""
+        digest = hashlib.sha256(sid.encode()).hexdigest()
+        return f"{self.namespace}:console:session:{digest}"
 
     @property
     def celery_prefix(self) -> str:
