@@ -3,6 +3,7 @@ a cookie copied before logout, the admin token tried as the password, a login bo
 
 from __future__ import annotations
 
+import ast
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from config.settings import Settings
-from tests.edge_helpers import env_of, ingest_process, reset_peak, status_kb, stream_raw
+from tests.edge_helpers import ROOT, env_of, ingest_process, reset_peak, status_kb, stream_raw
 from worker.runtime import Runtime
 
 PASSWORD = "console-password-0123456789"
@@ -98,3 +99,23 @@ def test_the_login_body_is_read_within_a_bound(make_settings: Callable[..., Sett
             assert sock.recv(4096).startswith(b"HTTP/1.1 413")
         # A form of ordinary size is still answered (here: no CSRF cookie, so the form "expired").
         assert httpx.post(f"{svc.base_url}/console/login", data={"user": "admin"}).status_code == 403
+
+
+def test_every_route_reads_its_body_through_the_bounded_readers() -> None:
+    """No handler of the service reads a body but through ingest/edge.py (read_body, ndjson_lines):
+    Starlette's request.body(), .json(), .form() and .stream() read without a limit."""
+    unbounded = {"body", "json", "form", "stream"}
+    found = []
+    for path in sorted((ROOT / "ingest").rglob("*.py")):
+        if path.name == "edge.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in unbounded
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "request"
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} request.{node.func.attr}()")
+    assert found == [], found
