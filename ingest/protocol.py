@@ -5,7 +5,8 @@ uvicorn bounds connections and requests of the whole process (``limit_concurrenc
 not per client: 1,005 unfinished heads from one address filled that limit and every other client was
 answered 503 until the header deadline closed them. Here each peer address may hold at most
 ``ingest_max_connections_per_client`` open connections and ``ingest_max_unfinished_heads_per_client``
-requests whose head has not arrived yet; a connection past either cap is answered 503 with
+requests whose head has not arrived yet (an IPv6 peer counts as its /64: one host holds a whole
+/64); a connection past either cap is answered 503 with
 ``Connection: close`` and closed at once, before anything of it is parsed, so one address's flood
 costs only that address. The caps are per process (each uvicorn worker counts its own connections).
 
@@ -51,15 +52,18 @@ class EdgeLimits:
     proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     proxy_cap: int
 
-    def caps(self, peer: str) -> tuple[int, int]:
-        """(connections, unfinished heads) this peer may hold; 0 is no cap."""
+    def client(self, peer: str) -> tuple[str, int, int]:
+        """Who the peer counts as (its IPv4 address, or its IPv6 /64: one host holds a whole /64), and
+        the (connections, unfinished heads) it may hold; 0 is no cap."""
         try:
             address = ipaddress.ip_address(peer)
         except ValueError:
-            return self.max_connections, self.max_heads
+            return peer, self.max_connections, self.max_heads
         if any(address.version == net.version and address in net for net in self.proxies):
-            return self.proxy_cap, self.proxy_cap
-        return self.max_connections, self.max_heads
+            return peer, self.proxy_cap, self.proxy_cap
+        if address.version == 6 and address.ipv4_mapped is None:
+            peer = str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return peer, self.max_connections, self.max_heads
 
 
 @cache
@@ -105,13 +109,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _head_tail = b""
     _peer = ""
+    _max_heads = 0
     _counted = False
     _in_head = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._peer = self.client[0] if self.client else ""
-        max_connections, _ = edge_limits().caps(self._peer)
+        self._peer, max_connections, self._max_heads = edge_limits().client(self.client[0] if self.client else "")
         if max_connections and _open[self._peer] >= max_connections:
             self._refuse("connections")
             return
@@ -154,8 +158,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> bool:
         """Start a request head's clock; False (and the connection refused) past the peer's head cap."""
-        _, max_heads = edge_limits().caps(self._peer)
-        if max_heads and _heads[self._peer] >= max_heads:
+        if self._max_heads and _heads[self._peer] >= self._max_heads:
             self._refuse("unfinished heads")
             return False
         self._head_bytes = 0
