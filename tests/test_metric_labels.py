@@ -64,6 +64,8 @@ def test_label_sets_cover_the_codes_own_words() -> None:
     assert labels.reason("Yclid:control_character") == "Yclid:control_character"
     assert labels.reason("made-up:extra_forbidden") == "other:extra_forbidden"
     assert labels.reason("to:made_up_rule") == "to:other"
+    assert labels.reason("counter_id:not_owned") == "counter_id:not_owned"  # a client key's refusal
+    assert labels.reason("counter_id:not_served") == "counter_id:not_served"
     assert labels.reason("anything at all") == "other"
     assert labels.bounded("provider", "evil") == "other"
     assert labels.bounded("counter_id", "101") == "101"

@@ -63,7 +63,7 @@ CODE_RULES = frozenset(
         "control_character", "identifier_required", "conversion_identifier_required", "chat_partner_required",
         "phone_number", "in_past", "not_in_future", "join_window", "digits", "one_line", "columns", "unique",
         "known_call", "type", "required", "order", "status", "direction", "form", "json", "ndjson", "object",
-        "served_counter", "counter",
+        "not_served", "not_owned", "positive_integer",
     }
 )  # fmt: skip
 
