@@ -134,10 +134,8 @@ key                                type    what it holds (owner)
                                            ran out (ctl notify dead / retry, the console)
 ``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
                                            stream id: how far the sweep has read
-``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
-                                           in the current window (ingest/console/app.py)
-``<ns>:console:session:<hash>``    string  a console login: the user, for console_session_seconds;
-                                           the digest of the cookie's session id (logout deletes it)
+``<ns>:console:fails:<hash>``      string  failed console logins of one client address, this window
+``<ns>:console:session:<hash>``    string  a console login until logout or its TTL (ingest/console/app.py)
 =================================  ======  ===================================================
 """
 
@@ -376,15 +374,10 @@ class Keys:
         """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
         return f"{self.namespace}:{{n}}:{name}"
 
-    def console_failures(self, address: str) -> str:
-        """Failed console logins of one client address; the key holds a digest, never the address."""
-        digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
-        return f"{self.namespace}:console:fails:{digest}"
-
-    def console_session(self, sid: str) -> str:
-        """A console login; the key holds a digest of the session id, never the id (the cookie's secret)."""
-        digest = hashlib.sha256(sid.encode()).hexdigest()
-        return f"{self.namespace}:console:session:{digest}"
+    def console(self, what: str, text: str) -> str:
+        """``fails`` (by client address) or ``session`` (by session id, the cookie's secret): the key holds
+        a digest, never the address or the id."""
+        return f"{self.namespace}:console:{what}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
     @property
     def celery_prefix(self) -> str:

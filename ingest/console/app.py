@@ -5,7 +5,7 @@ the console answers 404 (no other credential opens it: issue 22). The session is
 (Starlette's SessionMiddleware; its key is derived from the password, so changing the password ends
 every session), ``SameSite=Strict``, ``HttpOnly``, ``Secure`` with ``CALLTRACK_CONSOLE_SECURE_COOKIE``,
 scoped to ``/console``, that names a server-side session: a random id whose digest is a Redis key
-living ``console_session_seconds`` (``Keys.console_session``). Logout deletes that key, so the cookie
+living ``console_session_seconds`` (``Keys.console``). Logout deletes that key, so the cookie
 stops working at once even if it was copied. Every form carries the session's CSRF token and every
 POST checks it. Ten failed logins from one address lock the form for five minutes. A form's body is
 read within :data:`MAX_FORM_BYTES` (413 beyond, while it is read).
@@ -107,7 +107,7 @@ class Console:
     # --- server-side sessions (issue 22) ---------------------------------------------------------
     def _session_key(self, request: Request) -> str | None:
         sid = request.session.get("sid")
-        return self.core.runtime.keys.console_session(str(sid)) if sid else None
+        return self.core.runtime.keys.console("session", str(sid)) if sid else None
 
     async def logged_in(self, request: Request) -> bool:
         """The cookie names a session Redis still holds (logout and expiry delete it)."""
@@ -119,7 +119,7 @@ class Console:
     async def start_session(self, request: Request) -> None:
         request.session.clear()
         sid = secrets.token_urlsafe(32)
-        await self.run(self.core.runtime.redis.set, self.core.runtime.keys.console_session(sid), self.user,
+        await self.run(self.core.runtime.redis.set, self.core.runtime.keys.console("session", sid), self.user,
                        ex=self.session_seconds)  # fmt: skip
         request.session["sid"] = sid
         request.session["user"] = self.user
@@ -176,7 +176,7 @@ class Console:
             return self.render(request, "login.html", 403, error="The form expired: please try again.")
         assert self.password is not None  # the app is not mounted without one
         rt = self.core.runtime
-        failures_key = rt.keys.console_failures(self.core.client(request))
+        failures_key = rt.keys.console("fails", self.core.client(request))
         failures = int(await self.run(rt.redis.get, failures_key) or 0)
         if failures >= LOGIN_FAILURES:
             log.warning("console_login_throttled")
