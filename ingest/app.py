@@ -78,7 +78,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *AdminRoutes(core).routes(),
         *StatusRoutes(core).routes(),
     ]
-    console = Console(core).app()  # None (404) without a console password or admin token
+    console = Console(core).app()  # None (404) without a console password (no other credential opens it)
     if console is not None:
         routes.append(Mount("/console", app=console))
 

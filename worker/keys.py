@@ -138,8 +138,8 @@ key                                type    what it holds (owner)
                                            before), "held" -> stream id: how far the sweep read
 ``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> failures in a row,
                                            ms the pause / the probe ends (lua/notify_breaker.lua)
-``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
-                                           in the current window (ingest/console/app.py)
+``<ns>:console:fails:<hash>``      string  failed console logins of one client address, this window
+``<ns>:console:session:<hash>``    string  a console login until logout or its TTL (ingest/console/app.py)
 =================================  ======  ===================================================
 """
 
@@ -378,10 +378,10 @@ class Keys:
         """``outbox``, ``pending``, ``sent``, ``dead``, ``cursor`` or ``breaker`` (tag ``{n}``: one slot)."""
         return f"{self.namespace}:{{n}}:{name}"
 
-    def console_failures(self, address: str) -> str:
-        """Failed console logins of one client address; the key holds a digest, never the address."""
-        digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
-        return f"{self.namespace}:console:fails:{digest}"
+    def console(self, what: str, text: str) -> str:
+        """``fails`` (by client address) or ``session`` (by session id, the cookie's secret): the key holds
+        a digest, never the address or the id."""
+        return f"{self.namespace}:console:{what}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
     @property
     def celery_prefix(self) -> str:

@@ -38,12 +38,12 @@ class OpsSettings(BaseModel):
     )
     console_password: SecretStr | None = Field(
         default=None,
-        description="Password of the operator console (/console/, user CALLTRACK_CONSOLE_USER). Without it the "
-        "admin API's token is the password; with neither the console answers 404.",
+        description="Password of the operator console (/console/, user CALLTRACK_CONSOLE_USER); without it the "
+        "console answers 404 (no other credential opens it).",
     )
     console_user: str = Field(default="admin", pattern=r"^[^:\s]{1,64}$", description="The console's user name.")
     console_session_seconds: Annotated[int, Field(ge=60, le=7 * 86_400)] = Field(
-        default=8 * 3600, description="How long a console login lasts (signed session cookie)."
+        default=8 * 3600, description="How long a console login lasts (a server-side session in Redis; logout ends it)."
     )
     console_secure_cookie: bool = Field(
         default=False, description="Send the console's session cookie only over HTTPS (set it behind TLS)."
