@@ -77,6 +77,8 @@ key                                type    what it holds (owner)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
                                            held entry's id (held; the status API reads it)
+``<ns>:{held}:owners``             hash    client account id -> its calls in the held stream
+                                           (hold.lua, held_release.lua; capped per account)
 ``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
                                            bucket b: 8 characters of a keyed hash of (counter,
                                            caller number) -> 8 of the digest of the caller's first
@@ -310,6 +312,10 @@ class Keys:
 
     def held_seen(self, digest: str) -> str:
         return f"{self.namespace}:{{held}}:seen:{digest}"
+
+    @property
+    def held_owners(self) -> str:
+        return f"{self.namespace}:{{held}}:owners"
 
     def caller(self, counter_id: int, caller_hash: str) -> str:
         return f"{self.prefix(self.shard_of(counter_id))}:caller:{counter_id}:{caller_hash}"

@@ -43,6 +43,7 @@ class Snapshot:
     by_counter: dict[int, tuple[Account, CounterIn]] = field(default_factory=dict)
     by_fingerprint: dict[str, tuple[Account, Token]] = field(default_factory=dict)
     by_provider: dict[tuple[str, str], Telephony] = field(default_factory=dict)
+    provider_owner: dict[tuple[str, str], str] = field(default_factory=dict)  # -> account id (issue 22)
     removed: frozenset[int] = frozenset()
 
     @classmethod
@@ -56,6 +57,7 @@ class Snapshot:
                 snap.by_fingerprint[token.fingerprint] = (account, token)
             for tel in account.telephony:
                 snap.by_provider[(tel.provider, tel.account)] = tel
+                snap.provider_owner[(tel.provider, tel.account)] = account.id
         return snap
 
 
@@ -172,6 +174,10 @@ class Registry:
 
     def telephony(self, provider: str, account: str) -> Telephony | None:
         return self.snapshot().by_provider.get((provider, account))
+
+    def telephony_owner(self, provider: str, account: str) -> str | None:
+        """The id of the account that registered this telephony account (None: no account did)."""
+        return self.snapshot().provider_owner.get((provider, account))
 
     def tokens(self) -> list[SecretStr]:
         """Every registry token plus the environment's (for quota views and holds)."""
