@@ -31,9 +31,11 @@ from tests.helpers import wait_for
 from tests.ingest_helpers import held_calls, snapshot, stored_rows
 from tests.test_ingest_http import mango_summary, twilio_form, zadarma_form, zadarma_sign
 from worker.accounts.model import Account, CounterIn, Telephony
+from worker.errors import ForeignCallError
 from worker.intake.held import UNKNOWN_NUMBER
 from worker.intake.routing import Route, RouteOwnerError
 from worker.intake.service import build_intake
+from worker.intake.tenancy import FOREIGN_COUNTER, CounterOwners
 from worker.model.inbound import InboundCall
 from worker.notify.outbox import sweep
 from worker.runtime import Runtime
@@ -188,6 +190,30 @@ def test_a_clients_signatures_cannot_write_into_another_clients_counter(
         assert sorted(e["data"]["provider"] for e in held_events(rt)) == ["mango", "zadarma"]
 
 
+def test_a_webhook_rule_request_with_a_clients_account_sid_is_that_clients(
+    make_settings: Callable[..., Settings],
+) -> None:
+    rule_key = "webhook-rule-shared-key-0123456789"
+    keys = orjson.dumps({"calltrack-rule": rule_key}).decode()
+    with tenants(make_settings, CALLTRACK_TWILIO_WEBHOOK_KEYS=keys) as (base, rt):
+
+        def rule_signed(sid: str, to: str, call_sid: str) -> int:
+            form = twilio_form(call_sid, AccountSid=sid, To=to, **{"SipHeader_X-Client-Id": "1556018960123456789"})
+            url = f"{base}/twilio/voice"
+            headers = {
+                **FORM,
+                "X-Twilio-Signature": twilio_signature(rule_key, url, form.items(), "HMAC_SHA256"),
+                "X-Twilio-Webhooks-Signature-Settings": "key=calltrack-rule,algorithm=HMAC_SHA256",
+            }
+            return httpx.post(url, content=urlencode(form), headers=headers, timeout=30).status_code
+
+        assert rule_signed(A.twilio_sid, B_NUMBER, "CA" + "e" * 32) == 403
+        assert stored_rows(rt) == []
+        assert rule_signed(A.twilio_sid, A_NUMBER, "CA" + "f" * 32) == 200
+        assert rule_signed("AC" + "9" * 32, B_NUMBER, "CA" + "9" * 32) == 200  # no client's AccountSid: operator
+        assert sorted(int(r["_bucket"].split(":")[0]) for r in stored_rows(rt)) == [A_COUNTER, B_COUNTER]
+
+
 def test_unknown_numbers_are_held_for_their_client_and_replayed_only_to_its_counters(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -198,6 +224,8 @@ def test_unknown_numbers_are_held_for_their_client_and_replayed_only_to_its_coun
         assert entry.call.owner == A.id
         # The operator routes the number to B's counter by mistake: A's call is not replayed into it.
         assert ctl(rt, "routing", "add", UNKNOWN_A, str(B_COUNTER))[0] == 0
+        sweep(rt)  # B has a webhook, and the number now routes to B: A's held call is still not B's event
+        assert held_events(rt) == []
         code, out = ctl(rt, "held", "replay", "--all", "--json")
         assert code == 0, out
         (result,) = orjson.loads(out)["results"]
@@ -243,6 +271,17 @@ def test_routing_refuses_moving_a_number_across_clients(make_settings: Callable[
         assert code != 0 and "numbers.csv" in out and B_NUMBER in out, out
         assert ctl(rt, "routing", "import", str(csv), "--across-accounts")[0] == 0
         assert routing.lookup([B_NUMBER])[B_NUMBER] == Route(B_NUMBER, A_COUNTER)
+        # A call naming its counter outright is checked the same way.
+        owners = CounterOwners(rt.redis, rt.keys, cache_seconds=0)
+        owners.check(A.id, A_COUNTER)
+        owners.check(None, B_COUNTER)  # an operator credential reaches every counter
+        for counter in (B_COUNTER, DEPLOYMENT_COUNTER):
+            try:
+                owners.check(A.id, counter)
+            except ForeignCallError as error:
+                assert error.reason == FOREIGN_COUNTER and "counter_id" in str(error)
+            else:
+                raise AssertionError(f"acme's credential reached counter {counter}")
     finally:
         rt.close()
 
