@@ -299,7 +299,7 @@ def test_held_calls_are_capped_per_client(make_settings: Callable[..., Settings]
             assert twilio(base, None, UNKNOWN_A, f"CA{n + 100:032d}").status_code == 200
         held = build_intake(rt).held
         assert held.per_account() == {A.id: 2, B.id: 2} and held.count() == 7
-        rejected_metric(base, "twilio", "held_full")
+        rejected_metric(base, "twilio", "held_full_account")  # not the shared stream's held_full
         # Replaying A's calls frees A's share.
         assert ctl(rt, "routing", "add", UNKNOWN_A, str(A_COUNTER))[0] == 0
         code, out = ctl(rt, "held", "replay", "--all", "--json")

@@ -24,7 +24,7 @@ from ingest.edge import in_networks, parse_address, read_body
 from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
 from ingest.signatures import mango_valid, twilio_settings, twilio_valid, zadarma_valid
-from worker.errors import ForeignCallError
+from worker.errors import ForeignCallError, HeldAccountFullError
 from worker.intake.service import Outcome
 from worker.intake.tenancy import tenant
 from worker.model.inbound import InboundCall
@@ -64,13 +64,18 @@ class ProviderRoutes:
 
     async def _submit(self, request: Request, call: InboundCall, owner: str | None) -> Outcome | Response:
         """The intake's outcome for one call brought by ``owner``'s credential, or the 403 when the call's
-        number is another client's (counted per reason; nothing stored, held or notified)."""
+        number is another client's (counted per reason; nothing stored, held or notified), or the 503
+        when this client's held calls are full (``held_full_account``: the shared stream is not)."""
         try:
             return (await self.core.submit([replace(call, owner=owner)]))[0]
         except ForeignCallError as error:
             log.warning("foreign_call_refused", path=request.url.path, reason=error.reason, account=owner)
             await self.core.count_refused(request, error.reason)
             return error_response(403, str(error))
+        except HeldAccountFullError as error:
+            log.error("held_full_account", path=request.url.path, account=owner)
+            await self.core.count_refused(request, "held_full_account")
+            return error_response(503, str(error))
 
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:
