@@ -101,6 +101,9 @@ key                                type    what it holds (owner)
 ``<ns>:{acct}:version``            string  bumped by every change; processes reload on a new one
 ``<ns>:{acct}:oauth:<hash>``       string  a pending onboarding: blake2b of its OAuth state ->
                                            JSON {account}, expires (oauth_state_seconds)
+``<ns>:{acct}:apikeys``            hash    a client API key's public id (the ``ctk_<id>`` part) ->
+                                           JSON {account, name, scopes, sha256 of the key, created,
+                                           rotated}; never the key (worker/accounts/apikeys.py)
 =================================  ======  ===================================================
 
 Operations (issue 6: ``worker/ops/metrics.py``, ``worker/ops/health.py``, ``worker/delivery/replay.py``):
@@ -342,6 +345,11 @@ class Keys:
     @property
     def accounts_version(self) -> str:
         return self._account_key("version")
+
+    @property
+    def api_keys(self) -> str:
+        """Client API keys by public id (their hashes only: worker/accounts/apikeys.py)."""
+        return self._account_key("apikeys")
 
     def oauth_state(self, state: str) -> str:
         """A pending onboarding, named by a digest of its state (the state itself is a bearer secret)."""

@@ -22,6 +22,7 @@ import orjson
 
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import locate
+from worker.intake.routing import Route
 from worker.model.kinds import Bucket, IdType, UploadKind
 
 if TYPE_CHECKING:
@@ -125,13 +126,15 @@ def _from_mark(rt: Runtime, kind: UploadKind, counter_id: int, shard: int, seq: 
     return found
 
 
-def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int] | None:
-    """(shard, accepted ms) of a stream entry whose field holds the digest, among the newest entries."""
+def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int, int | None] | None:
+    """(shard, accepted ms, counter) of a stream entry whose field holds the digest, among the newest
+    entries; the counter is read from the entry's bucket (``<counter>:<kind>:<id type>``)."""
     for shard in range(rt.keys.shards):
         entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrevrange(rt.keys.stream(shard), count=STREAM_SCAN))
         for entry_id, fields in entries:
             if fields.get(field_name) == digest:
-                return shard, int(entry_id.split("-", 1)[0])
+                counter = fields.get("b", "").split(":", 1)[0]
+                return shard, int(entry_id.split("-", 1)[0]), int(counter) if counter.isdigit() else None
     return None
 
 
@@ -139,7 +142,8 @@ def _in_stream(rt: Runtime, kind: UploadKind, field_name: str, digest: str) -> W
     hit = _search_stream(rt, field_name, digest)
     if hit is None:
         return None
-    return Whereabouts(kind.value, "stream", times={"accepted_at": hit[1]}, note="accepted, not drained yet")
+    times = {"accepted_at": hit[1]}
+    return Whereabouts(kind.value, "stream", hit[2], times=times, note="accepted, not drained yet")
 
 
 def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
@@ -160,8 +164,20 @@ def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
         if call.get("call_id") == call_id and call.get("provider") == provider:
             held_at = int(fields.get("at") or entry_id.split("-", 1)[0])
             info = {"entry_id": entry_id, "reason": fields.get("reason", "")}
-            return Whereabouts("calls", "held", held=info, times={"held_at": held_at})
+            counter = _routed_counter(rt, call.get("tracking_number"))
+            return Whereabouts("calls", "held", counter, held=info, times={"held_at": held_at})
     return Whereabouts("calls", "released", note="was held; its held entry is gone (replayed or removed)")
+
+
+def _routed_counter(rt: Runtime, number: object) -> int | None:
+    """The counter a held call's tracking number routes to now (None: routed nowhere); a client API key
+    sees its own held calls by it (ingest/tenancy.py)."""
+    if not isinstance(number, str) or not number:
+        return None
+    route = cast(str | None, rt.redis.hget(rt.keys.routing, number))
+    if route is None:
+        return None
+    return Route.from_json(number, route).counter_id
 
 
 def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
