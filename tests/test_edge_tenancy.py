@@ -33,9 +33,9 @@ from tests.test_ingest_http import mango_summary, twilio_form, zadarma_form, zad
 from worker.accounts.model import Account, CounterIn, Telephony
 from worker.errors import ForeignCallError
 from worker.intake.held import UNKNOWN_NUMBER
+from worker.intake.ownership import FOREIGN_COUNTER, CounterOwners
 from worker.intake.routing import Route, RouteOwnerError
 from worker.intake.service import build_intake
-from worker.intake.tenancy import FOREIGN_COUNTER, CounterOwners
 from worker.model.inbound import InboundCall
 from worker.notify.outbox import sweep
 from worker.runtime import Runtime

@@ -1,7 +1,7 @@
 """Provider webhooks: Twilio status callbacks, Zadarma notifications, Mango Office events.
 
 Each call carries the owner of the credential its signature was checked with (issue 22,
-worker/intake/tenancy.py): a registry account's telephony secret makes the call that client's, so the
+worker/intake/ownership.py): a registry account's telephony secret makes the call that client's, so the
 intake refuses it (403, ``calls_rejected{reason="foreign_number"}``, nothing stored or held) when its
 number routes to another client's counter. The environment's secrets and Twilio Webhook Rule keys
 are the operator's (owner None), except that a Webhook Rule request whose signed AccountSid a client
@@ -25,8 +25,8 @@ from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
 from ingest.signatures import mango_valid, twilio_settings, twilio_valid, zadarma_valid
 from worker.errors import ForeignCallError, HeldAccountFullError
+from worker.intake.ownership import tenant
 from worker.intake.service import Outcome
-from worker.intake.tenancy import tenant
 from worker.model.inbound import InboundCall
 
 log = structlog.get_logger(__name__)

@@ -8,7 +8,7 @@ window. The stream holds at most ``held_max_calls``: beyond, new calls are refus
 answered 503 and counted as ``calls_rejected{reason="held_full"}``), never stored without a bound.
 Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
 
-A call brought by a client's credential (``InboundCall.owner``, worker/intake/tenancy.py) keeps that
+A call brought by a client's credential (``InboundCall.owner``, worker/intake/ownership.py) keeps that
 account in the entry's ``owner`` field (a replay routes it only to that client's counters) and counts
 in ``{held}:owners``: one client holds at most ``held_max_calls_per_account`` (``HeldAccountFullError``,
 503 for that client only). Entries of before issue 22 have no ``owner``: read as an operator's call,

@@ -4,7 +4,7 @@ Kept in one Redis hash (``Keys.routing``), number -> JSON. Lookups go through a 
 cache (``routing_cache_seconds``) and fetch every missing number of a request or batch with one
 ``HMGET``, so routing costs at most one round trip per batch.
 
-An entry belongs to the client account that holds its counter (worker/intake/tenancy.py): a number
+An entry belongs to the client account that holds its counter (worker/intake/ownership.py): a number
 routed to one tenant's counter is not re-routed to another tenant's (``RouteOwnerError``, nothing
 written) unless the operator passes ``across_accounts=True`` (``ctl routing add --across-accounts``).
 """
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis import Redis
 
 from worker.intake.cached_hash import CachedHash
-from worker.intake.tenancy import CounterOwners
+from worker.intake.ownership import CounterOwners
 from worker.keys import Keys
 from worker.model.calls import FieldError, field_errors
 from worker.model.fields import CONTROL_MESSAGE, has_control

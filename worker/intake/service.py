@@ -23,9 +23,9 @@ from worker.delivery.producer import Producer
 from worker.errors import ForeignCallError, ProducerError
 from worker.intake.callers import CallerCall, CallerHistory
 from worker.intake.held import NO_IDENTIFIER, NO_LEASE, TOO_OLD, UNKNOWN_NUMBER, HeldCall, HeldCalls
+from worker.intake.ownership import FOREIGN_NUMBER, CounterOwners, foreign_message, reaches
 from worker.intake.pools import NumberPools
 from worker.intake.routing import Route, RoutingTable
-from worker.intake.tenancy import FOREIGN_NUMBER, CounterOwners, foreign_message, reaches
 from worker.model.calls import CallEvent, FieldError, TimePolicy, check_time, field_errors
 from worker.model.inbound import ID_COLUMNS, InboundCall
 
@@ -105,7 +105,7 @@ class Intake:
         """One outcome per call, in order. Raises ``ProducerError`` if Redis refused; then resend all.
 
         Raises ``ForeignCallError`` before anything is stored or held when a call's credential may not
-        reach the counter its tracking number routes to (``InboundCall.owner``, worker/intake/tenancy.py).
+        reach the counter its tracking number routes to (``InboundCall.owner``, worker/intake/ownership.py).
         """
         outcomes, to_hold = self._process(calls, now=now, refuse_foreign=True)
         if to_hold:

@@ -49,7 +49,7 @@ class InboundCall:
     ids: dict[str, str] = field(default_factory=dict)  # ClientId / UserId / Yclid
     columns: dict[str, Any] = field(default_factory=dict)  # other CallEvent columns (generic: URL, Price, ...)
     note: str = ""  # why an identifier the provider sent was not usable
-    # The client account whose credential brought the call (worker/intake/tenancy.py); None for an
+    # The client account whose credential brought the call (worker/intake/ownership.py); None for an
     # operator credential (the deployment's own, reaching every counter). Not part of ``to_json``:
     # the held stream keeps it in a field of its own, so entries stay readable by the release before.
     owner: str | None = None

@@ -1,4 +1,4 @@
-"""Whose is a counter, and may a credential reach it (issue 22): one client's telephony account never
+"""Whose is a counter, and may a telephony credential reach it (issue 22): one client's telephony account never
 writes into another client's counters.
 
 A call carries the *owner* of the credential that brought it (``InboundCall.owner``): the registry
