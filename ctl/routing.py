@@ -74,13 +74,24 @@ def remove(ctx: Context, numbers: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def list_(ctx: Context, as_json: bool) -> None:
-    """Every entry, by number."""
+    """Every entry, by number, with the client account that holds its counter (-: the deployment's)."""
     routes = ctx.intake.routing.all()
+    owners = ctx.intake.owners.lookup(r.counter_id for r in routes) if ctx.intake.owners else {}
     emit(
-        [asdict(r) for r in routes],
+        [{**asdict(r), "account": owners.get(r.counter_id)} for r in routes],
         as_json=as_json,
-        headers=("number", "counter", "kind", "label", "outgoing"),
-        rows=[(r.number, r.counter_id, r.kind, r.label or "", "yes" if r.outgoing else "no") for r in routes],
+        headers=("number", "counter", "kind", "label", "outgoing", "account"),
+        rows=[
+            (
+                r.number,
+                r.counter_id,
+                r.kind,
+                r.label or "",
+                "yes" if r.outgoing else "no",
+                owners.get(r.counter_id) or "-",
+            )
+            for r in routes
+        ],
     )
 
 

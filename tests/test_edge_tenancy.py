@@ -271,6 +271,8 @@ def test_routing_refuses_moving_a_number_across_clients(make_settings: Callable[
         assert code != 0 and "numbers.csv" in out and B_NUMBER in out, out
         assert ctl(rt, "routing", "import", str(csv), "--across-accounts")[0] == 0
         assert routing.lookup([B_NUMBER])[B_NUMBER] == Route(B_NUMBER, A_COUNTER)
+        listed = {e["number"]: e["account"] for e in orjson.loads(ctl(rt, "routing", "list", "--json")[1])}
+        assert listed == {A_NUMBER: A.id, B_NUMBER: A.id, DEPLOYMENT_NUMBER: None}
         # A call naming its counter outright is checked the same way.
         owners = CounterOwners(rt.redis, rt.keys, cache_seconds=0)
         owners.check(A.id, A_COUNTER)
