@@ -220,10 +220,11 @@ class Intake:
             and call.tracking_number
             and (route := routes.get(call.tracking_number)) is not None
         ]
-        if not asks or self.owners is None:
+        if not asks:
             return set()
-        tenants = self.owners.lookup(counter for _, counter in asks)
-        return {index for index, counter in asks if not reaches(calls[index].owner, tenants[counter])}
+        # Without an owner lookup every counter counts as the deployment's: a client's call reaches none.
+        tenants = self.owners.lookup(counter for _, counter in asks) if self.owners is not None else {}
+        return {index for index, counter in asks if not reaches(calls[index].owner, tenants.get(counter))}
 
     def _caller_mark(self, item: _Work) -> tuple[str, str] | None:
         if item.route is None or not item.call.caller:
