@@ -30,6 +30,7 @@ from tests.edge_helpers import env_of, ingest_process
 from tests.helpers import wait_for
 from tests.ingest_helpers import held_calls, snapshot, stored_rows
 from tests.test_ingest_http import mango_summary, twilio_form, zadarma_form, zadarma_sign
+from worker.accounts.apikeys import ApiKeys
 from worker.accounts.model import Account, CounterIn, Telephony
 from worker.errors import ForeignCallError
 from worker.intake.held import UNKNOWN_NUMBER
@@ -309,6 +310,25 @@ def test_held_calls_are_capped_per_client(make_settings: Callable[..., Settings]
         assert held.per_account() == {B.id: 2}
         assert twilio(base, A, "+74959990003", "CA" + "d" * 32).status_code == 200
         assert held.per_account() == {A.id: 1, B.id: 2}
+
+
+def test_a_client_api_keys_held_calls_count_against_its_client(make_settings: Callable[..., Settings]) -> None:
+    """A client key (ingest/tenancy.py) sends calls to its own number without a visitor id: they are held
+    as its client's, so its share fills up and refuses it (503) while the operator's token still holds."""
+    operator = "operator-ingest-token-0123456789"
+    extra = {"CALLTRACK_HELD_MAX_CALLS_PER_ACCOUNT": "2", "CALLTRACK_INGEST_API_TOKEN": operator}
+    with tenants(make_settings, **extra) as (base, rt):
+        key = ApiKeys(rt.redis, rt.keys).create(A.id, "ingest").key
+
+        def post(token: str, call_id: str) -> httpx.Response:
+            call = {"call_id": call_id, "to": A_NUMBER, "from": "+79160000001", "start": int(time.time()) - 60}
+            return httpx.post(f"{base}/v1/calls", json=call, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+        assert [post(key, f"k-{n}").status_code for n in range(3)] == [200, 200, 503]
+        assert post(key, "k-9").json()["error"].startswith("this client account's held calls are full")
+        assert post(operator, "op-1").json() == {"status": "held", "reason": "no_identifier"}
+        assert build_intake(rt).held.per_account() == {A.id: 2}
+        rejected_metric(base, "generic", "held_full_account")
 
 
 def test_held_entries_of_the_previous_release_stay_readable_and_uncounted(

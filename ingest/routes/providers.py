@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
-import structlog
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -24,12 +23,9 @@ from ingest.edge import in_networks, parse_address, read_body
 from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
 from ingest.signatures import mango_valid, twilio_settings, twilio_valid, zadarma_valid
-from worker.errors import ForeignCallError, HeldAccountFullError
 from worker.intake.ownership import tenant
 from worker.intake.service import Outcome
 from worker.model.inbound import InboundCall
-
-log = structlog.get_logger(__name__)
 
 
 class ProviderRoutes:
@@ -62,20 +58,11 @@ class ProviderRoutes:
             return None
         return found.secret, tenant(registry.telephony_owner(provider, account))
 
-    async def _submit(self, request: Request, call: InboundCall, owner: str | None) -> Outcome | Response:
-        """The intake's outcome for one call brought by ``owner``'s credential, or the 403 when the call's
-        number is another client's (counted per reason; nothing stored, held or notified), or the 503
-        when this client's held calls are full (``held_full_account``: the shared stream is not)."""
-        try:
-            return (await self.core.submit([replace(call, owner=owner)]))[0]
-        except ForeignCallError as error:
-            log.warning("foreign_call_refused", path=request.url.path, reason=error.reason, account=owner)
-            await self.core.count_refused(request, error.reason)
-            return error_response(403, str(error))
-        except HeldAccountFullError as error:
-            log.error("held_full_account", path=request.url.path, account=owner)
-            await self.core.count_refused(request, "held_full_account")
-            return error_response(503, str(error))
+    async def _submit(self, call: InboundCall, owner: str | None) -> Outcome:
+        """The intake's outcome for one call brought by ``owner``'s credential. A call for another client's
+        number raises ``ForeignCallError`` (403, counted per reason; nothing stored, held or notified), a
+        full share of this client's held calls ``HeldAccountFullError`` (503): ``IngestCore.guard``."""
+        return (await self.core.submit([replace(call, owner=owner)]))[0]
 
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:
@@ -100,9 +87,7 @@ class ProviderRoutes:
             owner = credential[1]
         result = twilio.to_call(form, self.core.configs["twilio"])
         if isinstance(result, InboundCall):
-            outcome = await self._submit(request, result, owner)
-            if isinstance(outcome, Response):
-                return outcome
+            outcome = await self._submit(result, owner)
             if outcome.status == "rejected":
                 return self.core.single_answer(outcome)
         else:
@@ -163,10 +148,7 @@ class ProviderRoutes:
         if isinstance(result, str):
             await self.core.count_ignored("zadarma")
             return json_response({"status": "ignored", "reason": result})
-        return self._answer(await self._submit(request, result, credential[1]))
-
-    def _answer(self, outcome: Outcome | Response) -> Response:
-        return outcome if isinstance(outcome, Response) else self.core.single_answer(outcome)
+        return self.core.single_answer(await self._submit(result, credential[1]))
 
     # --- Mango Office ----------------------------------------------------------------------------
     async def _mango_form(self, request: Request) -> tuple[dict[str, str], str | None]:
@@ -191,7 +173,7 @@ class ProviderRoutes:
         if isinstance(result, str):
             await self.core.count_ignored("mango")
             return json_response({"status": "ignored", "reason": result})
-        return self._answer(await self._submit(request, result, owner))
+        return self.core.single_answer(await self._submit(result, owner))
 
     async def mango_ping(self, request: Request) -> Response:
         if self._secret("mango", request.path_params["account"]) is None:
