@@ -265,13 +265,14 @@ def _worker_heartbeat(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _import_env_accounts(sender: Any = None, **_: Any) -> None:
-    """Today's CALLTRACK_* tokens and provider secrets become the registry's ``env`` account (idempotent)."""
+    """Today's CALLTRACK_* tokens and provider secrets become the registry's ``env`` account (idempotent);
+    the environment tokens' logins are learned; unreadable accounts are named (worker/accounts/envimport.py)."""
     app = getattr(sender, "app", None)
     if isinstance(app, CalltrackCelery) and isinstance(getattr(app, "settings", None), Settings):
-        from worker.accounts.envimport import import_env  # noqa: PLC0415
+        from worker.accounts.envimport import start  # noqa: PLC0415
 
         try:
-            import_env(app.runtime().accounts, app.settings)
+            start(app.runtime().accounts, app.settings)
         except Exception as error:  # never keep a worker from starting: the variables still work
             structlog.get_logger(__name__).error("env_accounts_import_failed", error=type(error).__name__)
 

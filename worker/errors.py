@@ -10,7 +10,8 @@
     ├── StoreConfigError              Redis cannot do what the settings ask (permanent)
     │   └── ShardCountError           CALLTRACK_SHARDS differs from the deployment's
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
-    │   └── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    │   ├── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    │   └── TokenUnreadableError      the counter's account cannot be decrypted here; its batches wait
     ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     ├── AccountError                  the account registry refused a change or lookup (nothing stored)
     │   ├── AccountInputError         bad input: names the field and the rule
@@ -81,6 +82,10 @@ class DeferredError(CalltrackError):
 
 class CounterRemovedError(DeferredError):
     """The counter was removed from the account registry: its batches stay sealed (visible) and wait."""
+
+
+class TokenUnreadableError(DeferredError):
+    """The counter's account cannot be read (no key ring, wrong key): its batches wait, never another token."""
 
 
 class AccountError(CalltrackError):

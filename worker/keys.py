@@ -77,8 +77,7 @@ key                                type    what it holds (owner)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
                                            held entry's id (held; the status API reads it)
-``<ns>:{held}:owners``             hash    client account id -> its calls in the held stream
-                                           (hold.lua, held_release.lua; capped per account)
+``<ns>:{held}:owners``             hash    client account id -> its held calls (hold.lua; capped)
 ``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
                                            bucket b: 8 characters of a keyed hash of (counter,
                                            caller number) -> 8 of the digest of the caller's first
@@ -99,6 +98,8 @@ key                                type    what it holds (owner)
 ``<ns>:{acct}:counters``           hash    counter id -> account id (registry's index)
 ``<ns>:{acct}:removed``            hash    counter id -> ms it was removed: its batches wait
 ``<ns>:{acct}:version``            string  bumped by every change; processes reload on a new one
+``<ns>:{acct}:logins``             hash    token fingerprint -> its Yandex login, learned once for
+                                           tokens given in the environment (quota key; not secret)
 ``<ns>:{acct}:oauth:<hash>``       string  a pending onboarding: blake2b of its OAuth state ->
                                            JSON {account}, expires (oauth_state_seconds)
 ``<ns>:{acct}:apikeys``            hash    a client API key's public id (the ``ctk_<id>`` part) ->
@@ -316,7 +317,6 @@ class Keys:
     def held_seen(self, digest: str) -> str:
         return f"{self.namespace}:{{held}}:seen:{digest}"
 
-    @property
     def held_owners(self) -> str:
         return f"{self.namespace}:{{held}}:owners"
 
@@ -350,6 +350,10 @@ class Keys:
     def api_keys(self) -> str:
         """Client API keys by public id (their hashes only: worker/accounts/apikeys.py)."""
         return self._account_key("apikeys")
+
+    @property
+    def token_logins(self) -> str:
+        return self._account_key("logins")
 
     def oauth_state(self, state: str) -> str:
         """A pending onboarding, named by a digest of its state (the state itself is a bearer secret)."""
@@ -391,8 +395,6 @@ class Keys:
         return f"{self.namespace}:*"
 
 
-# A call ref's id column as one letter: the ref is a field value of a dedup hash, and every byte of
-# it is kept for the window (values written with the full column name are read too).
 def fingerprint(token: SecretStr) -> str:
     """A stable, non-reversible name for the login a token belongs to."""
     return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

@@ -6,6 +6,7 @@ use) are kept beside the encrypted token so lookups by fingerprint need no decry
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -74,6 +75,30 @@ def decode(ring: KeyRing, raw: str) -> Account:
         webhook_url=(doc.get("webhook") or {}).get("url"),
         webhook_secret=_dec(ring, (doc.get("webhook") or {}).get("secret")),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClearView:
+    """What a stored document tells without the key ring: its id, counters and its tokens' logins."""
+
+    id: str
+    name: str
+    counters: tuple[int, ...]
+    logins: dict[str, str]  # token fingerprint -> Yandex login (not secrets)
+
+
+def clear_view(raw: str) -> ClearView:
+    """The document's clear parts; ``ValueError`` when it is not a readable account document."""
+    try:
+        doc = orjson.loads(raw)
+        return ClearView(
+            id=str(doc["id"]),
+            name=str(doc.get("name", "")),
+            counters=tuple(int(c["id"]) for c in doc.get("counters", [])),
+            logins={str(t["fp"]): str(t["login"]) for t in doc.get("tokens", []) if t.get("login")},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not an account document") from error
 
 
 def rotate(ring: KeyRing, raw: str) -> str:

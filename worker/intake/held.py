@@ -81,7 +81,7 @@ class HeldCalls:
         calls: list[ScriptCall] = [
             (
                 self._hold_once,
-                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key)), self._keys.held_owners],
+                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key)), self._keys.held_owners()],
                 [reason, call.to_json(), now, self._seen_ttl, self._max, call.owner or "", self._max_per_account],
             )
             for call, reason in items
@@ -123,14 +123,14 @@ class HeldCalls:
 
     def per_account(self) -> dict[str, int]:
         """Held calls per client account (calls of operator credentials are not counted here)."""
-        raw = cast(dict[str, str], self._redis.hgetall(self._keys.held_owners))
+        raw = cast(dict[str, str], self._redis.hgetall(self._keys.held_owners()))
         return {account: int(count) for account, count in sorted(raw.items())}
 
     def release(self, entry_ids: Sequence[str]) -> int:
         """Delete entries whose calls the producer has taken (and take them off their owner's count)."""
         if not entry_ids:
             return 0
-        return int(self._release(keys=[self._keys.held, self._keys.held_owners], args=list(entry_ids)))
+        return int(self._release(keys=[self._keys.held, self._keys.held_owners()], args=list(entry_ids)))
 
     def rehold(self, items: Sequence[tuple[HeldCall, InboundCall, str]]) -> None:
         """Replace entries whose reason or call changed (one transaction: add the new, delete the old).
@@ -142,7 +142,7 @@ class HeldCalls:
             return
         pipe = self._redis.pipeline(transaction=True)
         now = str(int(time.time() * 1000))
-        owners = self._keys.held_owners
+        owners = self._keys.held_owners()
         for old, call, reason in items:
             fields = {"reason": reason, "call": call.to_json(), "at": now}
             if old.call.owner is not None:

@@ -18,7 +18,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
+from worker.accounts.snapshot import login_key
 from worker.delivery.counter_setup import Readiness
 from worker.keys import Keys, fingerprint
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
@@ -183,7 +185,10 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
     unregistered = {
         fingerprint(t) for t in [*settings.metrica_counter_tokens.values(), *([default] if default else [])]
     }
-    logins: set[str] = set(registered) | (unregistered - set(registered.values()))
+    learned = cast(dict[str, str], redis.hgetall(keys.token_logins))  # environment tokens' logins
+    for fp in unregistered - set(registered.values()):
+        registered.setdefault(login_key(learned.get(fp), fp), fp)
+    logins: set[str] = set(registered)
     day = time.strftime("%Y%m%d", time.gmtime())
     paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
     # One round trip for every login (a fleet serves thousands), four replies each.
@@ -258,7 +263,8 @@ def heartbeats(redis: Redis, keys: Keys) -> list[Heartbeat]:
 def registry(redis: Redis, keys: Keys, settings: object | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Collector(redis, keys, settings=settings))
-    reg.register(AccountsCollector(redis, keys, float(getattr(settings, "token_warning_days", 14.0))))
+    ring = KeyRing(getattr(settings, "secret_keys", ())) if settings is not None else None
+    reg.register(AccountsCollector(redis, keys, float(getattr(settings, "token_warning_days", 14.0)), ring))
     return reg
 
 
