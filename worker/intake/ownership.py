@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from redis import Redis
 
-from worker.accounts.envimport import ENV_ACCOUNT
+from worker.accounts.registry import ENV_ACCOUNT
 from worker.errors import ForeignCallError
 from worker.intake.cached_hash import CachedHash
 from worker.keys import Keys
