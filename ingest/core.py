@@ -25,7 +25,7 @@ from ingest.input import InputError
 from ingest.providers.config import ProviderConfig
 from ingest.tenancy import OPERATOR, KeyRefused, Tenancy, client_key
 from worker.delivery.producer import SubmitResult
-from worker.errors import HeldFullError, ProducerError
+from worker.errors import ForeignCallError, HeldAccountFullError, HeldFullError, ProducerError
 from worker.intake.service import Intake, Outcome, build_intake
 from worker.model.fields import FieldError
 from worker.model.inbound import InboundCall
@@ -90,6 +90,14 @@ class IngestCore:
             except InputError as error:
                 await self.count_refused(request, error_reason(error.errors))
                 return error_response(error.status, str(error), error.errors)
+            except ForeignCallError as error:  # a client's call for another client's counter (issue 22)
+                log.warning("foreign_call_refused", path=request.url.path, reason=error.reason)
+                await self.count_refused(request, error.reason)
+                return error_response(403, str(error))
+            except HeldAccountFullError as error:  # one client's held share, not the shared stream
+                log.error("held_full_account", path=request.url.path)
+                await self.count_refused(request, "held_full_account")
+                return error_response(503, str(error))
             except HeldFullError as error:
                 log.error("held_full", path=request.url.path)
                 await self.count_refused(request, "held_full")

@@ -5,6 +5,8 @@
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
     │   └── HeldFullError             the held stream is at held_max_calls: new held calls refused
+    │       └── HeldAccountFullError  one client's held calls are at held_max_calls_per_account
+    ├── ForeignCallError              a client's credential brought a call for another client (403)
     ├── StoreConfigError              Redis cannot do what the settings ask (permanent)
     │   └── ShardCountError           CALLTRACK_SHARDS differs from the deployment's
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
@@ -47,6 +49,21 @@ class ProducerError(CalltrackError):
 
 class HeldFullError(ProducerError):
     """The held stream holds ``held_max_calls``: calls that would be held are refused (503, retry later)."""
+
+
+class HeldAccountFullError(HeldFullError):
+    """One client's held calls are at ``held_max_calls_per_account``: only its calls are refused (503)."""
+
+
+class ForeignCallError(CalltrackError):
+    """Permanent: a client's credential brought a call for another client's number or counter (403).
+
+    ``reason`` is a bounded code word (``foreign_number``, ``foreign_counter``); nothing was stored.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StoreConfigError(CalltrackError):

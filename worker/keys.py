@@ -79,6 +79,7 @@ key                                type    what it holds (owner)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
                                            held entry's id (held; the status API reads it)
+``<ns>:{held}:owners``             hash    client account id -> its held calls (hold.lua; capped)
 ``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
                                            bucket b: 8 characters of a keyed hash of (counter,
                                            caller number) -> 8 of the digest of the caller's first
@@ -320,6 +321,9 @@ class Keys:
     def held_seen(self, digest: str) -> str:
         return f"{self.namespace}:{{held}}:seen:{digest}"
 
+    def held_owners(self) -> str:
+        return f"{self.namespace}:{{held}}:owners"
+
     def caller(self, counter_id: int, caller_hash: str) -> str:
         return f"{self.prefix(self.shard_of(counter_id))}:caller:{counter_id}:{caller_hash}"
 
@@ -395,8 +399,6 @@ class Keys:
         return f"{self.namespace}:*"
 
 
-# A call ref's id column as one letter: the ref is a field value of a dedup hash, and every byte of
-# it is kept for the window (values written with the full column name are read too).
 def fingerprint(token: SecretStr) -> str:
     """A stable, non-reversible name for the login a token belongs to."""
     return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

@@ -50,6 +50,12 @@ class IntakeSettings(BaseModel):
     held_max_calls: PositiveInt = Field(
         default=100_000, description="Most calls in the held stream; beyond, new held calls are refused with 503."
     )
+    held_max_calls_per_account: PositiveInt = Field(
+        default=10_000,
+        description="Most held calls brought by one client account's telephony credentials; beyond, that "
+        "client's new held calls are refused with 503 and the other clients' are not (keep it times the number "
+        "of clients below held_max_calls for full isolation).",
+    )
     ingest_max_line_bytes: Annotated[int, Field(ge=256)] = Field(
         default=64 * 1024, description="Longest line of a bulk NDJSON request; more is answered 413."
     )

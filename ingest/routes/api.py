@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from ingest.providers import generic
 from ingest.served import ServedCounters
 from ingest.tenancy import Caller, caller_of, counter_of, not_owned
 from worker.intake.call_refs import record_conversion
+from worker.intake.ownership import tenant
 from worker.model.inbound import InboundCall
 from worker.model.kinds import UploadKind
 
@@ -43,7 +45,7 @@ class ApiRoutes:
         caller = caller_of(request)
         if not caller.operator and not all(await run_in_threadpool(self._calls_owned, caller, [call])):
             raise not_owned()
-        return self.core.single_answer((await self.core.submit([call]))[0])
+        return self.core.single_answer((await self.core.submit([owned_by(call, caller)]))[0])
 
     async def generic_bulk(self, request: Request) -> Response:
         caller = caller_of(request)
@@ -77,7 +79,7 @@ class ApiRoutes:
                     report.append(bulk.rejected(number, str(refusal), refusal.errors))
                     refused.append(error_reason(refusal.errors))
             calls = [item for item, ok in zip(calls, mine, strict=True) if ok]
-        outcomes = self.core.accept([call for _, call in calls]) if calls else []
+        outcomes = self.core.accept([owned_by(call, caller) for _, call in calls]) if calls else []
         for (number, call), outcome in zip(calls, outcomes, strict=True):
             report.append((number, outcome.status, {"call_id": call.call_id, **outcome.to_dict()}))
         if refused:
@@ -231,6 +233,12 @@ class ApiRoutes:
             Route("/v1/chats", g(a(self.event_one(UploadKind.CHATS))), methods=["POST"]),
             Route("/v1/chats/bulk", g(a(self.events_bulk(UploadKind.CHATS))), methods=["POST"]),
         ]
+
+
+def owned_by(call: InboundCall, caller: Caller) -> InboundCall:
+    """The call as its sender's (issue 22): a client key's held calls count against its client's share
+    (``held_max_calls_per_account``) and replay only to its counters; the operator's stay the operator's."""
+    return call if caller.operator else replace(call, owner=tenant(caller.account))
 
 
 def not_served() -> InputError:

@@ -175,6 +175,10 @@ class Registry:
     def telephony(self, provider: str, account: str) -> Telephony | None:
         return self.snapshot().by_provider.get((provider, account))
 
+    def telephony_owner(self, provider: str, account: str) -> str | None:
+        """The id of the account that registered this telephony account (None: no account did)."""
+        return self.snapshot().provider_owner.get((provider, account))
+
     def tokens(self) -> list[SecretStr]:
         """Every registry token plus the environment's (for quota views and holds)."""
         found = {t.fingerprint: t.value for a in self.snapshot().accounts.values() for t in a.tokens}

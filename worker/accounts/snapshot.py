@@ -22,6 +22,7 @@ class Snapshot:
     by_counter: dict[int, tuple[Account, CounterIn]] = field(default_factory=dict)
     by_fingerprint: dict[str, tuple[Account, Token]] = field(default_factory=dict)
     by_provider: dict[tuple[str, str], Telephony] = field(default_factory=dict)
+    provider_owner: dict[tuple[str, str], str] = field(default_factory=dict)  # -> account id (issue 22)
     removed: frozenset[int] = frozenset()
     unreadable: dict[str, Unreadable] = field(default_factory=dict)
     unreadable_counters: dict[int, str] = field(default_factory=dict)  # counter -> its unreadable account
@@ -50,6 +51,7 @@ class Snapshot:
                     snap.logins[token.fingerprint] = token.login
             for tel in account.telephony:
                 snap.by_provider[(tel.provider, tel.account)] = tel
+                snap.provider_owner[(tel.provider, tel.account)] = account.id
         return snap
 
 

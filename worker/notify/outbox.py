@@ -131,8 +131,8 @@ def _sweep_held(rt: Runtime, owners: dict[int, str]) -> int:
         except (KeyError, ValueError, TypeError):
             continue  # a number nobody routes: no counter, so no account to tell
         account = owners.get(counter)
-        if account is None:
-            continue
+        if account is None or fields.get("owner", account) != account:
+            continue  # (issue 22) a client's held call is never told to another client the number routes to
         data = {
             "provider": call.get("provider"),
             "call_id": call.get("call_id"),
