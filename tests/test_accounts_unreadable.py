@@ -31,7 +31,7 @@ from worker.accounts.model import AccountIn, parse
 from worker.accounts.reading import DAMAGED, NO_KEY_RING, WRONG_KEY
 from worker.accounts.upkeep import upkeep
 from worker.errors import TokenUnreadableError
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.ops.scrape import quota_view
 from worker.runtime import Runtime
 

@@ -150,8 +150,6 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 
-from pydantic import SecretStr
-
 from worker.ids import shard_of_batch
 
 
@@ -397,8 +395,3 @@ class Keys:
 
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"
-
-
-def fingerprint(token: SecretStr) -> str:
-    """A stable, non-reversible name for the login a token belongs to."""
-    return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from worker.errors import AccountInputError
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 
 ACCOUNT_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TOKEN_NAME = r"^[A-Za-z0-9_.-]{1,32}$"  # noqa: S105 - a pattern, not a secret

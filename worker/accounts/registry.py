@@ -28,7 +28,8 @@ from worker.accounts.reading import Documents, Unreadable, read_documents
 from worker.accounts.snapshot import Snapshot, login_key, safe_login
 from worker.accounts.webhook import webhook_fields
 from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError, TokenUnreadableError
-from worker.keys import Keys, fingerprint
+from worker.ids import fingerprint
+from worker.keys import Keys
 
 if TYPE_CHECKING:
     from config.settings import Settings

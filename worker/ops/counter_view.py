@@ -17,7 +17,7 @@ import orjson
 
 from worker.accounts.health import paused_tokens, token_rows
 from worker.delivery.counter_setup import readiness
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.ops.overview import BatchInfo, batches, status
 from worker.ops.status import batch_view
 

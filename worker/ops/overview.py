@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
 

@@ -22,7 +22,8 @@ from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
 from worker.delivery.counter_setup import Readiness
-from worker.keys import Keys, fingerprint
+from worker.ids import fingerprint
+from worker.keys import Keys
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
 from worker.ops.store_state import store_gauges
 
