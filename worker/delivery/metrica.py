@@ -258,6 +258,10 @@ _RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
 )
 
 
+#: Every ``result`` a request is counted under (worker/ops/labels.py takes its label set from here).
+RESULTS = frozenset({"ok", "unexpected"} | {name for _, name in _RESULTS})
+
+
 def _result_of(error: MetricaError) -> str:
     return next((name for cls, name in _RESULTS if isinstance(error, cls)), "unexpected")
 

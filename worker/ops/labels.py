@@ -26,6 +26,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core.core_schema import ErrorType
 
+from worker.delivery.metrica import RESULTS as METRICA_RESULTS
 from worker.model.calls import CallEvent
 from worker.model.chats import ChatEvent
 from worker.model.conversions import ConversionEvent
@@ -43,6 +44,7 @@ REASONS = frozenset(
         "unknown_number", "no_identifier", "too_old", "no_lease", "invalid", "unspecified",
         "too_large", "too_slow", "signature", "held_full", "store_failed",
         "exhausted", "address_limit", "network_limit", "nopool", "rate_address", "rate_counter",
+        "foreign_number", "foreign_counter", "held_full_account",
     }
 )  # fmt: skip
 
@@ -87,7 +89,8 @@ CODE_WORDS: dict[str, frozenset[str]] = {
     "outcome": frozenset({"posted", "adopted", "nothing_to_do", "quarantined", "paused", "stale", "parked", "retry"}),
     "endpoint": frozenset(f"{step}_{kind}" for step in ("upload", "status", "list") for kind in _KINDS)
     | {"counter", "counter_options", "goals"},
-    "result": frozenset({"ok", "quota", "server_error", "no_answer", "auth", "not_found", "invalid", "unexpected"}),
+    # Metrica requests' results, and webhook deliveries' (worker/notify/send.py, WebhookError.result).
+    "result": METRICA_RESULTS | {"delivered", "failed", "deadline", "refused", "paused"},
 }
 
 
