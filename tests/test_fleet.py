@@ -12,6 +12,8 @@ from emulator.faults import FaultRule
 from emulator.server import start_in_thread
 from tests.chaos.harness import Fleet
 from tests.helpers import make_call, wait_for
+from worker.app import CalltrackBeatScheduler, create_app
+from worker.ops.health import Heartbeat, liveness
 from worker.runtime import Runtime
 
 
@@ -129,3 +131,68 @@ def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Se
     finally:
         fleet.stop()
         rt.close()
+
+
+def test_beat_recreates_its_schedule_when_redis_forgets_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Issue 23, item 5: redbeat's keys deleted (a restore, an operator) -> the beat stores its static
+    schedule again and drains resume; its liveness stays green because it sends again."""
+    with start_in_thread(EmulatorConfig(step_seconds=0.1, quotas=QuotaConfig(requests_per_ip_per_second=None))) as emu:
+        settings = make_settings(metrica_base_url=emu.base_url, heartbeat_dir=str(tmp_path), heartbeat_interval=0.5)
+        env = fleet_env(
+            settings,
+            CALLTRACK_METRICA_BASE_URL=emu.base_url,
+            CALLTRACK_BEAT_LOCK_SECONDS="3",
+            CALLTRACK_HEARTBEAT_DIR=str(tmp_path),
+            CALLTRACK_HEARTBEAT_INTERVAL="0.5",
+            CALLTRACK_COUNTER_SETUP="off",
+        )
+        fleet = Fleet(env, workers=1, log_dir=tmp_path, beats=1)
+        rt = Runtime(settings)
+        try:
+            fleet.ensure()
+            rt.producer.submit([make_call(3100, n) for n in range(5)])
+            wait_for(lambda: emu.admin.stats()["rows"] == 5, timeout=120, what="the first calls at Metrica")
+            redbeat = list(rt.redis.scan_iter(match=f"{rt.keys.redbeat_prefix}*"))
+            assert any(key.endswith(":schedule") for key in redbeat), redbeat
+            rt.redis.delete(*redbeat)  # the schedule, every entry, the statics set and the lock
+            rt.producer.submit([make_call(3100, n) for n in range(5, 10)])
+            wait_for(lambda: emu.admin.stats()["rows"] == 10, timeout=120, what="drains after the schedule came back")
+            assert "beat_schedule_restored" in (tmp_path / "beat0.log").read_text()
+            assert rt.redis.zcard(f"{rt.keys.redbeat_prefix}:schedule") == len(create_app(settings).conf.beat_schedule)
+            beat = fleet.beats[0]
+            assert beat is not None and beat.poll() is None
+            ok, why = liveness(settings, "beat")
+            assert ok, why
+        finally:
+            fleet.stop()
+            rt.close()
+
+
+def test_beat_liveness_follows_the_tasks_it_sends(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A beat that holds the lock but sends nothing withholds its heartbeat; a standby stays alive."""
+    settings = make_settings(heartbeat_dir=str(tmp_path), heartbeat_interval=0.2, beat_lock_seconds=6)
+    app = create_app(settings)
+    app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
+    leader = CalltrackBeatScheduler(app=app, lazy=False)
+    standby = CalltrackBeatScheduler(app=app, lazy=False)
+    try:
+        leader.tick()
+        assert not leader.standing_by and leader.sending()
+        standby.tick()
+        assert standby.standing_by and standby.sending(), "a standby beat is alive without sending"
+        heartbeat = Heartbeat(settings, "beat", "beat@test", alive=leader.sending)
+        assert heartbeat.beat_once()
+        assert liveness(settings, "beat")[0]
+        # The leader stops sending (its loop no longer ticks): within its stall bound it goes silent.
+        wait_for(lambda: not leader.sending(), timeout=60, what="the idle beat to count as stalled")
+        heartbeat.file.unlink()
+        assert not heartbeat.beat_once()
+        assert not heartbeat.file.exists() and not liveness(settings, "beat")[0]
+        leader.tick()  # it sends again
+        assert leader.sending() and heartbeat.beat_once()
+    finally:
+        standby.close()
+        leader.close()
+        app.runtime().close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ import structlog
 from celery import Celery, current_app, signals
 from kombu import Queue
 from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis  # type: ignore[import-untyped]
 from redis.exceptions import LockError, RedisError
 
 from config.logging import configure_logging
@@ -36,6 +39,8 @@ RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800
 log = structlog.get_logger(__name__)
 # Webhook deliveries (issue 19) wait on their own queue: a slow receiver never delays uploads or ticks.
 NOTIFY_QUEUE = "calltrack.notify"
+# A beat that sent no due task for this many of its loop intervals is stalled: its liveness fails.
+MISSED_TICKS = 3
 TASK_MODULES = ["tasks.pipeline", "tasks.accounts", "tasks.notify"]
 
 
@@ -164,27 +169,83 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
-    """redbeat's scheduler, surviving Redis forgetting its lock (a restore from a snapshot, a failover).
+    """redbeat's scheduler, surviving Redis forgetting its lock or its schedule (a restore, a failover).
 
-    redbeat extends its lock on every tick and raises when the lock is gone, which ends the beat
-    process: periodic drains and reconciles would stop until someone restarts it. Here a lost lock
-    is taken again if it is free; if another beat took it meanwhile, this one stands by (sends
-    nothing) and keeps trying, like a standby beat.
+    * The lock: redbeat blocks in ``beat_init`` until it holds the lock (a standby beat would start no
+      heartbeat meanwhile) and ends the process when the lock vanishes. Here every tick first holds the
+      lock: extends it, or takes it if free; while another beat holds it, this one stands by (sends
+      nothing) and tries again next tick.
+    * The schedule: each tick the holder checks that every static entry still has its hash and its
+      place in the schedule's sorted set, and stores the missing ones again (``beat_schedule_restored``),
+      so a restore or a deleted key stops the periodic tasks for one tick at most.
+    * Liveness: :meth:`sending` says whether the beat sent a due task within ``MISSED`` of its loop's
+      intervals (or stands by); the beat's heartbeat is written only then (``worker/ops/health.py``).
     """
 
+    lock_key: str | None
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.standing_by = True
+        self.last_sent = time.monotonic()
+        statics = app.redbeat_conf.schedule or {}
+        intervals = [e["schedule"] for e in statics.values() if isinstance(e.get("schedule"), float | int)]
+        shortest = float(min(intervals, default=0.0))
+        # Due tasks are sent at least every max(shortest interval, loop interval); three of those missed is a stall.
+        self.stall_seconds = MISSED_TICKS * max(shortest, float(self.max_interval))
+        self.beat_lock_key: str | None = self.lock_key
+        self.lock_key = None  # redbeat's own beat_init hook would block on the lock; tick() takes it instead
+        if self.beat_lock_key:
+            client = get_redis(app)
+            self.lock = client.lock(self.beat_lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
+            self.lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)  # extend *to* the timeout
+
     def tick(self, min: Any = min, **kwargs: Any) -> float:
-        if self.lock_key and self.lock is not None and not self._hold_lock():
+        if self.lock is not None and not self._hold_lock():
+            self.standing_by = True
             return float(self.max_interval)
+        self.standing_by = False
+        self._restore_schedule()
         return float(super().tick(min=min, **kwargs))
 
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        self.last_sent = time.monotonic()
+        return result
+
+    def sending(self) -> bool:
+        """True while this beat stands by, or sent a due task within ``stall_seconds``."""
+        return self.standing_by or time.monotonic() - self.last_sent <= self.stall_seconds
+
     def _hold_lock(self) -> bool:
-        try:
-            self.lock.extend(int(self.lock_timeout))
-            return True
-        except LockError:
-            taken = bool(self.lock.acquire(blocking=False))
-            log.warning("beat_lock_lost", retaken=taken)
-            return taken
+        held = self.lock.local.token is not None
+        if held:
+            try:
+                self.lock.extend(int(self.lock_timeout))
+                return True
+            except LockError:
+                self.lock.local.token = None
+        taken = bool(self.lock.acquire(blocking=False))
+        if held or taken:
+            log.warning("beat_lock_lost", retaken=taken) if held else log.info("beat_lock_taken")
+        return taken
+
+    def _restore_schedule(self) -> None:
+        conf = self.app.redbeat_conf
+        statics: dict[str, Any] = conf.schedule or {}
+        names = list(statics)
+        client = get_redis(self.app)
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                key = self.Entry.generate_key(self.app, name)
+                pipe.exists(key)
+                pipe.zscore(conf.schedule_key, key)
+            found = pipe.execute()
+        missing = [n for i, n in enumerate(names) if not found[2 * i] or found[2 * i + 1] is None]
+        if missing:
+            self.update_from_dict({name: statics[name] for name in missing})
+            client.sadd(conf.statics_key, *names)
+            log.warning("beat_schedule_restored", entries=missing)
 
 
 def create_app(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> CalltrackCelery:
@@ -222,12 +283,12 @@ def _unbind_task(**_: Any) -> None:
 _heartbeats: list[Any] = []
 
 
-def _start_heartbeat(app: Any, role: str, node: str) -> None:
+def _start_heartbeat(app: Any, role: str, node: str, alive: Callable[[], bool] | None = None) -> None:
     settings = getattr(app, "settings", None)
     if isinstance(settings, Settings):
         from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
-        _heartbeats.append(Heartbeat(settings, role, node).start())
+        _heartbeats.append(Heartbeat(settings, role, node, alive=alive).start())
 
 
 def refuse_another_shard_count(settings: object) -> None:
@@ -278,7 +339,10 @@ def _import_env_accounts(sender: Any = None, **_: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_heartbeat(sender: Any = None, **_: Any) -> None:
-    _start_heartbeat(getattr(sender, "app", None), "beat", f"beat@{socket.gethostname()}")
+    """The beat's heartbeat goes on only while its scheduler sends due tasks (or stands by)."""
+    scheduler = getattr(sender, "scheduler", None)
+    alive = scheduler.sending if isinstance(scheduler, CalltrackBeatScheduler) else None
+    _start_heartbeat(getattr(sender, "app", None), "beat", f"beat@{socket.gethostname()}", alive)
 
 
 @signals.worker_shutdown.connect
