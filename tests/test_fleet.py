@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,12 +78,14 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
     fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=2)
     try:
         fleet.ensure()
-        time.sleep(6)
 
-        def senders() -> list[int]:
-            return [i for i in range(2) if "Sending due task" in (tmp_path / f"beat{i}.log").read_text()]
+        def sent(i: int) -> int:
+            return (tmp_path / f"beat{i}.log").read_text().count("Sending due task")
 
-        active = senders()
+        # Counted once a beat has sent many due tasks (not after a fixed sleep): by then the other
+        # one has had as long to send, and a second sender would show.
+        wait_for(lambda: max(sent(0), sent(1)) >= 12, timeout=120, what="a beat to send a dozen tasks")
+        active = [i for i in range(2) if sent(i)]
         assert len(active) == 1, "exactly one beat may send"
         (leader,) = active
         proc = fleet.beats[leader]
@@ -94,7 +95,7 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
         fleet.beats[leader] = proc  # keep it dead: no restart
         standby = 1 - leader
         wait_for(
-            lambda: "Sending due task" in (tmp_path / f"beat{standby}.log").read_text(),
+            lambda: sent(standby) > 0,
             timeout=30,
             what="the standby beat to take over",
         )
@@ -119,7 +120,7 @@ def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Se
         wait_for(lambda: "Sending due task" in log.read_text(), timeout=30, what="the beat to send")
         rt.redis.delete(lock)  # Redis forgets it
         sent_before = log.read_text().count("Sending due task")
-        time.sleep(3)
+        wait_for(lambda: "beat_lock_lost" in log.read_text(), timeout=60, what="the beat to notice")
         proc = fleet.beats[0]
         assert proc is not None and proc.poll() is None, "the beat exited when its lock vanished"
         assert wait_for(lambda: rt.redis.exists(lock), timeout=10, what="the lock taken again")
