@@ -32,7 +32,7 @@ from typing import cast
 import click
 import orjson
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from config.settings import Settings, load_settings
 from worker.keys import Keys
@@ -93,7 +93,7 @@ class Heartbeat:
         while not self._stop.is_set():
             try:
                 self.beat_once()
-            except (RedisError, OSError) as error:
+            except (RedisError, RedisClusterException, OSError) as error:  # a cluster with no node up: not a RedisError
                 log.warning("heartbeat_failed", role=self.role, error=type(error).__name__)
             self._stop.wait(self.settings.heartbeat_interval)
 
