@@ -172,7 +172,8 @@ def test_beat_recreates_its_schedule_when_redis_forgets_it(
 
 
 def test_beat_liveness_follows_the_tasks_it_sends(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """A beat that holds the lock but sends nothing withholds its heartbeat; a standby stays alive."""
+    """A beat that holds the lock but sends nothing withholds its heartbeat; a standby stays alive
+    while it ticks."""
     settings = make_settings(heartbeat_dir=str(tmp_path), heartbeat_interval=0.2, beat_lock_seconds=6)
     app = create_app(settings)
     app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")

@@ -178,8 +178,10 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     * The schedule: each tick the holder checks that every static entry still has its hash and its
       place in the schedule's sorted set, and stores the missing ones again (``beat_schedule_restored``),
       so a restore or a deleted key stops the periodic tasks for one tick at most.
-    * Liveness: :meth:`sending` says whether the beat sent a due task within ``MISSED`` of its loop's
-      intervals (or stands by); the beat's heartbeat is written only then (``worker/ops/health.py``).
+    * Liveness: :meth:`sending` says whether, within ``MISSED_TICKS`` of its loop's intervals, the beat
+      sent a due task or, standing by, found the lock held by another beat; the beat's heartbeat is
+      written only then (``worker/ops/health.py``), so a beat that holds the lock and sends nothing, or
+      whose loop hangs, fails its liveness probe.
     """
 
     lock_key: str | None
@@ -187,7 +189,8 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.standing_by = True
-        self.last_sent = time.monotonic()
+        self.holding = False
+        self.progress_at = time.monotonic()  # the last due task sent, or the last tick standing by
         statics = app.redbeat_conf.schedule or {}
         intervals = [e["schedule"] for e in statics.values() if isinstance(e.get("schedule"), float | int)]
         shortest = float(min(intervals, default=0.0))
@@ -203,6 +206,7 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         if self.lock is not None and not self._hold_lock():
             self.standing_by = True
+            self.progress_at = time.monotonic()
             return float(self.max_interval)
         self.standing_by = False
         self._restore_schedule()
@@ -210,25 +214,27 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-        self.last_sent = time.monotonic()
+        self.progress_at = time.monotonic()
         return result
 
     def sending(self) -> bool:
-        """True while this beat stands by, or sent a due task within ``stall_seconds``."""
-        return self.standing_by or time.monotonic() - self.last_sent <= self.stall_seconds
+        """True when this beat sent a due task, or stood by, within ``stall_seconds``."""
+        return time.monotonic() - self.progress_at <= self.stall_seconds
 
     def _hold_lock(self) -> bool:
-        held = self.lock.local.token is not None
+        held = self.holding
         if held:
             try:
                 self.lock.extend(int(self.lock_timeout))
                 return True
             except LockError:
-                self.lock.local.token = None
-        taken = bool(self.lock.acquire(blocking=False))
-        if held or taken:
-            log.warning("beat_lock_lost", retaken=taken) if held else log.info("beat_lock_taken")
-        return taken
+                pass  # Redis forgot it, or another beat took it after it lapsed
+        self.holding = bool(self.lock.acquire(blocking=False))
+        if held:
+            log.warning("beat_lock_lost", retaken=self.holding)
+        elif self.holding:
+            log.info("beat_lock_taken")
+        return self.holding
 
     def _restore_schedule(self) -> None:
         conf = self.app.redbeat_conf
