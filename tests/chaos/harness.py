@@ -101,7 +101,7 @@ class ChaosReport:
             ("batches stored twice", self.batches_stored_twice),
             ("batches adopted from another batch's upload", self.adopted_from_other),
             ("bytes cut from the AOF tail", self.aof_bytes_cut),
-            ("pipeline settled before the backup", self.backup_settled),
+            ("pipeline settled before the backup", "-" if self.backup_settled is None else self.backup_settled),
             ("calls accepted in the window Redis lost", self.window),
             ("of which lost (counted, not retried)", self.lost_in_window),
             ("producer submits refused at the memory watermark", self.producer_refusals),
@@ -117,6 +117,20 @@ class ChaosReport:
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+    def unproven(self) -> list[str]:
+        """Why this run proves less than it claims (empty when nothing is missing): each kind of kill
+        landed, (a) cut bytes, (b) backed up a settled pipeline."""
+        why = []
+        if self.worker_kills == 0:
+            why.append("no harness kill landed on a running worker")
+        if self.failpoint_kills == 0:
+            why.append("no failpoint fired: no worker died inside a step")
+        if self.scenario == "aof_tail" and self.aof_bytes_cut == 0:
+            why.append("no bytes were cut from the AOF")
+        if self.scenario == "snapshot" and not self.backup_settled:
+            why.append("the pipeline had not settled when the backup was taken")
+        return why
 
     @property
     def exact(self) -> bool:

@@ -2,8 +2,8 @@
 
 Every worker (main process) and every beat runs a :class:`Heartbeat` thread that, each
 ``heartbeat_interval`` seconds, touches a local file and writes ``{at, host, pid, every}`` under its node
-name in the ``Keys.heartbeats`` hash. A beat beats only while its scheduler sends due tasks (or stands
-by for another beat): a beat whose schedule sends nothing goes stale like a dead one. Each write also
+name in the ``Keys.heartbeats`` hash. A beat beats only while its scheduler sends due tasks (or, a
+standby, ticks): a beat whose schedule sends nothing goes stale like a dead one. Each write also
 removes the entries of nodes silent for ``FORGET`` of their intervals (a SIGKILLed process never
 removes its own) and keeps the hash expiring, so the heartbeats of a fleet that is gone expire too.
 Two probes read them (exit 0 when healthy, 1 when not):
