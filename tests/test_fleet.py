@@ -9,6 +9,7 @@ from config.settings import Settings
 from emulator.config import EmulatorConfig, QuotaConfig
 from emulator.faults import FaultRule
 from emulator.server import start_in_thread
+from standalone.redis_server import RedisServer
 from tests.chaos.harness import Fleet
 from tests.helpers import make_call, wait_for
 from worker.app import CalltrackBeatScheduler, create_app
@@ -198,3 +199,26 @@ def test_beat_liveness_follows_the_tasks_it_sends(make_settings: Callable[..., S
         standby.close()
         leader.close()
         app.runtime().close()
+
+
+def test_beat_rides_out_a_redis_restart(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """redbeat ends the beat process on a Redis error in a tick; ours stands still and goes on sending
+    once Redis is back (its lock and schedule taken or stored again as needed)."""
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        settings = make_settings(redis_url=server.url, beat_redis_url=server.url, broker_url=server.url)
+        app = create_app(settings)
+        app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
+        beat = CalltrackBeatScheduler(app=app, lazy=False)
+        try:
+            beat.tick()
+            assert beat.holding and beat.sending()
+            server.kill()
+            sent_before = beat.progress_at
+            beat.tick()  # no exception: the process lives on
+            assert beat.progress_at == sent_before
+            server.start()
+            wait_for(lambda: beat.tick() is not None and beat.progress_at > sent_before, timeout=60, what="sends again")
+            assert beat.holding
+        finally:
+            beat.close()
+            app.runtime().close()

@@ -178,6 +178,8 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     * The schedule: each tick the holder checks that every static entry still has its hash and its
       place in the schedule's sorted set, and stores the missing ones again (``beat_schedule_restored``),
       so a restore or a deleted key stops the periodic tasks for one tick at most.
+    * Redis unavailable (a restart, a failover): the tick sends nothing and the next one tries again;
+      redbeat would end the process.
     * Liveness: :meth:`sending` says whether, within ``MISSED_TICKS`` of its loop's intervals, the beat
       sent a due task or, standing by, found the lock held by another beat; the beat's heartbeat is
       written only then (``worker/ops/health.py``), so a beat that holds the lock and sends nothing, or
@@ -204,13 +206,19 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
             self.lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)  # extend *to* the timeout
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
-        if self.lock is not None and not self._hold_lock():
-            self.standing_by = True
-            self.progress_at = time.monotonic()
+        try:
+            if self.lock is not None and not self._hold_lock():
+                self.standing_by = True
+                self.progress_at = time.monotonic()
+                return float(self.max_interval)
+            self.standing_by = False
+            self._restore_schedule()
+            return float(super().tick(min=min, **kwargs))
+        except RedisError as error:
+            # Redis restarting or failing over: send nothing (no progress counted) and try again next
+            # tick, instead of ending the process; a long outage shows in the liveness probe.
+            log.warning("beat_redis_unavailable", error=type(error).__name__)
             return float(self.max_interval)
-        self.standing_by = False
-        self._restore_schedule()
-        return float(super().tick(min=min, **kwargs))
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
