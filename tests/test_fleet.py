@@ -167,6 +167,10 @@ def test_beat_recreates_its_schedule_when_redis_forgets_it(
             assert beat is not None and beat.poll() is None
             ok, why = liveness(settings, "beat")
             assert ok, why
+            assert any(str(field).startswith("beat:") for field in rt.redis.hkeys(rt.keys.heartbeats))
+            fleet.stop()
+            # A clean stop (SIGTERM) removes the beat's heartbeat, as a worker's.
+            assert not any(str(field).startswith("beat:") for field in rt.redis.hkeys(rt.keys.heartbeats))
         finally:
             fleet.stop()
             rt.close()

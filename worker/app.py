@@ -153,6 +153,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # extra beat processes wait as hot standbys.
         "beat_scheduler": "worker.app:CalltrackBeatScheduler",
         "redbeat_redis_url": settings.beat_redis_url,
+        # Its own options (redbeat stops borrowing the broker's): a hung Redis fails a tick instead of
+        # blocking it for ever (the tick then retries; a long outage shows in the liveness probe).
+        "redbeat_redis_options": {"socket_timeout": 30, "socket_connect_timeout": 5},
         "redbeat_key_prefix": keys.redbeat_prefix,
         "redbeat_lock_timeout": settings.beat_lock_seconds,
         "beat_max_loop_interval": max(1, min(5, settings.beat_lock_seconds // 3)),
@@ -187,6 +190,7 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     """
 
     lock_key: str | None
+    heartbeat: Any = None  # this beat's Heartbeat, started by the beat_init hook below
 
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -228,6 +232,16 @@ class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
     def sending(self) -> bool:
         """True when this beat sent a due task, or stood by, within ``stall_seconds``."""
         return time.monotonic() - self.progress_at <= self.stall_seconds
+
+    def close(self) -> None:
+        """A clean stop: the heartbeat stops and removes its entry (as a worker's does), then redbeat
+        releases the lock."""
+        heartbeat, self.heartbeat = self.heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+            if heartbeat in _heartbeats:
+                _heartbeats.remove(heartbeat)
+        super().close()
 
     def _hold_lock(self) -> bool:
         held = self.holding
@@ -297,12 +311,15 @@ def _unbind_task(**_: Any) -> None:
 _heartbeats: list[Any] = []
 
 
-def _start_heartbeat(app: Any, role: str, node: str, alive: Callable[[], bool] | None = None) -> None:
+def _start_heartbeat(app: Any, role: str, node: str, alive: Callable[[], bool] | None = None) -> Any:
     settings = getattr(app, "settings", None)
-    if isinstance(settings, Settings):
-        from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
+    if not isinstance(settings, Settings):
+        return None
+    from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
-        _heartbeats.append(Heartbeat(settings, role, node, alive=alive).start())
+    heartbeat = Heartbeat(settings, role, node, alive=alive).start()
+    _heartbeats.append(heartbeat)
+    return heartbeat
 
 
 def refuse_another_shard_count(settings: object) -> None:
@@ -354,9 +371,12 @@ def _import_env_accounts(sender: Any = None, **_: Any) -> None:
 @signals.beat_init.connect
 def _beat_heartbeat(sender: Any = None, **_: Any) -> None:
     """The beat's heartbeat goes on only while its scheduler sends due tasks (or stands by)."""
+    app, node = getattr(sender, "app", None), f"beat@{socket.gethostname()}"
     scheduler = getattr(sender, "scheduler", None)
-    alive = scheduler.sending if isinstance(scheduler, CalltrackBeatScheduler) else None
-    _start_heartbeat(getattr(sender, "app", None), "beat", f"beat@{socket.gethostname()}", alive)
+    if isinstance(scheduler, CalltrackBeatScheduler):
+        scheduler.heartbeat = _start_heartbeat(app, "beat", node, scheduler.sending)  # stopped with the beat
+    else:
+        _start_heartbeat(app, "beat", node)
 
 
 @signals.worker_shutdown.connect
