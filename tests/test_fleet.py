@@ -12,7 +12,8 @@ from emulator.server import start_in_thread
 from standalone.redis_server import RedisServer
 from tests.chaos.harness import Fleet
 from tests.helpers import make_call, wait_for
-from worker.app import CalltrackBeatScheduler, create_app
+from worker.app import create_app
+from worker.beat import CalltrackBeatScheduler
 from worker.ops.health import Heartbeat, liveness
 from worker.runtime import Runtime
 
