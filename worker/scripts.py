@@ -60,6 +60,7 @@ class Scripts:
         self.quota_acquire = register("quota_acquire")
         self.quota_rate = register("quota_rate")
         self.lease = register("lease")
+        self.release = register("release")
         self.hold = register("hold")
         self.xadd_many = register("xadd_many")
         self.notify_add = register("notify_add")
