@@ -44,6 +44,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tag test</titl
 <p id="t2">Or: 8 (495) 000-00-00, other office +7 495 999-99-99</p>
 <p><a id="l1" href="tel:+74950000000">+74950000000</a> <a id="l2" href="tel:84950000000">call</a></p>
 <p id="other">Support: +7 812 000-00-00</p>
+<p id="skip" data-calltrack-skip>Our static number: <a href="tel:+74950000000">+7 495 000-00-00</a></p>
 <div class="phone" id="sel">+7 499 111-22-33</div>
 <div id="late"></div>
 <script>
@@ -69,10 +70,16 @@ STATIC_TEXTS = {
     "#t2": "Or: 8 (495) 000-00-00, other office +7 495 999-99-99",
     "#l1": "+74950000000",
     "#other": "Support: +7 812 000-00-00",
+    "#skip": "Our static number: +7 495 000-00-00",
     "#sel": "+7 499 111-22-33",
     "#late-a": "+7 (495) 000 00 00",
 }
-STATIC_LINKS = {"#l1": "tel:+74950000000", "#l2": "tel:84950000000", "#late-a": "tel:+74950000000"}
+STATIC_LINKS = {
+    "#l1": "tel:+74950000000",
+    "#l2": "tel:84950000000",
+    "#skip a": "tel:+74950000000",
+    "#late-a": "tel:+74950000000",
+}
 
 
 def test_page(tag_base: str, ym: str = "ok") -> Starlette:
@@ -185,10 +192,12 @@ def test_the_tag_swaps_every_spelling_renews_the_lease_and_releases_it(
         "#t2": "Or: 8 (495) 123-00-01, other office +7 495 999-99-99",  # another number is left alone
         "#l1": POOL,
         "#other": "Support: +7 812 000-00-00",
+        "#skip": "Our static number: +7 495 000-00-00",  # data-calltrack-skip
         "#sel": "+7 499 111-22-33",
         "#late-a": "+7 (495) 123 00 01",  # added after the swap
     }
-    assert hrefs == {"#l1": "tel:" + POOL, "#l2": "tel:84951230001", "#late-a": "tel:" + POOL}
+    assert hrefs == {"#l1": "tel:" + POOL, "#l2": "tel:84951230001", "#skip a": "tel:+74950000000",
+                     "#late-a": "tel:" + POOL}  # fmt: skip
     leases = [str(v) for v in rt.redis.hvals(rt.keys.pool_log(COUNTER))]
     assert len(leases) == 1 and f'"ClientId":"{CLIENT_ID}"' in leases[0] and site in leases[0]
     assert errors == []
@@ -260,3 +269,28 @@ def test_the_registry_names_the_numbers_or_the_selector_and_release_is_checked(
     assert other.json() == {"released": False}  # another session's release changes nothing
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "secret"
     assert hold <= 7_000
+
+
+def test_a_selector_from_the_registry_and_a_lease_that_can_no_longer_be_renewed(
+    tag_settings: tuple[Settings, Runtime],
+) -> None:
+    settings, rt = tag_settings
+    rt.accounts.put(AccountIn(id="shop", counters=[CounterIn(id=COUNTER, site_selector=".phone")]))
+    mode = {"api": "up"}
+    with (
+        running_ingest(settings) as ingest,
+        serving(gateway(ingest, mode)) as front,
+        serving(test_page(front)) as site,
+        browser_page(site + "/") as (page, errors),
+    ):
+        page.wait_for_function("window.CalltrackTag && window.CalltrackTag.state === 'swapped'", timeout=15_000)
+        swapped = texts(page)
+        # The session API goes down: renewals fail, and once the 6 s lease has ended the static
+        # numbers come back (the pool number may be another visitor's by then).
+        mode["api"] = "down"
+        page.wait_for_function("window.CalltrackTag.state === 'static'", timeout=30_000)
+        back, reason = texts(page), page.evaluate("window.CalltrackTag.reason")
+    # Only the element the selector names shows the pool number, whatever number it showed before.
+    assert swapped == {**STATIC_TEXTS, "#sel": "+7 495 123-00-01"}
+    assert back == STATIC_TEXTS and reason == "the lease ended unrenewed"
+    assert [e for e in errors if "Failed to load resource" not in e] == []

@@ -62,10 +62,14 @@
     if (attr) node.setAttribute(attr, after); else node.nodeValue = after;
     swaps.push({ node: node, attr: attr, before: before, after: after });
   }
+  // Inside an element with data-calltrack-skip nothing is swapped; with a selector, only inside its matches.
   function inScope(el) {
-    if (!config.selector) return true;
-    for (; el && el.nodeType === 1; el = el.parentNode) if (el.matches && el.matches(config.selector)) return true;
-    return false;
+    var matched = !config.selector;
+    for (; el && el.nodeType === 1; el = el.parentNode) {
+      if (el.hasAttribute("data-calltrack-skip")) return false;
+      if (!matched && el.matches && el.matches(config.selector)) matched = true;
+    }
+    return matched;
   }
   function swapText(node) {
     var text = node.nodeValue, parent = node.parentNode;
