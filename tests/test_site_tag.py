@@ -1,11 +1,13 @@
 """The site tag (``GET /tag.js``, ingest/static/tag.js) in headless Chromium, on the real ingestion service
 (uvicorn) and a real Redis: a test page on loopback with a stub ``ym`` that answers a known ClientID,
-static numbers in text, in ``tel:`` links, in several spellings and in nodes added later.
+static numbers in text, in ``tel:`` links, in several spellings and in nodes added later, and some
+that must stay (another number, ``data-calltrack-skip``).
 
 Session API up: every spelling of the static number is swapped for the pool number, the lease in Redis
 carries the stub's ClientID, the tag renews it and releases it when the page is left. Slow (beyond the
-tag's bound) and down (a gateway's 502), and Metrica never answering: the static numbers stay, with no
-exception and no console error on the page. Plus the script's caching headers and the registry's
+tag's bound), down (a gateway's 502), an exhausted pool, and Metrica silent or absent: the static
+numbers stay, with no exception and no console error on the page; with a registry selector, and when
+renewals fail until the lease ends (the static numbers come back). Plus the script's caching headers and the registry's
 per-counter numbers and selector, over HTTP.
 """
 
@@ -29,6 +31,7 @@ from tests.accounts_helpers import SECRET_KEY
 from tests.helpers import chromium, wait_for
 from tests.pipeline import running_ingest, serving
 from worker.accounts.model import AccountIn, CounterIn
+from worker.intake.pools import NumberPools, Session
 from worker.intake.routing import Route
 from worker.intake.service import build_intake
 from worker.runtime import Runtime
@@ -203,12 +206,17 @@ def test_the_tag_swaps_every_spelling_renews_the_lease_and_releases_it(
     assert errors == []
 
 
-@pytest.mark.parametrize(("api", "ym"), [("slow", "ok"), ("down", "ok"), ("up", "never"), ("up", "none")])
+@pytest.mark.parametrize(
+    ("api", "ym"), [("slow", "ok"), ("down", "ok"), ("full", "ok"), ("up", "never"), ("up", "none")]
+)
 def test_the_static_number_stays_when_the_session_api_or_metrica_fails(
     tag_settings: tuple[Settings, Runtime], api: str, ym: str
 ) -> None:
     settings, rt = tag_settings
     mode = {"api": api}
+    if api == "full":  # another visitor holds the pool's only number: the fallback is answered
+        held = NumberPools(rt).lease(Session.model_validate({"counter": COUNTER, "ClientId": "7"}), "10.9.9.9")
+        assert held.number == POOL
     with (
         running_ingest(settings) as ingest,
         serving(gateway(ingest, mode)) as front,
@@ -223,12 +231,18 @@ def test_the_static_number_stays_when_the_session_api_or_metrica_fails(
         tag_errors, reason = page.evaluate("[window.CalltrackTag.errors, window.CalltrackTag.reason]")
     assert shown == STATIC_TEXTS and hrefs == STATIC_LINKS and state == "static"
     assert tag_errors == 0
-    expected = {"slow": "no answer from the session API in time", "down": "the session API answered 502"}
+    expected = {
+        "slow": "no answer from the session API in time",
+        "down": "the session API answered 502",
+        "full": "the session API answered the fallback number",
+    }
     assert reason == (expected[api] if ym == "ok" else "no ClientID from Metrica")
     # A gateway's 502 is logged by the browser as a failed resource, not by the page.
     assert [e for e in errors if "Failed to load resource" not in e] == []
     if ym != "ok":
         assert rt.redis.hlen(rt.keys.pool_log(COUNTER)) == 0  # no ClientID: no lease was asked for
+    if api == "full":
+        assert rt.redis.hlen(rt.keys.pool_log(COUNTER)) == 1  # only the other visitor's lease
 
 
 def test_tag_js_is_cacheable_versioned_and_small(tag_settings: tuple[Settings, Runtime]) -> None:
@@ -241,7 +255,7 @@ def test_tag_js_is_cacheable_versioned_and_small(tag_settings: tuple[Settings, R
         pinned = http.get(f"/tag.js?v={version}")
     assert first.status_code == 200 and first.headers["content-encoding"] == "gzip"
     assert first.headers["content-type"].startswith("text/javascript")
-    assert first.headers["cache-control"] == "public, max-age=3600" and first.headers["etag"] == f'"{version}"'
+    assert first.headers["cache-control"] == "public, max-age=3600" and first.headers["etag"] == f'W/"{version}"'
     assert "content-encoding" not in raw.headers and raw.content == first.content  # one script for every counter
     assert f"site tag {version}".encode() in raw.content
     assert len(gzip.compress(raw.content)) < 5000

@@ -3,7 +3,7 @@ tracking number (``ingest/static/tag.js``; README "The site tag").
 
 The same bytes for every counter (the script reads ``?counter=`` from its own URL), so one cached copy
 serves every site. Versioned by its content: the version is the first 12 hex digits of its SHA-256,
-named in the script, in the ``ETag`` and in ``X-Tag-Version``; ``If-None-Match`` answers 304. A URL
+named in the script, in the (weak) ``ETag`` and in ``X-Tag-Version``; ``If-None-Match`` answers 304. A URL
 with ``?v=<that version>`` is cached for a year (immutable), any other for ``TAG_MAX_AGE``. Served
 gzipped when the client accepts it. Full-line ``//`` comments and indentation are dropped when loaded.
 """
@@ -49,7 +49,7 @@ class TagRoutes:
 
     async def tag(self, request: Request) -> Response:
         script = self.script
-        etag = f'"{script.version}"'
+        etag = f'W/"{script.version}"'  # weak: the gzipped and the plain bytes are one script
         pinned = request.query_params.get("v") == script.version
         age = f"public, max-age={IMMUTABLE_AGE}, immutable" if pinned else f"public, max-age={TAG_MAX_AGE}"
         headers = {
@@ -60,7 +60,8 @@ class TagRoutes:
             "X-Content-Type-Options": "nosniff",
             "Cross-Origin-Resource-Policy": "cross-origin",
         }
-        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        asked = {t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")}
+        if f'"{script.version}"' in asked or "*" in asked:
             return Response(status_code=304, headers=headers)
         body = script.body
         if "gzip" in request.headers.get("accept-encoding", "").lower():

@@ -159,11 +159,12 @@
       .then(finish, function () { finish(null); });
   }
   function answered(answer) {
-    if (!answer || typeof answer.number !== "string" || answer.fallback) {
-      // No pool number (slow, down, refused, exhausted): the static numbers stay, or come back once
-      // the lease held so far has run out.
-      var why = !answer ? "no answer from the session API in time"
-        : answer.failed ? "the session API answered " + answer.failed : "the session API gave no pool number";
+    if (answer && answer.fallback) return staticNumbers("the session API answered the fallback number");
+    if (!answer || typeof answer.number !== "string") {
+      // No answer (slow, down, refused): the static numbers stay, or come back once the lease held
+      // so far has run out (a fallback answer means the session holds no number: static at once).
+      var why = answer && answer.failed ? "the session API answered " + answer.failed
+        : "no answer from the session API in time";
       if (!held) return staticNumbers(why);
       tag.reason = why;
       schedule(MIN_RENEW, true);
