@@ -308,3 +308,21 @@ def test_a_selector_from_the_registry_and_a_lease_that_can_no_longer_be_renewed(
     assert swapped == {**STATIC_TEXTS, "#sel": "+7 495 123-00-01"}
     assert back == STATIC_TEXTS and reason == "the lease ended unrenewed"
     assert [e for e in errors if "Failed to load resource" not in e] == []
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"site_numbers": ["8 (499) 111-22-33"]}, "site_numbers"),  # national, with no phone_region
+        ({"site_numbers": ["12"], "phone_region": "RU"}, "site_numbers"),
+        ({"site_numbers": ["+74950000000"] * 21}, "site_numbers"),
+        ({"site_selector": ""}, "site_selector"),
+        ({"site_selector": "a" * 201}, "site_selector"),
+    ],
+)
+def test_bad_site_numbers_or_selector_are_refused_naming_the_field(given: dict[str, Any], field: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        CounterIn.model_validate({"id": COUNTER, **given})
+    assert [e["loc"][0] for e in refused.value.errors()] == [field]
