@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, local_time
 from worker.ops.status import where_call
 
 
@@ -25,7 +25,7 @@ def where(ctx: Context, provider: str, call_id: str, as_json: bool) -> None:
         ("place", data["place"]), ("state", data["state"]), ("counter", data.get("counter_id", "-")),
         ("batch", batch.get("batch_id", "-")), ("upload", batch.get("upload_id", "-")),
         ("reason", batch.get("reason") or (data.get("held") or {}).get("reason") or "-"),
-        *((name, value) for name, value in data["times"].items()),
+        *((name, local_time(value)) for name, value in data["times"].items()),
     ]  # fmt: skip
     emit(data, as_json=as_json, headers=("", ""), rows=rows)
     if not found.found:
