@@ -73,7 +73,7 @@ def token_state(rt: Runtime, counter_id: int) -> dict[str, Any]:
     if token is None:
         return {"state": "missing"}
     fp = fingerprint(token)
-    out: dict[str, Any] = {"fingerprint": fp, "login": rt.accounts.login_of(token), "account": None}
+    out: dict[str, Any] = {"fingerprint": fp, "login": rt.accounts.known_login(token), "account": None}
     owner = rt.accounts.owner_id(counter_id)
     out["account"] = owner
     row = next((r for r in token_rows(rt.redis, rt.keys) if r.fingerprint == fp), None)
