@@ -93,11 +93,14 @@ def configure_logging(settings: Settings, *, force_format: str | None = None, le
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or settings.log_level)
-    # uvicorn's own handlers would print plain text: its records propagate to the root handler here.
+    # uvicorn's own handlers would print plain text: its records go to the root handler here. Its
+    # access logger keeps the propagation uvicorn gave it (off with access_log=False: the ingestion
+    # service writes its own access line without the query string, ingest/accesslog.py).
     for name in UVICORN_LOGGERS:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
-        uvicorn_logger.propagate = True
+        if name != "uvicorn.access":
+            uvicorn_logger.propagate = True
     # httpx logs every request line at INFO; keep it for DEBUG runs only.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -93,21 +93,23 @@ class LazyGroup(click.Group):
     """A group that imports a command's module when the command is looked up, not before."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *self.commands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = COMMANDS.get(cmd_name)
         if entry is None:
-            return None
+            return super().get_command(ctx, cmd_name)  # one added with main.add_command()
         command = getattr(importlib.import_module(entry[0]), entry[1])
         assert isinstance(command, click.Command)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
         # A bare Command carries the stored help: click shortens it as it would the real command's.
         rows = [
-            (name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit)) for name in sorted(COMMANDS)
+            (name, (self.commands.get(name) or click.Command(name, help=COMMANDS[name][2])).get_short_help_str(limit))
+            for name in names
         ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
@@ -124,8 +126,8 @@ def main(ctx: click.Context, verbose: int) -> None:
     """Operate calltrack-worker: settings come from CALLTRACK_* variables or .env.
 
     \b
-    Exit status: 0 done; 1 refused (bad input, unknown counter, number or
-    account); 2 wrong usage; 3 Redis unreachable or settings unusable.
+    Exit status: 0 done; 1 refused (bad input, unknown counter, number,
+    account or call); 2 wrong usage or invalid settings; 3 Redis unreachable.
     """
     if ctx.obj is None:  # tests pass a Context of their own
         ctx.obj = Context()
