@@ -137,9 +137,17 @@ def test_stored_short_helps_are_the_commands_own() -> None:
 
 
 def test_lock_hash_recorded_so_calls_skip_the_sync() -> None:
-    assert ctl(dict(os.environ), "--help").returncode == 0
+    # PYTHONDONTWRITEBYTECODE (set in many images and CI shells) would make every call compile the
+    # modules again: scripts/ctl keeps their bytecode in .venv/.pycache instead, never in the sources.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    cached = ROOT / ".venv" / ".pycache" / str(ROOT).lstrip("/") / "ctl"
+    for stale in cached.glob("context.*.pyc"):
+        stale.unlink()  # a cache: written again by the call below
+    assert ctl(env, "--help").returncode == 0
     recorded = (ROOT / ".venv" / ".ctl-lock-sha256").read_text().strip()
     assert recorded == hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
+    assert any(cached.glob("context.*.pyc")), cached
 
 
 def test_tables_print_local_iso_times_json_keeps_numbers(make_settings: Callable[..., Settings]) -> None:
