@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from config.logging import BEAT_LOGGERS, DueTaskFilter, configure_logging, quiet_due_tasks
@@ -27,6 +28,7 @@ from tests.edge_helpers import env_of, ingest_process
 from tests.helpers import wait_for
 from worker.accounts.model import AccountIn, parse
 from worker.app import celery_config
+from worker.keys import fingerprint
 from worker.ops.counter_view import token_state
 from worker.runtime import Runtime
 
@@ -113,7 +115,12 @@ def test_injected_faults_are_logged_as_injected() -> None:
 
 
 def test_status_answers_name_the_login_not_its_quota_key(make_settings: Callable[..., Settings]) -> None:
-    rt = Runtime(make_settings(secret_keys=Fernet.generate_key().decode(), accounts_cache_seconds=0))
+    env_tokens = {202: "y0_env-token-with-a-learned-login", 303: "y0_env-token-no-login-known"}
+    rt = Runtime(
+        make_settings(
+            secret_keys=Fernet.generate_key().decode(), accounts_cache_seconds=0, metrica_counter_tokens=env_tokens
+        )
+    )
     try:
         rt.accounts._learn_login = lambda token: "Acme-Shop"  # Yandex ID's answer
         tokens = [{"name": "main", "token": "y0_tokenvalue-abcdef-123456"}]
@@ -123,5 +130,9 @@ def test_status_answers_name_the_login_not_its_quota_key(make_settings: Callable
         state = token_state(rt, 101)
         assert state["login"] == "acme-shop" and state["account"] == "acme"
         assert "login." not in orjson.dumps(state).decode()
+        # An environment token's login, as envimport.py records it when Yandex ID names it.
+        rt.redis.hset(rt.keys.token_logins, fingerprint(SecretStr(env_tokens[202])), "env-login")
+        assert token_state(rt, 202)["login"] == "env-login"
+        assert token_state(rt, 303)["login"] is None  # unknown: nothing, not the fingerprint
     finally:
         rt.close()
