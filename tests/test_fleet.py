@@ -76,7 +76,10 @@ def test_three_worker_processes_keep_to_metricas_quotas_together(
 
 def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings()
-    env = fleet_env(settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5")
+    # DEBUG: a drain every 0.5 s logs its "Sending due task" line at debug (config/logging.py).
+    env = fleet_env(
+        settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5", CALLTRACK_LOG_LEVEL="DEBUG"
+    )
     fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=2)
     try:
         fleet.ensure()
@@ -108,7 +111,10 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
 def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """Issue 13, defect 9: a restore from a snapshot (or a failover) drops redbeat's lock."""
     settings = make_settings()
-    env = fleet_env(settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5")
+    # DEBUG: a drain every 0.5 s logs its "Sending due task" line at debug (config/logging.py).
+    env = fleet_env(
+        settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5", CALLTRACK_LOG_LEVEL="DEBUG"
+    )
     fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=1)
     rt = Runtime(settings)
     log = tmp_path / "beat0.log"

@@ -19,7 +19,7 @@ from celery import Celery, current_app, signals
 from kombu import Queue
 from redis.exceptions import RedisError
 
-from config.logging import configure_logging
+from config.logging import configure_logging, quiet_due_tasks
 from config.settings import Settings
 from worker.beat import CalltrackBeatScheduler
 from worker.errors import StoreConfigError
@@ -192,6 +192,7 @@ def _setup_logging(**_: Any) -> None:
     settings = getattr(current_app, "settings", None)
     if isinstance(settings, Settings):
         configure_logging(settings)
+        quiet_due_tasks(current_app.conf.beat_schedule or {})  # a drain a second: its line at debug
 
 
 @signals.task_prerun.connect
