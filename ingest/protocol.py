@@ -5,8 +5,9 @@ uvicorn bounds connections and requests of the whole process (``limit_concurrenc
 not per client: 1,005 unfinished heads from one address filled that limit and every other client was
 answered 503 until the header deadline closed them. Here each peer address may hold at most
 ``ingest_max_connections_per_client`` open connections and ``ingest_max_unfinished_heads_per_client``
-requests whose head has not arrived yet (an IPv6 peer counts as its /64: one host holds a whole
-/64); a connection past either cap is answered 503 with
+requests whose head has begun but not finished arriving (an idle or just-opened connection is bounded
+by the header deadline and the connection cap, so a client's pool of 32 connections is not a flood;
+an IPv6 peer counts as its /64: one host holds a whole /64); a connection past either cap is answered 503 with
 ``Connection: close`` and closed at once, before anything of it is parsed, so one address's flood
 costs only that address. The caps are per process (each uvicorn worker counts its own connections).
 
@@ -121,15 +122,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         _open[self._peer] += 1
         self._counted = True
-        self._arm_header_timer()
+        self._arm_header_timer()  # the head's deadline runs from now; it counts as unfinished from its first byte
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
         new_request = self._header_timer is None and (self.cycle is None or self.cycle.response_complete)
-        if new_request and not self._arm_header_timer():  # a new request on a kept-alive connection
-            return
+        if new_request:  # a new request on a kept-alive connection
+            self._arm_header_timer()
         in_head = self._header_timer is not None
+        if in_head and not self._in_head and not self._count_head():
+            return
         if in_head:
             end = head_end(self._head_tail, data)
             size = self._head_bytes + (end if end >= 0 else len(data))
@@ -156,16 +159,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             _release(_open, self._peer)
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> bool:
-        """Start a request head's clock; False (and the connection refused) past the peer's head cap."""
-        if self._max_heads and _heads[self._peer] >= self._max_heads:
-            self._refuse("unfinished heads")
-            return False
+    def _arm_header_timer(self) -> None:
+        """Start a request head's clock (an idle connection is bounded by it and by the connection cap)."""
         self._head_bytes = 0
         self._head_tail = b""
+        self._header_timer = self.loop.call_later(edge_limits().header_timeout, self._headers_overdue)
+
+    def _count_head(self) -> bool:
+        """Count a head whose first bytes arrived as unfinished; False (the connection refused) past the
+        peer's cap. A pool of idle kept-alive or just-opened connections is not a flood of heads."""
+        if self._max_heads and _heads[self._peer] >= self._max_heads:
+            self._disarm_header_timer()
+            self._refuse("unfinished heads")
+            return False
         self._in_head = True
         _heads[self._peer] += 1
-        self._header_timer = self.loop.call_later(edge_limits().header_timeout, self._headers_overdue)
         return True
 
     def _disarm_header_timer(self) -> None:

@@ -290,6 +290,27 @@ def test_one_address_flooding_heads_and_connections_does_not_refuse_another(
             sock.close()
 
 
+def test_a_clients_pool_of_open_connections_is_not_a_flood_of_heads(make_settings: Callable[..., Settings]) -> None:
+    """A head counts as unfinished from its first byte: a client that opens 40 connections (a pool, as
+    a load generator or a CRM's HTTP client does) before it sends anything is served on every one,
+    although the head cap is 20."""
+    env = env_of(make_settings(), CALLTRACK_INGEST_MAX_UNFINISHED_HEADS_PER_CLIENT="20")
+    pool: list[socket.socket] = []
+    try:
+        with ingest_process(env) as svc:
+            for _ in range(40):
+                pool.append(
+                    socket.create_connection(("127.0.0.1", svc.port), timeout=5, source_address=("127.0.0.5", 0))
+                )
+            for sock in pool:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answers = [_answer(sock) for sock in pool]
+            assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers]
+    finally:
+        for sock in pool:
+            sock.close()
+
+
 def test_an_ipv6_client_counts_as_its_64_and_a_proxy_has_its_own_cap() -> None:
     """One IPv6 host holds a whole /64, so its addresses share one cap (loopback has only ::1 to test
     over real sockets); a trusted proxy's peer address gets the proxy cap."""
