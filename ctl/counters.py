@@ -4,6 +4,7 @@ for attribution (offline-data options, join thresholds, conversion goals)."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -152,12 +153,12 @@ def _show_readiness(items: list[Readiness], as_json: bool) -> None:
     emit(
         [{**asdict(r), "ready": r.ready} for r in items],
         as_json=as_json,
-        headers=("counter", "ready", "switched on", "goals created", "calls join from", "problems"),
+        headers=("counter", "ready", "options on since", "goals created", "calls join from", "problems"),
         rows=[
             (
                 r.counter_id,
                 "yes" if r.ready else "no",
-                ", ".join(r.switched_on) or "-",
+                ", ".join(f"{name} {_iso(at)}" for name, at in sorted(r.enabled_at.items())) or "-",
                 ", ".join(r.goals_created) or "-",
                 r.join_from.get("calls", "-"),
                 "; ".join(r.problems()) or "-",
@@ -165,3 +166,7 @@ def _show_readiness(items: list[Readiness], as_json: bool) -> None:
             for r in items
         ],
     )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

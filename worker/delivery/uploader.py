@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, cast
 import structlog
 from pydantic import SecretStr
 
-from worker.delivery.counter_setup import ensure_ready
+from worker.delivery import counter_setup
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate, UploadsPaused
@@ -247,9 +247,9 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
                 f"no Metrica token is configured for counter {counter}; its batches wait", retry_after=300
             )
         gate.check_paused(token, counter)
+        # Setup runs in its own task (tasks/setup.py); here only whether the join window is open.
+        counter_setup.hold(rt, ref.bucket, batch_id)
         with CounterLock(rt, ref) as lock:
-            # Under the counter's lock: one worker of the fleet sets a counter up, goals are made once.
-            ensure_ready(rt, ref.bucket, batch_id)
             return _attempt(Attempt(rt, gate, ref, lock.token, token))
 
 
