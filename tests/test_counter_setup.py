@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from config.settings import Settings
 from ctl.__main__ import main as ctl_main
 from ctl.context import Context
+from emulator.config import Account
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
 from worker.delivery import counter_setup
@@ -175,3 +176,74 @@ def test_a_token_string_never_names_a_quota_key(make_settings: Callable[..., Set
         pass
     assert not [k for k in rt.redis.scan_iter(match=f"{rt.settings.namespace}:*") if "a-very-secret-token" in k]
     rt.close()
+
+
+# --- item 5: scopes -------------------------------------------------------------------------------
+
+
+def _consent(link: str, scope: str | None) -> tuple[str, str]:
+    """Through the emulator's consent form as a user would (scope as the link asks, or changed)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    if scope is not None:
+        query["scope"] = scope
+    root = link.split("/authorize", 1)[0]
+    form = {**query, "login": "shop-owner", "decision": "allow"}
+    answer = httpx.post(f"{root}/authorize", data=form, follow_redirects=False)
+    assert answer.status_code == 302, answer.text
+    back = parse_qs(urlsplit(answer.headers["location"]).query)
+    return back["code"][0], back["state"][0]
+
+
+def test_the_link_asks_for_the_scopes_used_and_the_callback_names_the_missing_ones(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from tests.accounts_helpers import account_settings
+    from worker.accounts import oauth
+    from worker.errors import OAuthError
+
+    accounts = (Account("seed-token-of-shop-owner", "shop-owner", frozenset({5101})),)
+    with running_emulator(accounts=accounts) as emulator:
+        rt = Runtime(account_settings(make_settings, emulator))
+        link = oauth.start(rt.accounts, "shop")
+        assert "scope=metrika%3Aread+metrika%3Awrite+metrika%3Aoffline_data" in link
+        page = httpx.get(link).text
+        assert "metrika:offline_data" in page and "metrika:write" in page
+
+        with pytest.raises(OAuthError) as refused:  # only the upload scope granted
+            oauth.finish(rt.accounts, *_consent(oauth.start(rt.accounts, "shop"), "metrika:offline_data"))
+        assert "metrika:read" in str(refused.value) and "offline_data" not in str(refused.value).split(":", 1)[0]
+        assert rt.accounts.accounts() == []  # nothing stored
+        with pytest.raises(OAuthError, match=r"lacks the scopes metrika:offline_data\b"):
+            oauth.finish(rt.accounts, *_consent(oauth.start(rt.accounts, "shop"), "metrika:read"))
+
+        done = oauth.finish(rt.accounts, *_consent(link, None))  # all three, as the link asks
+        assert [c.id for c in done.account.counters] == [5101]
+        rt.close()
+
+
+def test_the_emulator_refuses_a_method_without_its_scope(make_settings: Callable[..., Settings]) -> None:
+    with running_emulator(accounts=(Account("t", "shop", None),)) as emulator:
+        upload_only = emulator.admin.issue_token("shop", scopes=["metrika:offline_data"])["access_token"]
+        read_only = emulator.admin.issue_token("shop", scopes=["metrika:read"])["access_token"]
+
+        def get(path: str, token: str) -> httpx.Response:
+            return httpx.get(f"{emulator.base_url}{path}", headers={"Authorization": f"OAuth {token}"})
+
+        counters = get("/management/v1/counters", upload_only)
+        assert counters.status_code == 403 and counters.json()["errors"][0]["error_type"] == "access_denied"
+        assert get("/management/v1/counter/7/offline_conversions/calls_uploadings", upload_only).status_code == 200
+        assert get("/management/v1/counters", read_only).status_code == 200
+        assert get("/management/v1/counter/7/offline_conversions/calls_uploadings", read_only).status_code == 403
+        switch = httpx.post(
+            f"{emulator.base_url}/management/v1/counter/7/offline_conversions/calls_extended_threshold",
+            headers={"Authorization": f"OAuth {read_only}"},
+        )
+        assert switch.status_code == 403  # a change needs metrika:write
+        # Counter setup with a token lacking metrika:write records the refusal; nothing is switched on.
+        rt = Runtime(make_settings(metrica_base_url=emulator.base_url, metrica_token=read_only))
+        found = setup_counter(rt, 7, apply=True)
+        assert "403" in found.error or "scope" in found.error
+        assert not any(emulator.admin.counter(7)["offline_options"].values())
+        rt.close()
