@@ -247,3 +247,58 @@ def test_the_emulator_refuses_a_method_without_its_scope(make_settings: Callable
         assert "403" in found.error or "scope" in found.error
         assert not any(emulator.admin.counter(7)["offline_options"].values())
         rt.close()
+
+
+# --- item 8: removed counters ---------------------------------------------------------------------
+
+
+def test_a_removed_counters_uploads_are_reconciled_with_their_token_or_quarantined(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from tests.helpers import seal_batch
+    from worker.accounts import edits
+    from worker.accounts.model import AccountIn, parse
+    from worker.delivery import reconciler, uploader
+
+    acme, beta = "y0_acme-token-0000000000000001", "y0_beta-token-0000000000000002"
+    accounts = (Account(acme, "acme-login", frozenset({601, 602})), Account(beta, "beta-login", frozenset({701})))
+    with running_emulator(step_seconds=0.05, accounts=accounts) as emulator:
+        settings = make_settings(
+            metrica_base_url=emulator.base_url, emulator_url=emulator.base_url,
+            secret_keys=Fernet.generate_key().decode(), accounts_cache_seconds=0, counter_setup="off",
+        )  # fmt: skip
+        rt = Runtime(settings)
+        for account, token, counters in (("acme", acme, [601, 602]), ("beta", beta, [701])):
+            spec = {
+                "id": account,
+                "tokens": [{"name": "main", "token": token}],
+                "counters": [{"id": c} for c in counters],
+            }
+            rt.accounts.put(parse(AccountIn, spec))
+        kept, orphan = seal_batch(rt, 601), seal_batch(rt, 701)
+        assert uploader.upload_batch(rt, kept).value == "posted"
+        assert uploader.upload_batch(rt, orphan).value == "posted"
+        assert rt.redis.hget(rt.keys.batch(kept), "token_fp") == fingerprint(SecretStr(acme))
+        edits.remove_counter(rt.accounts, 601)  # the account (and its token) stays
+        assert 701 in rt.accounts.snapshot().by_counter and 601 in rt.accounts.snapshot().removed
+        # The whole of beta goes: its counter and its token.
+        rt.accounts.sync([parse(AccountIn, {"id": "acme", "tokens": [{"name": "main"}], "counters": [{"id": 602}]})])
+        assert {601, 701} <= rt.accounts.snapshot().removed
+        assert beta not in {t.get_secret_value() for t in rt.accounts.tokens()}  # beta and its token are gone
+        wait_for(
+            lambda: (
+                reconciler.reconcile(rt)
+                and rt.redis.hget(rt.keys.batch(kept), "state") == "PROCESSED"
+                and rt.redis.hget(rt.keys.batch(orphan), "state") == "QUARANTINED"
+            ),
+            timeout=20,
+            what="the removed counters' batches closed",
+        )
+        assert rt.redis.hget(rt.keys.batch(kept), "status") == "PROCESSED"
+        assert 0 < rt.redis.ttl(rt.keys.rows(kept)) <= settings.rows_retention_seconds  # its rows expire
+        assert "counter_removed" in str(rt.redis.hget(rt.keys.batch(orphan), "reason"))
+        logins = {u["login"] for u in emulator.admin.uploads(with_rows=False)}
+        assert logins == {"acme-login", "beta-login"}  # nothing asked with another account's token
+        rt.close()

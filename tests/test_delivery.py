@@ -404,7 +404,8 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
         pass
     with gate.permit(token, Purpose.UPLOAD, wait=1.5):  # the window frees within a second
         pass
-    rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 10**6)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    rt.redis.set(rt.keys.quota_day_purpose(fingerprint(token), "client_write", day), 10**6)  # uploads: client_write
     with pytest.raises(QuotaExhausted) as daily, gate.permit(token, Purpose.UPLOAD, wait=5):  # never waited for
         pass
     assert daily.value.quota == "daily"

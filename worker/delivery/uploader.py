@@ -12,6 +12,7 @@ as it was and the task is retried later.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 from pydantic import SecretStr
+from redis.exceptions import OutOfMemoryError
 
 from worker.delivery import counter_setup
 from worker.delivery.csvfile import build_csv
@@ -35,6 +37,7 @@ from worker.errors import (
 )
 from worker.failpoints import arm, failpoint
 from worker.ids import shard_of_batch
+from worker.keys import fingerprint
 from worker.model.kinds import Bucket
 from worker.scripts import run_many
 from worker.store import redis_now_ms
@@ -281,6 +284,10 @@ def _attempt(at: Attempt) -> UploadOutcome:
             return UploadOutcome.ADOPTED
     with at.gate.permit(at.token, Purpose.UPLOAD, wait=rt.settings.quota_wait_seconds):
         at.claim_durably()
+        # Which token posts it (its fingerprint, never the token): a removed counter's upload is still
+        # reconciled with it (worker/delivery/reconciler.py). A full Redis only loses this hint.
+        with contextlib.suppress(OutOfMemoryError):
+            rt.redis.hset(at.key, "token_fp", fingerprint(at.token))
         rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
         content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
         log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)
