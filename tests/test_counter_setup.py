@@ -23,7 +23,7 @@ from worker.delivery import counter_setup
 from worker.delivery.counter_setup import CALLS_OPTION, CONVERSIONS_OPTION, Readiness, readiness, setup_counter
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.errors import JoinWindowClosed
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.model.kinds import Bucket, IdType, UploadKind
 from worker.ops import scrape
 from worker.runtime import Runtime

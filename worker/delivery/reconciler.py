@@ -25,7 +25,7 @@ from worker.delivery.quota import Purpose, QuotaGate
 from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, MetricaError, NotFoundError
 from worker.failpoints import failpoint
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.model.kinds import Bucket, KindSpec
 
 if TYPE_CHECKING:

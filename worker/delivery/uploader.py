@@ -36,8 +36,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.failpoints import arm, failpoint
-from worker.ids import shard_of_batch
-from worker.keys import fingerprint
+from worker.ids import fingerprint, shard_of_batch
 from worker.model.kinds import Bucket
 from worker.scripts import run_many
 from worker.store import redis_now_ms
