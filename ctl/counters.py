@@ -14,6 +14,7 @@ from ctl.context import Context
 from ctl.output import emit, json_option
 from worker.accounts import edits
 from worker.delivery.counter_setup import Readiness, readiness, setup_counter
+from worker.delivery.quota import GROUPS, QuotaGate
 from worker.errors import AccountInputError
 
 FIELDS = ("token", "goal_name", "flush_age", "phone_region", "timezone")
@@ -139,6 +140,31 @@ def setup(ctx: Context, counter_ids: tuple[int, ...], targets: tuple[str, ...], 
     _show_readiness(done, as_json)
     if not all(r.ready for r in done):
         raise SystemExit(1)
+
+
+@counters.command("quota")
+@json_option
+@click.pass_obj
+def quota_command(ctx: Context, as_json: bool) -> None:
+    """Today's Metrica quota per login, per method group (client_read: polls, lists, setting reads;
+    client_write: uploads, switches, goals), each its own daily budget."""
+    rt, daily = ctx.runtime, ctx.runtime.settings.quota_daily_per_login
+    views = QuotaGate(rt).view()
+    emit(
+        [{**asdict(q), "left": {g: max(daily - n, 0) for g, n in q.used.items()}} for q in views],
+        as_json=as_json,
+        headers=("login", "counters", "client_read used/left", "client_write used/left", "in flight", "paused"),
+        rows=[
+            (
+                q.login,
+                ", ".join(str(c) for c in q.counters) or "-",
+                *(f"{q.used[g]}/{max(daily - q.used[g], 0)}" for g in GROUPS),
+                q.in_flight,
+                "; ".join(q.paused.values()) or "-",
+            )
+            for q in views
+        ],
+    )
 
 
 @counters.command("ready")

@@ -163,6 +163,12 @@ def test_quota_groups_are_counted_apart_and_carry_the_days_count_over(
             pass
         (view,) = [q for q in gate.view() if q.login == login]
         assert view.used == {"client_read": 6, "client_write": 6}
+        shown = CliRunner().invoke(ctl_main, ["counters", "quota", "--json"], obj=Context(rt.settings))
+        (row,) = [r for r in orjson.loads(shown.stdout) if r["login"] == login]
+        assert row["used"] == {"client_read": 6, "client_write": 6} and row["left"] == {
+            "client_read": 0,
+            "client_write": 0,
+        }
         text = scrape.render(scrape.registry(rt.redis, rt.keys, rt.settings)).decode()
         assert f'calltrack_quota_group_used_today{{group="client_write",login="{login}"}} 6.0' in text
         assert fingerprint(token) not in text or login == fingerprint(token)
