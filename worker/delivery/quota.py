@@ -215,12 +215,20 @@ class QuotaGate:
         return result
 
 
-def group_used(redis: Any, keys: Keys, login: str, day: str) -> tuple[int, int]:
-    """Requests of ``login`` on ``day`` per group (client_read, client_write); a group not counted yet
-    counts as the purpose it replaces (the day's keys of before issue 24)."""
-    names = [keys.quota_day_purpose(login, name, day) for name in ("client_read", "poll", "client_write", "upload")]
-    read, poll, write, upload = (int(v) if v is not None else None for v in redis.mget(names))
+#: each group's day key, then the purpose key of before issue 24 it carries on
+DAY_KEYS = ("client_read", "poll", "client_write", "upload")
+
+
+def group_counts(values: list[Any]) -> tuple[int, int]:
+    """(client_read, client_write) from the values of :data:`DAY_KEYS`: a group not counted yet counts
+    as the purpose it replaces."""
+    read, poll, write, upload = (int(v) if v is not None else None for v in values)
     return (read if read is not None else poll or 0), (write if write is not None else upload or 0)
+
+
+def group_used(redis: Any, keys: Keys, login: str, day: str) -> tuple[int, int]:
+    """Requests of ``login`` on ``day`` per group (client_read, client_write)."""
+    return group_counts(redis.mget([keys.quota_day_purpose(login, name, day) for name in DAY_KEYS]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
 from worker.delivery.counter_setup import Readiness
+from worker.delivery.quota import DAY_KEYS, group_counts
 from worker.ids import fingerprint
 from worker.keys import Keys
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
@@ -205,9 +206,6 @@ class Collector(PromCollector):
         yield from (alive, age)
 
 
-QUOTA_KEYS = ("client_read", "poll", "client_write", "upload")  # each group, then the purpose it carries on
-
-
 def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaView]:
     """Quota per login without a full Runtime (the collector has only a client and the keys)."""
     registered = quota_logins(redis, keys)  # login name -> token fingerprint (worker/accounts/)
@@ -227,17 +225,14 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
     now_ms = int(time.time() * 1000)
     pipe = redis.pipeline(transaction=False)
     for login in ordered:
-        pipe.mget(
-            [keys.quota_day_purpose(login, name, day) for name in ("client_read", "poll", "client_write", "upload")]
-        )
+        pipe.mget([keys.quota_day_purpose(login, name, day) for name in DAY_KEYS])
         pipe.zcount(keys.quota_inflight(login), now_ms, "+inf")
     replies = pipe.execute() if ordered else []
     daily = settings.quota_daily_per_login
     result = []
     for n, login in enumerate(ordered):
-        (read, poll, write, upload), in_flight = replies[2 * n : 2 * n + 2]
-        reads = int(read if read is not None else poll or 0)
-        writes = int(write if write is not None else upload or 0)
+        values, in_flight = replies[2 * n : 2 * n + 2]
+        reads, writes = group_counts(values)
         result.append(
             LoginQuotaView(
                 login=login,
