@@ -308,3 +308,14 @@ def test_a_removed_counters_uploads_are_reconciled_with_their_token_or_quarantin
         logins = {u["login"] for u in emulator.admin.uploads(with_rows=False)}
         assert logins == {"acme-login", "beta-login"}  # nothing asked with another account's token
         rt.close()
+
+
+def test_setup_stops_at_its_own_deadline_and_says_so(make_settings: Callable[..., Settings]) -> None:
+    with running_emulator() as emulator:
+        emulator.admin.set_faults(latency=0.6, kinds=["management"])
+        rt = Runtime(make_settings(metrica_base_url=emulator.base_url))
+        found = setup_counter(rt, 405, apply=True, deadline=1.0)  # each request within its timeout, all not
+        assert "ran past its deadline" in found.error and not found.ready
+        assert readiness(rt, [405])[405].error == found.error  # recorded: the next try comes an hour later
+        assert found.enabled_at  # what it switched on before the deadline is kept: never posted twice
+        rt.close()
