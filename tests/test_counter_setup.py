@@ -134,6 +134,10 @@ def test_slow_settings_never_block_uploads(make_settings: Callable[..., Settings
                 timeout=30,
                 what="the batch uploaded despite the slow settings API",
             )
+            rt.redis.hset(rt.keys.counter_setup, "pending:999", 1)  # a setup under way elsewhere: /metrics reads on
+            scraped = scrape.render(scrape.registry(rt.redis, rt.keys, settings)).decode()
+            assert 'calltrack_counter_ready{counter_id="403"} 0.0' in scraped and 'counter_id="999"' not in scraped
+            rt.redis.hdel(rt.keys.counter_setup, "pending:999")
         failed = readiness(rt, [403])[403]
         assert "counter setup failed" in failed.error and not failed.ready
         assert not rt.redis.hexists(rt.keys.counter_setup, "pending:403")  # the task ended: retried later

@@ -77,7 +77,9 @@ class Readiness:
         return not self.error and all(self.options.get(name) for name in _OPTIONS) and not self.missing_goals
 
     def problems(self) -> list[str]:
-        found = [f"{name} was never switched on" for name in _OPTIONS if not self.options.get(name)]
+        # Metrica shows no option state (the counter object lost offline_options): what the worker knows
+        # is whether it switched the option on itself.
+        found = [f"{name} was never switched on by this worker" for name in _OPTIONS if not self.options.get(name)]
         found += [f"no goal for Target {target!r}" for target in self.missing_goals]
         return [self.error] if self.error else found
 

@@ -21,7 +21,7 @@ from config.settings import Settings
 from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
-from worker.delivery.counter_setup import Readiness
+from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
 from worker.delivery.quota import DAY_KEYS, group_counts
 from worker.ids import fingerprint
 from worker.keys import Keys
@@ -86,7 +86,8 @@ class Collector(PromCollector):
             labels=["counter_id"],
         )
         for counter, raw in sorted(cast(dict[str, str], self._redis.hgetall(self._keys.counter_setup)).items()):
-            ready.add_metric([counter], 1 if Readiness.from_json(raw).ready else 0)
+            if not counter.startswith(PENDING_PREFIX):  # a setup task under way, not a record
+                ready.add_metric([counter], 1 if Readiness.from_json(raw).ready else 0)
         yield ready
 
     def _counters(self) -> Iterator[Metric]:
