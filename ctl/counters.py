@@ -4,14 +4,13 @@ for attribution (offline-data options, join thresholds, conversion goals)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from ctl.accounts import registry_errors, report
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, local_time
 from worker.accounts import edits
 from worker.delivery.counter_setup import Readiness, readiness, setup_counter
 from worker.delivery.quota import GROUPS, QuotaGate
@@ -184,7 +183,7 @@ def _show_readiness(items: list[Readiness], as_json: bool) -> None:
             (
                 r.counter_id,
                 "yes" if r.ready else "no",
-                ", ".join(f"{name} {_iso(at)}" for name, at in sorted(r.enabled_at.items())) or "-",
+                ", ".join(f"{name} {local_time(at)}" for name, at in sorted(r.enabled_at.items())) or "-",
                 ", ".join(r.goals_created) or "-",
                 r.join_from.get("calls", "-"),
                 "; ".join(r.problems()) or "-",
@@ -192,7 +191,3 @@ def _show_readiness(items: list[Readiness], as_json: bool) -> None:
             for r in items
         ],
     )
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
