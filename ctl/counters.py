@@ -10,9 +10,10 @@ import click
 
 from ctl.accounts import registry_errors, report
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, local_time
 from worker.accounts import edits
 from worker.delivery.counter_setup import Readiness, readiness, setup_counter
+from worker.delivery.quota import GROUPS, QuotaGate
 from worker.errors import AccountInputError
 
 FIELDS = ("token", "goal_name", "flush_age", "phone_region", "timezone")
@@ -140,6 +141,31 @@ def setup(ctx: Context, counter_ids: tuple[int, ...], targets: tuple[str, ...], 
         raise SystemExit(1)
 
 
+@counters.command("quota")
+@json_option
+@click.pass_obj
+def quota_command(ctx: Context, as_json: bool) -> None:
+    """Today's Metrica quota per login, per method group (client_read: polls, lists, setting reads;
+    client_write: uploads, switches, goals), each its own daily budget."""
+    rt, daily = ctx.runtime, ctx.runtime.settings.quota_daily_per_login
+    views = QuotaGate(rt).view()
+    emit(
+        [{**asdict(q), "left": {g: max(daily - n, 0) for g, n in q.used.items()}} for q in views],
+        as_json=as_json,
+        headers=("login", "counters", "client_read used/left", "client_write used/left", "in flight", "paused"),
+        rows=[
+            (
+                q.login,
+                ", ".join(str(c) for c in q.counters) or "-",
+                *(f"{q.used[g]}/{max(daily - q.used[g], 0)}" for g in GROUPS),
+                q.in_flight,
+                "; ".join(q.paused.values()) or "-",
+            )
+            for q in views
+        ],
+    )
+
+
 @counters.command("ready")
 @json_option
 @click.pass_obj
@@ -152,12 +178,12 @@ def _show_readiness(items: list[Readiness], as_json: bool) -> None:
     emit(
         [{**asdict(r), "ready": r.ready} for r in items],
         as_json=as_json,
-        headers=("counter", "ready", "switched on", "goals created", "calls join from", "problems"),
+        headers=("counter", "ready", "options on since", "goals created", "calls join from", "problems"),
         rows=[
             (
                 r.counter_id,
                 "yes" if r.ready else "no",
-                ", ".join(r.switched_on) or "-",
+                ", ".join(f"{name} {local_time(at)}" for name, at in sorted(r.enabled_at.items())) or "-",
                 ", ".join(r.goals_created) or "-",
                 r.join_from.get("calls", "-"),
                 "; ".join(r.problems()) or "-",

@@ -21,6 +21,7 @@ from emulator.errors import ApiError
 from emulator.faults import rule_from_dict, script_from_dict
 from emulator.oauth import token_answer
 from emulator.state import EmulatorState
+from emulator.tokens import METRICA_SCOPES, granted
 from emulator.validation import KINDS
 
 
@@ -229,7 +230,7 @@ async def tokens(request: Request, state: EmulatorState) -> Any:
     now = state.clock.now()
     if request.method == "POST":
         data = await _body(request)
-        unknown = set(data) - {"login", "lifetime", "refresh", "client_id"}
+        unknown = set(data) - {"login", "lifetime", "refresh", "client_id", "scopes"}
         if unknown:
             raise ValueError(f"unknown keys: {sorted(unknown)}")
         login = str(data["login"])
@@ -237,8 +238,17 @@ async def tokens(request: Request, state: EmulatorState) -> Any:
         if lifetime is not None and float(lifetime) <= 0:
             raise ValueError("lifetime must be positive (or null: never expires)")
         client_id = str(data.get("client_id") or "emulator-admin")
+        scopes = granted(" ".join(data["scopes"])) if data.get("scopes") is not None else METRICA_SCOPES
+        if data.get("scopes") is not None and not scopes:
+            raise ValueError(f"scopes must name Metrica scopes {sorted(METRICA_SCOPES)}")
         record = state.tokens.issue(
-            login, client_id, now, float(lifetime) if lifetime is not None else None, "admin", bool(data.get("refresh"))
+            login,
+            client_id,
+            now,
+            float(lifetime) if lifetime is not None else None,
+            "admin",
+            bool(data.get("refresh")),
+            scopes,
         )
         return {**token_answer(record, now), "record": record.to_admin(now)}
     wanted = request.query_params.get("login")

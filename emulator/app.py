@@ -42,6 +42,7 @@ from emulator.errors import (
 from emulator.faults import Decision
 from emulator.formdata import extract_part
 from emulator.html import render_index
+from emulator.quotas import group_of
 from emulator.state import EmulatorState
 from emulator.store import Upload
 from emulator.validation import CALLS, CHATS, CONVERSIONS, check_client_id_type, check_comment, parse_file
@@ -125,6 +126,26 @@ def authenticate(state: EmulatorState, request: Request) -> Account:
     return state.tokens.account(record)
 
 
+#: the scopes (any one of them) a request needs: management reads metrika:read, management writes
+#: metrika:write, uploads and their statuses and lists metrika:offline_data (or the broader metrika:write)
+UPLOAD_SCOPES = frozenset({"metrika:offline_data", "metrika:write"})
+
+
+def required_scopes(endpoint: str, method: str) -> frozenset[str]:
+    if endpoint == "management":
+        return frozenset({"metrika:read"}) if method in ("GET", "HEAD") else frozenset({"metrika:write"})
+    return UPLOAD_SCOPES
+
+
+def check_scopes(state: EmulatorState, request: Request, endpoint: str) -> None:
+    """403 ``access_denied`` for a token without any scope the request needs."""
+    record = state.tokens.tokens.get(bearer_token(request))
+    needed = required_scopes(endpoint, request.method)
+    if record is not None and not record.scopes & needed:
+        state.counts["status.scope_denied"] += 1
+        raise AccessDenied(f"The token has no scope for this method: needs one of {sorted(needed)}", "Authorization")
+
+
 def _login_of_request(state: EmulatorState, request: Request) -> str | None:
     """The login behind the request's token, if any (to count a per-IP rejection against it)."""
     header = request.headers.get("authorization", "")
@@ -149,11 +170,12 @@ async def guarded(request: Request, endpoint: str, kind: str, operation: Operati
                 state.quotas.note_rejection(login, error.error_type)
             raise
         account = authenticate(state, request)
+        check_scopes(state, request, endpoint)
         raw_counter = request.path_params.get("counter_id")
         counter = positive_int(raw_counter, "counterId") if raw_counter is not None else 0
         state.quotas.acquire_parallel(account.login)
         try:
-            state.quotas.count_daily(account.login, now)
+            state.quotas.count_daily(account.login, now, group_of(request.method))
             if counter and not state.counter_exists(counter):
                 raise NotFound(f"Counter {counter} not found", "counterId")
             if counter and not state.can_access(account, counter):

@@ -211,9 +211,13 @@ class EmulatorAdmin:
         refresh: bool = False,
         client_id: str | None = None,
         never_expires: bool = False,
+        scopes: list[str] | None = None,
     ) -> dict[str, Any]:
-        """A token of ``login`` living ``lifetime`` seconds (None: the token_lifetime in force), or forever."""
+        """A token of ``login`` living ``lifetime`` seconds (None: the token_lifetime in force), or forever,
+        with ``scopes`` (None: every Metrica scope)."""
         body: dict[str, Any] = {"login": login, "refresh": refresh}
+        if scopes is not None:
+            body["scopes"] = scopes
         if never_expires:
             body["lifetime"] = None
         elif lifetime is not None:

@@ -20,6 +20,7 @@ class Account:
     token: str
     login: str
     counters: frozenset[int] | None = None
+    scopes: frozenset[str] | None = None  # None: every Metrica scope (metrika:read, :write, :offline_data)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def quotas_from_dict(data: Mapping[str, Any], base: QuotaConfig | None = None) -
 
 
 def account_from_dict(data: Mapping[str, Any]) -> Account:
-    unknown = set(data) - {"token", "login", "counters"}
+    unknown = set(data) - {"token", "login", "counters", "scopes"}
     if unknown:
         raise ValueError(f"unknown account keys: {sorted(unknown)}")
     counters = data.get("counters", "*")
@@ -124,7 +125,15 @@ def account_from_dict(data: Mapping[str, Any]) -> Account:
         parsed = frozenset(int(c) for c in counters)
     else:
         raise ValueError(f"account counters must be '*' or a list of integers, got {counters!r}")
-    return Account(token=str(data["token"]), login=str(data.get("login", data["token"])), counters=parsed)
+    scopes = data.get("scopes")
+    if scopes is not None and not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
+        raise ValueError(f"account scopes must be a list of scope names, got {scopes!r}")
+    return Account(
+        token=str(data["token"]),
+        login=str(data.get("login", data["token"])),
+        counters=parsed,
+        scopes=frozenset(scopes) if scopes is not None else None,
+    )
 
 
 def oauth_app_from_dict(data: Mapping[str, Any]) -> OAuthApp:

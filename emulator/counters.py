@@ -1,6 +1,6 @@
 """Counter settings: offline options (extended join windows) and goals, kept per counter in memory.
 
-The management API exposes them as ``counter/{id}`` ``offline_options``, the
+The management API exposes them through the
 ``offline_conversions/(calls_)extended_threshold`` switches, the ``(calls_)visit_join_threshold`` dates and
 ``counter/{id}/goals`` (see docs/metrica-api.md). Join windows follow the Metrica page on the extended
 call tracking window: by default session data can be changed for 16 hours after the session; with the

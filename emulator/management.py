@@ -1,5 +1,7 @@
-"""Management API beyond uploads: the counters list, one counter with its ``offline_options``, goals, and
-the extended-threshold switches with their join-threshold dates (see docs/metrica-api.md)."""
+"""Management API beyond uploads: the counters list, one counter, goals, and the extended-threshold
+switches with their join-threshold dates (see docs/metrica-api.md). Today's counter object has no
+``offline_options``: the options are switched with the threshold requests and seen only through the
+join-threshold dates (and the admin API)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ DEFAULT_PER_PAGE = 1000
 OFFLINE_PREFIX = "/management/v1/counter/{counter_id}/offline_conversions"
 
 
-def counter_object(call: Call, counter: int, with_options: bool) -> dict[str, Any]:
+def counter_object(call: Call, counter: int) -> dict[str, Any]:
     state = call.state
     info = state.counter_info.get(counter)
     owner = state.owner_of(counter) or call.account.login
@@ -32,8 +34,6 @@ def counter_object(call: Call, counter: int, with_options: bool) -> dict[str, An
         "type": "simple",
         "permission": "own" if owner == call.account.login else "edit",
     }
-    if with_options:
-        body["offline_options"] = state.counters.get(counter).options()
     return body
 
 
@@ -53,7 +53,7 @@ async def counters_list(call: Call) -> Response:
     per_page = optional_int(call.request, "per_page", DEFAULT_PER_PAGE, 1, PER_PAGE_MAX)
     offset = optional_int(call.request, "offset", 1, 1, 1 << 62)
     search = (call.request.query_params.get("search_string") or "").lower()
-    objects = [counter_object(call, c, with_options=False) for c in call.state.reachable_counters(call.account)]
+    objects = [counter_object(call, c) for c in call.state.reachable_counters(call.account)]
     if search:
         objects = [
             o for o in objects if search in str(o["id"]) or search in o["name"].lower() or search in o["site"].lower()
@@ -62,20 +62,15 @@ async def counters_list(call: Call) -> Response:
 
 
 async def counter_get(call: Call) -> Response:
-    return json_response({"counter": counter_object(call, call.counter, with_options=True)})
+    return json_response({"counter": counter_object(call, call.counter)})
 
 
 async def counter_put(call: Call) -> Response:
-    """``PUT counter/{id}`` with ``{"counter": {"offline_options": {...}}}``; other fields are ignored."""
+    """``PUT counter/{id}`` with ``{"counter": {...}}``: the emulator keeps none of its fields (the object
+    has no ``offline_options``: a PUT never switches an option)."""
     data = await _json_body(call)
-    counter = data.get("counter")
-    if not isinstance(counter, dict):
+    if not isinstance(data.get("counter"), dict):
         raise InvalidParameter('The body must be {"counter": {...}}', "counter")
-    options = counter.get("offline_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise InvalidParameter("counter.offline_options must be an object", "offline_options")
-        call.state.counters.set_options(call.counter, options, call.state.clock.now())
     return await counter_get(call)
 
 

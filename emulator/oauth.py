@@ -19,7 +19,7 @@ from starlette.routing import Route
 from emulator.apicall import json_response
 from emulator.config import OAuthApp
 from emulator.state import EmulatorState
-from emulator.tokens import TokenRecord, login_id
+from emulator.tokens import TokenRecord, granted, login_id
 
 
 def _state(request: Request) -> EmulatorState:
@@ -101,7 +101,7 @@ async def authorize_page(request: Request) -> Response:
     )
     body = (
         f"<p>The application <b id='client'>{escape(app.client_id)}</b> asks for access to Yandex Metrica "
-        "(metrika:read, metrika:write, metrika:offline_data).</p>"
+        f"({escape(', '.join(sorted(granted(params.get('scope')))))}).</p>"
         "<form id='consent' method='post' action='/authorize'>"
         f"{hidden}<label for='login'>Yandex login</label> "
         f"<select id='login' name='login'>{options}</select>"
@@ -125,7 +125,8 @@ async def authorize_submit(request: Request) -> Response:
         if login not in state.tokens.login_counters:
             return _error_page(f"Unknown login {login!r}")
         expires_at = state.clock.now() + state.config.code_lifetime
-        code = state.tokens.new_code(app.client_id, login, form.get("redirect_uri") or None, expires_at)
+        scopes = granted(form.get("scope"))
+        code = state.tokens.new_code(app.client_id, login, form.get("redirect_uri") or None, expires_at, scopes)
         state.counts["oauth.codes"] += 1
         answer = {"code": code}
     else:
@@ -178,17 +179,17 @@ async def token(request: Request) -> Response:
         if code is None or code.client_id != app.client_id or now >= code.expires_at:
             state.counts["oauth.token_errors"] += 1
             return _token_error("invalid_grant", "Code has expired, was already used or is unknown")
-        login = code.login
+        login, scopes = code.login, code.scopes
     elif grant == "refresh_token":
         refresh = state.tokens.take_refresh(form.get("refresh_token", ""))
         if refresh is None or refresh.client_id != app.client_id or now >= refresh.expires_at:
             state.counts["oauth.token_errors"] += 1
             return _token_error("invalid_grant", "Refresh token has expired, was already used or is unknown")
-        login = refresh.login
+        login, scopes = refresh.login, refresh.scopes
     else:
         state.counts["oauth.token_errors"] += 1
         return _token_error("unsupported_grant_type", f"grant_type {grant!r} is not supported")
-    record = state.tokens.issue(login, app.client_id, now, state.token_lifetime, "oauth", with_refresh=True)
+    record = state.tokens.issue(login, app.client_id, now, state.token_lifetime, "oauth", True, scopes)
     state.counts[f"oauth.{grant}"] += 1
     return json_response(token_answer(record, now))
 

@@ -1,4 +1,7 @@
-"""Metrica quotas: requests per IP per second, parallel requests and requests per day per login."""
+"""Metrica quotas: requests per IP per second, parallel requests and requests per day per login, the
+daily count kept per group of methods (quotas page: "client_read: reading parameters for a tag or a
+user account", "client_write: saving parameters"): GET requests are ``client_read``, every request
+that changes something (uploads, switches, goals) ``client_write``; each group has its own day."""
 
 from __future__ import annotations
 
@@ -9,6 +12,12 @@ from emulator.config import QuotaConfig
 from emulator.errors import ApiError, QuotaParallelRequests, QuotaRequestsByIp, QuotaRequestsByUid
 
 DAY = 86400
+GROUPS = ("client_read", "client_write")
+
+
+def group_of(method: str) -> str:
+    """The quota group of a request: reads are client_read, writes (POST, PUT, DELETE) client_write."""
+    return "client_read" if method.upper() in ("GET", "HEAD") else "client_write"
 
 
 class Quotas:
@@ -18,7 +27,7 @@ class Quotas:
         self.config = config
         self._ip_windows: dict[str, deque[float]] = {}
         self._parallel: dict[str, int] = {}
-        self._daily: dict[str, tuple[int, int]] = {}
+        self._daily: dict[tuple[str, str], tuple[int, int]] = {}  # (login, group) -> (day, count)
         self.rejections: dict[str, int] = {}
         self.peak_parallel: dict[str, int] = {}
         self.admitted: dict[str, int] = {}
@@ -75,28 +84,33 @@ class Quotas:
         else:
             self._parallel.pop(login, None)
 
-    def count_daily(self, login: str, now: float) -> None:
-        """Count one request of ``login``; the count resets at 00:00 UTC of the emulator clock."""
+    def count_daily(self, login: str, now: float, group: str = "client_read") -> None:
+        """Count one request of ``login`` in ``group``; the count resets at 00:00 UTC of the emulator clock."""
         limit = self.config.requests_per_login_per_day
         day = int(now // DAY)
-        seen_day, count = self._daily.get(login, (day, 0))
+        seen_day, count = self._daily.get((login, group), (day, 0))
         if seen_day != day:
             count = 0
         if limit is not None and count >= limit:
             self._reject(
                 QuotaRequestsByUid,
-                f"The limit on the number of API requests per day for the user has been exceeded ({limit} per day)",
+                f"The limit on the number of API requests per day for the user has been exceeded ({limit} per day, "
+                f"{group})",
                 login,
             )
-        self._daily[login] = (day, count + 1)
+        self._daily[(login, group)] = (day, count + 1)
         self.admitted[login] = self.admitted.get(login, 0) + 1
 
     def in_flight(self, login: str) -> int:
         return self._parallel.get(login, 0)
 
-    def used_today(self, login: str, now: float) -> int:
-        seen_day, count = self._daily.get(login, (-1, 0))
-        return count if seen_day == int(now // DAY) else 0
+    def used_today(self, login: str, now: float, group: str | None = None) -> int:
+        """Requests of ``login`` today in ``group`` (every group when None)."""
+        total = 0
+        for name in GROUPS if group is None else (group,):
+            seen_day, count = self._daily.get((login, name), (-1, 0))
+            total += count if seen_day == int(now // DAY) else 0
+        return total
 
     def reset_windows(self) -> None:
         """Forget per-IP windows (after the clock jumps)."""
@@ -128,6 +142,7 @@ class Quotas:
                 "peak_parallel": self.peak_parallel.get(login, 0),
                 "requests": self.admitted.get(login, 0),
                 "requests_today": self.used_today(login, now),
+                "requests_today_by_group": {group: self.used_today(login, now, group) for group in GROUPS},
                 "quota_rejections": dict(sorted(self.login_rejections.get(login, {}).items())),
             }
             for login in sorted(logins)

@@ -17,6 +17,18 @@ from emulator.config import Account
 CONFIG_CLIENT = "emulator-config"  # client_id reported for tokens from [[accounts]]
 
 
+#: Metrica's scopes (API introduction, authorization): read counters, change them, upload offline data
+METRICA_SCOPES = frozenset({"metrika:read", "metrika:write", "metrika:offline_data"})
+
+
+def granted(requested: str | None) -> frozenset[str]:
+    """The scopes a token gets: those of ``scope`` (space-separated) the app may have, or all of them
+    when the link names none (the app's registered set)."""
+    if not requested or not requested.strip():
+        return METRICA_SCOPES
+    return frozenset(requested.split()) & METRICA_SCOPES
+
+
 def login_id(login: str) -> str:
     """A stable numeric Yandex uid for a login."""
     return str(1_000_000_000 + zlib.crc32(login.encode()) % 1_000_000_000)
@@ -33,6 +45,7 @@ class TokenRecord:
     expires_at: float | None
     source: str  # "config", "oauth" or "admin"
     refresh_token: str | None = None
+    scopes: frozenset[str] = METRICA_SCOPES
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -48,6 +61,7 @@ class TokenRecord:
             "expires_in": max(0, int(self.expires_at - now)) if self.expires_at is not None else None,
             "expired": self.expired(now),
             "has_refresh_token": self.refresh_token is not None,
+            "scopes": sorted(self.scopes),
         }
 
 
@@ -58,6 +72,7 @@ class Code:
     login: str
     redirect_uri: str | None
     expires_at: float
+    scopes: frozenset[str] = METRICA_SCOPES
 
 
 @dataclass
@@ -66,6 +81,7 @@ class RefreshRecord:
     client_id: str
     login: str
     expires_at: float
+    scopes: frozenset[str] = METRICA_SCOPES
 
 
 @dataclass
@@ -84,7 +100,8 @@ class TokenStore:
         self.refresh.clear()
         self.login_counters.clear()
         for account in accounts:
-            record = TokenRecord(account.token, account.login, CONFIG_CLIENT, created, None, "config")
+            scopes = METRICA_SCOPES if account.scopes is None else account.scopes
+            record = TokenRecord(account.token, account.login, CONFIG_CLIENT, created, None, "config", scopes=scopes)
             self.tokens[account.token] = record
             known = self.login_counters.get(account.login, frozenset())
             if account.counters is None or known is None:
@@ -100,24 +117,40 @@ class TokenStore:
         return Account(record.token, record.login, self.login_counters.get(record.login, frozenset()))
 
     def issue(
-        self, login: str, client_id: str, now: float, lifetime: float | None, source: str, with_refresh: bool
+        self,
+        login: str,
+        client_id: str,
+        now: float,
+        lifetime: float | None,
+        source: str,
+        with_refresh: bool,
+        scopes: frozenset[str] = METRICA_SCOPES,
     ) -> TokenRecord:
         token = "y0_" + secrets.token_urlsafe(32)
         expires_at = now + lifetime if lifetime is not None else None
-        record = TokenRecord(token, login, client_id, now, expires_at, source)
+        record = TokenRecord(token, login, client_id, now, expires_at, source, scopes=scopes)
         if with_refresh:
             refresh_token = "1:" + secrets.token_urlsafe(32)
             record.refresh_token = refresh_token
-            self.refresh[refresh_token] = RefreshRecord(refresh_token, client_id, login, expires_at or float("inf"))
+            self.refresh[refresh_token] = RefreshRecord(
+                refresh_token, client_id, login, expires_at or float("inf"), scopes
+            )
         self.tokens[token] = record
         self.login_counters.setdefault(login, frozenset())
         return record
 
-    def new_code(self, client_id: str, login: str, redirect_uri: str | None, expires_at: float) -> str:
+    def new_code(
+        self,
+        client_id: str,
+        login: str,
+        redirect_uri: str | None,
+        expires_at: float,
+        scopes: frozenset[str] = METRICA_SCOPES,
+    ) -> str:
         code = str(secrets.randbelow(9_000_000) + 1_000_000)
         while code in self.codes:
             code = str(secrets.randbelow(9_000_000) + 1_000_000)
-        self.codes[code] = Code(code, client_id, login, redirect_uri, expires_at)
+        self.codes[code] = Code(code, client_id, login, redirect_uri, expires_at, scopes)
         return code
 
     def take_code(self, code: str) -> Code | None:

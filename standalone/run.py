@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if base.metrica_token is None and not base.metrica_counter_tokens:
             # The one-command mode is where the emulator belongs: asked for explicitly, on loopback.
             env["CALLTRACK_METRICA_EMULATOR"] = "true"
+            # A demo shows its uploads at once: a new counter's data does not wait the day Metrica advises.
+            env["CALLTRACK_COUNTER_JOIN_WAIT"] = os.environ.get("CALLTRACK_COUNTER_JOIN_WAIT", "warn")
             port = urlsplit(emulator_url).port or 8765
             try:
                 EmulatorAdmin(emulator_url, timeout=1).health()

@@ -9,12 +9,13 @@ import structlog
 from celery import Task, shared_task
 from celery.exceptions import Retry
 
+from tasks.setup import counter_setup as setup_task
 from worker.app import CalltrackCelery
-from worker.delivery import dispatch, reconciler, uploader
+from worker.delivery import counter_setup, dispatch, reconciler, uploader
 from worker.delivery.drain import drain as drain_streams
 from worker.delivery.drain import update_holds
 from worker.delivery.quota import QuotaExhausted, QuotaGate, UploadsPaused
-from worker.errors import CounterRemovedError, DeferredError, QuotaError, TokenUnreadableError
+from worker.errors import CounterRemovedError, DeferredError, JoinWindowClosed, QuotaError, TokenUnreadableError
 from worker.failpoints import failpoint
 from worker.runtime import Runtime
 
@@ -71,6 +72,8 @@ def _park_reason(error: Exception) -> str:
         return "token_unreadable"
     if isinstance(error, CounterRemovedError):
         return "counter_removed"
+    if isinstance(error, JoinWindowClosed):
+        return "join_window"
     if isinstance(error, QuotaError):
         return f"metrica_{error.error_type or 'quota'}"
     if isinstance(error, uploader.UploadFailed):
@@ -99,8 +102,20 @@ def upload_batch(self: Task[Any, Any], batch_id: str) -> str:
     return outcome
 
 
+def _request_setup(rt: Runtime, batch_id: str) -> None:
+    """Send the counter's setup task when it is due; the upload never waits for it (issue 24)."""
+    loaded = uploader.load(rt, batch_id)
+    if loaded is None or loaded[1]["state"] not in ("SEALED", "UPLOADING"):
+        return
+    bucket = loaded[0].bucket
+    targets = counter_setup.due(rt, bucket, batch_id)
+    if targets is not None:
+        setup_task.apply_async((bucket.counter_id, targets))
+
+
 def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
     try:
+        _request_setup(rt, batch_id)
         return uploader.upload_batch(rt, batch_id).value
     except DeferredError as error:
         log.info("upload_deferred", reason=str(error), wait=round(error.retry_after, 2))

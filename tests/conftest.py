@@ -136,6 +136,7 @@ def make_settings(redis_url: str, namespace: str) -> Callable[..., Settings]:
             "reconcile_first_poll_seconds": 0,
             "log_format": "json",
             "metrica_emulator": True,  # the suite uploads to the emulator (tests/emulator, tests/pipeline.py)
+            "counter_join_wait": "warn",  # a new counter's data goes at once (tests/test_counter_setup.py holds it)
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -91,9 +91,11 @@ def test_daily_quota_answer_stops_the_login_until_midnight(rt: Runtime) -> None:
     token = rt.settings.token_for(101)
     assert token is not None
     gate = QuotaGate(rt)
-    wait = gate.exhaust_day(token)
+    wait = gate.exhaust_day(token)  # an upload's answer: the client_write group is spent
     assert 0 < wait <= 86_400
-    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.POLL):
+    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.UPLOAD):
+        pass
+    with gate.permit(token, Purpose.POLL):  # client_read is counted apart
         pass
     assert raised.value.quota == "daily" and raised.value.retry_after == pytest.approx(wait, abs=5)
 
@@ -149,17 +151,17 @@ def _batches(rt: Runtime) -> list[str]:
 
 
 def test_daily_budget_rolls_over_at_midnight_utc(make_settings: Callable[..., Settings]) -> None:
-    rt = Runtime(make_settings(quota_daily_per_login=3, quota_polling_reserve=1))
+    rt = Runtime(make_settings(quota_daily_per_login=2))
     token = SecretStr("some-token")
     now = [datetime(2030, 1, 1, 23, 59, 58, tzinfo=UTC)]
     gate = QuotaGate(rt, clock=lambda: now[0])
-    for _ in range(2):  # uploads may spend 3 - 1 (the polling reserve)
+    for _ in range(2):  # Metrica's client_write group: uploads and setting switches
         with gate.permit(token, Purpose.UPLOAD):
             pass
-    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.UPLOAD):
+    with pytest.raises(QuotaExhausted) as raised, gate.permit(token, Purpose.WRITE):
         pass
     assert raised.value.quota == "daily" and 1 <= raised.value.retry_after <= 3
-    with gate.permit(token, Purpose.POLL):  # the reserve is still there for polling
+    with gate.permit(token, Purpose.POLL), gate.permit(token, Purpose.READ):  # client_read has its own day
         pass
     with pytest.raises(QuotaExhausted), gate.permit(token, Purpose.POLL):
         pass
@@ -216,11 +218,12 @@ def test_parallel_and_rate_permits(make_settings: Callable[..., Settings]) -> No
 def test_short_budget_makes_batches_grow_instead_of_sealing_by_age(make_settings: Callable[..., Settings]) -> None:
     # The first drain opens the buffer and sets its due time (Redis's clock); the test waits for that
     # clock to pass it (no fixed sleep), so the second drain surely finds the buffer due by age.
-    rt = Runtime(make_settings(flush_max_age=0.2, flush_max_rows=5, quota_daily_per_login=100, quota_polling_reserve=0))
+    rt = Runtime(make_settings(flush_max_age=0.2, flush_max_rows=5, quota_daily_per_login=100))
     token = rt.settings.token_for(101)
     assert token is not None
     gate = QuotaGate(rt)
-    rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 95)
+    day = datetime.now(UTC).strftime("%Y%m%d")  # the uploads' count under its key of before issue 24: carried on
+    rt.redis.set(rt.keys.quota_day_purpose(fingerprint(token), "upload", day), 95)
     rt.producer.submit([make_call(101, i) for i in range(3)])
     assert drain(rt).sealed == []
     assert update_holds(rt, gate) == 1
@@ -401,7 +404,8 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
         pass
     with gate.permit(token, Purpose.UPLOAD, wait=1.5):  # the window frees within a second
         pass
-    rt.redis.set(rt.keys.quota_day(fingerprint(token), datetime.now(UTC).strftime("%Y%m%d")), 10**6)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    rt.redis.set(rt.keys.quota_day_purpose(fingerprint(token), "client_write", day), 10**6)  # uploads: client_write
     with pytest.raises(QuotaExhausted) as daily, gate.permit(token, Purpose.UPLOAD, wait=5):  # never waited for
         pass
     assert daily.value.quota == "daily"
@@ -409,15 +413,16 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
 
 
 def test_quota_left_is_shown_per_purpose(make_settings: Callable[..., Settings]) -> None:
-    """calltrack_quota_left{purpose}: uploads and polls each have their own share of the login's day."""
+    """calltrack_quota_left{purpose}: uploads (client_write) and polls (client_read) each have their own day."""
     from worker.ops.scrape import quota_view
 
-    rt = Runtime(make_settings(quota_daily_per_login=10, quota_polling_reserve=4, metrica_token="quota-view-token"))
+    rt = Runtime(make_settings(quota_daily_per_login=10, metrica_token="quota-view-token"))
     gate = QuotaGate(rt)
     token = SecretStr("quota-view-token")
     for purpose in (Purpose.UPLOAD, Purpose.UPLOAD, Purpose.UPLOAD, Purpose.POLL):
         with gate.permit(token, purpose):
             pass
     (view,) = [q for q in quota_view(rt.redis, rt.keys, rt.settings) if q.used_today]
-    assert (view.used_today, view.left_today, view.left_for_uploads, view.left_for_polls) == (4, 6, 3, 3)
+    assert (view.used_today, view.left_today, view.left_for_uploads, view.left_for_polls) == (4, 16, 7, 9)
+    assert view.used == {"client_read": 1, "client_write": 3}
     rt.close()

@@ -71,7 +71,11 @@ def test_three_kinds_of_one_counter_each_once_after_the_counter_is_set_up(
         # PROCESSED conversions show the goal existed before the file arrived.
         emulator.admin.rules(join_rules=True)
         assert not any(emulator.admin.counter(101)["offline_options"].values())
-        settings = make_settings(metrica_base_url=emulator.base_url, flush_max_rows=1000, ingest_counters=[101])
+        # The data waits while the counter's first setup runs (counter_join_wait=hold; no day's wait here).
+        settings = make_settings(
+            metrica_base_url=emulator.base_url, flush_max_rows=1000, ingest_counters=[101],
+            counter_join_wait="hold", counter_join_wait_seconds=0,
+        )  # fmt: skip
         with running_worker(settings, tmp_path) as app, running_ingest(settings) as url:
             rt = app.runtime()
             producer = Runtime(settings).producer

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 # Webhook deliveries (issue 19) wait on their own queue, consumed by their own worker pool
 # (CALLTRACK_WORKER_QUEUES=notify; the main pool runs with =main): a slow receiver never delays uploads or ticks.
 NOTIFY_QUEUE = "calltrack.notify"
-TASK_MODULES = ["tasks.pipeline", "tasks.accounts", "tasks.notify"]
+TASK_MODULES = ["tasks.pipeline", "tasks.accounts", "tasks.notify", "tasks.setup"]
 
 
 class CalltrackCelery(Celery):
@@ -150,6 +150,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "calltrack.upload_batch": {
                 "time_limit": max(1, int(upload_limit * 0.9)),
                 "soft_time_limit": max(1, int(upload_limit * 0.8)),
+            },
+            # Counter setup has its own deadline (checked between its requests; this soft limit is the
+            # backstop for one request that hangs): a slow settings API never holds an upload.
+            "calltrack.counter_setup": {
+                "time_limit": settings.counter_setup_deadline_seconds + 10,
+                "soft_time_limit": settings.counter_setup_deadline_seconds + 5,
             },
         },
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so

@@ -87,6 +87,10 @@ class CounterRemovedError(DeferredError):
     """The counter was removed from the account registry: its batches stay sealed (visible) and wait."""
 
 
+class JoinWindowClosed(DeferredError):
+    """The counter's join window is not open yet (its option was just switched on): its data waits."""
+
+
 class TokenUnreadableError(DeferredError):
     """The counter's account cannot be read (no key ring, wrong key): its batches wait, never another token."""
 

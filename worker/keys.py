@@ -61,7 +61,7 @@ key                        type    what it holds (owner)
 ``<ns>:{q:<lg>}:inflight`` zset   a login's requests in flight -> lease end ms (worker/delivery/quota.py)
 ``<ns>:{q:ip:<egress>}:rate`` zset requests of the last second from one egress IP (quota_rate.lua)
 ``<ns>:{q:<lg>}:day:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
-``<ns>:{q:<lg>}:day:<d>:<purpose>`` string  the same, of one purpose (upload, poll): each has its share
+``<ns>:{q:<lg>}:day:<d>:<group>`` string  the same, per method group (client_read, client_write; upload, poll before 24)
 ``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
 ``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix) in the broker's Redis
                                    (CALLTRACK_BROKER_URL; on RabbitMQ, queues ``<ns>.calltrack.*``)
@@ -119,8 +119,8 @@ key                                type    what it holds (owner)
 ``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid, every s} of
                                            each live worker and beat (health); dead ones'
                                            removed after 12 intervals; the hash expires
-``<ns>:counter_setup``             hash    counter -> JSON readiness: offline options, join
-                                           thresholds, goals (worker/delivery/counter_setup.py)
+``<ns>:counter_setup``             hash    counter -> JSON readiness (options switched on, join
+                                           thresholds, goals); pending:<counter> -> ms (counter_setup.py)
 =================================  ======  ===================================================
 
 Webhooks (issue 19: ``worker/notify/``; fleet-wide, tag ``{n}``; events carry ids, never a secret or URL):

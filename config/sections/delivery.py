@@ -167,7 +167,21 @@ class DeliverySettings(BaseModel):
     )
     quota_daily_per_login: PositiveInt = Field(default=5000, description="Requests of one login per UTC day.")
     quota_polling_reserve: NonNegativeInt = Field(
-        default=500, description="Part of the daily budget that only status polling may spend."
+        default=500,
+        description="Ignored since issue 24: Metrica counts reads (client_read) and writes (client_write) each "
+        "against its own daily budget, so polls never spend the uploads' budget. Kept so old settings still load.",
+    )
+    counter_join_wait: Literal["hold", "warn"] = Field(
+        default="hold",
+        description="A counter whose extended-window option this worker just switched on: keep its data until "
+        "counter_join_wait_seconds have passed (hold), or upload it with a warning (warn).",
+    )
+    counter_join_wait_seconds: NonNegativeFloat = Field(
+        default=86400.0,
+        description="How long after switching a counter's option on its data waits (Metrica advises about a day).",
+    )
+    counter_setup_deadline_seconds: Annotated[int, Field(ge=5, le=3600)] = Field(
+        default=120, description="Soft time limit of one counter-setup task (its own task, never an upload's)."
     )
     quota_short_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.1,

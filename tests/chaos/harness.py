@@ -324,6 +324,8 @@ def run_chaos(
             # Polls and lookups only spend their own share of a login's day (the reserve): at one
             # reconcile a second a long run needs more than the default 500.
             "CALLTRACK_QUOTA_POLLING_RESERVE": "2500",
+            # A new counter's data goes at once (not a day after its option is switched on: issue 24).
+            "CALLTRACK_COUNTER_JOIN_WAIT": "warn",
             "CALLTRACK_REDISPATCH_AFTER": "4",
             "CALLTRACK_UPLOAD_LOCK_SECONDS": "15",
             "CALLTRACK_HTTP_CONNECT_TIMEOUT": "2",

@@ -80,20 +80,25 @@ def test_uploads_hold_their_slot_while_processed(metrica: Metrica, emu: RunningE
 
 
 def test_requests_per_login_per_day_reset_at_midnight_utc(metrica: Metrica, emu: RunningEmulator) -> None:
+    """Each method group has its own day (quotas page): reads (client_read) and writes (client_write)."""
     emu.admin.set_quotas(requests_per_login_per_day=5)
     emu.admin.set_clock("2030-03-04T23:59:50Z", frozen=True)
-    assert [metrica.list(101).status_code for _ in range(3)] == [200] * 3
-    assert metrica.upload(101, calls_csv(f"1,{PAST}")).status_code == 200
-    assert metrica.status(101, emu.admin.uploads()[0]["id"]).status_code == 200  # polling spends the same budget
+    assert [metrica.list(101).status_code for _ in range(4)] == [200] * 4
+    assert metrica.status(101, 1).status_code == 404  # the 5th read of the day (admitted, then not found)
+    read = metrica.list(101)
+    assert read.status_code == 429 and error_of(read)[1] == "quota_requests_by_uid"
+    for _ in range(5):  # client_write is counted apart: polls never starve uploads
+        assert metrica.upload(101, calls_csv(f"1,{PAST}")).status_code == 200
     rejected = metrica.upload(101, calls_csv(f"1,{PAST}"))
     assert rejected.status_code == 429
     assert error_of(rejected)[1] == "quota_requests_by_uid"
+    assert emu.admin.logins()["alice"]["requests_today_by_group"] == {"client_read": 5, "client_write": 5}
     assert metrica.list(201, token=TOKENS["bob"]).status_code == 200  # per login
     emu.admin.advance_clock(9)  # 23:59:59
     assert metrica.list(101).status_code == 429
     emu.admin.advance_clock(2)  # 00:00:01 next day
     assert metrica.list(101).status_code == 200
-    assert len(emu.admin.uploads()) == 1
+    assert len(emu.admin.uploads()) == 5
 
 
 def test_quota_status_420_from_config(start_emulator: Callable[[EmulatorConfig], RunningEmulator]) -> None:

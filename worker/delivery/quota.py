@@ -2,10 +2,12 @@
 
 Metrica limits a login to 3 requests in flight and 5,000 a day (reset at 00:00 UTC), and an IP to
 30 requests a second. ``QuotaGate.permit`` takes one permit under all three in one script, so any
-number of workers together stay inside them. The day is split: uploads may spend
-``quota_daily_per_login - quota_polling_reserve``, status polling and lookups the reserve, each
-counted on its own, so neither can starve the other. The UTC day is Redis's (``TIME``), not a
-worker's clock.
+number of workers together stay inside them. Metrica counts a login's day separately per group of
+methods (quotas page: ``client_read`` reads counter parameters, ``client_write`` saves them); uploads
+and setting switches spend ``client_write``, status polls, lists and setting reads ``client_read``,
+each ``quota_daily_per_login`` a day, so a busy day of polls never starves uploads. A group's count
+starts from the key of the purpose it replaces (``upload``/``poll`` of before issue 24), so a mid-day
+upgrade keeps the day's count. The UTC day is Redis's (``TIME``), not a worker's clock.
 
 A login is the Yandex login the account registry learned for the token (worker/accounts/), so two
 tokens of one login share its limits; a token whose login is unknown counts under its fingerprint (a
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import structlog
@@ -34,16 +36,29 @@ from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from worker.keys import Keys
     from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 
 class Purpose(StrEnum):
-    """What a request is for; uploads leave the polling reserve untouched."""
+    """What a request is for; its group (:data:`GROUP`) is the budget it spends."""
 
-    UPLOAD = "upload"
-    POLL = "poll"
+    UPLOAD = "upload"  # post a file
+    POLL = "poll"  # status, upload lists
+    READ = "read"  # counter settings, join thresholds, goals, counters list
+    WRITE = "write"  # switch an option on, create a goal
+
+
+#: purpose -> (Metrica's method group, the purpose key of before issue 24 the group's count carries on)
+GROUP = {
+    Purpose.UPLOAD: ("client_write", "upload"),
+    Purpose.WRITE: ("client_write", "upload"),
+    Purpose.POLL: ("client_read", "poll"),
+    Purpose.READ: ("client_read", "poll"),
+}
+GROUPS = ("client_read", "client_write")
 
 
 class QuotaExhausted(DeferredError):
@@ -100,10 +115,7 @@ class QuotaGate:
         s = self._rt.settings
         login = self._rt.accounts.login_of(token)
         day, to_midnight = self._day()
-        if purpose is Purpose.UPLOAD:
-            limit = s.quota_daily_per_login - s.quota_polling_reserve
-        else:
-            limit = min(s.quota_polling_reserve, s.quota_daily_per_login)
+        group, legacy = GROUP[purpose]
         holder = uuid.uuid4().hex
         inflight = self._rt.keys.quota_inflight(login)
         rate = self._rt.keys.quota_rate(s.egress_id)
@@ -114,16 +126,17 @@ class QuotaGate:
             keys=[
                 inflight,
                 self._rt.keys.quota_day(login, day),
-                self._rt.keys.quota_day_purpose(login, purpose.value, day),
+                self._rt.keys.quota_day_purpose(login, group, day),
+                self._rt.keys.quota_day_purpose(login, legacy, day),
             ],
             args=[
                 holder,
                 permit_lease_ms(s),
                 s.quota_parallel_per_login,
                 s.quota_requests_per_second,
-                max(limit, 0),
-                to_midnight,
                 s.quota_daily_per_login,
+                to_midnight,
+                0,
             ],
         )
         if not int(ok):
@@ -131,24 +144,23 @@ class QuotaGate:
             raise QuotaExhausted(str(quota), retry_after=int(retry_ms) / 1000)
         return holder, inflight
 
-    def exhaust_day(self, token: SecretStr) -> float:
-        """Metrica said the daily quota is spent (other clients share the login): stop until midnight."""
+    def exhaust_day(self, token: SecretStr, purpose: Purpose = Purpose.UPLOAD) -> float:
+        """Metrica said the daily quota is spent (other clients share the login): the purpose's group
+        stops until midnight."""
         day, to_midnight = self._day()
-        key = self._rt.keys.quota_day(self._rt.accounts.login_of(token), day)
+        key = self._rt.keys.quota_day_purpose(self._rt.accounts.login_of(token), GROUP[purpose][0], day)
         self._rt.redis.set(key, self._rt.settings.quota_daily_per_login, px=to_midnight + 86_400_000)
         return to_midnight / 1000
 
     def upload_budget_short(self, token: SecretStr) -> bool:
-        """True when the upload part of today's budget is nearly spent: batches should grow."""
+        """True when the upload group's budget today is nearly spent: batches should grow."""
         s = self._rt.settings
         day, _ = self._day()
-        login = self._rt.accounts.login_of(token)
-        used, uploads = self._rt.redis.mget(
-            [self._rt.keys.quota_day(login, day), self._rt.keys.quota_day_purpose(login, Purpose.UPLOAD.value, day)]
+        left = (
+            s.quota_daily_per_login
+            - group_used(self._rt.redis, self._rt.keys, self._rt.accounts.login_of(token), day)[1]
         )
-        upload_budget = max(s.quota_daily_per_login - s.quota_polling_reserve, 1)
-        left = min(upload_budget - int(uploads or 0), s.quota_daily_per_login - int(used or 0))
-        return left < upload_budget * s.quota_short_fraction
+        return left < s.quota_daily_per_login * s.quota_short_fraction
 
     # --- 401/403 -----------------------------------------------------------------------------
     def pause(self, token: SecretStr, counter_id: int | None, reason: str) -> None:
@@ -186,22 +198,37 @@ class QuotaGate:
         paused = {k: str(orjson.loads(v)["reason"]) for k, v in raw_paused.items()}
         result = []
         for login, counters in sorted(logins.items()):
-            used = int(self._rt.redis.get(self._rt.keys.quota_day(login, day)) or 0)
-            upload_share = s.quota_daily_per_login - s.quota_polling_reserve
-            uploads = int(self._rt.redis.get(self._rt.keys.quota_day_purpose(login, Purpose.UPLOAD.value, day)) or 0)
+            reads, writes = group_used(self._rt.redis, self._rt.keys, login, day)
             in_flight = int(self._rt.redis.zcard(self._rt.keys.quota_inflight(login)))
             result.append(
                 LoginQuota(
                     login=login,
                     counters=sorted(set(counters)),
-                    used_today=used,
-                    left_today=max(s.quota_daily_per_login - used, 0),
-                    left_for_uploads=max(min(upload_share - uploads, s.quota_daily_per_login - used), 0),
+                    used_today=reads + writes,
+                    left_today=max(s.quota_daily_per_login - writes, 0) + max(s.quota_daily_per_login - reads, 0),
+                    left_for_uploads=max(s.quota_daily_per_login - writes, 0),
+                    used={"client_read": reads, "client_write": writes},
                     in_flight=in_flight,
                     paused={k: v for k, v in paused.items() if k.split(":", 1)[0] in (login, fps.get(login))},
                 )
             )
         return result
+
+
+#: each group's day key, then the purpose key of before issue 24 it carries on
+DAY_KEYS = ("client_read", "poll", "client_write", "upload")
+
+
+def group_counts(values: list[Any]) -> tuple[int, int]:
+    """(client_read, client_write) from the values of :data:`DAY_KEYS`: a group not counted yet counts
+    as the purpose it replaces."""
+    read, poll, write, upload = (int(v) if v is not None else None for v in values)
+    return (read if read is not None else poll or 0), (write if write is not None else upload or 0)
+
+
+def group_used(redis: Any, keys: Keys, login: str, day: str) -> tuple[int, int]:
+    """Requests of ``login`` on ``day`` per group (client_read, client_write)."""
+    return group_counts(redis.mget([keys.quota_day_purpose(login, name, day) for name in DAY_KEYS]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,3 +242,4 @@ class LoginQuota:
     left_for_uploads: int
     in_flight: int
     paused: dict[str, str]
+    used: dict[str, int]  # Metrica's method group -> requests today

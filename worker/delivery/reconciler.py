@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import structlog
+from pydantic import SecretStr
 from redis.exceptions import OutOfMemoryError
 
 from worker.delivery.metrica import LIST_PAGE, Uploading
@@ -24,6 +25,7 @@ from worker.delivery.quota import Purpose, QuotaGate
 from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, MetricaError, NotFoundError
 from worker.failpoints import failpoint
+from worker.ids import fingerprint
 from worker.model.kinds import Bucket, KindSpec
 
 if TYPE_CHECKING:
@@ -73,13 +75,23 @@ def _open_uploads(rt: Runtime, shard: int, now: int) -> dict[tuple[int, KindSpec
     return groups
 
 
+def _token(rt: Runtime, counter: int, uploads: dict[int, OpenUpload]) -> SecretStr | None:
+    """The counter's token; for a counter gone from the registry, the token its batches were posted
+    with (their ``token_fp``) while the registry or the environment still holds it. Never another."""
+    token = rt.accounts.token_for(counter, removed_ok=True)
+    if token is not None:
+        return token
+    pipe = rt.redis.pipeline(transaction=False)
+    for upload in uploads.values():
+        pipe.hget(rt.keys.batch(upload.batch_id), "token_fp")
+    posted_with = {fp for fp in pipe.execute() if fp}
+    return next((t for t in rt.accounts.tokens() if fingerprint(t) in posted_with), None)
+
+
 def _statuses(
-    rt: Runtime, gate: QuotaGate, spec: KindSpec, counter: int, wanted: set[int]
+    rt: Runtime, gate: QuotaGate, spec: KindSpec, counter: int, wanted: set[int], token: SecretStr
 ) -> tuple[dict[int, Uploading], set[int]]:
     """The uploads Metrica reports, and the ids it answered 404 for."""
-    token = rt.accounts.token_for(counter, removed_ok=True)
-    if token is None:
-        return {}, set()
     found: dict[int, Uploading] = {}
     missing: set[int] = set()
     offset = 0
@@ -137,8 +149,14 @@ def _reconcile(rt: Runtime, gate: QuotaGate, result: ReconcileResult) -> None:
                 result.skipped_counters += 1
                 continue
             with structlog.contextvars.bound_contextvars(counter_id=counter):
+                token = _token(rt, counter, uploads)
+                if token is None:
+                    result.skipped_counters += 1
+                    if counter in rt.accounts.snapshot().removed:
+                        _orphaned(rt, shard, uploads, result)
+                    continue
                 try:
-                    statuses, missing = _statuses(rt, gate, spec, counter, set(uploads))
+                    statuses, missing = _statuses(rt, gate, spec, counter, set(uploads), token)
                 except (MetricaError, DeferredError) as error:
                     result.skipped_counters += 1
                     log.warning("reconcile_failed", error=str(error))
@@ -220,6 +238,21 @@ def _missing(rt: Runtime, shard: int, batch_id: str, upload_id: int, why: str, r
         result.missing += 1
         log.error("batch_quarantined", batch_id=batch_id, reason=reason)
         rt.metrics.incr("batches_quarantined", "missing_at_metrica")
+
+
+def _orphaned(rt: Runtime, shard: int, uploads: dict[int, OpenUpload], result: ReconcileResult) -> None:
+    """A removed counter whose batches' token is gone too: nothing may ask Metrica for them (never with
+    another account's token), so they are quarantined with the reason; replay can send them again."""
+    reason = "counter_removed: the counter left the account registry and the token its upload was posted with is gone"
+    for upload_id, upload in uploads.items():
+        _, quarantined = rt.scripts.mark_missing(
+            keys=[rt.keys.batch(upload.batch_id), rt.keys.uploaded(shard), rt.keys.quarantine(shard)],
+            args=[upload.batch_id, upload_id, 1, reason],
+        )
+        if int(quarantined):
+            result.missing += 1
+            log.error("batch_quarantined", batch_id=upload.batch_id, reason=reason)
+            rt.metrics.incr("batches_quarantined", "counter_removed")
 
 
 def _record(rt: Runtime, shard: int, batch_id: str, uploading: Uploading, kind: str) -> bool:

@@ -12,6 +12,7 @@ as it was and the task is retried later.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 from pydantic import SecretStr
+from redis.exceptions import OutOfMemoryError
 
-from worker.delivery.counter_setup import ensure_ready
+from worker.delivery import counter_setup
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate, UploadsPaused
@@ -34,7 +36,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.failpoints import arm, failpoint
-from worker.ids import shard_of_batch
+from worker.ids import fingerprint, shard_of_batch
 from worker.model.kinds import Bucket
 from worker.scripts import run_many
 from worker.store import redis_now_ms
@@ -247,9 +249,9 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
                 f"no Metrica token is configured for counter {counter}; its batches wait", retry_after=300
             )
         gate.check_paused(token, counter)
+        # Setup runs in its own task (tasks/setup.py); here only whether the join window is open.
+        counter_setup.hold(rt, ref.bucket, batch_id)
         with CounterLock(rt, ref) as lock:
-            # Under the counter's lock: one worker of the fleet sets a counter up, goals are made once.
-            ensure_ready(rt, ref.bucket, batch_id)
             return _attempt(Attempt(rt, gate, ref, lock.token, token))
 
 
@@ -281,6 +283,10 @@ def _attempt(at: Attempt) -> UploadOutcome:
             return UploadOutcome.ADOPTED
     with at.gate.permit(at.token, Purpose.UPLOAD, wait=rt.settings.quota_wait_seconds):
         at.claim_durably()
+        # Which token posts it (its fingerprint, never the token): a removed counter's upload is still
+        # reconciled with it (worker/delivery/reconciler.py). A full Redis only loses this hint.
+        with contextlib.suppress(OutOfMemoryError):
+            rt.redis.hset(at.key, "token_fp", fingerprint(at.token))
         rows = cast(list[str], rt.redis.lrange(rt.keys.rows(ref.batch_id), 0, -1))
         content = build_csv(ref.bucket.spec, ref.bucket.id_type, rows)
         log.info("upload_posting", rows=len(rows), bytes=len(content), kind=ref.bucket.kind.value)

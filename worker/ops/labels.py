@@ -82,7 +82,7 @@ UPLOAD_STATUSES = frozenset({"PREPARED", "UPLOADED", "EXPORTED", "MATCHED", "PRO
 _KINDS = frozenset(kind.value for kind in UploadKind)
 # The code's own words for the other labels, per label.
 CODE_WORDS: dict[str, frozenset[str]] = {
-    "kind": _KINDS | {"missing_at_metrica"},
+    "kind": _KINDS | {"missing_at_metrica", "counter_removed"},  # batches_quarantined: a kind or a reason
     "how": frozenset({"posted", "adopted"}),
     # worker.delivery.uploader.UploadOutcome's values (tests/test_metric_labels.py keeps them in step;
     # importing the uploader here would be a cycle through the runtime), and the task's own two.

@@ -71,6 +71,11 @@ FAMILIES: dict[str, Family] = {
             ("kind", "how"),
         ),
         Family("batches_quarantined", "Batches quarantined (refused for good, or retries ran out).", ("kind",)),
+        Family(
+            "uploads_before_join_window",
+            "Uploads sent before their counter's join window opened (counter_join_wait=warn).",
+            ("kind",),
+        ),
         Family("batches_final", "Uploads that reached a final status, by kind.", ("kind", "status")),
         Family(
             "rows_refused",

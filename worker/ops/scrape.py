@@ -21,7 +21,8 @@ from config.settings import Settings
 from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
-from worker.delivery.counter_setup import Readiness
+from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
+from worker.delivery.quota import DAY_KEYS, group_counts
 from worker.ids import fingerprint
 from worker.keys import Keys
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
@@ -85,7 +86,8 @@ class Collector(PromCollector):
             labels=["counter_id"],
         )
         for counter, raw in sorted(cast(dict[str, str], self._redis.hgetall(self._keys.counter_setup)).items()):
-            ready.add_metric([counter], 1 if Readiness.from_json(raw).ready else 0)
+            if not counter.startswith(PENDING_PREFIX):  # a setup task under way, not a record
+                ready.add_metric([counter], 1 if Readiness.from_json(raw).ready else 0)
         yield ready
 
     def _counters(self) -> Iterator[Metric]:
@@ -167,6 +169,11 @@ class Collector(PromCollector):
             f"{PREFIX}_quota_left", "Metrica requests a login may still make today.", labels=["login", "purpose"]
         )
         used = GaugeMetricFamily(f"{PREFIX}_quota_used_today", "Metrica requests a login made today.", labels=["login"])
+        group = GaugeMetricFamily(
+            f"{PREFIX}_quota_group_used_today",
+            "Metrica requests a login made today per method group (client_read, client_write), each its own budget.",
+            labels=["login", "group"],
+        )
         inflight = GaugeMetricFamily(f"{PREFIX}_quota_in_flight", "Requests of a login in flight.", labels=["login"])
         paused = GaugeMetricFamily(
             f"{PREFIX}_uploads_paused", "1 when Metrica refused the login's token.", labels=["login"]
@@ -176,9 +183,11 @@ class Collector(PromCollector):
             left.add_metric([q.login, "upload"], q.left_for_uploads)
             left.add_metric([q.login, "poll"], q.left_for_polls)
             used.add_metric([q.login], q.used_today)
+            for name, count in q.used.items():
+                group.add_metric([q.login, name], count)
             inflight.add_metric([q.login], q.in_flight)
             paused.add_metric([q.login], 1 if q.paused else 0)
-        yield from (left, used, inflight, paused)
+        yield from (left, used, group, inflight, paused)
 
     def _liveness(self) -> Iterator[Metric]:
         alive = GaugeMetricFamily(
@@ -211,32 +220,30 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
     logins: set[str] = set(registered)
     day = time.strftime("%Y%m%d", time.gmtime())
     paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
-    # One round trip for every login (a fleet serves thousands), four replies each.
+    # One round trip for every login (a fleet serves thousands), five replies each: each of Metrica's
+    # method groups is counted on its own, its key of before issue 24 read while the group's is absent.
     ordered = sorted(logins)
     now_ms = int(time.time() * 1000)
     pipe = redis.pipeline(transaction=False)
     for login in ordered:
-        pipe.get(keys.quota_day(login, day))
-        pipe.get(keys.quota_day_purpose(login, "upload", day))
-        pipe.get(keys.quota_day_purpose(login, "poll", day))
+        pipe.mget([keys.quota_day_purpose(login, name, day) for name in DAY_KEYS])
         pipe.zcount(keys.quota_inflight(login), now_ms, "+inf")
     replies = pipe.execute() if ordered else []
-    # Each purpose has its own share of the day (worker/delivery/quota.py), within the login's day.
-    daily, reserve = settings.quota_daily_per_login, settings.quota_polling_reserve
+    daily = settings.quota_daily_per_login
     result = []
     for n, login in enumerate(ordered):
-        used_raw, uploads_raw, polls_raw, in_flight = replies[4 * n : 4 * n + 4]
-        used, uploads, polls = int(used_raw or 0), int(uploads_raw or 0), int(polls_raw or 0)
-        left = max(daily - used, 0)
+        values, in_flight = replies[2 * n : 2 * n + 2]
+        reads, writes = group_counts(values)
         result.append(
             LoginQuotaView(
                 login=login,
-                used_today=used,
-                left_today=left,
-                left_for_uploads=min(max(daily - reserve - uploads, 0), left),
-                left_for_polls=min(max(min(reserve, daily) - polls, 0), left),
+                used_today=reads + writes,
+                left_today=max(daily - reads, 0) + max(daily - writes, 0),
+                left_for_uploads=max(daily - writes, 0),
+                left_for_polls=max(daily - reads, 0),
                 in_flight=int(in_flight),
                 paused=bool({login, registered.get(login)} & paused),
+                used={"client_read": reads, "client_write": writes},
             )
         )
     return result
@@ -251,6 +258,7 @@ class LoginQuotaView:
     left_for_polls: int
     in_flight: int
     paused: bool
+    used: dict[str, int]  # Metrica's method group (client_read, client_write) -> requests today
 
 
 @dataclass(frozen=True, slots=True)
