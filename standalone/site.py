@@ -78,7 +78,8 @@ window.ym = function (counter, method, cb) {
   if (method !== "getClientID") return;
   let cid = localStorage.getItem("demoClientId");
   if (!cid) {
-    cid = String(Math.floor(Math.random() * 1e9)) + String(Date.now());
+    // Metrica's shape: Unix seconds, then random digits (19 digits; the session API takes at most 20).
+    cid = String(Math.floor(Date.now() / 1000)) + String(Math.floor(Math.random() * 1e9)).padStart(9, "0");
     localStorage.setItem("demoClientId", cid);
   }
   setTimeout(() => cb(cid), 50);
