@@ -6,7 +6,8 @@ Cluster-ready); a counter always maps to one shard, so every key of a counter is
 =========================  ======  ===========================================================
 key                        type    what it holds (owner)
 =========================  ======  ===========================================================
-``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
+``<ns>:shards``            string  the shard count, pinned by the first process, negated (``-N``) from format 2
+``<ns>:format``            string  the data format version; ``:steps`` hash: a migration's steps (worker/format.py)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type) and one column set;
