@@ -12,11 +12,14 @@ same Redis and the Metrica emulator over HTTP:
   failpoint; the emulator answers after a delay, so the kill lands inside the request);
 * sealed, not uploaded;
 * in an open buffer;
-* in the stream.
+* in the stream;
+* held (a provider call to a number with no route yet).
 
-Then this release's worker and beat start as processes (the first one migrates the format), the
-provider retries every call through this release's producer, and the emulator must hold every call
-once. Last, a rollback: the previous release's worker must refuse to start on the new format.
+Then a worker of this release, started while one of the previous release runs, must refuse to start
+(nothing migrated). Once that one stopped, this release's worker and beat start as processes (the
+first one migrates the format), the provider retries every call through this release's producer, the
+operator routes the held calls' number and replays them, and the emulator must hold every call once.
+Last, a rollback: the previous release's worker must refuse to start on the new format.
 """
 
 from __future__ import annotations
@@ -40,11 +43,15 @@ from config.settings import Settings
 from tests.helpers import make_call, unavailable
 from tests.pipeline import running_emulator
 from worker.format import CURRENT, format_key, stored_version
+from worker.intake.routing import Route
+from worker.intake.service import build_intake
+from worker.model.inbound import InboundCall
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 PREVIOUS = (Path(__file__).with_name("PREVIOUS_RELEASE")).read_text().strip()
 STAGES = ("uploaded", "killed_mid_upload", "sealed", "open_buffer", "stream")
+HELD_NUMBER = "+74951112233"  # no route for it in the previous release: its calls are held
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 # The previous release's processes: run by its own code, with this interpreter.
@@ -63,6 +70,11 @@ if action == "submit":
 elif action == "drain":
     from worker.delivery.drain import drain
     print(json.dumps({"sealed": drain(rt, seal_all=rest == ["seal"]).sealed}))
+elif action == "hold":
+    from worker.intake.service import build_intake
+    from worker.model.inbound import InboundCall
+    outcomes = build_intake(rt).accept([InboundCall(**call) for call in json.loads(sys.stdin.read())])
+    print(json.dumps({"held": sum(1 for outcome in outcomes if outcome.status == "held")}))
 elif action == "upload":
     from worker.delivery.uploader import upload_batch
     print(json.dumps([str(upload_batch(rt, batch)) for batch in rest]))
@@ -75,6 +87,11 @@ class UpgradeReport:
     calls: int = 0
     per_stage: dict[str, int] = field(default_factory=dict)
     at_takeover: dict[str, int] = field(default_factory=dict)
+    held_replayed: int = 0
+    held_retries_sent: int = 0
+    side_by_side_refused: bool = False
+    side_by_side_line: str = ""
+    format_while_old_alive: int | None = None
     format_before: int | None = None
     format_after: int | None = None
     killed_mid_upload: bool = False
@@ -90,8 +107,11 @@ class UpgradeReport:
             ("calls taken by the previous release", self.calls),
             *((f"  of which left {stage}", n) for stage, n in self.per_stage.items()),
             *((f"at takeover: {place}", n) for place, n in self.at_takeover.items()),
+            ("new worker refused next to a live old one", f"{self.side_by_side_refused}: {self.side_by_side_line}"),
             ("format before / after the new release started", f"{self.format_before} / {self.format_after}"),
             ("old uploader SIGKILLed inside its request", self.killed_mid_upload),
+            ("held calls replayed after routing their number", self.held_replayed),
+            ("held calls' provider retries taken by the producer", self.held_retries_sent),
             ("rows at Metrica after every call was retried", self.stored_rows),
             ("lost", self.lost),
             ("doubled", self.doubled),
@@ -170,6 +190,12 @@ def run_upgrade(
     calls = {
         stage: [make_call(counters[n % 3], i * 100_000 + n) for n in range(per_stage)] for i, stage in enumerate(STAGES)
     }
+    start = int(time.time()) - 3600
+    held: list[dict[str, Any]] = [
+        {"provider": "generic", "call_id": f"held-{n}", "started_at": start + n, "answered": True, "talk": 30,
+         "tracking_number": HELD_NUMBER, "caller": f"+7916{n:07d}", "ids": {"ClientId": str(9 * 10**15 + n)}}
+        for n in range(max(per_stage // 3, 1))
+    ]  # fmt: skip
     base = {
         "CALLTRACK_REDIS_URL": redis_url,
         "CALLTRACK_NAMESPACE": namespace,
@@ -182,6 +208,7 @@ def run_upgrade(
         "CALLTRACK_HTTP_WRITE_TIMEOUT": "1",
         "CALLTRACK_HTTP_READ_TIMEOUT": "3",
         "CALLTRACK_COUNTER_JOIN_WAIT": "warn",
+        "CALLTRACK_HEARTBEAT_INTERVAL": "1",
     }
     log_dir.mkdir(parents=True, exist_ok=True)
     with previous_release() as tree, running_emulator(step_seconds=0.2) as emulator:
@@ -204,7 +231,8 @@ def run_upgrade(
             say(f"previous release: {per_stage} calls left {stage}")
             report.per_stage[stage] = per_stage
         report.per_stage["stream"] = per_stage
-        report.calls = per_stage * len(STAGES)
+        report.per_stage["held"] = _ok(_old(tree, old_env, "hold", stdin=json.dumps(held)))["held"]
+        report.calls = per_stage * len(STAGES) + len(held)
         settings = Settings(_env_file=None, redis_url=redis_url, namespace=namespace, shards=2)
         rt = Runtime(settings)
         try:
@@ -215,6 +243,16 @@ def run_upgrade(
                 "CALLTRACK_RECONCILE_INTERVAL": "1", "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "0",
                 "CALLTRACK_REDISPATCH_AFTER": "4", "CALLTRACK_RECONCILE_MAX_BACKOFF": "2",
             }  # fmt: skip
+            # Side by side with a live worker of the previous release, this release refuses to start.
+            old_worker = _celery(old_env, tree, log_dir / "old-worker-alive.log", "worker", "--pool", "solo")
+            try:
+                _wait(lambda: bool(rt.redis.hlen(rt.keys.heartbeats)), 60, "the old worker's heartbeat")
+                refused = _celery(new_env, ROOT, log_dir / "worker-refused.log", "worker", "--pool", "solo")
+                report.side_by_side_refused = refused.wait(60) == 2
+                report.side_by_side_line = _line(log_dir / "worker-refused.log")
+                report.format_while_old_alive = stored_version(rt.redis, rt.keys)
+            finally:
+                _stop(old_worker)
             procs = [
                 _celery(new_env, ROOT, log_dir / "worker.log", "worker", "--pool", "prefork", "--concurrency", "2",
                         "--without-gossip", "--without-mingle", "--hostname", f"up-{namespace}@%h"),
@@ -227,6 +265,14 @@ def run_upgrade(
                 everything = [call for stage in STAGES for call in calls[stage]]
                 result = rt.producer.submit(everything)  # the provider retries every call
                 assert not result.rejected, result.rejected[:1]
+                # The operator routes the held calls' number and replays them; the provider retries them too.
+                intake = build_intake(rt)
+                intake.routing.add([Route.parse(number=HELD_NUMBER, counter_id=counters[0])])
+                replayed = intake.replay(intake.held.entries(count=10_000))
+                report.held_replayed = sum(1 for o in replayed.outcomes.values() if o.status == "accepted")
+                # Taken by the producer, then dropped as repeats by drain: the count at Metrica says so.
+                retried = intake.accept([InboundCall(**call) for call in held])
+                report.held_retries_sent = sum(1 for o in retried if o.status == "accepted")
                 _wait(lambda: _settled(rt), timeout, "every batch final", lambda: str(_where(rt)))
             finally:
                 for proc in procs:
@@ -237,6 +283,7 @@ def run_upgrade(
         report.stored_rows = len(rows)
         seen = Counter(str(row.get("ClientId")) for row in rows)
         sent = {str(call["ClientId"]) for stage in STAGES for call in calls[stage]}
+        sent |= {call["ids"]["ClientId"] for call in held}
         report.lost = len(sent - set(seen))
         report.doubled = sum(n - 1 for n in seen.values() if n > 1)
         # The rollback: the previous release's worker on the new format.
@@ -246,11 +293,16 @@ def run_upgrade(
         except subprocess.TimeoutExpired:
             code = None
         _stop(old_worker)
-        lines = (log_dir / "old-worker.log").read_text(errors="replace").strip().splitlines()
-        report.rollback_line = next((line for line in lines if line.startswith("calltrack:")), "")
+        report.rollback_line = _line(log_dir / "old-worker.log")
         report.rollback_refused = code == 2 and "-2 shards" in report.rollback_line
     report.seconds = time.monotonic() - started
     return report
+
+
+def _line(log: Path) -> str:
+    """The one line a refusing process wrote (``calltrack: ...``)."""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return next((line for line in lines if line.startswith("calltrack:")), "")
 
 
 def _celery(env: dict[str, str], cwd: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
