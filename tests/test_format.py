@@ -15,6 +15,8 @@ from ctl.__main__ import main
 from ctl.context import Context
 from tests.helpers import make_call
 from worker.app import refuse_another_shard_count
+from worker.delivery.drain import drain_shard
+from worker.delivery.producer import call_ref_digest
 from worker.errors import FormatVersionError, OlderReleaseAliveError, ShardCountError
 from worker.format import CURRENT, ensure_format, format_key, steps_key, stored_version
 from worker.keys import Keys
@@ -135,3 +137,23 @@ def test_no_migration_while_a_process_of_the_older_release_is_alive(redis: Redis
     redis.hset(keys.heartbeats, "worker:old@a", orjson.dumps({"at": now - 60_000, "host": "a", "pid": 7}))
     assert ensure_format(redis, keys, alive_ms=15_000) == 1
     assert redis.get(format_key(keys)) == str(CURRENT)
+
+
+def test_one_key_marks_of_before_bucketed_marks_are_honoured_from_the_first_drain_after_a_worker_starts(
+    runtime: Runtime,
+) -> None:
+    """A shard that began before bucketed marks (release ebcc7b3) and that no producer of v2026.11.30
+    touched has no ``ddsince``: the worker's start migrates the format, so drain reads its old marks."""
+    rt = runtime
+    call = make_call(101, 7)
+    shard = rt.keys.shard_of(101)
+    _version_1_store(rt.redis, rt.keys)
+    rt.redis.delete(*(rt.keys.dedup_since(s) for s in range(rt.keys.shards)))
+    # A call's one-key ref is its dedup mark ("counter|column|identifier"), stored by the old release.
+    digest = call_ref_digest(call["provider"], call["call_id"])
+    rt.redis.set(rt.keys.call_ref(shard, digest), f"101|ClientId|{call['ClientId']}")
+    refuse_another_shard_count(rt.settings)  # what worker_init and beat_init run
+    assert all(rt.redis.get(rt.keys.dedup_since(s)) for s in range(rt.keys.shards))
+    assert rt.producer.submit([call]).accepted  # the provider retries it
+    result = drain_shard(rt, shard, seal_all=True)
+    assert (result.read, result.repeats, result.sealed) == (1, 1, [])
