@@ -157,3 +157,16 @@ def test_one_key_marks_of_before_bucketed_marks_are_honoured_from_the_first_drai
     assert rt.producer.submit([call]).accepted  # the provider retries it
     result = drain_shard(rt, shard, seal_all=True)
     assert (result.read, result.repeats, result.sealed) == (1, 1, [])
+
+
+def test_doctor_names_the_data_format(redis: Redis, namespace: str, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    keys = Keys(namespace, settings.shards)
+    _version_1_store(redis, keys)
+    older = CliRunner().invoke(main, ["doctor", "--json"], obj=Context(settings))
+    check = next(c for c in orjson.loads(older.stdout)["checks"] if c["name"] == "data format")
+    assert check["status"] == "warn" and "ctl migrate" in check["detail"]
+    redis.set(format_key(keys), CURRENT + 1)
+    newer = CliRunner().invoke(main, ["doctor", "--json"], obj=Context(settings))
+    check = next(c for c in orjson.loads(newer.stdout)["checks"] if c["name"] == "data format")
+    assert check["status"] == "fail" and newer.exit_code == 1
