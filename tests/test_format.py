@@ -81,6 +81,9 @@ def test_a_migration_killed_half_way_is_resumed_not_repeated(redis: Redis, names
     ensure_format(redis, keys, done.append)
     assert done == ["migrated ddsince:1", "migrated pin", f"format 1 -> {CURRENT}"]
     assert redis.get(keys.dedup_since(0)) == first
+    # Killed after the last step, before the version was written: the next process writes it.
+    redis.delete(format_key(keys))
+    assert ensure_format(redis, keys) == CURRENT and redis.get(format_key(keys)) == str(CURRENT)
 
 
 def test_a_format_of_a_newer_release_is_refused_by_every_process(

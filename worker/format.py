@@ -152,6 +152,8 @@ def ensure_format(
         _check_shards(_pin(redis, keys), keys)  # another process pinned first, with its own count
         refuse_unknown(redis, keys)
         return None
+    if found == CURRENT:  # written last by a migration: one killed just before it left only the negated pin
+        redis.set(format_key(keys), CURRENT, nx=True)
     if found in MIGRATES_FROM:
         alive = older_alive(redis, keys, alive_ms)
         if alive:
