@@ -183,7 +183,7 @@ def account_b(stack: Stack, run: str, sent: int) -> dict[str, Any]:
     extra = sorted(n for n in seen if n >= sent)
     samples = stamped_samples(stack.emulator, run, [B_COUNTER])
     return {"sent": sent, "stored": sum(seen.values()), "missing": missing, "doubled": doubled, "extra": extra,
-            "latencies": sorted(lat for _, lat in samples), "samples": samples}  # fmt: skip
+            "latencies": sorted(lat for _, lat, _ in samples), "samples": samples}  # fmt: skip
 
 
 def figures(lat: list[float]) -> dict[str, float]:
@@ -291,7 +291,7 @@ def fairness(
     if not hang["connections"]:
         raise FairnessError("A's webhook receiver was never called: no delivery of A was in flight")
     first = receiver.opened[0]
-    during = [lat for stamp, lat in b["samples"] if stamp >= first]
+    during = [lat for stamp, lat, _ in b["samples"] if stamp >= first]
     if not during:
         raise FairnessError("no B call was sent while A's webhook deliveries hung")
     under = figures(b["latencies"])
@@ -304,6 +304,7 @@ def fairness(
         **{f"b_{k}": v for k, v in under.items()},
         "b_calls_while_hook_hung": len(during),
         **{f"b_hung_{k}": v for k, v in figures(sorted(during)).items()},
+        **where_b_waited(settings, b["samples"], a_counters),
         "b_alone_calls": base_sent,
         **{f"b_alone_{k}": v for k, v in figures(base["latencies"]).items()},
         "a_calls": accepted,
@@ -338,6 +339,29 @@ def _wait_hang(stack: Stack, receiver: DripReceiver, seconds: float, timeout: fl
         if time.monotonic() > deadline:
             raise FairnessError(f"A's webhook receiver was not called within {timeout:.0f} s")
         time.sleep(0.5)
+
+
+def where_b_waited(settings: Settings, samples: list[tuple[float, float, str]], a_counters: int) -> dict[str, Any]:
+    """B's latency split at its batch's seal (``sealed_at``, Redis's clock on this machine): before it, the
+    shard stream and the buffer (drain behind A's entries, the flush age); after it, the upload task's wait
+    in the queue, the counter lock and the quota. p99 of each part, and the A counters on B's shard."""
+    rt = Runtime(settings)
+    try:
+        sealed = {c: rt.redis.hget(rt.keys.batch(c), "sealed_at") for c in {c for _, _, c in samples}}
+        shard = rt.keys.shard_of(B_COUNTER)
+        sharing = sum(1 for c in range(A_BASE, A_BASE + a_counters) if rt.keys.shard_of(c) == shard)
+    finally:
+        rt.close()
+    if any(v is None for v in sealed.values()):
+        raise FairnessError("a batch of B has no sealed_at: its record is gone")
+    before = sorted(int(sealed[c]) / 1000 - stamp for stamp, _, c in samples)  # type: ignore[arg-type]
+    after = sorted(stamp + lat - int(sealed[c]) / 1000 for stamp, lat, c in samples)  # type: ignore[arg-type]
+    return {
+        "b_to_seal_p99_seconds": figures(before)["p99_seconds"],
+        "b_seal_to_upload_p99_seconds": figures(after)["p99_seconds"],
+        "b_batches": len(sealed),
+        "a_counters_on_b_shard": sharing,
+    }
 
 
 def a_uploads(stack: Stack, a_counters: int) -> dict[str, Any]:

@@ -244,24 +244,24 @@ def latency(
     }
 
 
-def stamped_samples(emulator: Emulator, run: str, counters: Iterable[int]) -> list[tuple[float, float]]:
-    """(submit time, enqueue-to-upload-request seconds) of every stamped call of ``run`` stored for
+def stamped_samples(emulator: Emulator, run: str, counters: Iterable[int]) -> list[tuple[float, float, str]]:
+    """(submit time, enqueue-to-upload-request seconds, batch id) of every stamped call of ``run`` stored for
     ``counters``: the producer's stamp (``?t=`` in ``CallTrackerURL``, see ``make_call``) against the
     moment the emulator received the upload request that carried it (its batch id is the upload's comment)."""
     arrived, _ = emulator.upload_times()
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, str]] = []
     for counter in counters:
         for row in emulator.stored_rows(counter):
             url = row.get("CallTrackerURL", "")
             if f"/{run}/" in url and "?t=" in url and row["comment"] in arrived:
                 stamp = int(url.rsplit("?t=", 1)[1]) / 1000
-                samples.append((stamp, arrived[row["comment"]] - stamp))
+                samples.append((stamp, arrived[row["comment"]] - stamp, row["comment"]))
     return samples
 
 
 def stamped_latencies(emulator: Emulator, run: str, counters: Iterable[int]) -> list[float]:
     """The latencies of :func:`stamped_samples`, sorted."""
-    return sorted(lat for _, lat in stamped_samples(emulator, run, counters))
+    return sorted(sample[1] for sample in stamped_samples(emulator, run, counters))
 
 
 def _pct(values: list[float], p: float) -> float:
