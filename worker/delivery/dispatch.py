@@ -4,6 +4,14 @@ The ``sealed`` index scores each batch by when an upload task was last sent for 
 one at once; a batch whose task was lost (a dead worker, a purged queue) is picked up again here once
 ``redispatch_after`` seconds have passed, and its score is moved forward. Repeated upload messages
 are harmless: the upload step checks the batch's state under the counter's lock.
+
+Fair order (issue 22): the upload tasks of one dispatch carry a priority, 0 for the first batch of
+each client (its registry account; a counter outside the registry is a client of its own) and 3 for
+that client's later ones. On the Redis broker kombu keeps one list per priority step and every worker
+pops priority 0 of every queue before any 3, so a client that seals many batches at once (a flood)
+queues behind another client's single batch instead of in front of it; nothing is lost or dropped,
+only the order changes (batches of one counter never depended on it: each upload takes the counter's
+lock and checks its batch's state). RabbitMQ ignores the priority (its quorum queues have none).
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from typing import TYPE_CHECKING, cast
 
 from worker.delivery.uploader import clock_ms
 from worker.ids import shard_of_batch
+from worker.model.kinds import Bucket
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 MAX_PER_RUN = 1_000
+FIRST_PRIORITY, LATER_PRIORITY = 0, 3  # kombu's Redis priority steps are 0, 3, 6, 9; 0 is popped first
 
 
 def park(rt: Runtime, batch_id: str, seconds: float, reason: str = "deferred") -> None:
@@ -45,3 +55,28 @@ def overdue_batches(rt: Runtime) -> list[str]:
             rt.redis.zadd(key, dict.fromkeys(ids, now), xx=True)
             overdue.extend(ids)
     return overdue
+
+
+def fair_priorities(rt: Runtime, batch_ids: list[str]) -> list[tuple[str, int]]:
+    """Each batch with its upload task's priority: the first batch of each client in ``batch_ids`` first,
+    then the later ones (one round trip for the batches' buckets; the owners from the registry's cache)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.hget(rt.keys.batch(batch_id), "bucket")
+    buckets = cast(list[str | None], pipe.execute())
+    seen: set[str] = set()
+    result: list[tuple[str, int]] = []
+    for batch_id, bucket in zip(batch_ids, buckets, strict=True):
+        client = _client(rt, bucket) or batch_id
+        result.append((batch_id, LATER_PRIORITY if client in seen else FIRST_PRIORITY))
+        seen.add(client)
+    return result
+
+
+def _client(rt: Runtime, bucket: str | None) -> str | None:
+    """Whose batch: the account holding its counter, else the counter itself (None: the batch is gone)."""
+    if bucket is None:
+        return None
+    counter_id = Bucket.decode(bucket).counter_id
+    found = rt.accounts.counter(counter_id)
+    return f"account:{found[0].id}" if found is not None else f"counter:{counter_id}"
