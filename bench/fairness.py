@@ -43,6 +43,7 @@ from worker.runtime import Runtime
 A_BASE = 700_000  # client A's counters: A_BASE .. A_BASE + a_counters - 1
 B_COUNTER = 800_000  # client B's one counter
 TARGET_MARGIN = 3.0  # seconds over the flush age the issue allows B's p99
+STALL_SECONDS = 120.0  # no new row at the emulator for this long: the pipeline stopped, the section fails
 
 
 class FairnessError(RuntimeError):
@@ -262,9 +263,12 @@ def fairness(
                 f"A: {accepted} of {a_calls} calls, {conv_accepted} of {a_conversions} conversions accepted "
                 f"({conv_rejected} rejected)"
             )
+        stalled: ScenarioTimeout | None = None
         try:
-            stack.wait_rows(before + accepted + conv_accepted, timeout, stall=120.0)
+            stack.wait_rows(before + accepted + conv_accepted, timeout, stall=STALL_SECONDS)
             _wait_hang(stack, receiver, b_after_hang, timeout, sender)
+        except ScenarioTimeout as error:
+            stalled = error  # reported below with B's calls so far
         finally:
             stop.set()
             sender.join(30)
@@ -272,11 +276,16 @@ def fairness(
             raise FairnessError(f"client B's sender failed: {b_box['error']}")
         b_sent = int(b_box["sent"])
         try:
-            stack.wait_rows(before + accepted + conv_accepted + b_sent, timeout, stall=120.0)
+            if stalled is not None:
+                raise stalled
+            stack.wait_rows(before + accepted + conv_accepted + b_sent, timeout, stall=STALL_SECONDS)
         except ScenarioTimeout as error:
             b = account_b(stack, b_run, b_sent)
             seen = figures(b["latencies"]) if b["latencies"] else "none measured"
-            raise FairnessError(f"{error}; B: {b['stored']} of {b_sent} calls at the emulator ({seen})") from None
+            raise FairnessError(
+                f"{error}; B: {b['stored']} of {b_sent} calls at the emulator ({seen}); A's webhook receiver "
+                f"held {len(receiver.opened)} connections"
+            ) from None
         stack.stop_profiles()
         hang = receiver.stop()
         load_after = load_now()
