@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from celery import current_app
+from cryptography.fernet import Fernet
 
 from config.settings import Settings
 from emulator.config import Account
@@ -22,6 +24,7 @@ from worker.accounts.model import AccountIn, parse
 from worker.app import create_app
 from worker.delivery import dispatch
 from worker.delivery.drain import drain
+from worker.errors import SecretKeyError
 from worker.model.kinds import Bucket
 from worker.runtime import Runtime
 
@@ -56,6 +59,14 @@ def test_each_clients_first_batch_goes_first(make_settings: Callable[..., Settin
         assert [priorities[batch[c]] for c in A_COUNTERS] == [0, 3, 3, 3]  # one account: one batch first
         assert priorities[batch[B_COUNTER]] == 0 and priorities[batch[LOOSE_COUNTER]] == 0
         assert priorities["CTgoneS0B1"] == 0  # a batch whose record is gone is nobody's later batch
+        assert dispatch.fair_priorities(rt, ["CTgoneS0B1", "CTgoneS1B2"]) == [("CTgoneS0B1", 0), ("CTgoneS1B2", 0)]
+        assert dispatch.fair_priorities(rt, []) == []
+        # A worker whose key ring cannot read the accounts still orders them (no account is decoded).
+        stranger = Runtime(account_settings(make_settings, emulator, secret_keys=Fernet.generate_key().decode()))
+        with pytest.raises(SecretKeyError):
+            stranger.accounts.snapshot()
+        assert dict(dispatch.fair_priorities(stranger, order)) == {b: priorities[b] for b in order}
+        stranger.close()
         rt.close()
 
 

@@ -59,24 +59,24 @@ def overdue_batches(rt: Runtime) -> list[str]:
 
 def fair_priorities(rt: Runtime, batch_ids: list[str]) -> list[tuple[str, int]]:
     """Each batch with its upload task's priority: the first batch of each client in ``batch_ids`` first,
-    then the later ones (one round trip for the batches' buckets; the owners from the registry's cache)."""
+    then the later ones. Two round trips: the batches' buckets, then their counters' owners from the
+    registry's counter index (no account is decoded, so an unreadable key ring changes nothing here)."""
+    if not batch_ids:
+        return []
     pipe = rt.redis.pipeline(transaction=False)
     for batch_id in batch_ids:
         pipe.hget(rt.keys.batch(batch_id), "bucket")
     buckets = cast(list[str | None], pipe.execute())
+    counters = [Bucket.decode(b).counter_id if b else None for b in buckets]
+    known = sorted({c for c in counters if c is not None})
+    found = cast(list[str | None], rt.redis.hmget(rt.keys.account_counters, known)) if known else []
+    owners = dict(zip(known, found, strict=True))
     seen: set[str] = set()
     result: list[tuple[str, int]] = []
-    for batch_id, bucket in zip(batch_ids, buckets, strict=True):
-        client = _client(rt, bucket) or batch_id
+    for batch_id, counter in zip(batch_ids, counters, strict=True):
+        # Whose batch: the account holding its counter, else the counter itself, else (gone) nobody's.
+        owner = owners.get(counter) if counter is not None else None
+        client = f"account:{owner}" if owner else f"counter:{counter}" if counter is not None else batch_id
         result.append((batch_id, LATER_PRIORITY if client in seen else FIRST_PRIORITY))
         seen.add(client)
     return result
-
-
-def _client(rt: Runtime, bucket: str | None) -> str | None:
-    """Whose batch: the account holding its counter, else the counter itself (None: the batch is gone)."""
-    if bucket is None:
-        return None
-    counter_id = Bucket.decode(bucket).counter_id
-    found = rt.accounts.counter(counter_id)
-    return f"account:{found[0].id}" if found is not None else f"counter:{counter_id}"
