@@ -103,8 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fair-calls", type=int, help="client A's flood in the fairness section (500,000)")
     parser.add_argument("--fair-conversions", type=int, help="lines of client A's conversions import (100,000)")
     parser.add_argument(
-        "--webhook-pool", choices=("shared", "own"), default="shared",
-        help="fairness: webhook deliveries on every worker (shared, compose today) or a pool of their own",
+        "--webhook-pool", choices=("shared", "own"), default="own",
+        help="fairness: webhook deliveries in their own worker pool (own, as deployed) or on every worker (shared)",
     )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the JSON goes")

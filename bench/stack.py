@@ -33,7 +33,6 @@ from cryptography.fernet import Fernet
 from config.settings import Settings
 from standalone.cluster import LocalCluster
 from standalone.redis_server import RedisServer, free_port
-from worker.app import NOTIFY_QUEUE, PERIODIC_QUEUE, UPLOAD_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,8 +195,8 @@ class FleetSpec:
     workers: int = 1
     concurrency: int = 2
     egress_ips: int = 1
-    # "own": webhook deliveries run in a worker pool of their own (``-Q`` of the notify queue, the other
-    # workers the rest); "shared": every worker takes every queue, as compose runs one worker today.
+    # "own": one more worker, for webhook deliveries only (CALLTRACK_WORKER_QUEUES=notify; the others
+    # =main), as compose and Kubernetes deploy them; "shared": every worker takes every queue (=all).
     webhook_pool: str = "shared"
 
 
@@ -214,16 +213,17 @@ class Fleet:
     def start(self, sampler: RssSampler | None = None) -> None:
         celery = str(Path(sys.executable).with_name("celery"))
         own = self.spec.webhook_pool == "own"
-        queues = ["-Q", f"{PERIODIC_QUEUE},{UPLOAD_QUEUE}"] if own else []
         for i in range(self.spec.workers + own):
             env = dict(self.env)
             if self.spec.egress_ips > 1:
                 env["CALLTRACK_EGRESS_ID"] = f"egress{i % self.spec.egress_ips}"
             name = f"bench{i}"
-            if own and i == self.spec.workers:
-                name, queues = "benchhooks", ["-Q", NOTIFY_QUEUE]
+            if own:  # as compose and Kubernetes run them: the main pool, and the webhooks' own pool
+                env["CALLTRACK_WORKER_QUEUES"] = "main"
+                if i == self.spec.workers:
+                    name, env["CALLTRACK_WORKER_QUEUES"] = "benchhooks", "notify"
             proc = self._spawn(
-                [celery, "-A", "worker.main", "worker", "--pool", "prefork", *queues,
+                [celery, "-A", "worker.main", "worker", "--pool", "prefork",
                  "--concurrency", str(self.spec.concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
                  "--without-gossip", "--without-mingle"],
                 name.replace("bench", "worker"), env,

@@ -11,6 +11,7 @@ from ctl.conversions import conversions
 from ctl.counters import counters
 from ctl.doctor import doctor
 from ctl.held import held
+from ctl.keys import keys
 from ctl.notify import notify
 from ctl.quarantine import quarantine
 from ctl.routing import routing
@@ -36,6 +37,7 @@ main.add_command(accounts)  # issue 15: the account registry
 main.add_command(counters)
 main.add_command(notify)  # issue 19: webhooks
 main.add_command(where)  # issue 19: where is a call
+main.add_command(keys)  # issue 22: client API keys
 
 
 if __name__ == "__main__":

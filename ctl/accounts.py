@@ -180,16 +180,19 @@ def list_(ctx: Context, as_json: bool) -> None:
     """Every account with its login, counters and token state (refused, expired, near expiry)."""
     reg = ctx.runtime.accounts
     with registry_errors():
-        found = reg.accounts()
+        docs = reg.documents()
         trouble = problems(ctx.runtime.redis, ctx.runtime.keys, ctx.settings.token_warning_days)
+    found = docs.accounts
     states: dict[str, list[str]] = {}
     for problem in trouble:
         states.setdefault(problem.account, []).append(f"{problem.token} {problem.state}")
+    unreadable = sorted(docs.unreadable.values(), key=lambda u: u.account)
     if as_json:
         items = [{**a.public(), "problems": states.get(a.id, [])} for a in found]
-        emit({"accounts": items}, as_json=True)
+        extra = {"unreadable": [u.to_dict() for u in unreadable]} if unreadable else {}  # only when there are
+        emit({"accounts": items, **extra}, as_json=True)
         return
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (
             a.id,
             a.name,
@@ -201,6 +204,7 @@ def list_(ctx: Context, as_json: bool) -> None:
         )
         for a in found
     ]
+    rows += [(u.account, u.name, "?", "?", len(u.counters), "?", f"unreadable: {u.reason}") for u in unreadable]
     emit(
         None, as_json=False, headers=("account", "name", "login", "tokens", "counters", "telephony", "state"), rows=rows
     )

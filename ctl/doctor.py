@@ -121,19 +121,16 @@ def check_accounts(rt: Runtime) -> list[Check]:
     try:
         found = problems(rt.redis, rt.keys, rt.settings.token_warning_days)
         accounts = int(rt.redis.hlen(rt.keys.accounts))
+        unreadable = rt.accounts.unreadable()
     except RedisError as error:
         return [Check("accounts", "fail", f"cannot read the registry: {type(error).__name__}")]
     checks = [Check(f"account {p.account}", "warn" if p.state == "near_expiry" else "fail", p.line()) for p in found]
-    if accounts and not rt.settings.secret_keys:
-        checks.append(Check("accounts", "fail", "CALLTRACK_SECRET_KEYS is not set: registry tokens cannot be read"))
+    for item in unreadable:
+        detail = f"its token cannot be read ({item.reason}): the batches of counters {list(item.counters)} wait"
+        checks.append(Check(f"account {item.account}", "fail", detail))
     if accounts and rt.settings.uses_emulator and rt.settings.metrica_base_url is None:
         detail = "no token variable is set, so uploads go to the emulator: set CALLTRACK_METRICA_BASE_URL"
         checks.append(Check("accounts", "warn", detail))
-    if accounts and rt.settings.secret_keys:
-        try:
-            rt.accounts.accounts()
-        except CalltrackError as error:  # SecretKeyError: a key of the ring is missing
-            checks.append(Check("accounts", "fail", str(error)))
     return checks or [Check("accounts", "ok", f"{accounts} accounts, no token refused or near expiry")]
 
 
@@ -154,7 +151,7 @@ def check_tokens(rt: Runtime) -> list[Check]:
         token = rt.accounts.token_for(counter, removed_ok=True)
         name = f"counter {counter}"
         if token is None:
-            checks.append(Check(name, "fail", "no OAuth token (CALLTRACK_METRICA_TOKEN or _COUNTER_TOKENS)"))
+            checks.append(Check(name, "fail", _no_token(rt, counter)))
             continue
         try:
             with gate.permit(token, Purpose.POLL):
@@ -165,6 +162,16 @@ def check_tokens(rt: Runtime) -> list[Check]:
         checks.append(Check(name, "ok", f"the token reaches its call uploads at {where}"))
         checks.append(_readiness(counter, ready.get(counter)))
     return checks
+
+
+def _no_token(rt: Runtime, counter: int) -> str:
+    snap = rt.accounts.snapshot()
+    owner = snap.unreadable_counters.get(counter)
+    if owner is not None:
+        return f"account {owner}'s token cannot be read ({snap.unreadable[owner].reason}): its batches wait"
+    if counter in snap.removed:
+        return "removed from the account registry: its batches wait"
+    return "no OAuth token (CALLTRACK_METRICA_TOKEN or _COUNTER_TOKENS)"
 
 
 def _readiness(counter: int, found: Readiness | None) -> Check:

@@ -44,7 +44,7 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
     emit(
         [{"id": e.entry_id, "reason": e.reason, "held_at_ms": e.held_at_ms, "call": asdict(e.call)} for e in entries],
         as_json=as_json,
-        headers=("id", "reason", "provider", "call id", "tracking number", "caller", "started (UTC)"),
+        headers=("id", "reason", "provider", "call id", "tracking number", "caller", "started (UTC)", "account"),
         rows=[
             (
                 e.entry_id,
@@ -54,12 +54,15 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
                 e.call.tracking_number or "-",
                 e.call.caller or "-",
                 _when(e.call.started_at),
+                e.call.owner or "-",  # the client account whose credential brought it (-: an operator's)
             )
             for e in entries
         ],
     )
     if not as_json:
-        say(f"{len(entries)} shown, {ctx.intake.held.count()} held in all")
+        per_account = ", ".join(f"{a} {n}" for a, n in ctx.intake.held.per_account().items())
+        in_all = f"{ctx.intake.held.count()} held in all" + (f" ({per_account})" if per_account else "")
+        say(f"{len(entries)} shown, {in_all}")
 
 
 @held.command()

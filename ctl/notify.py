@@ -1,4 +1,5 @@
-"""``ctl notify``: the webhook outbox (issue 19): waiting events, dead letters, and retrying them."""
+"""``ctl notify``: the webhook outbox (issue 19): waiting events, dead letters, and retrying them; each
+account's circuit breaker (issue 22)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import click
 
 from ctl.context import Context
 from ctl.output import emit, json_option, say
-from worker.notify import outbox
+from worker.accounts.model import iso
+from worker.notify import breaker, outbox
 
 
 @click.group()
@@ -37,3 +39,30 @@ def retry(ctx: Context, event_ids: tuple[str, ...], every: bool) -> None:
         raise click.UsageError("give EVENT_IDS or --all")
     moved = outbox.retry_dead(ctx.runtime, None if every else list(event_ids))
     say(f"{moved} event(s) back in the outbox")
+
+
+@notify.command()
+@json_option
+@click.pass_obj
+def breakers(ctx: Context, as_json: bool) -> None:
+    """Each account's webhook circuit breaker: consecutive failures, closed / open / half-open, until when."""
+    shown = breaker.states(ctx.runtime)
+    rows = [(a, s["state"], s["failures"], iso_ms(int(s["open_until_ms"]))) for a, s in shown.items()]
+    emit({"breakers": shown}, as_json=as_json, headers=("account", "state", "failures", "paused until"), rows=rows)
+    if not as_json and not rows:
+        say("every breaker is closed")
+
+
+@notify.command()
+@click.argument("account")
+@click.pass_obj
+def reset(ctx: Context, account: str) -> None:
+    """Close an account's breaker now (after its receiver was fixed); its waiting events go out next sweep."""
+    closed = breaker.reset(ctx.runtime, account)
+    woken = outbox.wake(ctx.runtime, account)
+    say(f"the breaker of {account} is closed" if closed else f"{account} had no breaker record")
+    say(f"{woken} waiting event(s) of {account} are due now")
+
+
+def iso_ms(ms: int) -> str:
+    return iso(ms / 1000) or "-"

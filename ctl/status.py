@@ -18,6 +18,11 @@ def when(ms: int | str | None) -> str:
     return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+STATUS_HEADERS = (
+    "counter", "pending", "open", "quarantined", "last upload", "status", "uploaded", "quota left", "waits for",
+)  # fmt: skip
+
+
 @click.command()
 @click.argument("counters", nargs=-1, type=int)
 @json_option
@@ -32,7 +37,7 @@ def status(ctx: Context, counters: tuple[int, ...], as_json: bool) -> None:
     emit(
         [item.to_dict() for item in items],
         as_json=as_json,
-        headers=("counter", "pending", "open", "quarantined", "last upload", "status", "uploaded", "quota left"),
+        headers=STATUS_HEADERS,
         rows=[
             (
                 i.counter_id,
@@ -44,6 +49,7 @@ def status(ctx: Context, counters: tuple[int, ...], as_json: bool) -> None:
                 overview.age_text(i.last_upload_at_ms),
                 ("paused " if i.paused else "")
                 + ("-" if i.quota_left is None else f"{i.quota_left} ({i.quota_left_for_uploads} for uploads)"),
+                ", ".join(i.waiting) or "-",
             )
             for i in items
         ],

@@ -182,6 +182,7 @@ def _rules_info(state: EmulatorState) -> dict[str, Any]:
         "join_rules": state.join_rules,
         "count_unjoined": state.count_unjoined,
         "token_lifetime": state.token_lifetime,
+        "strict": state.strict,
     }
 
 
@@ -205,16 +206,15 @@ async def settings(request: Request, state: EmulatorState) -> Any:
 
 
 async def rules(request: Request, state: EmulatorState) -> Any:
-    """GET/POST ``join_rules``, ``count_unjoined`` (bools) and ``token_lifetime`` (seconds)."""
+    """GET/POST ``join_rules``, ``count_unjoined``, ``strict`` (bools) and ``token_lifetime`` (seconds)."""
     if request.method == "POST":
         data = await _body(request)
-        unknown = set(data) - {"join_rules", "count_unjoined", "token_lifetime"}
+        unknown = set(data) - {"join_rules", "count_unjoined", "strict", "token_lifetime"}
         if unknown:
             raise ValueError(f"unknown keys: {sorted(unknown)}")
-        if "join_rules" in data:
-            state.join_rules = bool(data["join_rules"])
-        if "count_unjoined" in data:
-            state.count_unjoined = bool(data["count_unjoined"])
+        for flag in ("join_rules", "count_unjoined", "strict"):
+            if flag in data:
+                setattr(state, flag, bool(data[flag]))
         if "token_lifetime" in data:
             lifetime = float(data["token_lifetime"])
             if lifetime <= 0:

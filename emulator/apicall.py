@@ -1,4 +1,5 @@
-"""Pieces shared by the Metrica handlers: the admitted request, JSON answers and parameter parsing."""
+"""Pieces shared by the Metrica handlers: the admitted request, JSON answers (and their scripted shapes)
+and parameter parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from emulator.config import Account
 from emulator.errors import ApiError, InvalidParameter
@@ -17,6 +18,31 @@ from emulator.state import EmulatorState
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _objects(body: Any) -> list[dict[str, Any]]:
+    """The upload objects of an answer: under ``uploading``, or the elements of ``uploadings``."""
+    if isinstance(body.get("uploading"), dict):
+        return [body["uploading"]]
+    return [item for item in body.get("uploadings") or [] if isinstance(item, dict)]
+
+
+def reshape(response: Response, shape: str) -> Response:
+    """A scripted ``shape`` (emulator.faults.SHAPES) applied to a handled request's 2xx answer."""
+    if shape == "not_json":
+        return PlainTextResponse("OK", status_code=response.status_code)
+    if shape == "unreadable":
+        return json_response({"result": "ok"}, response.status_code)
+    body = orjson.loads(bytes(response.body))
+    objects = _objects(body)
+    if shape == "untyped":
+        for item in objects:
+            item.pop("type", None)
+        return json_response(body, response.status_code)
+    if not objects:
+        return response
+    wrapped = {"uploading": objects[0]} if shape == "uploading" else {"uploadings": objects[:1]}
+    return json_response(wrapped, response.status_code)
 
 
 def error_response(error: ApiError) -> Response:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,6 +24,7 @@ from emulator.apicall import (
     json_response,
     optional_int,
     positive_int,
+    reshape,
 )
 from emulator.config import Account, EmulatorConfig
 from emulator.errors import (
@@ -40,6 +43,7 @@ from emulator.faults import Decision
 from emulator.formdata import extract_part
 from emulator.html import render_index
 from emulator.state import EmulatorState
+from emulator.store import Upload
 from emulator.validation import CALLS, CHATS, CONVERSIONS, check_client_id_type, check_comment, parse_file
 
 __all__ = ["Call", "EmulatorApp", "Operation", "create_app", "json_response"]
@@ -190,24 +194,42 @@ async def _with_faults(call: Call, decision: Decision, operation: Operation) -> 
         with contextlib.suppress(ApiError):
             await operation(call)
         return await drop_connection(request)
-    return await operation(call)
+    response = await operation(call)
+    if decision.shape is not None and 200 <= response.status_code < 300:
+        return reshape(response, decision.shape)
+    return response
 
 
 # The unified upload's ``type`` (the reference: BASIC, the default, CALLS, CHATS) -> the kind stored.
 UPLOAD_TYPES = {"BASIC": CONVERSIONS, "CALLS": CALLS, "CHATS": CHATS}
 
 
+# What strict mode takes: no page documents the columns, status path or list entries of type=CALLS.
+STRICT_UPLOAD_TYPES = {"BASIC": CONVERSIONS, "CHATS": CHATS}
+
+
 def upload_kind(call: Call) -> str:
-    """The unified endpoint's ``type``: BASIC (or absent) for offline conversions, CALLS, CHATS."""
+    """The unified endpoint's ``type``: BASIC (or absent) for offline conversions, CALLS, CHATS (strict
+    mode: BASIC and CHATS only)."""
     if call.kind != CONVERSIONS:
         return call.kind
     raw = call.request.query_params.get("type")
     if raw is None or raw == "":
         return CONVERSIONS
-    kind = UPLOAD_TYPES.get(raw.upper())
+    types = STRICT_UPLOAD_TYPES if call.state.strict else UPLOAD_TYPES
+    kind = types.get(raw.upper())
     if kind is None:
-        raise InvalidParameter(f"Parameter type has invalid value '{raw}'; allowed: BASIC, CALLS, CHATS", "type")
+        allowed = ", ".join(types)
+        raise InvalidParameter(f"Parameter type has invalid value '{raw}'; allowed: {allowed}", "type")
     return kind
+
+
+def _object(call: Call, upload: Upload) -> dict[str, Any]:
+    """An upload object as the path's page shows it: the calls pages' objects carry no ``type``."""
+    body = upload.to_api(call.state.clock.now(), call.state.step_seconds)
+    if call.kind == CALLS:
+        del body["type"]
+    return body
 
 
 async def _upload(call: Call) -> Response:
@@ -226,12 +248,11 @@ async def _upload(call: Call) -> Response:
     created = state.clock.now()
     known = state.known_visitors
     joins = state.join_policy(counter, kind, created)
-    if len(data) > OFFLOAD_BYTES:
-        parsed = await asyncio.to_thread(
-            parse_file, kind, data, now=created, client_id_type=client_id_type, known_visitors=known, joins=joins
-        )
-    else:
-        parsed = parse_file(kind, data, now=created, client_id_type=client_id_type, known_visitors=known, joins=joins)
+    parse = functools.partial(
+        parse_file, kind, data, now=created, client_id_type=client_id_type, known_visitors=known, joins=joins,
+        strict=state.strict,
+    )  # fmt: skip
+    parsed = await asyncio.to_thread(parse) if len(data) > OFFLOAD_BYTES else parse()
     if new_goal_name:
         settings = state.counters.get(counter)
         if settings.calls_goal_name is None:
@@ -249,21 +270,33 @@ async def _upload(call: Call) -> Response:
         file=parsed,
     )
     state.counts["uploads"] += 1
-    answer = json_response({"uploading": upload.to_api(state.clock.now(), state.step_seconds)})
+    # upload_chats answers a list of one; upload_1 and uploadCalls the object under "uploading".
+    item = _object(call, upload)
+    answer = json_response({"uploadings": [item]} if kind == CHATS else {"uploading": item})
     if state.faults.forgets("upload", counter):
         state.store.forget(upload.id)
         state.counts["faults.forgotten"] += 1
     return answer
 
 
-# The legacy conversions paths answer conversions and chats alike; the unified ones (``uploadings``,
-# ``uploadings/{id}``) every kind, each upload with its ``type``; the calls paths calls only.
+# Which uploads each path answers. Lenient (default): the singular uploading/{id} conversions and chats,
+# the plural uploadings paths every kind (calls too: the undocumented type=CALLS), the calls paths
+# calls only. Strict: only what a page documents: uploading/{id} conversions (findById_1), uploadings
+# and uploadings/{id} conversions and chats (findAll_1, findAll_chats, findById_chats), calls on the
+# calls paths (findCallUploadingById, findAllCallUploadings).
 SCOPES = {CALLS: (CALLS,), CONVERSIONS: (CONVERSIONS, CHATS)}
 UNIFIED = (CALLS, CONVERSIONS, CHATS)
+STRICT_UNIFIED = (CONVERSIONS, CHATS)
+
+
+def _plural(call: Call) -> bool:
+    return "/offline_conversions/uploadings" in call.request.url.path
 
 
 def _scopes(call: Call) -> tuple[str, ...]:
-    return UNIFIED if "/offline_conversions/uploadings" in call.request.url.path else SCOPES[call.kind]
+    if call.state.strict:
+        return STRICT_UNIFIED if _plural(call) else (call.kind,)
+    return UNIFIED if _plural(call) else SCOPES[call.kind]
 
 
 async def _status(call: Call) -> Response:
@@ -271,15 +304,16 @@ async def _status(call: Call) -> Response:
     upload = call.state.store.get(call.counter, _scopes(call), upload_id)
     if upload is None:
         raise NotFound(f"Uploading {upload_id} not found for counter {call.counter}", "id")
-    return json_response({"uploading": upload.to_api(call.state.clock.now(), call.state.step_seconds)})
+    item = _object(call, upload)
+    # findById_chats (uploadings/{id}) answers a list of one; findById_1 and the calls page an object.
+    return json_response({"uploadings": [item]} if _plural(call) else {"uploading": item})
 
 
 async def _list(call: Call) -> Response:
     limit = optional_int(call.request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     offset = optional_int(call.request, "offset", 0, 0, 1 << 62)
-    now, step = call.state.clock.now(), call.state.step_seconds
     page = call.state.store.page(call.counter, _scopes(call), limit, offset)
-    return json_response({"uploadings": [u.to_api(now, step) for u in page]})
+    return json_response({"uploadings": [_object(call, u) for u in page]})
 
 
 def _endpoint(

@@ -122,7 +122,8 @@ class EmulatorAdmin:
         """Answer the next requests of endpoint ``kind`` (upload/status/list) with ``answers`` in order.
 
         An answer is an HTTP status (``503``), ``"drop_before_store"``, ``"drop_after_store"``, ``"pass"``
-        or a dict ``{"status": 429, "error_type": "quota_requests_by_ip", "message": ..., "latency": s}``.
+        or a dict ``{"status": 429, "error_type": "quota_requests_by_ip", "message": ..., "latency": s}``;
+        ``{"shape": "uploadings"}`` handles the request and answers in that shape (emulator.faults.SHAPES).
         """
         entry = {"kind": kind, "counter": counter, "answers": list(answers)}
         return self.configure_faults(script=[entry], append=append)
@@ -189,7 +190,7 @@ class EmulatorAdmin:
         return self.settings(known_visitors=value)
 
     def rules(self, **changes: Any) -> dict[str, Any]:
-        """join_rules, count_unjoined (bools), token_lifetime (seconds); no arguments reads them."""
+        """join_rules, count_unjoined, strict (bools), token_lifetime (seconds); no arguments reads them."""
         if not changes:
             current: dict[str, Any] = self._call("GET", "/rules")
             return current

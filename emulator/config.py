@@ -78,6 +78,7 @@ class EmulatorConfig:
     counters: tuple[CounterInfo, ...] = ()
     join_rules: bool = False  # judge joins row by row (windows, goals, static calls); see emulator.joins
     count_unjoined: bool = False  # with join_rules: keep rows that do not join in line_quantity
+    strict: bool = False  # refuse what no reference page documents (type=CALLS, unconfirmed columns)
 
     def with_changes(self, **changes: Any) -> EmulatorConfig:
         """A copy with some fields replaced (``dataclasses.replace``)."""
@@ -158,6 +159,7 @@ _TOP_KEYS = {
     "counters",
     "join_rules",
     "count_unjoined",
+    "strict",
     "accounts",
     "step_seconds",
     "known_visitors",
@@ -227,7 +229,7 @@ def config_from_dict(data: Mapping[str, Any]) -> EmulatorConfig:
             changes[key] = _positive(data[key], key)
     if "counters" in data:
         changes["counters"] = tuple(counter_info_from_dict(c) for c in data["counters"])
-    for key in ("join_rules", "count_unjoined"):
+    for key in ("join_rules", "count_unjoined", "strict"):
         if key in data:
             changes[key] = bool(data[key])
     return replace(config, **changes)

@@ -4,7 +4,8 @@ A *rule* applies to requests matching its scope (endpoint kinds and counters; No
 one random draw per request picks at most one of 503 ``backend_error``, 504 ``timeout``,
 drop-before-store or drop-after-store by their shares; ``latency`` (fixed or a range) is added
 to every matching request. A *script* entry answers the next matching requests with its answers
-in order, before any rule is consulted.
+in order, before any rule is consulted. A passed answer may carry a ``shape``: the request is handled
+(an upload is stored) and its 2xx answer is rewritten into that shape (see :data:`SHAPES`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ UPLOAD_KINDS = frozenset({"upload", "status", "list"})
 KINDS = UPLOAD_KINDS | {"management"}
 ACTIONS = frozenset({"pass", "error", "drop_before_store", "drop_after_store"})
 DROP_ACTIONS = frozenset({"drop_before_store", "drop_after_store"})
+#: How a passed request's 2xx answer is rewritten: ``uploading`` (the upload object under
+#: ``uploading``), ``uploadings`` (as the only element of ``uploadings``), ``untyped`` (no ``type`` in
+#: any upload object), ``unreadable`` (a JSON object holding no upload), ``not_json`` (a text body).
+SHAPES = frozenset({"uploading", "uploadings", "untyped", "unreadable", "not_json"})
 
 DEFAULT_ERROR_TYPES = {
     400: "invalid_parameter",
@@ -67,8 +72,9 @@ class FaultRule:
 
 @dataclass(frozen=True)
 class ScriptedAnswer:
-    """One scripted answer: ``pass`` (handle normally), ``error`` (status + Metrica error body,
-    or a raw ``body``), ``drop_before_store`` or ``drop_after_store``; ``latency`` seconds first."""
+    """One scripted answer: ``pass`` (handle normally; with ``shape``, answer in that shape),
+    ``error`` (status + Metrica error body, or a raw ``body``), ``drop_before_store`` or
+    ``drop_after_store``; ``latency`` seconds first."""
 
     action: str
     status: int = 0
@@ -76,6 +82,7 @@ class ScriptedAnswer:
     message: str | None = None
     body: Any = None
     latency: float = 0.0
+    shape: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +92,7 @@ class ScriptedAnswer:
             "message": self.message,
             "body": self.body,
             "latency": self.latency,
+            "shape": self.shape,
         }
 
 
@@ -115,6 +123,7 @@ class Decision:
     message: str | None = None
     body: Any = None
     source: str = "none"  # "none" | "rule" | "script"
+    shape: str | None = None
 
 
 def _share(value: Any, name: str) -> float:
@@ -196,6 +205,9 @@ def answer_from_value(value: Any) -> ScriptedAnswer:
         if action == "error" and not 100 <= status <= 599:
             raise ValueError(f"scripted error needs an HTTP status, got {value!r}")
         error_type = value.get("error_type")
+        shape = value.get("shape")
+        if shape is not None and (shape not in SHAPES or action != "pass"):
+            raise ValueError(f"shape must be one of {sorted(SHAPES)} on a 'pass' answer, got {value!r}")
         return ScriptedAnswer(
             action=action,
             status=status,
@@ -203,6 +215,7 @@ def answer_from_value(value: Any) -> ScriptedAnswer:
             message=value.get("message"),
             body=value.get("body"),
             latency=_latency(value.get("latency", 0.0))[0],
+            shape=shape,
         )
     raise ValueError(f"invalid scripted answer {value!r}")
 
@@ -262,6 +275,7 @@ class FaultInjector:
                     message=answer.message,
                     body=answer.body,
                     source="script",
+                    shape=answer.shape,
                 )
         latency = 0.0
         for rule in self.rules:

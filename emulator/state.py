@@ -34,6 +34,7 @@ class EmulatorState:
         self.token_lifetime = config.token_lifetime
         self.join_rules = config.join_rules
         self.count_unjoined = config.count_unjoined
+        self.strict = config.strict
         self.counter_info: dict[int, CounterInfo] = {}
         self.apply(config)
 
@@ -48,6 +49,7 @@ class EmulatorState:
         self.token_lifetime = config.token_lifetime
         self.join_rules = config.join_rules
         self.count_unjoined = config.count_unjoined
+        self.strict = config.strict
         self.quotas.reset(config.quotas)
         self.faults = FaultInjector(seed=config.seed)
         self.faults.configure(config.faults, config.script)

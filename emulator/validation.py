@@ -36,13 +36,15 @@ CALL_COLUMNS = (
 CONVERSION_COLUMNS = ("ClientId", "UserId", "Yclid", "PurchaseId", "Target", "DateTime", "Price", "Currency")
 # Chats (type=CHATS): DateTime, ChatPlatform and at least one chat-partner id are documented; the
 # Metrica identifiers are optional (a row without one is stored unattributed). The names of the optional
-# "answered" and tag columns are not in the pages we could read: Answered and Tag are our choice.
+# "answered" and tag columns are not in the pages we could read: Answered and Tag are our choice, taken
+# only outside strict mode (UNCONFIRMED_COLUMNS).
 CHAT_PARTNER_COLUMNS = ("ChatUsername", "ChatUserID", "PhoneNumber")
 CHAT_COLUMNS = (
     "DateTime", "ChatPlatform", *CHAT_PARTNER_COLUMNS, "ClientID", "UserID", "Yclid", "PurchaseID", "Answered", "Tag",
 )  # fmt: skip
 CHAT_PLATFORMS = frozenset({"whatsapp", "telegram", "viber"})
 COLUMNS = {CALLS: frozenset(CALL_COLUMNS), CONVERSIONS: frozenset(CONVERSION_COLUMNS), CHATS: frozenset(CHAT_COLUMNS)}
+UNCONFIRMED_COLUMNS = {CHATS: frozenset({"Answered", "Tag"})}
 ORDERED_COLUMNS = {CALLS: CALL_COLUMNS, CONVERSIONS: CONVERSION_COLUMNS, CHATS: CHAT_COLUMNS}
 ID_COLUMNS = {
     CALLS: ("ClientId", "UserId", "Yclid"),
@@ -172,7 +174,7 @@ def _decode(data: bytes) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tuple[str, ...], str]:
+def _header(kind: str, reader: Reader, client_id_type: str | None, strict: bool) -> tuple[tuple[str, ...], str]:
     try:
         first = next(reader, None)
     except csv.Error as exc:
@@ -180,14 +182,15 @@ def _header(kind: str, reader: Reader, client_id_type: str | None) -> tuple[tupl
     if not first or not any(cell.strip() for cell in first):
         raise InvalidUploading("Line 1, column 1: the file has no header line naming the columns", "file")
     header = tuple(cell.strip() for cell in first)
-    allowed = COLUMNS[kind]
+    unconfirmed = UNCONFIRMED_COLUMNS.get(kind, frozenset()) if strict else frozenset()
+    allowed = COLUMNS[kind] - unconfirmed
     seen: dict[str, int] = {}
     ids: list[tuple[int, str]] = []
     for number, name in enumerate(header, start=1):
         if name not in allowed:
             raise InvalidUploading(
                 f"Line 1, column {number}: unknown column '{name}'; allowed columns: "
-                + ", ".join(ORDERED_COLUMNS[kind]),
+                + ", ".join(c for c in ORDERED_COLUMNS[kind] if c not in unconfirmed),
                 "file",
             )
         if name in seen:
@@ -249,16 +252,18 @@ def parse_file(
     client_id_type: str | None = None,
     known_visitors: Collection[str] | None = None,
     joins: JoinRules | None = None,
+    strict: bool = False,
 ) -> ParsedFile:
     """Validate one uploaded file; raise InvalidUploading for whole-file problems.
 
     Without ``joins`` (the default) a file is matched when ``known_visitors`` is None or holds one of its
-    identifiers. With ``joins`` every valid row is also checked for a join (see emulator.joins)."""
+    identifiers. With ``joins`` every valid row is also checked for a join (see emulator.joins). ``strict``
+    refuses the columns no reference page names (``UNCONFIRMED_COLUMNS``)."""
     text = _decode(data)
     if not text.strip():
         raise InvalidUploading("Line 1, column 1: the file is empty; its first line must name the columns", "file")
     reader = csv.reader(io.StringIO(text))
-    header, id_column = _header(kind, reader, client_id_type)
+    header, id_column = _header(kind, reader, client_id_type, strict)
     width = len(header)
     id_indexes = [i for i, name in enumerate(header) if name in ID_COLUMNS[kind]]
     id_index = header.index(id_column) if id_column and kind != CHATS else -1

@@ -51,7 +51,7 @@ from ingest.routes.operations import OperationsRoutes
 from ingest.routes.providers import ProviderRoutes
 from ingest.routes.sessions import SessionService
 from ingest.routes.status import StatusRoutes
-from worker.accounts.envimport import import_env
+from worker.accounts.envimport import start
 from worker.errors import CalltrackError
 from worker.runtime import Runtime
 
@@ -59,9 +59,10 @@ log = structlog.get_logger(__name__)
 
 
 def import_env_accounts(core: IngestCore) -> None:
-    """Today's CALLTRACK_* provider secrets and counter tokens become the ``env`` account (idempotent)."""
+    """Today's CALLTRACK_* provider secrets and counter tokens become the ``env`` account (idempotent);
+    the environment tokens' logins are learned and unreadable accounts named (worker/accounts/envimport.py)."""
     try:
-        import_env(core.runtime.accounts, core.settings)
+        start(core.runtime.accounts, core.settings)
     except (CalltrackError, RedisError) as error:
         log.error("env_accounts_import_failed", error=type(error).__name__)
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *AdminRoutes(core).routes(),
         *StatusRoutes(core).routes(),
     ]
-    console = Console(core).app()  # None (404) without a console password or admin token
+    console = Console(core).app()  # None (404) without a console password (no other credential opens it)
     if console is not None:
         routes.append(Mount("/console", app=console))
 

@@ -23,8 +23,9 @@ from config.settings import Settings
 from ingest.edge import BodyTimeout, BodyTooLarge, client_address, is_loopback_host
 from ingest.input import InputError
 from ingest.providers.config import ProviderConfig
+from ingest.tenancy import OPERATOR, KeyRefused, Tenancy, client_key
 from worker.delivery.producer import SubmitResult
-from worker.errors import HeldFullError, ProducerError
+from worker.errors import ForeignCallError, HeldAccountFullError, HeldFullError, ProducerError
 from worker.intake.service import Intake, Outcome, build_intake
 from worker.model.fields import FieldError
 from worker.model.inbound import InboundCall
@@ -61,6 +62,7 @@ class IngestCore:
         self.settings = settings
         self.runtime = runtime or Runtime(settings)
         self.intake: Intake = build_intake(self.runtime)
+        self.tenancy = Tenancy(self.runtime)
         # Requests count into memory, written to Redis every second: no round trip per request.
         self.runtime.metrics.buffer(interval=1.0)
         self.configs = {
@@ -88,6 +90,14 @@ class IngestCore:
             except InputError as error:
                 await self.count_refused(request, error_reason(error.errors))
                 return error_response(error.status, str(error), error.errors)
+            except ForeignCallError as error:  # a client's call for another client's counter (issue 22)
+                log.warning("foreign_call_refused", path=request.url.path, reason=error.reason)
+                await self.count_refused(request, error.reason)
+                return error_response(403, str(error))
+            except HeldAccountFullError as error:  # one client's held share, not the shared stream
+                log.error("held_full_account", path=request.url.path)
+                await self.count_refused(request, "held_full_account")
+                return error_response(503, str(error))
             except HeldFullError as error:
                 log.error("held_full", path=request.url.path)
                 await self.count_refused(request, "held_full")
@@ -100,20 +110,38 @@ class IngestCore:
         return guarded
 
     def api_auth(self, handler: Handler) -> Handler:
-        """The generic endpoints' bearer token (``ingest_api_token``). Without one, only loopback clients
-        (or anyone, with ``ingest_allow_anonymous``) may call them."""
+        """The generic endpoints' credentials: a client API key with the ``ingest`` scope (its client's
+        counters only, ``ingest/tenancy.py``), or the operator's bearer token (``ingest_api_token``,
+        every counter). Without that token, only loopback clients (or anyone, with
+        ``ingest_allow_anonymous``) may call them as the operator."""
         token = self.settings.ingest_api_token
+        operator: Handler
         if token is None:
             if self.settings.ingest_allow_anonymous:
-                return handler
+                operator = handler
+            else:
 
-            async def local_only(request: Request) -> Response:
-                if not is_loopback_host(self.client(request)):
-                    raise SignatureError(401, "Authorization: Bearer <token> is required beyond loopback")
-                return await handler(request)
+                async def local_only(request: Request) -> Response:
+                    if not is_loopback_host(self.client(request)):
+                        raise SignatureError(401, "Authorization: Bearer <token> is required beyond loopback")
+                    return await handler(request)
 
-            return local_only
-        return bearer(token.get_secret_value(), handler)
+                operator = local_only
+        else:
+            operator = bearer(token.get_secret_value(), handler)
+
+        async def checked(request: Request) -> Response:
+            key = client_key(request.headers.get("authorization", ""))
+            if key is None:
+                request.state.caller = OPERATOR
+                return await operator(request)
+            try:
+                request.state.caller = await self.tenancy.caller(key, "ingest")
+            except KeyRefused as error:
+                raise SignatureError(error.status, str(error)) from None
+            return await handler(request)
+
+        return checked
 
     def client(self, request: Request) -> str:
         """The client's address (``ingest_trusted_proxies`` decides which X-Forwarded-For hop counts)."""

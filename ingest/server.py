@@ -1,11 +1,14 @@
 """The process entry: settings from the environment, logging, the app, uvicorn with slow-client limits.
 
 uvicorn bounds idle keep-alive connections and, with ``limit_concurrency``, connections and requests
-at once; it has no limit on how long a client may take to send a request. Two more bounds close that:
+at once; it has no limit on how long a client may take to send a request, nor per client. More bounds
+close that:
 
-* :class:`GuardedHttpToolsProtocol` closes a connection whose request headers are not complete within
-  ``ingest_header_timeout`` (slowloris: headers sent a byte at a time, or never finished), and
-  answers 400 to a request head over :data:`MAX_HEAD_BYTES`;
+* :class:`ingest.protocol.GuardedHttpToolsProtocol` closes a connection whose request headers are not
+  complete within ``ingest_header_timeout`` (slowloris: headers sent a byte at a time, or never
+  finished), answers 400 to a request head over :data:`ingest.protocol.MAX_HEAD_BYTES` (exactly), and
+  answers 503 and closes a connection past its address's caps on open connections and unfinished
+  heads (``ingest_max_connections_per_client``, ``ingest_max_unfinished_heads_per_client``);
 * :class:`BodyDeadline` gives a request's body ``ingest_body_timeout`` from its first read: past it,
   the read raises :class:`ingest.edge.BodyTimeout`, answered 408 with ``Connection: close``.
 """
@@ -14,74 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from functools import cache
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from ingest.app import create_app
 from ingest.edge import BodyTimeout, ExposureError, check_exposure
+from ingest.protocol import GuardedHttpToolsProtocol
 from worker.app import refuse_another_shard_count
-
-
-@cache
-def _header_timeout() -> float:
-    return load_settings().ingest_header_timeout
-
-
-# The most bytes of one request's head (request line and headers) a client may send.
-MAX_HEAD_BYTES = 16 * 1024
-
-
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol (a C parser: issue 18 measured a quarter more single-call requests
-    per second than with h11) with two bounds on each request's head: complete within
-    ``ingest_header_timeout`` (slowloris: headers sent a byte at a time, or never finished), and at
-    most :data:`MAX_HEAD_BYTES` (httptools itself would collect headers without a limit)."""
-
-    _header_timer: asyncio.TimerHandle | None = None
-    _head_bytes = 0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
-            self._arm_header_timer()  # a new request on a kept-alive connection
-        in_head = self._header_timer is not None
-        super().data_received(data)
-        if in_head and self._header_timer is not None:  # the head is still not complete after this data
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._disarm_header_timer()
-                self.send_400_response("Request head too large.")
-
-    def on_headers_complete(self) -> None:
-        self._disarm_header_timer()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._head_bytes = 0
-        self._header_timer = self.loop.call_later(_header_timeout(), self._headers_overdue)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_overdue(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()  # the request's head was not complete in time
 
 
 class BodyDeadline:

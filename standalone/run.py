@@ -38,6 +38,17 @@ DEMO_NAMESPACE = "demo"
 COUNTERS = (101, 202, 303)
 
 
+def _generated_password(env: dict[str, str], what: str) -> str:
+    """A fresh random password for ``what`` (``flower``, ``console``) into ``env`` and a file only the
+    user may read; answers the file's path for the banner."""
+    password_file = VAR / f"{what}-password"
+    VAR.mkdir(parents=True, exist_ok=True)
+    password_file.touch(mode=0o600)
+    password_file.write_text(secrets.token_urlsafe(12) + "\n")
+    env[f"CALLTRACK_{what.upper()}_PASSWORD"] = password_file.read_text().strip()
+    return str(password_file.relative_to(ROOT))
+
+
 def sample_calls(start: int, count: int) -> list[dict[str, Any]]:
     """Calls as a call tracker would send them: three counters, ClientId and Yclid mixed."""
     now = int(datetime.now(UTC).timestamp())
@@ -135,12 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         env["CALLTRACK_FLOWER_PORT"] = str(flower_port)
         flower_auth = "(user and password from CALLTRACK_FLOWER_USER / _PASSWORD)"
         if base.flower_password is None:
-            password_file = VAR / "flower-password"
-            VAR.mkdir(parents=True, exist_ok=True)
-            password_file.touch(mode=0o600)
-            password_file.write_text(secrets.token_urlsafe(12) + "\n")
-            env["CALLTRACK_FLOWER_PASSWORD"] = password_file.read_text().strip()
-            flower_auth = f"(user {base.flower_user}, password in {password_file.relative_to(ROOT)})"
+            flower_auth = f"(user {base.flower_user}, password in {_generated_password(env, 'flower')})"
+        console_auth = "(user and password from CALLTRACK_CONSOLE_USER / _PASSWORD)"
+        if base.console_password is None:  # the console has its own password, never another credential
+            console_auth = f"(user {base.console_user}, password in {_generated_password(env, 'console')})"
         os.environ.update(env)
         settings = load_settings()
         if settings.uses_emulator and settings.namespace == DEMO_NAMESPACE:
@@ -173,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest     {ingest_url}/  (/twilio/voice, /zadarma/demo, /mango/demo/events/summary, /v1/calls)")
         print(f"metrics    {metrics_url}")
         print(f"flower     {flower_url}  {flower_auth}")
+        print(f"console    {ingest_url}/console/  {console_auth}")
         site_url = None
         if admin is not None:
             site_port = free_port()

@@ -14,7 +14,7 @@ from worker.delivery import dispatch, reconciler, uploader
 from worker.delivery.drain import drain as drain_streams
 from worker.delivery.drain import update_holds
 from worker.delivery.quota import QuotaExhausted, QuotaGate, UploadsPaused
-from worker.errors import DeferredError, QuotaError
+from worker.errors import CounterRemovedError, DeferredError, QuotaError, TokenUnreadableError
 from worker.failpoints import failpoint
 from worker.runtime import Runtime
 
@@ -48,6 +48,8 @@ def drain(self: Task[Any, Any], seal_all: bool = False) -> dict[str, int]:
     )
     failpoint("after_seal_before_dispatch")
     _send_uploads(rt, result.sealed)
+    if dispatch.resume_due(rt):
+        dispatch.resume_readable(rt)  # batches that waited for an unreadable token, now readable here
     overdue = dispatch.overdue_batches(rt)
     if overdue:
         log.warning("uploads_redispatched", batches=len(overdue))
@@ -66,6 +68,10 @@ def _park_reason(error: Exception) -> str:
         return f"quota_{error.quota}"
     if isinstance(error, UploadsPaused):
         return "token_paused"
+    if isinstance(error, TokenUnreadableError):
+        return "token_unreadable"
+    if isinstance(error, CounterRemovedError):
+        return "counter_removed"
     if isinstance(error, QuotaError):
         return f"metrica_{error.error_type or 'quota'}"
     if isinstance(error, uploader.UploadFailed):
@@ -120,7 +126,7 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
             try:
                 return uploader.give_up(rt, batch_id, failed.error).value
             except DeferredError as error:
-                return _wait(self, rt, batch_id, error.retry_after)
+                return _wait(self, rt, batch_id, error.retry_after, error)
         return _wait(self, rt, batch_id, backoff(failed.failures), failed)
 
 

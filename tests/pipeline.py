@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,12 @@ from worker.app import CalltrackCelery, create_app
 
 @contextmanager
 def running_emulator(step_seconds: float = 0.2, **changes: object) -> Iterator[RunningEmulator]:
-    config = EmulatorConfig(step_seconds=step_seconds, quotas=QuotaConfig(requests_per_ip_per_second=None))
+    """The emulator in a thread; strict (refusing what no reference page documents) when the environment
+    sets ``CALLTRACK_TEST_EMULATOR_STRICT=1``, unless a test asks otherwise."""
+    strict = os.environ.get("CALLTRACK_TEST_EMULATOR_STRICT", "").lower() in {"1", "true", "yes"}
+    config = EmulatorConfig(
+        step_seconds=step_seconds, quotas=QuotaConfig(requests_per_ip_per_second=None), strict=strict
+    )
     with start_in_thread(config.with_changes(**changes)) as emulator:
         yield emulator
 

@@ -16,7 +16,7 @@ from worker.accounts.envimport import import_env
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Registry
 from worker.errors import AccountInputError, CounterRemovedError, DeferredError, SecretKeyError
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.runtime import Runtime
 
 KEY = Fernet.generate_key().decode()

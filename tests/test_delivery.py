@@ -26,8 +26,8 @@ from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPau
 from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome
 from worker.errors import ProducerError, QuotaError
+from worker.ids import fingerprint
 from worker.intake.call_refs import CallRef, find_call
-from worker.keys import fingerprint
 from worker.model.conversions import validate_conversions
 from worker.model.kinds import CALLS, IdType, UploadKind
 from worker.runtime import Runtime

@@ -30,7 +30,10 @@ def compose() -> dict[str, Any]:
 def test_compose_has_every_role_with_a_healthcheck() -> None:
     services = compose()["services"]
     cluster = {f"redis-node-{i}" for i in range(1, 7)} | {"redis-cluster-init", "rabbitmq"}
-    assert set(services) == {"redis", "worker", "beat", "ingest", "flower", "emulator", *cluster}
+    assert set(services) == {"redis", "worker", "notify-worker", "beat", "ingest", "flower", "emulator", *cluster}
+    # Issue 22: webhook deliveries in a pool of their own; the main workers never take one.
+    assert services["worker"]["environment"]["CALLTRACK_WORKER_QUEUES"] == "main"
+    assert services["notify-worker"]["environment"]["CALLTRACK_WORKER_QUEUES"] == "notify"
     for name in cluster:  # issue 17: a Redis Cluster of 3 masters + 3 replicas and RabbitMQ, on request only
         assert services[name]["profiles"] == ["cluster"], name
         assert "ports" not in services[name], name
@@ -119,7 +122,16 @@ def _module_exists(module: str) -> bool:
 def test_k8s_manifests_run_every_role_with_probes_resources_and_real_modules() -> None:
     docs = k8s_documents()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {"calltrack-ingest", "calltrack-worker", "calltrack-beat", "calltrack-flower"}
+    assert set(deployments) == {
+        "calltrack-ingest",
+        "calltrack-worker",
+        "calltrack-notify-worker",
+        "calltrack-beat",
+        "calltrack-flower",
+    }
+    for name, queues in (("calltrack-worker", "main"), ("calltrack-notify-worker", "notify")):
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "CALLTRACK_WORKER_QUEUES", "value": queues} in container["env"], name
     copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), flags=re.M))
     for name, deployment in deployments.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]

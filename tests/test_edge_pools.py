@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import httpx
+import orjson
 import pytest
 from redis import Redis
 
 from config.settings import Settings
 from tests.ingest_helpers import ingest_settings
 from tests.pipeline import running_ingest
+from worker.intake.pools import MAX_LEASE_RECORD_BYTES, MAX_SESSION_URL_BYTES, MAX_SESSION_USER_ID, NumberPools
 from worker.intake.routing import Route
 from worker.intake.service import build_intake
 from worker.runtime import Runtime
@@ -133,3 +136,57 @@ def _exhausted(rt: Runtime) -> list[str]:
     for shard in range(rt.keys.shards):
         fields += [str(f) for f in rt.redis.hkeys(rt.keys.pool_exhausted(shard))]
     return fields
+
+
+def test_a_lease_record_is_bounded_in_bytes(edge: tuple[httpx.Client, Runtime]) -> None:
+    """A lease record used to keep a 2 KB URL and a 250-character UserId for the whole history; now
+    the session API refuses over-long ids and keeps a landing URL of at most 256 bytes."""
+    http, rt = edge
+    log = rt.keys.pool_log(COUNTER)
+    # Over-long identifiers are refused with the field and rule named, and nothing is stored.
+    for field, value in (("UserId", "u" * (MAX_SESSION_USER_ID + 1)), ("ClientId", "1" * 21), ("Yclid", "2" * 21)):
+        answer = http.post("/v1/number", json={"counter": COUNTER, field: value},
+                           headers={"X-Forwarded-For": "198.51.100.50"})  # fmt: skip
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == field
+        assert answer.json()["errors"][0]["rule"] == "string_too_long"
+    assert rt.redis.hlen(log) == 0
+    # The largest values allowed, chosen to cost the most bytes once stored as JSON.
+    worst = {
+        "counter": COUNTER,
+        "ClientId": "9" * 20,
+        "Yclid": "8" * 20,
+        "UserId": "\U0001f600" * MAX_SESSION_USER_ID,  # 4 bytes of UTF-8 each
+        "URL": "https://shop.example/" + '"' * 1500 + "?utm_source=" + "q" * 400 + "#fragment",
+    }
+    for n in range(5):  # one address per lease (per-address and per-/24 caps)
+        answer = http.post("/v1/number", json={**worst, "ClientId": f"{n}" * 20},
+                           headers={"X-Forwarded-For": f"203.0.{113 + n}.9"})  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["fallback"] is False, answer.text
+    raw = Redis.from_url(rt.settings.redis_url)
+    records = [cast(bytes, v) for v in raw.hvals(log)]
+    raw.close()
+    assert len(records) == 5
+    for record in records:
+        assert len(record) <= MAX_LEASE_RECORD_BYTES, len(record)
+        session = orjson.loads(record.split(b"|", 3)[3])
+        assert len(session["URL"].encode()) <= MAX_SESSION_URL_BYTES and "?" not in session["URL"]
+        assert session["UserId"] == worst["UserId"]
+    # A short URL keeps its query (campaign tags), never its fragment.
+    answer = http.post("/v1/number", json={"counter": OTHER, "ClientId": "4242", "URL": "https://s.example/p?utm=1#x"},
+                       headers={"X-Forwarded-For": "192.0.2.200"})  # fmt: skip
+    assert answer.status_code == 200
+    (kept,) = cast(list[str], rt.redis.hvals(rt.keys.pool_log(OTHER)))
+    assert orjson.loads(kept.split("|", 3)[3])["URL"] == "https://s.example/p?utm=1"
+
+
+def test_lease_records_of_before_are_still_read(edge: tuple[httpx.Client, Runtime]) -> None:
+    """A record the previous release wrote (a 2 KB URL, a 250-character UserId) still attributes a call."""
+    _, rt = edge
+    now_ms = int(time.time() * 1000)
+    old = orjson.dumps({"UserId": "u" * 250, "URL": "https://old.example/" + "p" * 2000}).decode()
+    rt.redis.hset(rt.keys.pool_log(COUNTER), "77", f"{POOL[4]}|{now_ms - 60_000}|{now_ms + 60_000}|{old}")
+    rt.redis.zadd(rt.keys.pool_history(COUNTER, POOL[4]), {"77": now_ms - 60_000})
+    (found,) = NumberPools(rt).attribute([(COUNTER, POOL[4], now_ms // 1000)])
+    assert found is not None and found.ids == {"UserId": "u" * 250}
+    assert found.url is not None and len(found.url) > 2000

@@ -77,6 +77,33 @@ def test_a_replayed_zadarma_signature_with_changed_unsigned_fields_stores_nothin
         rt.close()
 
 
+def test_a_zadarma_signature_re_split_between_caller_and_number_is_the_same_call(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Zadarma signs caller_id + called_did + call_start joined without a separator: moving a digit from
+    the caller to the number keeps the signature. Before issue 22 that made a second call id (a doubled
+    call); the id is now a digest of the exact signed string, so the re-split is a repeat."""
+    settings = ingest_settings(make_settings)
+    rt = Runtime(settings)
+    add_routes(rt)
+    try:
+        with running_ingest(settings) as base, httpx.Client(base_url=base) as http:
+            visitor = http.get("/v1/number", params={"counter": 202, "ClientId": "1111"}).json()
+            assert visitor["number"] == DYNAMIC
+            # "+7 495 111-00-02" and "7 495 111-00-02" are the same number; the caller keeps its digits.
+            original = zadarma_form(caller_id="79161234567", called_did="+74951110002")
+            resplit = zadarma_form(caller_id="79161234567+", called_did="74951110002",
+                                   call_start=original["call_start"])  # fmt: skip
+            assert signed(original) == signed(resplit)  # the same signed string: the same signature
+            for form in (original, resplit):
+                answer = http.post("/zadarma/main", content=urlencode(form), headers=signed(original))
+                assert answer.status_code == 200, answer.text
+        rows = batch_rows(rt)
+        assert len(rows) == 1, rows
+    finally:
+        rt.close()
+
+
 def test_zadarma_source_allowlist(make_settings: Callable[..., Settings]) -> None:
     settings = ingest_settings(make_settings, zadarma_allowed_sources=["185.45.152.0/24"])
     rt = Runtime(settings)

@@ -33,8 +33,7 @@ from worker.delivery.reconciler import reconcile
 from worker.delivery.replay import discard, replay
 from worker.delivery.uploader import UploadOutcome, load, quarantine
 from worker.errors import DeferredError, ProducerError, ShardCountError, StoreConfigError
-from worker.ids import shard_of_batch
-from worker.keys import fingerprint
+from worker.ids import fingerprint, shard_of_batch
 from worker.ops.scrape import registry, render
 from worker.runtime import Runtime
 from worker.store import memory, redis_now_ms

@@ -139,13 +139,20 @@ def test_held_unknown_refused_and_conversions(make_settings: Callable[..., Setti
         assert get(ingest, "/v1/chats/tracker/tg-2", counter_id=101).status_code == 404
 
 
-def test_status_api_off_without_a_token_and_admin_token_accepted(make_settings: Callable[..., Settings]) -> None:
+def test_status_api_off_without_a_token_and_admin_token_refused(make_settings: Callable[..., Settings]) -> None:
     with running_ingest(make_settings()) as ingest:
         off = get(ingest, "/v1/calls/api/x")
         assert off.status_code == 404 and "CALLTRACK_STATUS_API_TOKEN" in off.json()["error"]
+    # The admin token works on /admin/ only (issue 22): alone it does not switch the status API on,
+    # and beside a status token it is a wrong token.
     with running_ingest(make_settings(admin_api_token="admin-token-0123456789")) as ingest:
-        assert get(ingest, "/v1/calls/api/x", token="admin-token-0123456789").status_code == 404
-        assert get(ingest, "/v1/calls/api/x", token="admin-token-0123456789").json()["place"] == "unknown"
+        alone = get(ingest, "/v1/calls/api/x", token="admin-token-0123456789")
+        assert alone.status_code == 404 and "place" not in alone.json()
+    admin_too = make_settings(admin_api_token="admin-token-0123456789", status_api_token=TOKEN)
+    with running_ingest(admin_too) as ingest:
+        assert get(ingest, "/v1/calls/api/x", token="admin-token-0123456789").status_code == 403
+        assert get(ingest, "/v1/counters/101", token="admin-token-0123456789").status_code == 403
+        assert get(ingest, "/v1/calls/api/x").json()["place"] == "unknown"
 
 
 def test_openapi_describes_every_status_route(make_settings: Callable[..., Settings]) -> None:

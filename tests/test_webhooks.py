@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
+from standardwebhooks.webhooks import Webhook
 
 from config.settings import Settings
 from emulator.config import Account
@@ -25,6 +26,7 @@ from tests.accounts_helpers import account_settings, admin, ctl
 from tests.helpers import make_call, wait_for
 from tests.ingest_helpers import recent
 from tests.pipeline import running_emulator, running_ingest, running_worker
+from tests.webhook_helpers import final_batches
 from worker.notify import outbox
 from worker.runtime import Runtime
 
@@ -83,6 +85,9 @@ def hook_settings(make_settings: Callable[..., Settings], emulator: Any, **extra
         "webhook_timeout": 2,
         "flush_max_rows": 5,
         "routing_cache_seconds": 0,
+        # The receivers here listen on loopback, which webhooks may not reach unless allowed (SSRF guard).
+        "webhook_allowed_networks": ["127.0.0.1/32"],
+        "webhook_breaker_seconds": 1,  # a receiver that failed for a while is probed again soon
     }
     values.update(extra)
     return account_settings(make_settings, emulator, **values)
@@ -97,12 +102,6 @@ def add_account(settings: Settings, url: str) -> None:
     assert code == 0, out
     code, out = ctl(settings, "accounts", "list", "--json")
     assert SECRET not in out and orjson.loads(out)["accounts"][0]["webhook"] == {"url": url, "has_secret": True}
-
-
-def final_batches(rt: Runtime, counter: int) -> set[str]:
-    from worker.ops.overview import batches
-
-    return {b.batch_id for b in batches(rt) if b.counter_id == counter and b.state in ("PROCESSED", "LINKAGE_FAILURE")}
 
 
 def test_each_final_status_once_signed_and_held_calls(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
@@ -128,6 +127,9 @@ def test_each_final_status_once_signed_and_held_calls(make_settings: Callable[..
         assert held_event["data"]["call_id"] == "held-1" and held_event["data"]["reason"] == "no_identifier"
         for request in got.received:
             headers = {k.lower(): v for k, v in request["headers"].items()}
+            # Standard Webhooks: a plain (pre-whsec_) secret's UTF-8 bytes are the key.
+            assert Webhook(SECRET.encode()).verify(request["raw"], headers)["id"] == headers["webhook-id"]
+            # The headers before, deprecated but sent for one more release.
             expected = "sha256=" + hmac.new(SECRET.encode(), request["raw"], hashlib.sha256).hexdigest()
             assert hmac.compare_digest(headers["x-calltrack-signature"], expected)
             assert headers["x-calltrack-event"] == request["body"]["id"]

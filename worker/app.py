@@ -34,7 +34,8 @@ UPLOAD_QUEUE = "calltrack.upload"
 # default): the task would run again while it still runs. The longest task must stay below it.
 RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800
 log = structlog.get_logger(__name__)
-# Webhook deliveries (issue 19) wait on their own queue: a slow receiver never delays uploads or ticks.
+# Webhook deliveries (issue 19) wait on their own queue, consumed by their own worker pool
+# (CALLTRACK_WORKER_QUEUES=notify; the main pool runs with =main): a slow receiver never delays uploads or ticks.
 NOTIFY_QUEUE = "calltrack.notify"
 TASK_MODULES = ["tasks.pipeline", "tasks.accounts", "tasks.notify"]
 
@@ -148,6 +149,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "task_annotations": {
+            # A delivery ends by its own deadline (webhook_timeout); this backstop kills one that does not
+            # (a DNS look-up that hangs) on the prefork pool, so a webhook never holds a worker for long.
+            "calltrack.notify_webhook": {
+                "time_limit": settings.webhook_task_time_limit,
+                "soft_time_limit": settings.webhook_task_time_limit - 5,
+            },
             # A stuck upload is killed (prefork pool) before its counter lock lapses, so no request of a
             # stale uploader can still be in flight when the next one looks for its upload.
             "calltrack.upload_batch": {
@@ -264,6 +271,20 @@ def _worker_shards(sender: Any = None, **_: Any) -> None:
     refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
 
 
+@signals.worker_init.connect
+def _select_queues(sender: Any = None, **_: Any) -> None:
+    """CALLTRACK_WORKER_QUEUES: the main pool leaves webhook deliveries alone; the notify pool takes only them."""
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "settings", None)
+    if app is None or not isinstance(settings, Settings) or settings.worker_queues == "all":
+        return
+    notify = queue_names(settings)[2]
+    if settings.worker_queues == "notify":
+        app.amqp.queues.select([notify])
+    else:
+        app.amqp.queues.deselect([notify])
+
+
 @signals.beat_init.connect
 def _beat_shards(sender: Any = None, **_: Any) -> None:
     refuse_another_shard_count(getattr(getattr(sender, "app", None), "settings", None))
@@ -276,13 +297,14 @@ def _worker_heartbeat(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _import_env_accounts(sender: Any = None, **_: Any) -> None:
-    """Today's CALLTRACK_* tokens and provider secrets become the registry's ``env`` account (idempotent)."""
+    """Today's CALLTRACK_* tokens and provider secrets become the registry's ``env`` account (idempotent);
+    the environment tokens' logins are learned; unreadable accounts are named (worker/accounts/envimport.py)."""
     app = getattr(sender, "app", None)
     if isinstance(app, CalltrackCelery) and isinstance(getattr(app, "settings", None), Settings):
-        from worker.accounts.envimport import import_env  # noqa: PLC0415
+        from worker.accounts.envimport import start  # noqa: PLC0415
 
         try:
-            import_env(app.runtime().accounts, app.settings)
+            start(app.runtime().accounts, app.settings)
         except Exception as error:  # never keep a worker from starting: the variables still work
             structlog.get_logger(__name__).error("env_accounts_import_failed", error=type(error).__name__)
 

@@ -5,26 +5,31 @@
     CalltrackError
     ├── ProducerError                 Redis refused accepted events (full, read-only, down)
     │   └── HeldFullError             the held stream is at held_max_calls: new held calls refused
+    │       └── HeldAccountFullError  one client's held calls are at held_max_calls_per_account
+    ├── ForeignCallError              a client's credential brought a call for another client (403)
     ├── StoreConfigError              Redis cannot do what the settings ask (permanent)
     │   └── ShardCountError           CALLTRACK_SHARDS differs from the deployment's
     ├── DeferredError                 the work cannot start now (counter busy); try after a delay
-    │   └── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    │   ├── CounterRemovedError       the counter left the account registry; its batches wait, visible
+    │   └── TokenUnreadableError      the counter's account cannot be decrypted here; its batches wait
     ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
     ├── AccountError                  the account registry refused a change or lookup (nothing stored)
     │   ├── AccountInputError         bad input: names the field and the rule
     │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
     │   └── OAuthError                Yandex ID refused a code, a refresh or a user-info request
     ├── WebhookError                  a webhook delivery failed (retried with back-off, then dead)
+    │   └── WebhookRefusedError       its target is not allowed (SSRF guard): dead at once, no retry
     └── MetricaError                  anything the Metrica API or the way to it did wrong
         ├── PermanentError            retrying the same request cannot help
         │   ├── InvalidUploadError    400: the file or a parameter is not acceptable
         │   ├── AuthError             401/403: token missing, invalid, or without access
         │   ├── NotFoundError         404: no such counter or upload
-        │   └── UnexpectedAnswerError a 2xx body we cannot read, or another 4xx
+        │   └── UnexpectedAnswerError another 4xx than the ones above
         └── RetryableError            the same request may succeed later
             ├── QuotaError            429/420: a quota was exceeded (``quota`` names which)
             ├── ServerError           5xx: backend_error, timeout (outcome unknown for uploads)
-            └── TransportError        no answer: connect/read timeout, dropped connection
+            ├── TransportError        no answer: connect/read timeout, dropped connection
+            └── UnreadableAnswerError a 2xx body we cannot read (outcome unknown for uploads)
 
 Every ``MetricaError`` carries the request that caused it as ``method`` and ``url`` (never its
 headers: they hold the OAuth token), the HTTP ``status`` when there was one, Metrica's
@@ -46,6 +51,21 @@ class HeldFullError(ProducerError):
     """The held stream holds ``held_max_calls``: calls that would be held are refused (503, retry later)."""
 
 
+class HeldAccountFullError(HeldFullError):
+    """One client's held calls are at ``held_max_calls_per_account``: only its calls are refused (503)."""
+
+
+class ForeignCallError(CalltrackError):
+    """Permanent: a client's credential brought a call for another client's number or counter (403).
+
+    ``reason`` is a bounded code word (``foreign_number``, ``foreign_counter``); nothing was stored.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class StoreConfigError(CalltrackError):
     """Permanent: Redis cannot do what the settings ask (an older server for WAITAOF, ...)."""
 
@@ -64,6 +84,10 @@ class DeferredError(CalltrackError):
 
 class CounterRemovedError(DeferredError):
     """The counter was removed from the account registry: its batches stay sealed (visible) and wait."""
+
+
+class TokenUnreadableError(DeferredError):
+    """The counter's account cannot be read (no key ring, wrong key): its batches wait, never another token."""
 
 
 class AccountError(CalltrackError):
@@ -103,7 +127,16 @@ class AdoptionError(CalltrackError):
 
 class WebhookError(CalltrackError):
     """A webhook delivery failed (network error or a non-2xx answer): retried with back-off, then dead.
-    Its text names the account and the answer, never the URL (it may hold a token) or the secret."""
+    Its text names the account and the answer, never the URL (it may hold a token) or the secret;
+    ``result`` is a metric word (``failed``, ``deadline``, ``refused``)."""
+
+    def __init__(self, message: str, result: str = "failed") -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class WebhookRefusedError(WebhookError):
+    """Permanent: the webhook's target resolves to an address webhooks may not reach (worker/netguard.py)."""
 
 
 class MetricaError(CalltrackError):
@@ -159,7 +192,7 @@ class NotFoundError(PermanentError):
 
 
 class UnexpectedAnswerError(PermanentError):
-    """An answer this client cannot interpret (another 4xx, or a 2xx body of the wrong shape)."""
+    """A refusal this client has no other class for (a 4xx other than 400, 401, 403, 404)."""
 
 
 class RetryableError(MetricaError):
@@ -181,5 +214,11 @@ class ServerError(RetryableError):
 
 class TransportError(RetryableError):
     """No answer arrived (timeout, refused or dropped connection)."""
+
+    outcome_unknown = True
+
+
+class UnreadableAnswerError(RetryableError):
+    """A 2xx answer in no shape this client reads: Metrica may have stored the file (outcome unknown)."""
 
     outcome_unknown = True

@@ -1,11 +1,15 @@
-"""Batch ids: ``CT<epoch>S<shard>B<seq>R<nonce>``, letters and digits only (a valid ``comment`` for
-every upload kind); the nonce is chosen in Python, never by Redis (issue 13)."""
+"""Identifiers of work. Batch ids: ``CT<epoch>S<shard>B<seq>R<nonce>``, letters and digits only (a valid
+``comment`` for every upload kind); the nonce is chosen in Python, never by Redis (issue 13). A token's
+fingerprint: the name quota keys and metrics use for a token whose login is unknown."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import string
+
+from pydantic import SecretStr
 
 _BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
 _NONCE_ALPHABET = string.ascii_lowercase + string.digits
@@ -30,3 +34,8 @@ def batch_nonce() -> str:
 
 def is_batch_id(text: str) -> bool:
     return _BATCH_RE.match(text) is not None
+
+
+def fingerprint(token: SecretStr) -> str:
+    """A stable, non-reversible name for the login a token belongs to."""
+    return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

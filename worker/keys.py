@@ -9,7 +9,9 @@ key                        type    what it holds (owner)
 ``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
 ``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
-``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type)
+``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type) and one column set;
+                                   ``<bucket>`` is ``<counter>:<kind>:<id type>/<row mask>`` (no ``/<mask>``: a
+                                   buffer opened before issue 24, or rows stored as JSON)
 ``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
 ``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
 ``<ns>:{sN}:bufseq``       hash    bucket -> the batch sequence number its open buffer reserved when
@@ -77,6 +79,7 @@ key                                type    what it holds (owner)
 ``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
 ``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
                                            held entry's id (held; the status API reads it)
+``<ns>:{held}:owners``             hash    client account id -> its held calls (hold.lua; capped)
 ``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
                                            bucket b: 8 characters of a keyed hash of (counter,
                                            caller number) -> 8 of the digest of the caller's first
@@ -97,8 +100,13 @@ key                                type    what it holds (owner)
 ``<ns>:{acct}:counters``           hash    counter id -> account id (registry's index)
 ``<ns>:{acct}:removed``            hash    counter id -> ms it was removed: its batches wait
 ``<ns>:{acct}:version``            string  bumped by every change; processes reload on a new one
+``<ns>:{acct}:logins``             hash    token fingerprint -> its Yandex login, learned once for
+                                           tokens given in the environment (quota key; not secret)
 ``<ns>:{acct}:oauth:<hash>``       string  a pending onboarding: blake2b of its OAuth state ->
                                            JSON {account}, expires (oauth_state_seconds)
+``<ns>:{acct}:apikeys``            hash    a client API key's public id (the ``ctk_<id>`` part) ->
+                                           JSON {account, name, scopes, sha256 of the key, created,
+                                           rotated}; never the key (worker/accounts/apikeys.py)
 =================================  ======  ===================================================
 
 Operations (issue 6: ``worker/ops/metrics.py``, ``worker/ops/health.py``, ``worker/delivery/replay.py``):
@@ -127,10 +135,12 @@ key                                type    what it holds (owner)
                                            trimmed after ``dedup_window_days``)
 ``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
                                            ran out (ctl notify dead / retry, the console)
-``<ns>:{n}:cursor``                hash    "done:<shard>", "quarantine:<shard>" -> ms, "held" ->
-                                           stream id: how far the sweep has read
-``<ns>:console:fails:<hash>``      string  failed console logins from one client address (hashed)
-                                           in the current window (ingest/console/app.py)
+``<ns>:{n}:cursor``                hash    "done|quarantine:<shard>" -> JSON [ms, batch] (plain ms
+                                           before), "held" -> stream id: how far the sweep read
+``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> failures in a row,
+                                           ms the pause / the probe ends (lua/notify_breaker.lua)
+``<ns>:console:fails:<hash>``      string  failed console logins of one client address, this window
+``<ns>:console:session:<hash>``    string  a console login until logout or its TTL (ingest/console/app.py)
 =================================  ======  ===================================================
 """
 
@@ -139,8 +149,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
-
-from pydantic import SecretStr
 
 from worker.ids import shard_of_batch
 
@@ -311,6 +319,9 @@ class Keys:
     def held_seen(self, digest: str) -> str:
         return f"{self.namespace}:{{held}}:seen:{digest}"
 
+    def held_owners(self) -> str:
+        return f"{self.namespace}:{{held}}:owners"
+
     def caller(self, counter_id: int, caller_hash: str) -> str:
         return f"{self.prefix(self.shard_of(counter_id))}:caller:{counter_id}:{caller_hash}"
 
@@ -337,6 +348,15 @@ class Keys:
     def accounts_version(self) -> str:
         return self._account_key("version")
 
+    @property
+    def api_keys(self) -> str:
+        """Client API keys by public id (their hashes only: worker/accounts/apikeys.py)."""
+        return self._account_key("apikeys")
+
+    @property
+    def token_logins(self) -> str:
+        return self._account_key("logins")
+
     def oauth_state(self, state: str) -> str:
         """A pending onboarding, named by a digest of its state (the state itself is a bearer secret)."""
         digest = hashlib.blake2b(state.encode(), digest_size=12).hexdigest()
@@ -357,13 +377,13 @@ class Keys:
 
     # --- Webhooks (issue 19) -------------------------------------------------------------------
     def notify(self, name: str) -> str:
-        """``outbox``, ``pending``, ``sent``, ``dead`` or ``cursor`` (tag ``{n}``: one slot)."""
+        """``outbox``, ``pending``, ``sent``, ``dead``, ``cursor`` or ``breaker`` (tag ``{n}``: one slot)."""
         return f"{self.namespace}:{{n}}:{name}"
 
-    def console_failures(self, address: str) -> str:
-        """Failed console logins of one client address; the key holds a digest, never the address."""
-        digest = hashlib.blake2b(address.encode(), digest_size=8).hexdigest()
-        return f"{self.namespace}:console:fails:{digest}"
+    def console(self, what: str, text: str) -> str:
+        """``fails`` (by client address) or ``session`` (by session id, the cookie's secret): the key holds
+        a digest, never the address or the id."""
+        return f"{self.namespace}:console:{what}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
     @property
     def celery_prefix(self) -> str:
@@ -375,10 +395,3 @@ class Keys:
 
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"
-
-
-# A call ref's id column as one letter: the ref is a field value of a dedup hash, and every byte of
-# it is kept for the window (values written with the full column name are read too).
-def fingerprint(token: SecretStr) -> str:
-    """A stable, non-reversible name for the login a token belongs to."""
-    return hashlib.blake2b(token.get_secret_value().encode(), digest_size=6).hexdigest()

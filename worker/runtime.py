@@ -7,6 +7,7 @@ import socket
 from functools import cached_property
 
 import httpx
+import structlog
 from redis import Redis
 
 from config.settings import Settings
@@ -21,6 +22,8 @@ from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
 from worker.scripts import Scripts
 from worker.store import Durability, connect_data
+
+log = structlog.get_logger(__name__)
 
 
 class Runtime:
@@ -53,12 +56,19 @@ class Runtime:
             write=s.http_write_timeout,
             pool=s.http_pool_timeout,
         )
+        if s.metrica_legacy_endpoints is not None:
+            log.warning(
+                "setting_deprecated",
+                setting="CALLTRACK_METRICA_LEGACY_ENDPOINTS",
+                note="no effect: the documented per-kind endpoints are the default; "
+                "CALLTRACK_METRICA_UNIFIED_ENDPOINT=true opts into the unified one",
+            )
         return MetricaClient(
             s.api_base_url,
             timeout=timeout,
             transport=self._transport,
             observer=self.metrics.metrica_request,
-            legacy=s.metrica_legacy_endpoints,
+            unified=s.metrica_unified_endpoint,
         )
 
     def _counter_region(self, counter_id: int) -> str | None:

@@ -61,8 +61,10 @@ class Scripts:
         self.quota_rate = register("quota_rate")
         self.lease = register("lease")
         self.hold = register("hold")
+        self.held_release = register("held_release")
         self.xadd_many = register("xadd_many")
         self.notify_add = register("notify_add")
+        self.notify_breaker = register("notify_breaker")
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]

@@ -116,10 +116,16 @@ class DeliverySettings(BaseModel):
         description="Before a counter's first upload: switch on its offline-data options and create the goals "
         "conversion Targets need (apply), only report what is missing (check), or leave the counter alone (off).",
     )
-    metrica_legacy_endpoints: bool = Field(
+    metrica_unified_endpoint: bool = Field(
         default=False,
-        description="Use the per-kind endpoints (uploading/{id}) instead of the unified offline_conversions/upload "
-        "transport (uploadings/{id}) where both exist; chats have only the unified one, calls only upload_calls.",
+        description="Post calls and conversions to the unified offline_conversions/upload?type=CALLS|BASIC and read "
+        "them under uploadings instead of the documented upload_calls / upload endpoints. Metrica documents "
+        "no columns, status path or list entries for type=CALLS: use it only where Metrica confirmed it.",
+    )
+    metrica_legacy_endpoints: bool | None = Field(
+        default=None,
+        description="Deprecated, no effect (a warning is logged): the documented per-kind endpoints are the "
+        "default now; CALLTRACK_METRICA_UNIFIED_ENDPOINT opts into the unified one.",
     )
     new_goal_name: str | None = Field(
         default=None, max_length=255, description="Calls goal to create if a counter has none."

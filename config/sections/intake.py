@@ -50,6 +50,12 @@ class IntakeSettings(BaseModel):
     held_max_calls: PositiveInt = Field(
         default=100_000, description="Most calls in the held stream; beyond, new held calls are refused with 503."
     )
+    held_max_calls_per_account: PositiveInt = Field(
+        default=10_000,
+        description="Most held calls brought by one client account's telephony credentials; beyond, that "
+        "client's new held calls are refused with 503 and the other clients' are not (keep it times the number "
+        "of clients below held_max_calls for full isolation).",
+    )
     ingest_max_line_bytes: Annotated[int, Field(ge=256)] = Field(
         default=64 * 1024, description="Longest line of a bulk NDJSON request; more is answered 413."
     )
@@ -64,6 +70,21 @@ class IntakeSettings(BaseModel):
     )
     ingest_limit_concurrency: Annotated[int, Field(ge=10)] = Field(
         default=1000, description="Most connections and requests one ingestion process serves at once; beyond, 503."
+    )
+    ingest_max_connections_per_client: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Most open connections from one client address per ingestion process; beyond, 503 and "
+        "closed (the TCP peer: behind a proxy, see ingest_proxy_max_connections).",
+    )
+    ingest_max_unfinished_heads_per_client: Annotated[int, Field(ge=1)] = Field(
+        default=20,
+        description="Most requests from one client address per process whose headers have not all arrived; "
+        "beyond, 503 and closed.",
+    )
+    ingest_proxy_max_connections: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="The connection and unfinished-head cap of a peer in ingest_trusted_proxies (it carries "
+        "many clients); 0: no per-peer cap, only ingest_limit_concurrency.",
     )
     ingest_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=64 * 1024, description="Largest body of a single-call request; more is answered 413."

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 
 class OpsSettings(BaseModel):
@@ -37,18 +38,53 @@ class OpsSettings(BaseModel):
     )
     console_password: SecretStr | None = Field(
         default=None,
-        description="Password of the operator console (/console/, user CALLTRACK_CONSOLE_USER). Without it the "
-        "admin API's token is the password; with neither the console answers 404.",
+        description="Password of the operator console (/console/, user CALLTRACK_CONSOLE_USER); without it the "
+        "console answers 404 (no other credential opens it).",
     )
     console_user: str = Field(default="admin", pattern=r"^[^:\s]{1,64}$", description="The console's user name.")
     console_session_seconds: Annotated[int, Field(ge=60, le=7 * 86_400)] = Field(
-        default=8 * 3600, description="How long a console login lasts (signed session cookie)."
+        default=8 * 3600, description="How long a console login lasts (a server-side session in Redis; logout ends it)."
     )
     console_secure_cookie: bool = Field(
         default=False, description="Send the console's session cookie only over HTTPS (set it behind TLS)."
     )
     webhook_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=10.0, description="Seconds a webhook delivery may take before it counts as failed."
+        default=10.0,
+        description="Seconds one webhook delivery may take in all, connect to the last byte read (one deadline, "
+        "not per read); past it the delivery fails and is retried.",
+    )
+    webhook_max_response_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = Field(
+        default=64 * 1024,
+        description="Most bytes of a receiver's answer body read; the connection is closed after them.",
+    )
+    webhook_task_time_limit: Annotated[int, Field(ge=5, le=600)] = Field(
+        default=60,
+        description="Celery hard time limit of one delivery task, in seconds (the soft limit is 5 s less); a "
+        "backstop above CALLTRACK_WEBHOOK_TIMEOUT.",
+    )
+    webhook_allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Networks a webhook may point to although they are not public (loopback, private, link-local, "
+        "CGNAT, unique-local...), comma-separated CIDRs; empty: only public addresses.",
+    )
+    webhook_breaker_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5,
+        description="Consecutive failed deliveries to one account's receiver that open its circuit breaker.",
+    )
+    webhook_breaker_seconds: Annotated[float, Field(ge=1, le=86_400)] = Field(
+        default=300.0,
+        description="How long an open breaker pauses the account's deliveries before one probe is let through.",
+    )
+    webhook_secret_overlap_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = Field(
+        default=7 * 86_400,
+        description="After a webhook secret changes, how long the previous one still signs too (two "
+        "signatures), so receivers can switch without losing deliveries.",
+    )
+    worker_queues: Literal["all", "main", "notify"] = Field(
+        default="all",
+        description="What this worker consumes: main (drain, upload, reconcile, the periodic ticks), notify (webhook "
+        "deliveries only: their own pool, so a slow receiver never holds a main worker) or all (one pool, for "
+        "development).",
     )
     webhook_max_retries: Annotated[int, Field(ge=0, le=50)] = Field(
         default=8,
@@ -64,6 +100,17 @@ class OpsSettings(BaseModel):
         description="Longest wait between two webhook retries, in seconds (a retry is a Celery countdown, kept "
         "well below the broker's visibility timeout).",
     )
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _task_limit_above_deadline(self) -> OpsSettings:
+        if self.webhook_task_time_limit < self.webhook_timeout + 10:
+            raise ValueError("webhook_task_time_limit must be at least webhook_timeout + 10 seconds")
+        return self
 
     # --- Logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,11 +1,14 @@
 """The operator console: ``/console/`` on the ingestion service (issue 19).
 
-Login with ``CALLTRACK_CONSOLE_USER`` and ``CALLTRACK_CONSOLE_PASSWORD`` (or, without a console
-password, the admin API's token as the password); with neither the console answers 404. The session
-is a signed cookie (Starlette's SessionMiddleware; its key is derived from the password, so changing
-the password ends every session), ``SameSite=Strict``, ``HttpOnly``, ``Secure`` with
-``CALLTRACK_CONSOLE_SECURE_COOKIE``, scoped to ``/console``. Every form carries the session's CSRF
-token and every POST checks it. Ten failed logins from one address lock the form for five minutes.
+Login with ``CALLTRACK_CONSOLE_USER`` and ``CALLTRACK_CONSOLE_PASSWORD``; without a console password
+the console answers 404 (no other credential opens it: issue 22). The session is a signed cookie
+(Starlette's SessionMiddleware; its key is derived from the password, so changing the password ends
+every session), ``SameSite=Strict``, ``HttpOnly``, ``Secure`` with ``CALLTRACK_CONSOLE_SECURE_COOKIE``,
+scoped to ``/console``, that names a server-side session: a random id whose digest is a Redis key
+living ``console_session_seconds`` (``Keys.console``). Logout deletes that key, so the cookie
+stops working at once even if it was copied. Every form carries the session's CSRF token and every
+POST checks it. Ten failed logins from one address lock the form for five minutes. A form's body is
+read within :data:`MAX_FORM_BYTES` (413 beyond, while it is read).
 Templates are Jinja2 with autoescaping; answers carry a strict
 Content-Security-Policy (no script at all) and are never cached.
 
@@ -26,7 +29,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -40,6 +43,7 @@ from starlette.routing import Route
 
 from ingest.console import pages
 from ingest.core import IngestCore
+from ingest.edge import BodyTimeout, BodyTooLarge, read_body
 from worker.delivery.replay import QuarantineError, discard, replay
 
 log = structlog.get_logger(__name__)
@@ -50,6 +54,8 @@ _TEMPLATES = Environment(
 )
 LOGIN_FAILURES = 10  # failed logins per client address and window before the form refuses (429)
 LOGIN_WINDOW_SECONDS = 300
+MAX_FORM_BYTES = 8 * 1024  # a console form (login, replay, discard with a 500-character reason)
+MAX_FORM_FIELDS = 20
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -64,8 +70,9 @@ class Console:
     def __init__(self, core: IngestCore) -> None:
         self.core = core
         s = core.settings
-        self.password = s.console_password or s.admin_api_token
+        self.password = s.console_password
         self.user = s.console_user
+        self.session_seconds = s.console_session_seconds
 
     # --- plumbing ------------------------------------------------------------------------------
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -83,23 +90,62 @@ class Console:
         return str(token)
 
     async def form(self, request: Request) -> dict[str, str]:
-        """The posted form, once its CSRF token matched the session's (else ``CsrfError``)."""
-        data = await request.form(max_files=0, max_fields=20)
-        given = str(data.get("csrf", ""))
+        """The posted form (URL-encoded, at most :data:`MAX_FORM_BYTES`: ``BodyTooLarge`` while it is
+        read), once its CSRF token matched the session's (else ``CsrfError``)."""
+        body = await read_body(request, MAX_FORM_BYTES)
+        try:
+            pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise CsrfError from None  # not a form of ours
+        data = dict(pairs)
+        given = data.get("csrf", "")
         expected = str(request.session.get("csrf", ""))
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise CsrfError
-        return {k: str(v) for k, v in data.items()}
+        return data
+
+    # --- server-side sessions (issue 22) ---------------------------------------------------------
+    def _session_key(self, request: Request) -> str | None:
+        sid = request.session.get("sid")
+        return self.core.runtime.keys.console("session", str(sid)) if sid else None
+
+    async def logged_in(self, request: Request) -> bool:
+        """The cookie names a session Redis still holds (logout and expiry delete it)."""
+        key = self._session_key(request)
+        if not request.session.get("user") or key is None:
+            return False
+        return bool(await self.run(self.core.runtime.redis.exists, key))
+
+    async def start_session(self, request: Request) -> None:
+        request.session.clear()
+        sid = secrets.token_urlsafe(32)
+        await self.run(self.core.runtime.redis.set, self.core.runtime.keys.console("session", sid), self.user,
+                       ex=self.session_seconds)  # fmt: skip
+        request.session["sid"] = sid
+        request.session["user"] = self.user
+        request.session["csrf"] = secrets.token_urlsafe(32)  # a new token for the logged-in session
+
+    async def end_session(self, request: Request) -> None:
+        key = self._session_key(request)
+        if key is not None:
+            await self.run(self.core.runtime.redis.delete, key)
+        request.session.clear()
 
     def page(self, handler: Page, *, post: bool = False) -> Page:
         async def checked(request: Request) -> Response:
-            if not request.session.get("user"):
+            if not await self.logged_in(request):
+                request.session.pop("user", None)
                 if post:
                     return self.render(request, "error.html", 401, title="Login required",
                                        message="Log in first: nothing was changed.")  # fmt: skip
                 return RedirectResponse(f"/console/login?next={quote(request.url.path)}", 303)
             try:
                 return await handler(request)
+            except BodyTooLarge:
+                return self.too_large(request)
+            except BodyTimeout:
+                return self.render(request, "error.html", 408, title="Too slow", message="The form did not arrive "
+                                   "in time. Nothing was changed.")  # fmt: skip
             except CsrfError:
                 log.warning("console_csrf_refused", path=request.url.path)
                 return self.render(request, "error.html", 403, title="Refused",
@@ -107,6 +153,10 @@ class Console:
                                    "Nothing was changed.")  # fmt: skip
 
         return checked
+
+    def too_large(self, request: Request) -> HTMLResponse:
+        message = f"A console form is at most {MAX_FORM_BYTES} bytes. Nothing was changed."
+        return self.render(request, "error.html", 413, title="Too large", message=message)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(lambda: fn(*args, **kwargs))
@@ -118,11 +168,15 @@ class Console:
     async def login(self, request: Request) -> Response:
         try:
             data = await self.form(request)
+        except BodyTooLarge:
+            return self.too_large(request)
+        except BodyTimeout:
+            return self.render(request, "login.html", 408, error="The form did not arrive in time.")
         except CsrfError:
             return self.render(request, "login.html", 403, error="The form expired: please try again.")
         assert self.password is not None  # the app is not mounted without one
         rt = self.core.runtime
-        failures_key = rt.keys.console_failures(self.core.client(request))
+        failures_key = rt.keys.console("fails", self.core.client(request))
         failures = int(await self.run(rt.redis.get, failures_key) or 0)
         if failures >= LOGIN_FAILURES:
             log.warning("console_login_throttled")
@@ -134,15 +188,13 @@ class Console:
             await self.run(_count_failure, rt, failures_key)
             return self.render(request, "login.html", 401, error="Wrong user or password.",
                                next=_safe_next(data.get("next")))  # fmt: skip
-        request.session.clear()
-        request.session["user"] = self.user
-        request.session["csrf"] = secrets.token_urlsafe(32)  # a new token for the logged-in session
+        await self.start_session(request)
         log.info("console_login", user=self.user)
         return RedirectResponse(_safe_next(data.get("next")), 303)
 
     async def logout(self, request: Request) -> Response:
         await self.form(request)
-        request.session.clear()
+        await self.end_session(request)
         return RedirectResponse("/console/login", 303)
 
     # --- pages ---------------------------------------------------------------------------------

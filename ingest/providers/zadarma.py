@@ -8,8 +8,11 @@ No link to a call exists in Zadarma's cabinet; set a CallTrackerURL template to 
 
 Zadarma signs only ``caller_id``, ``called_did`` (or ``internal``, ``destination``) and
 ``call_start``: every other field of a notification can be changed by whoever replays a captured
-signature. So the call id (the dedup key) is derived from the signed fields and the account, never
-taken from ``pbx_call_id``, and visitor ids never come from the form: a Zadarma call is attributed
+signature. So the call id (the dedup key) is a digest of the account, the event and the exact
+signed string, never taken from ``pbx_call_id``. The signed fields are joined without a separator,
+so the same signature also covers the same characters split differently between caller and number:
+the id is made from the joined string, not from the fields, so such a re-split is the same call.
+Visitor ids never come from the form: a Zadarma call is attributed
 through the number pools (the lease that covered its start) or held. A replay with changed unsigned
 fields is the same call and is dropped as a repeat.
 """
@@ -21,17 +24,20 @@ from collections.abc import Mapping
 
 from ingest.input import local_time, required, seconds
 from ingest.providers.config import ProviderConfig
-from ingest.signatures import ZADARMA_SIGNED_FIELDS
+from ingest.signatures import zadarma_signed_text
 from worker.model.inbound import InboundCall, normalize_number
 
 CALL_EVENTS = {"NOTIFY_END": "in", "NOTIFY_OUT_END": "out"}
 
 
 def signed_call_id(account: str, form: Mapping[str, str]) -> str:
-    """The call id of a notification: a digest of its account, event kind and signed fields only."""
-    event = form.get("event", "")
-    signed = "\x1f".join([account, event, *(form.get(name, "") for name in ZADARMA_SIGNED_FIELDS.get(event, ()))])
-    return "zs" + hashlib.blake2b(signed.encode(), digest_size=12).hexdigest()
+    """The call id of a notification: a digest of its account, event kind and the exact signed string.
+
+    Before issue 22 the digest was of the signed fields each apart (``zs`` ids); a notification
+    stored then and sent again after the upgrade gets the new ``zx`` id, once.
+    """
+    signed = "\x1f".join([account, form.get("event", ""), zadarma_signed_text(form) or ""])
+    return "zx" + hashlib.blake2b(signed.encode(), digest_size=12).hexdigest()
 
 
 def to_call(form: Mapping[str, str], config: ProviderConfig, account: str) -> InboundCall | str:

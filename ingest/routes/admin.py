@@ -12,6 +12,10 @@ Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores no
     POST   /admin/v1/accounts/{id}/counters         add a counter {"id", "goal_name", ...}
     PUT|DELETE /admin/v1/accounts/{id}/telephony/{provider}/{name}   a telephony account {"secret", "timezone"}
     POST   /admin/v1/accounts/{id}/oauth            {"url"}: the link that onboards the account by OAuth
+    GET    /admin/v1/accounts/{id}/keys             the client's API keys: name, prefix, scopes, dates (never a key)
+    POST   /admin/v1/accounts/{id}/keys             a new key {"name", "scopes"}: the key is in this answer only
+    POST   /admin/v1/accounts/{id}/keys/{name}/rotate   a new key for the name (answered once); the old one stops
+    DELETE /admin/v1/accounts/{id}/keys/{name}      revoke a key
     GET    /admin/v1/counters                       every counter with its account and settings
     PATCH|DELETE /admin/v1/counters/{counter}       change or remove a counter
     GET    /admin/v1/problems                       refused, expired and near-expiry tokens, by account
@@ -34,6 +38,7 @@ from starlette.routing import Route
 from ingest.core import Handler, IngestCore, bearer_ok, error_response, json_response
 from ingest.edge import read_body
 from worker.accounts import edits, oauth
+from worker.accounts.apikeys import ApiKeys
 from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Change, Registry
@@ -160,6 +165,37 @@ class AdminRoutes:
         url = await self._run(lambda: oauth.start(self.reg, account, redirect_uri=redirect))
         return json_response({"url": url})
 
+    # --- client API keys (issue 22) -------------------------------------------------------------
+    @property
+    def api_keys(self) -> ApiKeys:
+        return self.core.tenancy.keys
+
+    async def list_keys(self, request: Request) -> Response:
+        found = await self._run(self.api_keys.listing, request.path_params["account"])
+        return json_response({"keys": [k.public() for k in found]})
+
+    async def create_key(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", 'must be a JSON object {"name", "scopes"}')
+        if "scopes" not in data:
+            raise AccountInputError("scopes", "is required: one or more of ingest, status")
+        scopes, name = data["scopes"], data.get("name", "default")
+        if not isinstance(scopes, (str, list)):
+            raise AccountInputError("scopes", "must be a list or a comma-separated text of ingest, status")
+        new = await self._run(self.api_keys.create, request.path_params["account"], scopes, name)
+        return json_response(new.public(), 201, {"Cache-Control": "no-store"})
+
+    async def rotate_key(self, request: Request) -> Response:
+        p = request.path_params
+        new = await self._run(self.api_keys.rotate, p["account"], p["name"])
+        return json_response(new.public(), headers={"Cache-Control": "no-store"})
+
+    async def revoke_key(self, request: Request) -> Response:
+        p = request.path_params
+        old = await self._run(self.api_keys.revoke, p["account"], p["name"])
+        return json_response({"revoked": old.name, "prefix": old.prefix})
+
     # --- counters, problems --------------------------------------------------------------------
     async def list_counters(self, request: Request) -> Response:
         accounts = await self._run(self.reg.accounts)
@@ -231,6 +267,10 @@ class AdminRoutes:
                 methods=["DELETE"],
             ),
             Route(f"{base}/accounts/{{account}}/oauth", g(a(self.onboarding_link)), methods=["POST"]),
+            Route(f"{base}/accounts/{{account}}/keys", g(a(self.list_keys)), methods=["GET"]),
+            Route(f"{base}/accounts/{{account}}/keys", g(a(self.create_key)), methods=["POST"]),
+            Route(f"{base}/accounts/{{account}}/keys/{{name}}/rotate", g(a(self.rotate_key)), methods=["POST"]),
+            Route(f"{base}/accounts/{{account}}/keys/{{name}}", g(a(self.revoke_key)), methods=["DELETE"]),
             Route(f"{base}/counters", g(a(self.list_counters)), methods=["GET"]),
             Route(f"{base}/counters/{{counter}}", g(a(self.patch_counter)), methods=["PATCH"]),
             Route(f"{base}/counters/{{counter}}", g(a(self.delete_counter)), methods=["DELETE"]),

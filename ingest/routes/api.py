@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +17,9 @@ from ingest.edge import BodyTooLarge, ndjson_lines, read_body
 from ingest.input import InputError
 from ingest.providers import generic
 from ingest.served import ServedCounters
+from ingest.tenancy import Caller, caller_of, counter_of, not_owned
 from worker.intake.call_refs import record_conversion
+from worker.intake.ownership import tenant
 from worker.model.inbound import InboundCall
 from worker.model.kinds import UploadKind
 
@@ -39,12 +42,25 @@ class ApiRoutes:
     async def generic_one(self, request: Request) -> Response:
         body = await read_body(request, self.settings.ingest_max_body_bytes)
         call = generic.to_call(generic.parse_json(body), self.settings.phone_region)
-        return self.core.single_answer((await self.core.submit([call]))[0])
+        caller = caller_of(request)
+        if not caller.operator and not all(await run_in_threadpool(self._calls_owned, caller, [call])):
+            raise not_owned()
+        return self.core.single_answer((await self.core.submit([owned_by(call, caller)]))[0])
 
     async def generic_bulk(self, request: Request) -> Response:
-        return await self._stream(request, self._call_chunk, ("accepted", "held", "ignored", "rejected"), "call")
+        caller = caller_of(request)
+        statuses = ("accepted", "held", "ignored", "rejected")
+        return await self._stream(request, lambda lines: self._call_chunk(lines, caller), statuses, "call")
 
-    def _call_chunk(self, lines: list[tuple[int, bytes]]) -> list[bulk.Outcome]:
+    def _calls_owned(self, caller: Caller, calls: list[InboundCall]) -> list[bool]:
+        """For a client key: whether each call's tracking number routes to one of its client's counters
+        (a number routed nowhere is no client's: its call would be held, so it is refused)."""
+        routes = self.core.intake.routing.lookup(call.tracking_number for call in calls)
+        counters = {n: r.counter_id for n, r in routes.items() if r is not None}
+        owned = self.core.tenancy.owned(caller, counters.values())
+        return [counters.get(call.tracking_number or "") in owned for call in calls]
+
+    def _call_chunk(self, lines: list[tuple[int, bytes]], caller: Caller) -> list[bulk.Outcome]:
         """Parse and store one chunk of lines; the outcome of each."""
         report: list[bulk.Outcome] = []
         calls: list[tuple[int, InboundCall]] = []
@@ -55,7 +71,15 @@ class ApiRoutes:
             except InputError as error:
                 report.append(bulk.rejected(number, str(error), error.errors))
                 refused.append(error_reason(error.errors))
-        outcomes = self.core.accept([call for _, call in calls]) if calls else []
+        if calls and not caller.operator:
+            mine = self._calls_owned(caller, [call for _, call in calls])
+            for (number, _), ok in zip(calls, mine, strict=True):
+                if not ok:
+                    refusal = not_owned()
+                    report.append(bulk.rejected(number, str(refusal), refusal.errors))
+                    refused.append(error_reason(refusal.errors))
+            calls = [item for item, ok in zip(calls, mine, strict=True) if ok]
+        outcomes = self.core.accept([owned_by(call, caller) for _, call in calls]) if calls else []
         for (number, call), outcome in zip(calls, outcomes, strict=True):
             report.append((number, outcome.status, {"call_id": call.call_id, **outcome.to_dict()}))
         if refused:
@@ -107,7 +131,9 @@ class ApiRoutes:
         async def handler(request: Request) -> Response:
             body = await read_body(request, self.settings.ingest_max_body_bytes)
             doc = as_object(generic.parse_json(body))
-            await run_in_threadpool(self._check_counters, [doc])
+            refusals = await run_in_threadpool(self._check_counters, [doc], caller_of(request))
+            if refusals[0] is not None:
+                raise refusals[0]
             result = await run_in_threadpool(self.core.runtime.producer.submit, [doc], kind)
             return one_result(result, ID_NAMES[kind])
 
@@ -118,22 +144,28 @@ class ApiRoutes:
         noun = "conversion" if kind is UploadKind.CONVERSIONS else "chat"
 
         async def handler(request: Request) -> Response:
+            caller = caller_of(request)
             return await self._stream(
-                request, lambda lines: self._event_chunk(lines, kind), ("accepted", "rejected"), noun
+                request, lambda lines: self._event_chunk(lines, kind, caller), ("accepted", "rejected"), noun
             )
 
         return handler
 
-    def _event_chunk(self, lines: list[tuple[int, bytes]], kind: UploadKind) -> list[bulk.Outcome]:
+    def _event_chunk(self, lines: list[tuple[int, bytes]], kind: UploadKind, caller: Caller) -> list[bulk.Outcome]:
         report: list[bulk.Outcome] = []
-        docs: list[tuple[int, dict[str, Any]]] = []
+        parsed: list[tuple[int, dict[str, Any]]] = []
         for number, line in lines:
             try:
-                doc = as_object(generic.parse_json(line))
-                self._check_counters([doc])
-                docs.append((number, doc))
+                parsed.append((number, as_object(generic.parse_json(line))))
             except InputError as error:
                 report.append(bulk.rejected(number, str(error), error.errors))
+        refusals = self._check_counters([doc for _, doc in parsed], caller)
+        docs: list[tuple[int, dict[str, Any]]] = []
+        for (number, doc), refusal in zip(parsed, refusals, strict=True):
+            if refusal is None:
+                docs.append((number, doc))
+            else:
+                report.append(bulk.rejected(number, str(refusal), refusal.errors))
         if docs:
             result = self.core.runtime.producer.submit([doc for _, doc in docs], kind)
             for accepted in result.accepted:
@@ -143,17 +175,26 @@ class ApiRoutes:
                 report.append(bulk.rejected(docs[rejection.index][0], rejection.reason, rejection.errors))
         return report
 
-    def _check_counters(self, docs: list[dict[str, Any]]) -> None:
-        """Conversions only for counters this deployment serves (each one costs an upload of the login's budget)."""
-        served = self.counters.served()
+    def _check_counters(self, docs: list[dict[str, Any]], caller: Caller) -> list[InputError | None]:
+        """Each document's refusal, or None. ``counter_id`` is normalised first (a number or digits,
+        :func:`ingest.tenancy.counter_of`); then a client key's documents must name one of its client's
+        counters (403), the operator's one this deployment serves (each counter costs an upload of the
+        login's budget). A document without ``counter_id`` is left to the model (which refuses it)."""
+        counters: list[int | InputError | None] = []
         for doc in docs:
-            counter = doc.get("counter_id")
-            if isinstance(counter, int) and not isinstance(counter, bool) and counter not in served:
-                raise InputError.one(
-                    "counter_id",
-                    "not_served",
-                    "is not a counter this deployment serves (routing table or CALLTRACK_INGEST_COUNTERS)",
-                )
+            try:
+                counters.append(counter_of(doc))
+            except InputError as error:
+                counters.append(error)
+        if caller.operator:
+            allowed, refusal = self.counters.served(), not_served
+        else:
+            allowed = frozenset(self.core.tenancy.owned(caller, (c for c in counters if isinstance(c, int))))
+            refusal = not_owned
+        return [
+            c if isinstance(c, InputError) else (refusal() if c is not None and c not in allowed else None)
+            for c in counters
+        ]
 
     async def call_conversion(self, request: Request) -> Response:
         body = await read_body(request, self.settings.ingest_max_body_bytes)
@@ -165,11 +206,13 @@ class ApiRoutes:
             missing = "Target" if "Target" not in doc else "DateTime"
             raise InputError.one(missing, "missing", "is required", status=422)
         provider, call_id = request.path_params["provider"], request.path_params["call_id"]
+        caller = caller_of(request)
         result = await run_in_threadpool(
             lambda: record_conversion(
                 self.core.runtime,
                 provider,
                 call_id,
+                allowed=None if caller.operator else lambda counter: self.core.tenancy.owns(caller, counter),
                 target=str(doc["Target"]),
                 date_time=doc["DateTime"],
                 price=doc.get("Price"),
@@ -190,3 +233,17 @@ class ApiRoutes:
             Route("/v1/chats", g(a(self.event_one(UploadKind.CHATS))), methods=["POST"]),
             Route("/v1/chats/bulk", g(a(self.events_bulk(UploadKind.CHATS))), methods=["POST"]),
         ]
+
+
+def owned_by(call: InboundCall, caller: Caller) -> InboundCall:
+    """The call as its sender's (issue 22): a client key's held calls count against its client's share
+    (``held_max_calls_per_account``) and replay only to its counters; the operator's stay the operator's."""
+    return call if caller.operator else replace(call, owner=tenant(caller.account))
+
+
+def not_served() -> InputError:
+    return InputError.one(
+        "counter_id",
+        "not_served",
+        "is not a counter this deployment serves (routing table or CALLTRACK_INGEST_COUNTERS)",
+    )

@@ -18,7 +18,7 @@ _POS = {"type": "integer", "minimum": 1}
 _ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _ERRORS = {
     "401": {"description": "no credentials", "content": _ERROR_REF},
-    "403": {"description": "a wrong token", "content": _ERROR_REF},
+    "403": {"description": "a wrong token, or a client API key without the status scope", "content": _ERROR_REF},
     "422": {"description": "bad input: the field and rule", "content": _ERROR_REF},
 }
 
@@ -159,7 +159,7 @@ def document() -> dict[str, Any]:
                         _param("per_page", "query", "items per page", {**_POS, "maximum": 500}, False),
                         _param("kind", "query", "one kind", {"enum": ["calls", "conversions", "chats"]}, False),
                     ],
-                    "responses": _ok("Uploads", "one page"),
+                    "responses": _ok("Uploads", "one page", not_found="another client's counter (client API keys)"),
                 }
             },
             "/openapi.json": {
@@ -171,7 +171,15 @@ def document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "CALLTRACK_STATUS_API_TOKEN (the operator: every counter) or a client API key "
+                    "ctk_... with the status scope (its client's counters only: any other counter, call, "
+                    "conversion or chat answers 404, as an unknown one)",
+                }
+            },
             "schemas": {
                 "Whereabouts": _WHEREABOUTS,
                 "Batch": _BATCH,

@@ -1,4 +1,12 @@
-"""Provider webhooks: Twilio status callbacks, Zadarma notifications, Mango Office events."""
+"""Provider webhooks: Twilio status callbacks, Zadarma notifications, Mango Office events.
+
+Each call carries the owner of the credential its signature was checked with (issue 22,
+worker/intake/ownership.py): a registry account's telephony secret makes the call that client's, so the
+intake refuses it (403, ``calls_rejected{reason="foreign_number"}``, nothing stored or held) when its
+number routes to another client's counter. The environment's secrets and Twilio Webhook Rule keys
+are the operator's (owner None), except that a Webhook Rule request whose signed AccountSid a client
+registered is that client's.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ from ingest.edge import in_networks, parse_address, read_body
 from ingest.input import InputError, parse_form
 from ingest.providers import mango, twilio, zadarma
 from ingest.signatures import mango_valid, twilio_settings, twilio_valid, zadarma_valid
+from worker.intake.ownership import tenant
+from worker.intake.service import Outcome
 from worker.model.inbound import InboundCall
 
 
@@ -26,16 +36,33 @@ class ProviderRoutes:
         self.settings = core.settings
 
     def _secret(self, provider: str, account: str) -> SecretStr | None:
-        """The provider account's secret: the environment's, else the account registry's (issue 15)."""
+        found = self._credential(provider, account)
+        return found[0] if found is not None else None
+
+    def _credential(self, provider: str, account: str) -> tuple[SecretStr, str | None] | None:
+        """The provider account's secret and the client account it belongs to (None: the operator's).
+
+        The environment's secrets come first (issue 15) and are the deployment's own; a registry
+        account's secret belongs to that account (the ``env`` account's to the deployment).
+        """
         configured = {
             "twilio": self.settings.twilio_auth_tokens,
             "zadarma": self.settings.zadarma_secrets,
             "mango": self.settings.mango_accounts,
         }[provider].get(account)
         if configured is not None:
-            return configured
-        found = self.core.runtime.accounts.telephony(provider, account)
-        return found.secret if found is not None else None
+            return configured, None
+        registry = self.core.runtime.accounts
+        found = registry.telephony(provider, account)
+        if found is None or found.secret is None:
+            return None
+        return found.secret, tenant(registry.telephony_owner(provider, account))
+
+    async def _submit(self, call: InboundCall, owner: str | None) -> Outcome:
+        """The intake's outcome for one call brought by ``owner``'s credential. A call for another client's
+        number raises ``ForeignCallError`` (403, counted per reason; nothing stored, held or notified), a
+        full share of this client's held calls ``HeldAccountFullError`` (503): ``IngestCore.guard``."""
+        return (await self.core.submit([replace(call, owner=owner)]))[0]
 
     # --- Twilio ----------------------------------------------------------------------------------
     async def twilio_voice(self, request: Request) -> Response:
@@ -47,17 +74,20 @@ class ProviderRoutes:
             raise SignatureError(401, "X-Twilio-Signature is missing")
         url = self._public_url(request)
         settings_header = request.headers.get("x-twilio-webhooks-signature-settings", "")
+        credential = self._credential("twilio", form.get("AccountSid", ""))
         if settings_header:
             key = self._twilio_rule_key(settings_header)
             if not twilio_valid(key, [url], pairs, signature, settings_header):
                 raise SignatureError(403, "X-Twilio-Signature does not match this request under its Webhook Rule key")
+            # The rule's key is the operator's; a signed AccountSid a client registered still binds the call.
+            owner = credential[1] if credential is not None else None
         else:
-            token = self._secret("twilio", form.get("AccountSid", ""))
-            if token is None or not twilio_valid(token.get_secret_value(), [url], pairs, signature):
+            if credential is None or not twilio_valid(credential[0].get_secret_value(), [url], pairs, signature):
                 raise SignatureError(403, "X-Twilio-Signature does not match this request for its AccountSid")
+            owner = credential[1]
         result = twilio.to_call(form, self.core.configs["twilio"])
         if isinstance(result, InboundCall):
-            outcome = (await self.core.submit([result]))[0]
+            outcome = await self._submit(result, owner)
             if outcome.status == "rejected":
                 return self.core.single_answer(outcome)
         else:
@@ -103,8 +133,8 @@ class ProviderRoutes:
         if not signature:
             raise SignatureError(401, "the Signature header is missing")
         account = request.path_params["account"]
-        secret = self._secret("zadarma", account)
-        if secret is None or not zadarma_valid(secret.get_secret_value(), form, signature):
+        credential = self._credential("zadarma", account)
+        if credential is None or not zadarma_valid(credential[0].get_secret_value(), form, signature):
             raise SignatureError(403, "Signature does not match this request for this account")
         config = self.core.configs["zadarma"]
         registered = (
@@ -118,31 +148,32 @@ class ProviderRoutes:
         if isinstance(result, str):
             await self.core.count_ignored("zadarma")
             return json_response({"status": "ignored", "reason": result})
-        return self.core.single_answer((await self.core.submit([result]))[0])
+        return self.core.single_answer(await self._submit(result, credential[1]))
 
     # --- Mango Office ----------------------------------------------------------------------------
-    async def _mango_form(self, request: Request) -> dict[str, str]:
+    async def _mango_form(self, request: Request) -> tuple[dict[str, str], str | None]:
+        """The signed form and the owner of the account's credential."""
         body = await read_body(request, self.settings.ingest_max_body_bytes)
         form = dict(parse_form(body))
         if not form.get("sign"):
             raise SignatureError(401, "sign is missing")
-        secret = self._secret("mango", request.path_params["account"])
-        if secret is None:
+        credential = self._credential("mango", request.path_params["account"])
+        if credential is None:
             raise SignatureError(403, "sign does not match this request for this account")
-        key, _, salt = secret.get_secret_value().partition(":")
+        key, _, salt = credential[0].get_secret_value().partition(":")
         if not mango_valid(key, salt, form):
             raise SignatureError(403, "sign does not match this request for this account")
-        return form
+        return form, credential[1]
 
     async def mango_event(self, request: Request) -> Response:
-        form = await self._mango_form(request)
+        form, owner = await self._mango_form(request)
         if request.path_params["kind"] != "summary":
             return json_response({"status": "ignored", "reason": "only events/summary reports a finished call"})
         result = mango.to_call(mango.parse_json(form.get("json", "")), self.core.configs["mango"])
         if isinstance(result, str):
             await self.core.count_ignored("mango")
             return json_response({"status": "ignored", "reason": result})
-        return self.core.single_answer((await self.core.submit([result]))[0])
+        return self.core.single_answer(await self._submit(result, owner))
 
     async def mango_ping(self, request: Request) -> Response:
         if self._secret("mango", request.path_params["account"]) is None:

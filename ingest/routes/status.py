@@ -1,8 +1,11 @@
 """The status API (issue 19): where is a call, and how is a counter doing. JSON, read only.
 
-Every route needs ``Authorization: Bearer <token>``: ``CALLTRACK_STATUS_API_TOKEN``, or the admin
-API's token (``CALLTRACK_ADMIN_API_TOKEN``); with neither set the routes answer 404. Missing
-credentials are 401, a wrong token 403, both with ``{"error": ...}``. Bad input is 422 naming the
+Every route needs ``Authorization: Bearer <token>``: the operator's ``CALLTRACK_STATUS_API_TOKEN``
+(every counter), or a client API key with the ``status`` scope (``ingest/tenancy.py``: its client's
+counters only; another client's counter or call answers 404 exactly as an unknown one). The admin
+token is not accepted here (issue 22: it works on ``/admin/`` only). Without the status token, only
+client keys are taken (anything else answers 404). Missing credentials are 401, a wrong token 403,
+both with ``{"error": ...}``. Bad input is 422 naming the
 field and the rule. The schema of every route is ``GET /openapi.json`` (:mod:`ingest.routes.openapi`).
 
     GET /v1/calls/{provider}/{call_id}                     where the call is, with times
@@ -27,9 +30,10 @@ from starlette.routing import Route
 
 from ingest.core import Handler, IngestCore, bearer_ok, error_response, json_response
 from ingest.routes.openapi import document
+from ingest.tenancy import OPERATOR, KeyRefused, caller_of, client_key
 from worker.model.kinds import UploadKind
 from worker.ops.counter_view import counter_figures, counter_uploads
-from worker.ops.status import where_call, where_event
+from worker.ops.status import Whereabouts, where_call, where_event
 
 log = structlog.get_logger(__name__)
 _NAME_MAX = 256
@@ -42,8 +46,8 @@ class InputProblem(Exception):
 
 
 def status_tokens(core: IngestCore) -> list[SecretStr]:
-    s = core.settings
-    return [t for t in (s.status_api_token, s.admin_api_token) if t is not None]
+    """The operator's read credentials: the status token only (never the admin token)."""
+    return [t for t in (core.settings.status_api_token,) if t is not None]
 
 
 def _positive(value: str, name: str, *, default: int | None = None, most: int | None = None) -> int:
@@ -70,17 +74,25 @@ class StatusRoutes:
         tokens = status_tokens(self.core)
 
         async def checked(request: Request) -> Response:
-            if not tokens:
-                return error_response(404, "the status API is off: set CALLTRACK_STATUS_API_TOKEN")
             given = request.headers.get("authorization", "")
-            if not given:
+            key = client_key(given)
+            if key is not None:
+                try:
+                    request.state.caller = await self.core.tenancy.caller(key, "status")
+                except KeyRefused as error:
+                    return error_response(error.status, str(error))
+            elif not tokens:
+                return error_response(404, "the status API is off: set CALLTRACK_STATUS_API_TOKEN or use a client key")
+            elif not given:
                 return json_response(
                     {"error": "Authorization: Bearer <token> is required (CALLTRACK_STATUS_API_TOKEN)"},
                     401,
                     headers={"WWW-Authenticate": 'Bearer realm="calltrack-status"'},
                 )
-            if not bearer_ok(given, tokens):
+            elif not bearer_ok(given, tokens):
                 return error_response(403, "the bearer token is not valid")
+            else:
+                request.state.caller = OPERATOR
             try:
                 return await handler(request)
             except InputProblem as problem:
@@ -96,6 +108,8 @@ class StatusRoutes:
         provider = _name(request.path_params["provider"], "provider")
         call_id = _name(request.path_params["call_id"], "call_id")
         found = await run_in_threadpool(where_call, self.core.runtime, provider, call_id)
+        if found.found and not await self._owns(request, found.counter_id):
+            found = Whereabouts(found.kind, "unknown")  # another client's call: exactly as an unknown one
         if not found.found:
             days = self.core.settings.dedup_window_days
             message = f"no call {call_id!r} from {provider!r} is known (calls are remembered for {days} days)"
@@ -107,7 +121,10 @@ class StatusRoutes:
             source = _name(request.path_params["source"], "source")
             item_id = _name(request.path_params[id_name], id_name)
             counter = _positive(request.query_params.get("counter_id", ""), "counter_id")
-            found = await run_in_threadpool(where_event, self.core.runtime, kind, counter, source, item_id)
+            if await self._owns(request, counter):
+                found = await run_in_threadpool(where_event, self.core.runtime, kind, counter, source, item_id)
+            else:
+                found = Whereabouts(kind.value, "unknown", counter)
             ident = {"source": source, id_name: item_id}
             if not found.found:
                 message = f"no {kind.value[:-1]} {item_id!r} from {source!r} is known for counter {counter}"
@@ -118,9 +135,11 @@ class StatusRoutes:
 
     async def counter(self, request: Request) -> Response:
         counter = _positive(request.path_params["counter"], "counter")
+        if not await self._owns(request, counter):
+            return _unknown_counter(counter)
         figures = await run_in_threadpool(counter_figures, self.core.runtime, counter)
         if not figures["known"]:
-            return json_response({"error": f"counter {counter} is not known here", "counter_id": counter}, 404)
+            return _unknown_counter(counter)
         return json_response(figures)
 
     async def uploads(self, request: Request) -> Response:
@@ -131,10 +150,19 @@ class StatusRoutes:
         kind = q.get("kind") or None
         if kind is not None and kind not in {k.value for k in UploadKind}:
             raise InputProblem("kind", "one_of", "kind must be one of calls, conversions, chats")
+        if not await self._owns(request, counter):
+            return _unknown_counter(counter)
         result: dict[str, Any] = await run_in_threadpool(
             lambda: counter_uploads(self.core.runtime, counter, page=page, per_page=per_page, kind=kind)
         )
         return json_response(result)
+
+    async def _owns(self, request: Request, counter: int | None) -> bool:
+        """Whether the request's caller may read ``counter`` (the operator: any; a client: its own)."""
+        caller = caller_of(request)
+        if caller.operator:
+            return True
+        return await run_in_threadpool(self.core.tenancy.owns, caller, counter)
 
     async def openapi(self, request: Request) -> Response:
         return json_response(document())
@@ -153,3 +181,7 @@ class StatusRoutes:
             Route("/v1/counters/{counter}/uploads", g(a(self.uploads)), methods=["GET"]),
             Route("/openapi.json", g(a(self.openapi)), methods=["GET"]),
         ]
+
+
+def _unknown_counter(counter: int) -> Response:
+    return json_response({"error": f"counter {counter} is not known here", "counter_id": counter}, 404)

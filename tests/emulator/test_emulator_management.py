@@ -104,11 +104,12 @@ def test_chats_upload_status_and_list(metrica: Metrica, emu: RunningEmulator) ->
         headers=metrica.headers(),
     )
     assert response.status_code == 200, response.text
-    uploading = response.json()["uploading"]
+    # upload_chats and findById_chats answer a list of one upload object (with its type).
+    (uploading,) = response.json()["uploadings"]
     assert uploading["type"] == "CHATS" and uploading["client_id_type"] == "CLIENT_ID"
     assert (uploading["source_quantity"], uploading["line_quantity"]) == (2, 1)  # icq is no chat platform
     assert metrica.http.get(f"{base}/uploadings/{uploading['id']}", headers=metrica.headers()).json() == {
-        "uploading": uploading
+        "uploadings": [uploading]
     }
     conversion = metrica.upload(101, calls_csv(f"1,g,{PAST}", header="ClientId,Target,DateTime"), kind="conversions")
     listed = metrica.list(101, kind="conversions").json()["uploadings"]
@@ -134,7 +135,7 @@ def test_chats_validation(metrica: Metrica) -> None:
     no_partner = upload(f"DateTime,ChatPlatform,ClientID\n{PAST},viber,1\n")
     assert error_of(no_partner)[1] == "invalid_uploading" and "chat-partner" in error_of(no_partner)[2]
     unattributed = upload(f"DateTime,ChatPlatform,PhoneNumber\n{PAST},whatsapp,+70000000001\n{PAST},viber,\n")
-    body = unattributed.json()["uploading"]
+    (body,) = unattributed.json()["uploadings"]
     assert (body["line_quantity"], body["client_id_type"]) == (1, None)  # the empty partner row is dropped
     assert error_of(upload(f"DateTime,ChatPlatform,ChatUserID\n{PAST},viber,1\n", comment="a-b"))[1] == (
         "invalid_parameter"

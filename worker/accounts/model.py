@@ -3,6 +3,9 @@ decrypted form the rest of the worker reads. Secrets are ``SecretStr`` everywher
 
 from __future__ import annotations
 
+import base64
+import binascii
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -12,12 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from worker.errors import AccountInputError
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 
 ACCOUNT_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TOKEN_NAME = r"^[A-Za-z0-9_.-]{1,32}$"  # noqa: S105 - a pattern, not a secret
 PROVIDER_ACCOUNT = r"^[A-Za-z0-9_.:-]{1,64}$"
 Provider = Literal["twilio", "zadarma", "mango"]
+WHSEC_PREFIX = "whsec_"  # Standard Webhooks' secret form: the rest is the base64 of the key bytes
 
 
 def _zone(value: str | None) -> str | None:
@@ -108,8 +112,20 @@ class AccountIn(_Strict):
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().strip()) < 16:
-            raise ValueError("must be at least 16 characters")
+        """A Standard Webhooks secret (``whsec_`` + base64 of 24 to 64 bytes) or, as before, a plain one of
+        at least 16 characters (its UTF-8 bytes are the HMAC key; README "Webhooks")."""
+        if value is None:
+            return None
+        plain = value.get_secret_value()
+        if plain.startswith(WHSEC_PREFIX):
+            try:
+                key = base64.b64decode(plain.removeprefix(WHSEC_PREFIX), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("a whsec_ secret must be whsec_ and base64") from None
+            if not 24 <= len(key) <= 64:
+                raise ValueError("a whsec_ secret must hold 24 to 64 bytes")
+        elif len(plain) < 16:
+            raise ValueError("must be at least 16 characters (or whsec_ and base64 of 24 to 64 bytes)")
         return value
 
     @model_validator(mode="after")
@@ -194,6 +210,17 @@ class Account:
     extra: dict[str, Any] = field(default_factory=dict)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    #: The secret before the last change: it signs too (a second signature) until ``webhook_previous_until``.
+    webhook_previous: SecretStr | None = None
+    webhook_previous_until: float = 0.0
+
+    def webhook_secrets(self, now: float) -> tuple[SecretStr, ...]:
+        """The secrets that sign a delivery now: the current one, and the previous one during a rotation."""
+        if self.webhook_secret is None:
+            return ()
+        if self.webhook_previous is not None and now < self.webhook_previous_until:
+            return (self.webhook_secret, self.webhook_previous)
+        return (self.webhook_secret,)
 
     @property
     def login(self) -> str | None:
@@ -218,7 +245,12 @@ class Account:
             ],
             "counters": [c.model_dump() for c in self.counters],
             "telephony": [(t.provider, t.account, _plain(t.secret), t.timezone) for t in self.telephony],
-            "webhook": (self.webhook_url, _plain(self.webhook_secret)),
+            "webhook": (
+                self.webhook_url,
+                _plain(self.webhook_secret),
+                _plain(self.webhook_previous),
+                self.webhook_previous_until,
+            ),
         }
 
     def public(self) -> dict[str, Any]:
@@ -229,11 +261,15 @@ class Account:
             "tokens": [t.public() for t in self.tokens],
             "counters": [{k: v for k, v in c.model_dump().items() if v is not None} for c in self.counters],
             "telephony": [t.public() for t in self.telephony],
-            "webhook": {"url": self.webhook_url, "has_secret": self.webhook_secret is not None}
-            if self.webhook_url
-            else None,
+            "webhook": self._webhook_public() if self.webhook_url else None,
             "updated_at": iso(self.updated_at),
         }
+
+    def _webhook_public(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"url": self.webhook_url, "has_secret": self.webhook_secret is not None}
+        if self.webhook_previous is not None and self.webhook_previous_until > time.time():
+            shown["previous_secret_signs_until"] = iso(self.webhook_previous_until)
+        return shown
 
 
 def _plain(secret: SecretStr | None) -> str | None:

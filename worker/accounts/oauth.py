@@ -20,7 +20,8 @@ import structlog
 from pydantic import SecretStr
 
 from worker.accounts.model import ACCOUNT_ID, Account, CounterIn, Token
-from worker.accounts.registry import Change, Registry, safe_login
+from worker.accounts.registry import Change, Registry
+from worker.accounts.snapshot import safe_login
 from worker.errors import AccountInputError, OAuthError
 
 if TYPE_CHECKING:

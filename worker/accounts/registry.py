@@ -4,15 +4,16 @@ Every change is one optimistic transaction (WATCH the accounts and the counter i
 also bumps ``{acct}:version``; a process reloads its copy when it sees a new version, at most
 ``accounts_cache_seconds`` after the change, so no worker needs a restart. A counter belongs to one
 account; a counter removed from the registry is remembered (``{acct}:removed``) so its batches wait,
-visible, instead of going out with the deployment's default token.
+visible, instead of going out with the deployment's default token. So do the batches of a counter whose
+account this process cannot read (no key ring, a wrong key): never another account's token, nor the default.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -23,40 +24,21 @@ from redis.exceptions import WatchError
 from worker.accounts import store
 from worker.accounts.crypto import KeyRing
 from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Token, TokenIn
-from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError
-from worker.keys import Keys, fingerprint
+from worker.accounts.reading import Documents, Unreadable, read_documents
+from worker.accounts.snapshot import Snapshot, login_key, safe_login
+from worker.accounts.webhook import webhook_fields
+from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError, TokenUnreadableError
+from worker.ids import fingerprint
+from worker.keys import Keys
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 log = structlog.get_logger(__name__)
 REMOVED_RETRY_SECONDS = 600.0
+UNREADABLE_RETRY_SECONDS = 300.0
+ENV_ACCOUNT = "env"  # the account imported from CALLTRACK_* variables (worker/accounts/envimport.py)
 LoginLearner = Callable[[SecretStr], str | None]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One process's copy of the registry at one version."""
-
-    version: str = ""
-    accounts: dict[str, Account] = field(default_factory=dict)
-    by_counter: dict[int, tuple[Account, CounterIn]] = field(default_factory=dict)
-    by_fingerprint: dict[str, tuple[Account, Token]] = field(default_factory=dict)
-    by_provider: dict[tuple[str, str], Telephony] = field(default_factory=dict)
-    removed: frozenset[int] = frozenset()
-
-    @classmethod
-    def build(cls, version: str, accounts: Iterable[Account], removed: Iterable[int]) -> Snapshot:
-        snap = cls(version=version, removed=frozenset(removed))
-        for account in accounts:
-            snap.accounts[account.id] = account
-            for counter in account.counters:
-                snap.by_counter[counter.id] = (account, counter)
-            for token in account.tokens:
-                snap.by_fingerprint[token.fingerprint] = (account, token)
-            for tel in account.telephony:
-                snap.by_provider[(tel.provider, tel.account)] = tel
-        return snap
 
 
 @dataclass(frozen=True)
@@ -70,22 +52,6 @@ class Change:
 
     def summary(self) -> dict[str, int]:
         return {k: self.count(k) for k in ("created", "updated", "unchanged", "removed")}
-
-
-def safe_login(login: str | None) -> str | None:
-    """A login usable in key names and labels (Yandex logins are letters, digits, '.', '-')."""
-    if not login:
-        return None
-    login = login.strip().lower()
-    if all(c.isalnum() or c in "._-@" for c in login) and 0 < len(login) <= 64:
-        return login
-    return None
-
-
-def login_key(login: str | None, fp: str) -> str:
-    """The name a token's quotas count under: ``login.<login>`` when known, else its fingerprint."""
-    safe = safe_login(login)
-    return f"login.{safe}" if safe else fp
 
 
 class Registry:
@@ -121,18 +87,20 @@ class Registry:
         pipe.get(self.keys.accounts_version)
         pipe.hgetall(self.keys.accounts)
         pipe.hkeys(self.keys.removed_counters)
-        version, raw, removed = pipe.execute()
-        if raw and not self.ring.ready:
-            log.error("accounts_unreadable", reason="CALLTRACK_SECRET_KEYS is not set")
-            return Snapshot(version=version or "", removed=frozenset(int(c) for c in removed))
-        accounts = [store.decode(self.ring, doc) for doc in cast(dict[str, str], raw).values()]
-        return Snapshot.build(version or "", accounts, (int(c) for c in removed))
+        pipe.hgetall(self.keys.account_counters)
+        pipe.hgetall(self.keys.token_logins)
+        version, raw, removed, index, learned = pipe.execute()
+        docs = read_documents(self.ring, raw, index)
+        logins = {**cast(dict[str, str], learned), **docs.logins}
+        return Snapshot.build(version or "", docs.accounts, (int(c) for c in removed), docs.unreadable, logins)
 
     def token_for(self, counter_id: int, *, removed_ok: bool = False) -> SecretStr | None:
-        """The token that uploads to ``counter_id``: its account's, else the deployment's default.
+        """The token that uploads to ``counter_id``: its account's; the deployment's default only for a
+        counter in no account.
 
-        A counter removed from the registry raises ``CounterRemovedError``, and one whose account has no
-        token yet a ``DeferredError`` (its batches wait, visible), unless ``removed_ok``: then None."""
+        A counter removed from the registry raises ``CounterRemovedError``, one whose account this process
+        cannot read ``TokenUnreadableError``, and one whose account has no token yet a ``DeferredError``
+        (their batches wait, visible), unless ``removed_ok``: then None. Never another account's token."""
         snap = self.snapshot()
         found = snap.by_counter.get(counter_id)
         if found is not None:
@@ -144,6 +112,18 @@ class Registry:
                     retry_after=REMOVED_RETRY_SECONDS,
                 )
             return token.value if token is not None else None
+        owner = snap.unreadable_counters.get(counter_id)
+        if owner is not None:
+            own = self.settings.metrica_counter_tokens.get(counter_id)
+            if owner == ENV_ACCOUNT and own is not None:
+                return own  # the account mirrors this very variable: the counter's own token, not another's
+            if removed_ok:
+                return None
+            raise TokenUnreadableError(
+                f"the token of counter {counter_id} (account {owner!r}) cannot be read: "
+                f"{snap.unreadable[owner].reason}; its batches wait",
+                retry_after=UNREADABLE_RETRY_SECONDS,
+            )
         if counter_id in snap.removed:
             if removed_ok:
                 return None
@@ -163,8 +143,31 @@ class Registry:
     def login_of(self, token: SecretStr) -> str:
         """The name quotas count under: the token's Yandex login when known, else its fingerprint."""
         fp = fingerprint(token)
-        found = self.snapshot().by_fingerprint.get(fp)
-        return login_key(found[1].login if found else None, fp)
+        return login_key(self.snapshot().logins.get(fp), fp)
+
+    def known_login(self, token: SecretStr) -> str | None:
+        """The token's Yandex login if the registry knows it (no request)."""
+        return self.snapshot().logins.get(fingerprint(token))
+
+    def documents(self) -> Documents:
+        """Every account, read now (no cache): the readable ones and those this process cannot read."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.keys.accounts)
+        pipe.hgetall(self.keys.account_counters)
+        raw, index = pipe.execute()
+        return read_documents(self.ring, raw, index)
+
+    def unreadable(self) -> list[Unreadable]:
+        """The accounts this process cannot read, read now (no cache)."""
+        return sorted(self.documents().unreadable.values(), key=lambda u: u.account)
+
+    def learned(self, logins: dict[str, str]) -> None:
+        """Keep learned logins (token fingerprint -> login, not secrets) in clear; processes reload."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.token_logins, mapping=cast(dict[Any, Any], logins))
+        pipe.incr(self.keys.accounts_version)
+        pipe.execute()
+        self._checked = 0.0
 
     def owner(self, fp: str) -> tuple[Account, Token] | None:
         """The account and token a token fingerprint belongs to."""
@@ -172,6 +175,10 @@ class Registry:
 
     def telephony(self, provider: str, account: str) -> Telephony | None:
         return self.snapshot().by_provider.get((provider, account))
+
+    def telephony_owner(self, provider: str, account: str) -> str | None:
+        """The id of the account that registered this telephony account (None: no account did)."""
+        return self.snapshot().provider_owner.get((provider, account))
 
     def tokens(self) -> list[SecretStr]:
         """Every registry token plus the environment's (for quota views and holds)."""
@@ -216,11 +223,7 @@ class Registry:
             if secret is None:
                 raise AccountInputError(f"telephony.{i}.secret", "is required for a new telephony account")
             telephony.append(Telephony(tel.provider, tel.account, secret, tel.timezone))
-        webhook_secret = None
-        if spec.webhook_url is not None:
-            webhook_secret = spec.webhook_secret or (old.webhook_secret if old else None)
-            if webhook_secret is None:
-                raise AccountInputError("webhook_secret", "is required with a webhook_url (it signs every body)")
+        webhook = webhook_fields(spec, old, self.settings) if spec.webhook_url is not None else {}
         return Account(
             id=spec.id,
             name=spec.name,
@@ -229,7 +232,7 @@ class Registry:
             telephony=tuple(telephony),
             updated_at=old.updated_at if old else 0.0,
             webhook_url=spec.webhook_url,
-            webhook_secret=webhook_secret,
+            **webhook,
         )
 
     def token_from_input(self, given: TokenIn, before: Token | None, where: str) -> Token:

@@ -6,6 +6,7 @@ use) are kept beside the encrypted token so lookups by fingerprint need no decry
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -47,6 +48,9 @@ def encode(ring: KeyRing, account: Account) -> str:
     }
     if account.webhook_url:
         doc["webhook"] = {"url": account.webhook_url, "secret": _enc(ring, account.webhook_secret)}
+        if account.webhook_previous is not None:  # a rotation: the previous secret signs too until then
+            doc["webhook"]["previous"] = _enc(ring, account.webhook_previous)
+            doc["webhook"]["previous_until"] = account.webhook_previous_until
     return orjson.dumps(doc).decode()
 
 
@@ -73,7 +77,33 @@ def decode(ring: KeyRing, raw: str) -> Account:
         updated_at=float(doc.get("updated_at") or 0),
         webhook_url=(doc.get("webhook") or {}).get("url"),
         webhook_secret=_dec(ring, (doc.get("webhook") or {}).get("secret")),
+        webhook_previous=_dec(ring, (doc.get("webhook") or {}).get("previous")),
+        webhook_previous_until=float((doc.get("webhook") or {}).get("previous_until") or 0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClearView:
+    """What a stored document tells without the key ring: its id, counters and its tokens' logins."""
+
+    id: str
+    name: str
+    counters: tuple[int, ...]
+    logins: dict[str, str]  # token fingerprint -> Yandex login (not secrets)
+
+
+def clear_view(raw: str) -> ClearView:
+    """The document's clear parts; ``ValueError`` when it is not a readable account document."""
+    try:
+        doc = orjson.loads(raw)
+        return ClearView(
+            id=str(doc["id"]),
+            name=str(doc.get("name", "")),
+            counters=tuple(int(c["id"]) for c in doc.get("counters", [])),
+            logins={str(t["fp"]): str(t["login"]) for t in doc.get("tokens", []) if t.get("login")},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not an account document") from error
 
 
 def rotate(ring: KeyRing, raw: str) -> str:
@@ -86,6 +116,7 @@ def rotate(ring: KeyRing, raw: str) -> str:
     for item in doc.get("telephony", []):
         if item.get("secret"):
             item["secret"] = ring.rotate(item["secret"])
-    if (doc.get("webhook") or {}).get("secret"):
-        doc["webhook"]["secret"] = ring.rotate(doc["webhook"]["secret"])
+    for name in ("secret", "previous"):
+        if (doc.get("webhook") or {}).get(name):
+            doc["webhook"][name] = ring.rotate(doc["webhook"][name])
     return orjson.dumps(doc).decode()

@@ -3,6 +3,8 @@
 A token is refreshed when it has a refresh token and either expires within ``token_refresh_days`` or
 was refused by Metrica (an expired token answers 403 invalid_token). The new token replaces the old one
 under the same name, so the next upload uses it and the refused one's pause no longer applies.
+Accounts this process cannot read are left alone (their batches wait, see ``Registry.token_for``); the
+login of an environment token not learned at start (user info unreachable) is asked for again here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import cast
 import structlog
 
 from worker.accounts import oauth
+from worker.accounts.envimport import learn_env_logins
 from worker.accounts.health import paused_tokens
 from worker.accounts.registry import Registry
 from worker.errors import AccountError
@@ -31,10 +34,11 @@ def upkeep(reg: Registry, *, now: float | None = None) -> UpkeepResult:
     """Refresh every token that is due (near expiry or refused) and has a refresh token."""
     now = time.time() if now is None else now
     settings = reg.settings
+    learn_env_logins(reg, settings)
     soon = settings.token_refresh_days * 86_400
     paused = paused_tokens(reg.redis, reg.keys)
     result = UpkeepResult()
-    for account in reg.accounts():
+    for account in reg.documents().accounts:
         for token in account.tokens:
             if token.refresh_token is None:
                 continue

@@ -76,8 +76,13 @@ def row_cells(spec: KindSpec, id_type: IdType, row: str | bytes) -> dict[str, st
     return dict(zip(columns, values, strict=False))
 
 
+def _withheld_bits(spec: KindSpec, id_type: IdType) -> int:
+    return sum(1 << bit for bit, c in enumerate(stored_order(spec, id_type)) if c in spec.withheld)
+
+
 def build_csv(spec: KindSpec, id_type: IdType, rows: Sequence[str | bytes]) -> bytes:
-    """A UTF-8 CSV: header, then one line per row; columns are those that some row carries."""
+    """A UTF-8 CSV: header, then one line per row; columns are those that some row carries, less the
+    kind's ``withheld`` ones (stored, never sent)."""
     order = stored_order(spec, id_type)
     texts = [_text(row) for row in rows]
     masks: list[int] = []
@@ -86,7 +91,7 @@ def build_csv(spec: KindSpec, id_type: IdType, rows: Sequence[str | bytes]) -> b
             masks.append(-1)
         else:
             masks.append(int(text[: text.index(",")], 16))
-    if masks and -1 not in masks and len(set(masks)) == 1:
+    if masks and -1 not in masks and len(set(masks)) == 1 and not masks[0] & _withheld_bits(spec, id_type):
         header = [c for bit, c in enumerate(order) if masks[0] >> bit & 1]
         lines: Iterable[str] = (text[text.index(",") + 1 :] for text in texts)
         return "\n".join([",".join(header), *lines, ""]).encode("utf-8")
@@ -94,7 +99,7 @@ def build_csv(spec: KindSpec, id_type: IdType, rows: Sequence[str | bytes]) -> b
     present: set[str] = set()
     for cells in parsed:
         present.update(cells)
-    header = [c for c in order if c in present]
+    header = [c for c in order if c in present and c not in spec.withheld]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)

@@ -16,17 +16,25 @@ lock and checks its batch's state). RabbitMQ ignores the priority (its quorum qu
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import TYPE_CHECKING, cast
 
+import structlog
+
 from worker.delivery.uploader import clock_ms
+from worker.errors import DeferredError, TokenUnreadableError
 from worker.ids import shard_of_batch
 from worker.model.kinds import Bucket
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
+log = structlog.get_logger(__name__)
 MAX_PER_RUN = 1_000
 FIRST_PRIORITY, LATER_PRIORITY = 0, 3  # kombu's Redis priority steps are 0, 3, 6, 9; 0 is popped first
+RESUME_EVERY = 60.0
+_resumed_at: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
 
 
 def park(rt: Runtime, batch_id: str, seconds: float, reason: str = "deferred") -> None:
@@ -40,6 +48,55 @@ def park(rt: Runtime, batch_id: str, seconds: float, reason: str = "deferred") -
     pipe.zadd(rt.keys.sealed(shard_of_batch(batch_id)), {batch_id: when}, xx=True)
     pipe.hset(rt.keys.batch(batch_id), "parked_reason", reason[:40])  # the parked_batches gauge's label
     pipe.execute()
+
+
+def resume_due(rt: Runtime, now: float | None = None) -> bool:
+    """True at a process's first drain and every ``RESUME_EVERY`` seconds after (see ``resume_readable``)."""
+    now = time.monotonic() if now is None else now
+    last = _resumed_at.get(rt)
+    if last is not None and now - last < RESUME_EVERY:
+        return False
+    _resumed_at[rt] = now
+    return True
+
+
+def resume_readable(rt: Runtime) -> int:
+    """Batches parked because their account's token could not be read, whose account this process reads
+    now (the key ring was fixed and the process restarted), become due at once: the next sweep sends
+    them. Returns how many."""
+    if not rt.accounts.snapshot().accounts:
+        return 0  # no account readable here: nothing of this kind can go out
+    now = clock_ms(rt)
+    due = now - int(rt.settings.redispatch_after * 1000) - 1
+    resumed = 0
+    for shard in range(rt.keys.shards):
+        key = rt.keys.sealed(shard)
+        ids = cast(list[str], rt.redis.zrangebyscore(key, f"({now}", "+inf", start=0, num=MAX_PER_RUN * 10))
+        if not ids:
+            continue
+        pipe = rt.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hmget(rt.keys.batch(batch_id), ["parked_reason", "bucket"])
+        ready = []
+        for batch_id, (reason, bucket) in zip(ids, pipe.execute(), strict=True):
+            if reason == "token_unreadable" and bucket and _readable(rt, int(str(bucket).split(":", 1)[0])):
+                ready.append(batch_id)
+        if ready:
+            rt.redis.zadd(key, dict.fromkeys(ready, due), xx=True)
+            resumed += len(ready)
+    if resumed:
+        log.info("unreadable_batches_resumed", batches=resumed)
+    return resumed
+
+
+def _readable(rt: Runtime, counter_id: int) -> bool:
+    try:
+        rt.accounts.token_for(counter_id)
+    except TokenUnreadableError:
+        return False
+    except DeferredError:
+        return True  # another wait (removed, no token yet): its own retry applies
+    return True
 
 
 def overdue_batches(rt: Runtime) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -25,9 +25,11 @@ from worker.errors import (
     ServerError,
     TransportError,
     UnexpectedAnswerError,
+    UnreadableAnswerError,
 )
 from worker.model.kinds import KindSpec, UploadKind
 
+_T = TypeVar("_T")
 FINAL_STATUSES = frozenset({"PROCESSED", "LINKAGE_FAILURE"})
 LIST_PAGE = 10_000
 
@@ -67,10 +69,26 @@ def _opt_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def read_uploading(body: Any) -> Uploading:
+    """The upload object of an answer, in either shape the reference documents: the object under
+    ``uploading`` (upload_1, uploadCalls, findById_1) or the first element of ``uploadings``
+    (upload_chats, findById_chats). Raises ``ValueError`` when it is in neither."""
+    if isinstance(body, dict):
+        if isinstance(body.get("uploading"), dict):
+            return Uploading.from_json(body["uploading"])
+        items = body.get("uploadings")
+        if isinstance(items, list) and items:
+            return Uploading.from_json(items[0])
+    raise ValueError("neither an 'uploading' object nor a non-empty 'uploadings' list")
+
+
 class MetricaClient:
-    """Calls the three endpoints of each upload kind (upload, one status, list) on the unified
-    transport where Metrica documents it, or the per-kind legacy endpoints when ``legacy``; and the
-    counter management requests of :mod:`worker.delivery.counter_setup`."""
+    """Calls the three endpoints of each upload kind (upload, one status, list) where Metrica's
+    reference documents them, or the unified ``upload?type=`` transport for calls and conversions when
+    ``unified`` asks for it; and the counter management requests of :mod:`worker.delivery.counter_setup`.
+
+    A 2xx answer in no documented shape raises ``UnreadableAnswerError`` (retryable, outcome unknown): a
+    post may have stored the file, so the uploader looks it up by its comment before posting again."""
 
     def __init__(
         self,
@@ -80,9 +98,9 @@ class MetricaClient:
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "calltrack-worker",
         observer: Callable[[str, str, str], None] | None = None,
-        legacy: bool = False,
+        unified: bool = False,
     ) -> None:
-        self.legacy = legacy
+        self.unified = unified
         # observer(endpoint, result, error_type) hears of every request (worker/ops/metrics.py counts them)
         self._observer = observer
         self._http = httpx.Client(
@@ -106,77 +124,67 @@ class MetricaClient:
         new_goal_name: str | None = None,
     ) -> Uploading:
         """Post one CSV file; returns the upload Metrica created."""
-        endpoints = spec.endpoints(self.legacy)
+        endpoints = spec.endpoints(self.unified)
         params = {"comment": comment}
         if endpoints.upload_type:
             params["type"] = endpoints.upload_type
         if new_goal_name and spec.kind is UploadKind.CALLS and endpoints.upload_type is None:
             params["new_goal_name"] = new_goal_name  # a parameter of upload_calls only
-        body = self._send(
+        return self._send(
             "POST",
             endpoints.upload.format(counter=counter_id),
             token,
             f"upload_{spec.kind.value}",
+            _uploading,
             params=params,
             files={"file": ("upload.csv", content, "text/csv")},
         )
-        return self._uploading(body, "uploading")
 
     def uploading(self, spec: KindSpec, counter_id: int, token: SecretStr, upload_id: int) -> Uploading:
-        path = spec.endpoints(self.legacy).status.format(counter=counter_id, upload_id=upload_id)
-        body = self._send("GET", path, token, f"status_{spec.kind.value}")
-        return self._uploading(body, "uploading")
+        path = spec.endpoints(self.unified).status.format(counter=counter_id, upload_id=upload_id)
+        return self._send("GET", path, token, f"status_{spec.kind.value}", _uploading)
 
     def uploadings(
         self, spec: KindSpec, counter_id: int, token: SecretStr, *, limit: int = LIST_PAGE, offset: int = 0
     ) -> list[Uploading]:
         """One page of the kind's uploads, newest first. ``limit`` counts every item of the page: the
-        unified list mixes kinds, and only this kind's are returned."""
-        endpoints = spec.endpoints(self.legacy)
-        body = self._send(
+        shared ``uploadings`` list mixes kinds, and only this kind's are returned (an item without
+        ``type`` is kept: the reference does not promise one, and a comment names its batch anyway)."""
+        endpoints = spec.endpoints(self.unified)
+        found = self._send(
             "GET",
             endpoints.list.format(counter=counter_id),
             token,
             f"list_{spec.kind.value}",
+            _uploadings,
             params={"limit": limit, "offset": offset},
         )
-        items = body.get("uploadings") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise UnexpectedAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
-        try:
-            found = [Uploading.from_json(item) for item in items]
-        except ValueError as error:
-            raise UnexpectedAnswerError(str(error), error_type="bad_answer") from None
         if endpoints.list_type is None:
             return found
-        return [u for u in found if (u.type or "BASIC") == endpoints.list_type]
+        return [u for u in found if not u.type or u.type == endpoints.list_type]
 
     def management(
         self, method: str, path: str, token: SecretStr, endpoint: str, *, json: dict[str, Any] | None = None
     ) -> Any:
         """A request to the management API outside the upload endpoints (counter options, goals)."""
-        return self._send(method, path, token, endpoint, json=json)
+        return self._send(method, path, token, endpoint, _as_is, json=json)
 
     # --- internals ---------------------------------------------------------------------------
-    def _uploading(self, body: Any, key: str) -> Uploading:
-        try:
-            return Uploading.from_json(body.get(key) if isinstance(body, dict) else None)
-        except ValueError as error:
-            raise UnexpectedAnswerError(f"the answer has no valid {key!r}: {error}", error_type="bad_answer") from None
-
     def _send(
         self,
         method: str,
         path: str,
         token: SecretStr,
         endpoint: str,
+        read: Callable[[Any], _T],
         *,
         params: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
-    ) -> Any:
+    ) -> _T:
+        """The request's answer as ``read`` makes it; every outcome is observed, an unreadable 2xx too."""
         try:
-            body = self._request(method, path, token, params=params, files=files, json=json)
+            body = read(self._request(method, path, token, params=params, files=files, json=json))
         except MetricaError as error:
             self._observe(endpoint, _result_of(error), error.error_type)
             raise
@@ -210,10 +218,32 @@ class MetricaClient:
             try:
                 return orjson.loads(response.content)
             except orjson.JSONDecodeError:
-                raise UnexpectedAnswerError(
-                    "the answer is not JSON", method=method, url=url, status=response.status_code
+                status = response.status_code
+                raise UnreadableAnswerError(
+                    "the answer is not JSON", method=method, url=url, status=status, error_type="bad_answer"
                 ) from None
         raise _error_from(response, method, url)
+
+
+def _uploading(body: Any) -> Uploading:
+    try:
+        return read_uploading(body)
+    except ValueError as error:
+        raise UnreadableAnswerError(f"the answer holds no upload: {error}", error_type="bad_answer") from None
+
+
+def _uploadings(body: Any) -> list[Uploading]:
+    items = body.get("uploadings") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise UnreadableAnswerError("the list answer has no 'uploadings' array", error_type="bad_answer")
+    try:
+        return [Uploading.from_json(item) for item in items]
+    except ValueError as error:
+        raise UnreadableAnswerError(str(error), error_type="bad_answer") from None
+
+
+def _as_is(body: Any) -> Any:
+    return body
 
 
 _QUOTA_CODES = {420, 429}
@@ -224,7 +254,12 @@ _RESULTS: tuple[tuple[type[MetricaError], str], ...] = (
     (AuthError, "auth"),
     (NotFoundError, "not_found"),
     (InvalidUploadError, "invalid"),
+    (UnreadableAnswerError, "unreadable"),
 )
+
+
+#: Every ``result`` a request is counted under (worker/ops/labels.py takes its label set from here).
+RESULTS = frozenset({"ok", "unexpected"} | {name for _, name in _RESULTS})
 
 
 def _result_of(error: MetricaError) -> str:

@@ -29,7 +29,7 @@ import structlog
 from pydantic import SecretStr
 
 from worker.errors import DeferredError
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:

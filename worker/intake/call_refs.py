@@ -15,6 +15,7 @@ that reads this index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -157,10 +158,15 @@ def record_conversion(
     price: Decimal | str | float | None = None,
     currency: str | None = None,
     conversion_id: str | None = None,
+    allowed: Callable[[int], bool] | None = None,
 ) -> SubmitResult:
-    """Submit a conversion for an earlier call; a rejection names the field when the call is unknown."""
+    """Submit a conversion for an earlier call; a rejection names the field when the call is unknown.
+
+    ``allowed`` (a client API key's ownership test, issue 22): a call of any other counter is answered
+    as unknown, so a client learns nothing of another client's calls.
+    """
     ref = find_call(rt, provider, call_id)
-    if ref is None:
+    if ref is None or (allowed is not None and not allowed(ref.counter_id)):
         days = rt.settings.dedup_window_days
         error = FieldError("call_id", "known_call", f"is not a call accepted from {provider!r} in the last {days} days")
         return SubmitResult(rejected=[Rejection(0, (error,))])

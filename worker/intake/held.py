@@ -7,6 +7,12 @@ webhook does not add a second entry: ``{held}:seen:<hash>`` remembers the call f
 window. The stream holds at most ``held_max_calls``: beyond, new calls are refused (``HeldFullError``,
 answered 503 and counted as ``calls_rejected{reason="held_full"}``), never stored without a bound.
 Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
+
+A call brought by a client's credential (``InboundCall.owner``, worker/intake/ownership.py) keeps that
+account in the entry's ``owner`` field (a replay routes it only to that client's counters) and counts
+in ``{held}:owners``: one client holds at most ``held_max_calls_per_account`` (``HeldAccountFullError``,
+503 for that client only). Entries of before issue 22 have no ``owner``: read as an operator's call,
+never counted per client. Every deletion goes through ``lua/held_release.lua``, which keeps the count.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from worker.delivery.producer import dedup_digest
-from worker.errors import HeldFullError
+from worker.errors import HeldAccountFullError, HeldFullError
 from worker.keys import Keys
 from worker.model.inbound import InboundCall
 from worker.scripts import ScriptCall, run_many
@@ -44,17 +50,30 @@ class HeldCall:
 class HeldCalls:
     """Adds, reads, replaces and deletes held calls."""
 
-    def __init__(self, redis: Redis, keys: Keys, hold_script: Script, *, seen_days: int, max_calls: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        hold_script: Script,
+        release_script: Script,
+        *,
+        seen_days: int,
+        max_calls: int,
+        max_per_account: int,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._seen_ttl = seen_days * 86_400
         self._max = max_calls
+        self._max_per_account = max_per_account
         self._hold_once = hold_script  # worker/lua/hold.lua, registered by worker/scripts.py
+        self._release = release_script  # worker/lua/held_release.lua
 
     def hold(self, items: Sequence[tuple[InboundCall, str]]) -> list[str | None]:
         """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None.
 
-        Raises ``HeldFullError`` when the stream holds ``held_max_calls`` (the calls before it are kept).
+        Raises ``HeldFullError`` when the stream holds ``held_max_calls``, ``HeldAccountFullError`` when
+        the call's owner holds ``held_max_calls_per_account`` (the calls before it are kept).
         """
         if not items:
             return []
@@ -62,8 +81,8 @@ class HeldCalls:
         calls: list[ScriptCall] = [
             (
                 self._hold_once,
-                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key))],
-                [reason, call.to_json(), now, self._seen_ttl, self._max],
+                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key)), self._keys.held_owners()],
+                [reason, call.to_json(), now, self._seen_ttl, self._max, call.owner or "", self._max_per_account],
             )
             for call, reason in items
         ]
@@ -75,6 +94,12 @@ class HeldCalls:
                 raise HeldFullError(
                     f"the held stream is full ({self._max} calls, CALLTRACK_HELD_MAX_CALLS): calls to unknown "
                     "numbers or without a visitor id are refused until held calls are replayed or removed"
+                )
+            if reply == "full_owner":
+                raise HeldAccountFullError(
+                    f"this client account's held calls are full ({self._max_per_account} calls, "
+                    "CALLTRACK_HELD_MAX_CALLS_PER_ACCOUNT): its calls to unknown numbers or without a visitor id "
+                    "are refused until its held calls are replayed or removed"
                 )
         return [str(reply) if reply else None for reply in replies]
 
@@ -96,21 +121,38 @@ class HeldCalls:
     def count(self) -> int:
         return int(self._redis.xlen(self._keys.held))
 
+    def per_account(self) -> dict[str, int]:
+        """Held calls per client account (calls of operator credentials are not counted here)."""
+        raw = cast(dict[str, str], self._redis.hgetall(self._keys.held_owners()))
+        return {account: int(count) for account, count in sorted(raw.items())}
+
     def release(self, entry_ids: Sequence[str]) -> int:
-        """Delete entries whose calls the producer has taken."""
-        return int(self._redis.xdel(self._keys.held, *entry_ids)) if entry_ids else 0
+        """Delete entries whose calls the producer has taken (and take them off their owner's count)."""
+        if not entry_ids:
+            return 0
+        return int(self._release(keys=[self._keys.held, self._keys.held_owners()], args=list(entry_ids)))
 
     def rehold(self, items: Sequence[tuple[HeldCall, InboundCall, str]]) -> None:
-        """Replace entries whose reason or call changed (atomic per entry: add the new, delete the old)."""
+        """Replace entries whose reason or call changed (one transaction: add the new, delete the old).
+
+        The new entry keeps the old one's owner, and counts for it before the old one's release
+        takes it off, so the owner's count ends where it was.
+        """
         if not items:
             return
         pipe = self._redis.pipeline(transaction=True)
         now = str(int(time.time() * 1000))
+        owners = self._keys.held_owners()
         for old, call, reason in items:
-            pipe.xadd(self._keys.held, {"reason": reason, "call": call.to_json(), "at": now})
-            pipe.xdel(self._keys.held, old.entry_id)
+            fields = {"reason": reason, "call": call.to_json(), "at": now}
+            if old.call.owner is not None:
+                fields["owner"] = old.call.owner
+                pipe.hincrby(owners, old.call.owner, 1)
+            pipe.xadd(self._keys.held, fields)  # type: ignore[arg-type]
+            self._release(keys=[self._keys.held, owners], args=[old.entry_id], client=pipe)
         pipe.execute()
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> HeldCall:
-    return HeldCall(entry_id, fields["reason"], int(fields.get("at", "0")), InboundCall.from_json(fields["call"]))
+    call = InboundCall.from_json(fields["call"], owner=fields.get("owner") or None)
+    return HeldCall(entry_id, fields["reason"], int(fields.get("at", "0")), call)

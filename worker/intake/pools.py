@@ -8,6 +8,14 @@ per /24 or /64 capped), keeps it while it returns within the lease, and every le
 end and the session's identifiers and landing URL for ``pool_history_days``, so a CDR imported days
 late is still attributed to the visitor who held the number at the time of the call. When a pool has
 no free number the counter's fallback number is answered and the event counted.
+
+A lease record is bounded in bytes (issue 22: a 2 KB URL and a 250-character UserId were kept for
+the whole history, ~165 MB per 4-number pool at the per-/64 cap): ClientId and Yclid are Metrica's
+unsigned 64-bit numbers (at most 20 digits), UserId at most :data:`MAX_SESSION_USER_ID` characters
+(longer ones are refused, 422 naming the field), and the landing URL is kept without its fragment,
+without its query when the whole would pass :data:`MAX_SESSION_URL_BYTES`, and cut there on a
+character boundary. So a record is at most :data:`MAX_LEASE_RECORD_BYTES`. Records written before
+are read as they are.
 """
 
 from __future__ import annotations
@@ -17,24 +25,55 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from worker.model.fields import UrlText, Visitor
+from worker.model.fields import DigitsId, OneLine, UrlText, Visitor
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
+MAX_ID_DIGITS = 20  # ClientId and Yclid are unsigned 64-bit numbers at Metrica
+MAX_SESSION_USER_ID = 128  # characters: a SHA-512 in hex fits
+MAX_SESSION_URL_BYTES = 256
+# The worst case of Session.record(): its keys and quotes, the ids, each UserId character 4 bytes
+# of UTF-8 and each URL byte escaped to 2 (orjson escapes only '"', '\\' and C0 controls, which
+# the model refuses).
+MAX_SESSION_JSON_BYTES = 48 + 2 * MAX_ID_DIGITS + 4 * MAX_SESSION_USER_ID + 2 * MAX_SESSION_URL_BYTES
+# "number|start ms|end ms|session JSON": an E.164 number (16), two 13-digit times, three separators.
+MAX_LEASE_RECORD_BYTES = 16 + 2 * 13 + 3 + MAX_SESSION_JSON_BYTES
+
+
+def landing_url(url: str | None) -> str | None:
+    """The landing URL as a lease keeps it: no fragment; no query when the whole is over
+    :data:`MAX_SESSION_URL_BYTES`; then cut at that many bytes on a character boundary."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    kept = urlunsplit(parts._replace(fragment=""))
+    if len(kept.encode()) > MAX_SESSION_URL_BYTES:
+        kept = urlunsplit(parts._replace(query="", fragment=""))
+    return kept.encode()[:MAX_SESSION_URL_BYTES].decode("utf-8", "ignore")
+
 
 class Session(Visitor):
     """What the site's script knows of a visitor: Metrica's ClientId, and UserId, Yclid, landing URL."""
 
     counter_id: int = Field(gt=0, le=2**63 - 1, alias="counter")
+    client_id: DigitsId = Field(default=None, alias="ClientId", max_length=MAX_ID_DIGITS)
+    user_id: OneLine = Field(default=None, alias="UserId", max_length=MAX_SESSION_USER_ID)
+    yclid: DigitsId = Field(default=None, alias="Yclid", max_length=MAX_ID_DIGITS)
     url: UrlText = Field(default=None, alias="URL")
+
+    @field_validator("url")
+    @classmethod
+    def _landing(cls, value: str | None) -> str | None:
+        return landing_url(value)
 
     @property
     def key(self) -> str:
@@ -43,8 +82,12 @@ class Session(Visitor):
         return hashlib.blake2b(ident.encode(), digest_size=10).hexdigest()
 
     def record(self) -> bytes:
+        """The session's part of its lease record: at most :data:`MAX_SESSION_JSON_BYTES`."""
         data = {"ClientId": self.client_id, "UserId": self.user_id, "Yclid": self.yclid, "URL": self.url}
-        return orjson.dumps({k: v for k, v in data.items() if v})
+        record = orjson.dumps({k: v for k, v in data.items() if v})
+        if len(record) > MAX_SESSION_JSON_BYTES:  # the fields' rules make this impossible; never store more
+            raise ValueError(f"a session record of {len(record)} bytes is over {MAX_SESSION_JSON_BYTES}")
+        return record
 
 
 def _digest(text: str) -> str:

@@ -3,13 +3,16 @@
 Kept in one Redis hash (``Keys.routing``), number -> JSON. Lookups go through a short in-process
 cache (``routing_cache_seconds``) and fetch every missing number of a request or batch with one
 ``HMGET``, so routing costs at most one round trip per batch.
+
+An entry belongs to the client account that holds its counter (worker/intake/ownership.py): a number
+routed to one tenant's counter is not re-routed to another tenant's (``RouteOwnerError``, nothing
+written) unless the operator passes ``across_accounts=True`` (``ctl routing add --across-accounts``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -19,6 +22,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis import Redis
 
+from worker.intake.cached_hash import CachedHash
+from worker.intake.ownership import CounterOwners
 from worker.keys import Keys
 from worker.model.calls import FieldError, field_errors
 from worker.model.fields import CONTROL_MESSAGE, has_control
@@ -99,6 +104,10 @@ class RouteError(ValueError):
         super().__init__(where + "; ".join(str(e) for e in errors))
 
 
+class RouteOwnerError(RouteError):
+    """A number routed to one client account's counter would move to another's (refused, nothing written)."""
+
+
 class RoutingTable:
     """Reads and writes the routing hash, with a short per-process cache for lookups."""
 
@@ -109,50 +118,30 @@ class RoutingTable:
         *,
         cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        owners: CounterOwners | None = None,
     ) -> None:
+        self._owners = owners
         self._redis = redis
         self._keys = keys
         self._key = keys.routing
-        self._ttl = cache_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[Route | None, float]] = {}
-        self._lock = threading.Lock()
+        self._routes: CachedHash[str, Route | None] = CachedHash(
+            redis, keys.routing, _decode_route, ttl=cache_seconds, clock=clock
+        )
 
     # --- Lookups ---------------------------------------------------------------------------------
     def lookup(self, numbers: Iterable[str | None]) -> dict[str, Route | None]:
         """The route of each distinct number (None for unknown), with at most one HMGET."""
-        now = self._clock()
-        found: dict[str, Route | None] = {}
-        missing: list[str] = []
-        for number in numbers:
-            if number is None or number in found:
-                continue
-            cached = self._cache.get(number)
-            if cached is not None and cached[1] > now:
-                found[number] = cached[0]
-            else:
-                found[number] = None
-                missing.append(number)
-        if missing:
-            values = cast(list[str | None], self._redis.hmget(self._key, missing))
-            expires = now + self._ttl
-            with self._lock:
-                if len(self._cache) > 100_000:
-                    self._cache.clear()
-                for number, value in zip(missing, values, strict=True):
-                    route = Route.from_json(number, value) if value is not None else None
-                    found[number] = route
-                    if self._ttl > 0:
-                        self._cache[number] = (route, expires)
-        return found
+        return self._routes.get(numbers)
 
     def forget_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self._routes.clear()
 
     # --- Management (CLI) ------------------------------------------------------------------------
-    def add(self, routes: Iterable[Route]) -> int:
+    def add(self, routes: Iterable[Route], *, across_accounts: bool = False) -> int:
         """Write (or overwrite) entries; dynamic numbers join their counter's pool (worker/intake/pools.py).
+
+        Raises ``RouteOwnerError`` (before writing anything) when an entry would move a number from one
+        client account's counter to another's, unless ``across_accounts``.
 
         The routing hash and each counter's pool live in different slots (a cluster cannot run one
         MULTI over them): the hash is written first, then each shard's pool changes in one MULTI of
@@ -161,6 +150,8 @@ class RoutingTable:
         new = {route.number: route for route in routes}
         if new:
             old = self._current(list(new))
+            if not across_accounts:
+                self._check_owners(new, old)
             self._redis.hset(self._key, mapping={n: r.to_json() for n, r in new.items()})
             changes: dict[int, list[tuple[str, int, str]]] = {}
             for number, route in new.items():
@@ -180,6 +171,28 @@ class RoutingTable:
             self._apply_pools(changes)
         self.forget_cache()
         return len(new)
+
+    def _check_owners(self, new: dict[str, Route], old: dict[str, Route]) -> None:
+        moved = [
+            (n, old[n].counter_id, r.counter_id)
+            for n, r in new.items()
+            if n in old and old[n].counter_id != r.counter_id
+        ]
+        if not moved or self._owners is None:
+            return
+        tenants = self._owners.lookup(c for _, before, after in moved for c in (before, after))
+        errors = [
+            FieldError(
+                "number",
+                "owner",
+                f"{number} is routed to counter {before} of {_whose(tenants[before])}; counter {after} is of "
+                f"{_whose(tenants[after])} (an operator moves it with --across-accounts)",
+            )
+            for number, before, after in moved
+            if tenants[before] != tenants[after]
+        ]
+        if errors:
+            raise RouteOwnerError(errors)
 
     def remove(self, numbers: Iterable[str]) -> int:
         """Delete entries (and take dynamic ones out of their pool first); returns how many existed."""
@@ -214,6 +227,14 @@ class RoutingTable:
     def all(self) -> list[Route]:
         raw = cast(dict[str, str], self._redis.hgetall(self._key))
         return sorted((Route.from_json(number, value) for number, value in raw.items()), key=lambda r: r.number)
+
+
+def _decode_route(number: str, value: str | None) -> Route | None:
+    return Route.from_json(number, value) if value is not None else None
+
+
+def _whose(tenant: str | None) -> str:
+    return f"account {tenant!r}" if tenant is not None else "the deployment (no client account)"
 
 
 def parse_routes_csv(text: str) -> list[Route]:

@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from worker.delivery.producer import Producer
-from worker.errors import ProducerError
+from worker.errors import ForeignCallError, ProducerError
 from worker.intake.callers import CallerCall, CallerHistory
 from worker.intake.held import NO_IDENTIFIER, NO_LEASE, TOO_OLD, UNKNOWN_NUMBER, HeldCall, HeldCalls
+from worker.intake.ownership import FOREIGN_NUMBER, CounterOwners, foreign_message, reaches
 from worker.intake.pools import NumberPools
 from worker.intake.routing import Route, RoutingTable
 from worker.model.calls import CallEvent, FieldError, TimePolicy, check_time, field_errors
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 Status = Literal["accepted", "held", "ignored", "rejected"]
 _PLACEHOLDER_ID = "1"
+FOREIGN_HELD_MESSAGE = "routes to a counter of another client account than the credential that brought the call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +87,13 @@ class Intake:
         policy: TimePolicy,
         pools: NumberPools | None = None,
         *,
+        owners: CounterOwners | None = None,
         label_as_tag: bool = True,
         late_calls: Literal["hold", "static", "drop"] = "hold",
     ) -> None:
         self.late_calls = late_calls
         self.pools = pools
+        self.owners = owners
         self.label_as_tag = label_as_tag
         self.routing = routing
         self.callers = callers
@@ -98,8 +102,12 @@ class Intake:
         self.policy = policy
 
     def accept(self, calls: Sequence[InboundCall], *, now: datetime | None = None) -> list[Outcome]:
-        """One outcome per call, in order. Raises ``ProducerError`` if Redis refused; then resend all."""
-        outcomes, to_hold = self._process(calls, now=now)
+        """One outcome per call, in order. Raises ``ProducerError`` if Redis refused; then resend all.
+
+        Raises ``ForeignCallError`` before anything is stored or held when a call's credential may not
+        reach the counter its tracking number routes to (``InboundCall.owner``, worker/intake/ownership.py).
+        """
+        outcomes, to_hold = self._process(calls, now=now, refuse_foreign=True)
         if to_hold:
             try:
                 self.held.hold([(calls[i], reason) for i, reason in to_hold])
@@ -112,7 +120,8 @@ class Intake:
 
         ``ids`` (ClientId/UserId/Yclid) are added to every call first, for an operator who learned
         the visitor of a call. An entry that is still not uploadable stays, with its reason brought
-        up to date; a rejected one stays as it was.
+        up to date; a rejected one stays as it was. A call held for a client's credential is routed
+        only to that client's counters: to another's, it is rejected (``foreign_number``) and stays.
         """
         calls = [entry.call.with_ids(ids) if ids else entry.call for entry in entries]
         outcomes, to_hold = self._process(calls)
@@ -133,19 +142,27 @@ class Intake:
 
     # --- Steps -----------------------------------------------------------------------------------
     def _process(
-        self, calls: Sequence[InboundCall], *, now: datetime | None = None
+        self, calls: Sequence[InboundCall], *, now: datetime | None = None, refuse_foreign: bool = False
     ) -> tuple[list[Outcome], list[tuple[int, str]]]:
         now = now or datetime.now(UTC)
         outcomes: list[Outcome | None] = [None] * len(calls)
         to_hold: list[tuple[int, str]] = []
         try:
             routes = self.routing.lookup(call.tracking_number for call in calls)
+            foreign = self._foreign(calls, routes)
         except RedisError as error:
             raise ProducerError(f"Redis did not answer the routing lookup: {type(error).__name__}") from None
+        if foreign and refuse_foreign:
+            number = calls[min(foreign)].tracking_number
+            raise ForeignCallError(foreign_message("tracking number", number), reason=FOREIGN_NUMBER)
         calls, attributed = self._attribute(calls, routes)
         work: list[_Work] = []
         for index, call in enumerate(calls):
             route = routes.get(call.tracking_number) if call.tracking_number else None
+            if index in foreign:
+                refusal = FieldError("tracking_number", FOREIGN_NUMBER, FOREIGN_HELD_MESSAGE)
+                outcomes[index] = Outcome("rejected", str(refusal), (refusal,))
+                continue
             if route is not None and call.direction == "out" and not route.outgoing:
                 outcomes[index] = Outcome("ignored", "outgoing calls are not enabled for this number")
                 continue
@@ -193,6 +210,21 @@ class Intake:
         for accepted in result.accepted:
             outcomes[ready[accepted.index].index] = Outcome("accepted")
         return [o or Outcome("rejected", "not processed") for o in outcomes], to_hold
+
+    def _foreign(self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]) -> set[int]:
+        """Indexes of calls whose credential's owner may not reach their routed counter (one HMGET)."""
+        asks = [
+            (index, route.counter_id)
+            for index, call in enumerate(calls)
+            if call.owner is not None
+            and call.tracking_number
+            and (route := routes.get(call.tracking_number)) is not None
+        ]
+        if not asks:
+            return set()
+        # Without an owner lookup every counter counts as the deployment's: a client's call reaches none.
+        tenants = self.owners.lookup(counter for _, counter in asks) if self.owners is not None else {}
+        return {index for index, counter in asks if not reaches(calls[index].owner, tenants.get(counter))}
 
     def _caller_mark(self, item: _Work) -> tuple[str, str] | None:
         if item.route is None or not item.call.caller:
@@ -272,15 +304,23 @@ def build_intake(runtime: Runtime) -> Intake:
     """The intake of one process, on the runtime's shared Redis client and producer."""
     s = runtime.settings
     secret = s.caller_hash_secret.get_secret_value().encode() if s.caller_hash_secret else None
+    owners = CounterOwners(runtime.redis, runtime.keys, cache_seconds=s.accounts_cache_seconds)
     return Intake(
-        RoutingTable(runtime.redis, runtime.keys, cache_seconds=s.routing_cache_seconds),
+        RoutingTable(runtime.redis, runtime.keys, cache_seconds=s.routing_cache_seconds, owners=owners),
         CallerHistory(runtime.redis, runtime.keys, days=s.first_caller_days, secret=secret),
         HeldCalls(
-            runtime.redis, runtime.keys, runtime.scripts.hold, seen_days=s.dedup_window_days, max_calls=s.held_max_calls
+            runtime.redis,
+            runtime.keys,
+            runtime.scripts.hold,
+            runtime.scripts.held_release,
+            seen_days=s.dedup_window_days,
+            max_calls=s.held_max_calls,
+            max_per_account=s.held_max_calls_per_account,
         ),
         runtime.producer,
         runtime.policy,
         NumberPools(runtime),
+        owners=owners,
         label_as_tag=s.static_label_as_tag,
         late_calls=s.late_calls,
     )

@@ -106,7 +106,8 @@ local function seal(bucket)
   if redis.call('EXISTS', p .. ':bufm:' .. bucket) == 1 then
     redis.call('RENAME', p .. ':bufm:' .. bucket, p .. ':marks:' .. id)
   end
-  redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', bucket, 'rows', n,
+  -- The record names the (counter, kind, id type) bucket, without the buffer's column set.
+  redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', string.match(bucket, '^[^/]*'), 'rows', n,
     'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)
   redis.call('ZADD', p .. ':sealed', now_ms, id)
   rows_of[bucket], bytes_of[bucket] = 0, 0
@@ -227,6 +228,12 @@ if #entries > 0 then
       elseif f == 'v' then ref_value = fields[j + 1] end
     end
     if bucket and row then
+      -- One open buffer per column set (the row's mask, worker/delivery/csvfile.py): a batch's rows all
+      -- carry the same columns, so its file has no empty optional cell (docs/metrica-api.md, "Mixed
+      -- optional columns"). A row stored as JSON (before issue 18) keeps the plain bucket.
+      if string.sub(row, 1, 1) ~= '{' then
+        bucket = bucket .. '/' .. string.match(row, '^[^,]*')
+      end
       local fresh, mark_key = true, nil
       load(bucket)
       local size = #row + 1

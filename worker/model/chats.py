@@ -4,7 +4,10 @@
 the event time, the chat platform, at least one id of the chat partner (``ChatUsername``,
 ``ChatUserID`` or ``PhoneNumber``), any of Metrica's visitor ids (``ClientID``, ``UserID``, ``Yclid``,
 ``PurchaseID``: several may be given; with none the chat is stored unattributed), and optionally
-whether it was answered and a ``Tag``. Repeats of a ``chat_id`` from the same ``source`` are dropped.
+whether it was answered and a tag. Column names are the chats data page's (chats-transfer-data); the
+answered flag and the tag are taken as ``Answered`` and ``Tag`` and kept with the row, but never sent:
+the reference page's names for them could not be confirmed (``KindSpec.withheld``, docs/metrica-api.md).
+Repeats of a ``chat_id`` from the same ``source`` are dropped.
 It rides the same streams, batches, quotas and reconciliation as calls and conversions.
 """
 

@@ -49,17 +49,24 @@ class InboundCall:
     ids: dict[str, str] = field(default_factory=dict)  # ClientId / UserId / Yclid
     columns: dict[str, Any] = field(default_factory=dict)  # other CallEvent columns (generic: URL, Price, ...)
     note: str = ""  # why an identifier the provider sent was not usable
+    # The client account whose credential brought the call (worker/intake/ownership.py); None for an
+    # operator credential (the deployment's own, reaching every counter). Not part of ``to_json``:
+    # the held stream keeps it in a field of its own, so entries stay readable by the release before.
+    owner: str | None = None
 
     def with_ids(self, ids: Mapping[str, str]) -> InboundCall:
         return replace(self, ids={**self.ids, **{k: v for k, v in ids.items() if v}}, note="")
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        data = asdict(self)
+        del data["owner"]
+        return orjson.dumps(data)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> InboundCall:
+    def from_json(cls, data: bytes | str, owner: str | None = None) -> InboundCall:
         raw = orjson.loads(data)
-        return cls(**raw)
+        raw.pop("owner", None)
+        return cls(**raw, owner=owner)
 
     @property
     def tracking_key(self) -> str:

@@ -4,10 +4,16 @@ Everything downstream of the producer (buffers, batches, uploads, reconciliation
 ``Bucket`` of (counter, kind, identifier type) and reads its columns and endpoints from here, so
 another kind is a new ``KindSpec``, not a new pipeline.
 
-Metrica documents two transports: the unified ``offline_conversions/upload`` (``type`` BASIC, CALLS or
-CHATS; uploads listed and read under ``uploadings``, each with its ``type``) and the older per-kind
-endpoints (``upload_calls``, ``uploading/{id}``; none for chats). A kind names the
-endpoints of each transport it has; ``KindSpec.endpoints`` picks one (``metrica_legacy_endpoints``).
+Each kind has the endpoints Metrica's reference documents for it (docs/metrica-api.md names the page
+of each): calls ``upload_calls``, ``calls_uploading/{id}``, ``calls_uploadings``; offline conversions
+``upload``, ``uploading/{id}``, ``uploadings``; chats ``upload?type=CHATS``, ``uploadings/{id}``,
+``uploadings``. The unified ``upload?type=CALLS|BASIC`` read under ``uploadings`` is used for calls and
+conversions only when ``metrica_unified_endpoint`` asks for it: no page documents the columns, the status
+path or the list entries of a ``type=CALLS`` upload. ``KindSpec.endpoints`` picks one.
+
+Columns are the reference's names only. A column the model keeps but whose name the reference does not
+confirm is ``withheld``: stored with the row (its place in the row's mask never moves, so rows sealed
+by an earlier release still read), never written into a file.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ class Endpoints:
     status: str
     list: str
     upload_type: str | None = None  # the unified upload's ``type`` parameter
-    #: The unified list holds every kind; only items of this ``type`` are the kind's (no type: BASIC).
+    #: The shared ``uploadings`` list may hold other kinds: an item that carries a ``type`` other than
+    #: this one is not the kind's; an item without ``type`` is kept (the reference does not say it has one).
     list_type: str | None = None
 
 
@@ -69,21 +76,17 @@ class KindSpec:
 
     kind: UploadKind
     id_types: tuple[IdType, ...]
-    columns: tuple[str, ...]  # every non-identifier column, in file order (chats: identifiers too)
+    columns: tuple[str, ...]  # every non-identifier column, in stored order (chats: identifiers too)
+    documented: Endpoints
+    #: The unified ``upload?type=...`` transport, used only on request (``metrica_unified_endpoint``);
+    #: None where the documented endpoints already are the unified ones (chats).
     unified: Endpoints | None = None
-    legacy: Endpoints | None = None
+    #: Columns stored with a row but never sent: the reference does not confirm their names.
+    withheld: frozenset[str] = frozenset()
 
-    def endpoints(self, legacy: bool = False) -> Endpoints:
-        """The transport's endpoints: unified where the reference documents it, unless ``legacy``."""
-        first, second = (self.legacy, self.unified) if legacy else (self.unified, self.legacy)
-        chosen = first or second
-        assert chosen is not None, f"{self.kind} has no endpoints"
-        return chosen
-
-    def header(self, id_type: IdType, present: set[str]) -> list[str]:
-        """The file's columns: the identifier, then the known columns that some row carries."""
-        known = [c for c in self.columns if c in present]
-        return known if id_type is IdType.ANY else [id_type.column, *known]
+    def endpoints(self, unified: bool = False) -> Endpoints:
+        """The documented endpoints, or the unified transport when ``unified`` asks for it (where it exists)."""
+        return self.unified if unified and self.unified is not None else self.documented
 
 
 CALLS = KindSpec(
@@ -103,6 +106,10 @@ CALLS = KindSpec(
         "URL",
         "CallTrackerURL",
     ),
+    # Pages uploadCalls, findCallUploadingById, findAllCallUploadings: a list of calls only.
+    documented=Endpoints(
+        f"{_BASE}/upload_calls", f"{_BASE}/calls_uploading/{{upload_id}}", f"{_BASE}/calls_uploadings"
+    ),
     unified=Endpoints(
         f"{_BASE}/upload",
         f"{_BASE}/uploadings/{{upload_id}}",
@@ -110,13 +117,17 @@ CALLS = KindSpec(
         upload_type="CALLS",
         list_type="CALLS",
     ),
-    legacy=Endpoints(f"{_BASE}/upload_calls", f"{_BASE}/calls_uploading/{{upload_id}}", f"{_BASE}/calls_uploadings"),
 )
 
 CONVERSIONS = KindSpec(
     kind=UploadKind.CONVERSIONS,
     id_types=(IdType.CLIENT_ID, IdType.USER_ID, IdType.YCLID, IdType.PURCHASE_ID),
     columns=("Target", "DateTime", "Price", "Currency"),
+    # Pages upload_1, findById_1, findAll_1 (no ``type``: BASIC is the default). The list path is the
+    # chats' too (findAll_chats): filtered by ``type`` where items carry it.
+    documented=Endpoints(
+        f"{_BASE}/upload", f"{_BASE}/uploading/{{upload_id}}", f"{_BASE}/uploadings", list_type="BASIC"
+    ),
     unified=Endpoints(
         f"{_BASE}/upload",
         f"{_BASE}/uploadings/{{upload_id}}",
@@ -124,8 +135,6 @@ CONVERSIONS = KindSpec(
         upload_type="BASIC",
         list_type="BASIC",
     ),
-    # The list path is shared, and holds every kind: filtered by type on both transports.
-    legacy=Endpoints(f"{_BASE}/upload", f"{_BASE}/uploading/{{upload_id}}", f"{_BASE}/uploadings", list_type="BASIC"),
 )
 
 CHATS = KindSpec(
@@ -144,13 +153,17 @@ CHATS = KindSpec(
         "Answered",
         "Tag",
     ),
-    unified=Endpoints(
+    # Pages upload_chats, findById_chats, findAll_chats.
+    documented=Endpoints(
         f"{_BASE}/upload",
         f"{_BASE}/uploadings/{{upload_id}}",
         f"{_BASE}/uploadings",
         upload_type="CHATS",
         list_type="CHATS",
     ),
+    # Stored by the model, never sent: the chats data page (chats-transfer-data) could not be read to
+    # confirm these names (the chats page names the data: whether the chat was answered, a tag).
+    withheld=frozenset({"Answered", "Tag"}),
 )
 
 SPECS: dict[UploadKind, KindSpec] = {

@@ -6,7 +6,8 @@ reads what the pipeline recorded anyway: batches that reached ``PROCESSED`` / ``
 stream, each from a cursor. For a counter whose account has a webhook it records an event once
 (``lua/notify_add.lua``; the id ``final:<batch>:<status>`` or ``held:<entry id>`` is the idempotency
 key) and sends ``calltrack.notify_webhook`` with the event id only. A crash anywhere costs at most a
-second look: the cursor moves after the events are recorded, and an event already waiting,
+second look: the cursor (a (score, member) position, ``worker/notify/cursor.py``: any number of
+batches with one time are read page after page) moves after the events are recorded, and an event already waiting,
 delivered or dead is not recorded twice. A sent message that is lost is sent again once its
 ``pending`` time has passed.
 """
@@ -22,13 +23,14 @@ import orjson
 import structlog
 
 from worker.model.kinds import Bucket
+from worker.notify import cursor
+from worker.notify.cursor import OVERLAP_MS
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 FINAL_STATES = ("PROCESSED", "LINKAGE_FAILURE", "QUARANTINED")
-OVERLAP_MS = 60_000  # re-read this much before the cursor: statuses are stamped by many machines' clocks
 SWEEP_LIMIT = 5_000
 GRACE_SECONDS = 600.0  # a sent event is sent again if nothing settled it this long after it was due
 
@@ -75,16 +77,14 @@ def _sweep_batches(rt: Runtime, owners: dict[int, str], index: str, zset: Callab
     cursor_key = rt.keys.notify("cursor")
     for shard in range(rt.keys.shards):
         field = f"{index}:{shard}"
-        # No cursor yet (a first webhook): from now on, not the whole history.
-        since = int(cast(str | None, rt.redis.hget(cursor_key, field)) or _now_ms())
-        found = cast(
-            list[tuple[str, float]],
-            rt.redis.zrangebyscore(zset(shard), since - OVERLAP_MS, "+inf", start=0, num=SWEEP_LIMIT, withscores=True),
-        )
-        newest = since
-        for batch_id, score in found:
-            newest = max(newest, int(score))
-            record_ = cast(dict[str, str], rt.redis.hgetall(rt.keys.batch(batch_id)))
+        now = _now_ms()
+        since = cursor.parse(cast(str | None, rt.redis.hget(cursor_key, field)), now)
+        found = cursor.after(rt.redis, zset(shard), since, SWEEP_LIMIT)
+        pipe = rt.redis.pipeline(transaction=False)
+        for batch_id, _ in found:
+            pipe.hgetall(rt.keys.batch(batch_id))
+        records = cast(list[dict[str, str]], pipe.execute()) if found else []
+        for (batch_id, score), record_ in zip(found, records, strict=True):
             if not record_.get("bucket") or record_.get("state") not in FINAL_STATES:
                 continue
             bucket = Bucket.decode(record_["bucket"])
@@ -106,8 +106,9 @@ def _sweep_batches(rt: Runtime, owners: dict[int, str], index: str, zset: Callab
             }
             event = Event(f"final:{batch_id}:{state}", "upload.final", account, _now_ms(), data)
             recorded += record(rt, event)
-        if newest > since:
-            rt.redis.hset(cursor_key, field, newest)
+        position = cursor.settled(found, since, now)
+        if position != since:
+            rt.redis.hset(cursor_key, field, cursor.dump(position))
     return recorded
 
 
@@ -130,8 +131,8 @@ def _sweep_held(rt: Runtime, owners: dict[int, str]) -> int:
         except (KeyError, ValueError, TypeError):
             continue  # a number nobody routes: no counter, so no account to tell
         account = owners.get(counter)
-        if account is None:
-            continue
+        if account is None or fields.get("owner", account) != account:
+            continue  # (issue 22) a client's held call is never told to another client the number routes to
         data = {
             "provider": call.get("provider"),
             "call_id": call.get("call_id"),
@@ -170,6 +171,20 @@ def due(rt: Runtime, *, resend_after: float, limit: int = 1000) -> list[str]:
 def postpone(rt: Runtime, event_id: str, seconds: float) -> None:
     """A retry is scheduled in ``seconds``: the sweep leaves the event alone until well after it."""
     rt.redis.zadd(rt.keys.notify("pending"), {event_id: _now_ms() + int((seconds + GRACE_SECONDS) * 1000)}, xx=True)
+
+
+def defer(rt: Runtime, event_id: str, until_ms: int) -> None:
+    """The account's breaker is open: the sweep sends the event again once it may be tried (``until_ms``)."""
+    rt.redis.zadd(rt.keys.notify("pending"), {event_id: until_ms}, xx=True)
+
+
+def wake(rt: Runtime, account: str) -> int:
+    """Make every waiting event of ``account`` due now (its breaker was closed by hand); how many."""
+    ids = [i for i, raw in cast(dict[str, str], rt.redis.hgetall(rt.keys.notify("outbox"))).items()
+           if Event.from_json(raw).account == account]  # fmt: skip
+    if ids:
+        rt.redis.zadd(rt.keys.notify("pending"), dict.fromkeys(ids, 0), xx=True)
+    return len(ids)
 
 
 def load(rt: Runtime, event_id: str) -> Event | None:

@@ -17,7 +17,7 @@ import orjson
 
 from worker.accounts.health import paused_tokens, token_rows
 from worker.delivery.counter_setup import readiness
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.ops.overview import BatchInfo, batches, status
 from worker.ops.status import batch_view
 
@@ -66,6 +66,10 @@ def held_calls(rt: Runtime, *, limit: int = HELD_SCAN) -> tuple[list[HeldEntry],
 def token_state(rt: Runtime, counter_id: int) -> dict[str, Any]:
     """The counter's token as the registry and the quota gate see it: never the token itself."""
     token = rt.accounts.token_for(counter_id, removed_ok=True)
+    snap = rt.accounts.snapshot()
+    owner = snap.unreadable_counters.get(counter_id)
+    if token is None and owner is not None:
+        return {"state": "unreadable", "account": owner, "detail": snap.unreadable[owner].reason}
     if token is None:
         return {"state": "missing"}
     fp = fingerprint(token)

@@ -20,7 +20,7 @@ from worker.ops.overview import BatchInfo, batches, counters_known, status
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
-TOKEN_RANK = {"refused": 3, "expired": 3, "missing": 2, "near_expiry": 1, "ok": 0}
+TOKEN_RANK = {"refused": 3, "expired": 3, "unreadable": 3, "missing": 2, "near_expiry": 1, "ok": 0}
 
 
 @dataclass(frozen=True, slots=True)

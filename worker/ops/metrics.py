@@ -9,8 +9,9 @@ scrape sees the same numbers: the ingestion service at ``/metrics`` and ``python
 worker.ops.exporter`` serve :class:`Collector`.
 
 Counting never fails the work it counts: a Redis error while counting is logged and dropped.
-Label values are code-chosen words (provider names, reasons, statuses, a login's fingerprint),
-never a phone number, a token or a call id.
+Label values are code-chosen words (provider names, reasons, statuses), never a phone number, a token
+or a call id: every value is mapped into its label's fixed set by :func:`worker.ops.labels.bounded`
+(anything else is ``other``), so no input can add series (issue 22).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from worker.keys import Keys
+from worker.ops.labels import bounded
 
 log = structlog.get_logger(__name__)
 PREFIX = "calltrack"
@@ -77,6 +79,12 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("upload_tasks", "Upload task runs by how they ended.", ("outcome",)),
         Family(
+            "webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, failed, deadline, refused, paused).",
+            ("result",),
+        ),
+        Family("webhook_breaker_opened", "Times an account's webhook circuit breaker opened (worker/notify)."),
+        Family(
             "metrica_requests",
             "Requests to the Metrica API by endpoint, result and Metrica's error type.",
             ("endpoint", "result", "error_type"),
@@ -94,7 +102,7 @@ def _field(family: str, labels: Sequence[str]) -> str:
     spec = FAMILIES[family]
     if len(labels) != len(spec.labels):
         raise ValueError(f"{family} takes labels {spec.labels}")
-    return "|".join([family, *(label(v) for v in labels)])
+    return "|".join([family, *(label(bounded(name, str(v))) for name, v in zip(spec.labels, labels, strict=True))])
 
 
 class Metrics:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from worker.keys import fingerprint
+from worker.ids import fingerprint
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
 
@@ -26,7 +26,7 @@ STREAM_SAMPLE = 20_000
 _RECORD_FIELDS = (
     "state", "bucket", "rows", "sealed_at", "attempts", "failures", "upload_id", "status", "uploaded_at",
     "final_at", "source_quantity", "line_quantity", "rejected_lines", "reason", "quarantined_at", "overdue",
-    "replayed_as", "replay_of", "discarded_by", "discard_reason", "last_error",
+    "replayed_as", "replay_of", "discarded_by", "discard_reason", "last_error", "parked_reason",
 )  # fmt: skip
 
 
@@ -101,6 +101,7 @@ class CounterStatus:
     quota_left: int | None = None
     quota_left_for_uploads: int | None = None
     paused: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # why its sealed batches wait (parked reasons)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +121,7 @@ class CounterStatus:
             "quota_left": self.quota_left,
             "quota_left_for_uploads": self.quota_left_for_uploads,
             "paused": self.paused,
+            "waiting": self.waiting,
         }
 
 
@@ -168,6 +170,9 @@ def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
             continue
         if info.state in ("SEALED", "UPLOADING", "UPLOADED"):
             item.open_batches += 1
+        reason = info.record.get("parked_reason")
+        if info.state == "SEALED" and reason and reason not in item.waiting:
+            item.waiting.append(reason)
         elif info.state == "QUARANTINED":
             item.quarantined += 1
         uploaded_at = int(info.record.get("uploaded_at") or 0)
@@ -176,7 +181,11 @@ def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
             item.last_upload_id = info.record.get("upload_id", "")
             item.last_status = info.record.get("status", "")
             item.last_upload_at_ms = uploaded_at
+    unreadable = rt.accounts.snapshot().unreadable_counters
     for item in result.values():
+        if item.counter_id in unreadable and "token_unreadable" not in item.waiting:
+            item.waiting.append("token_unreadable")  # as this process's key ring sees it
+        item.waiting.sort()
         token = rt.accounts.token_for(item.counter_id, removed_ok=True)
         if token is None:
             continue

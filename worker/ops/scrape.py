@@ -18,9 +18,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
+from worker.accounts.snapshot import login_key
 from worker.delivery.counter_setup import Readiness
-from worker.keys import Keys, fingerprint
+from worker.ids import fingerprint
+from worker.keys import Keys
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
 from worker.ops.store_state import store_gauges
 
@@ -54,7 +57,26 @@ class Collector(PromCollector):
         yield from self._quota()
         yield from self._liveness()
         yield from self._counter_setup()
+        yield from self._webhooks()
         yield from store_gauges(self._redis, self._keys)
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """Webhook events waiting and dead; accounts whose circuit breaker is open (worker/notify/breaker.py)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hlen(self._keys.notify("outbox"))
+        pipe.hlen(self._keys.notify("dead"))
+        pipe.hgetall(self._keys.notify("breaker"))
+        waiting, dead, breakers = pipe.execute()
+        events = GaugeMetricFamily(f"{PREFIX}_webhook_events", "Webhook events by where they are.", labels=["state"])
+        events.add_metric(["waiting"], int(waiting))
+        events.add_metric(["dead"], int(dead))
+        now_ms = int(time.time() * 1000)
+        opened = sum(1 for name, until in breakers.items() if str(name).endswith(":open") and int(until) > now_ms)
+        open_gauge = GaugeMetricFamily(
+            f"{PREFIX}_webhook_breakers_open", "Accounts whose webhook circuit breaker is open (deliveries paused)."
+        )
+        open_gauge.add_metric([], opened)
+        yield from (events, open_gauge)
 
     def _counter_setup(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(
@@ -183,7 +205,10 @@ def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaV
     unregistered = {
         fingerprint(t) for t in [*settings.metrica_counter_tokens.values(), *([default] if default else [])]
     }
-    logins: set[str] = set(registered) | (unregistered - set(registered.values()))
+    learned = cast(dict[str, str], redis.hgetall(keys.token_logins))  # environment tokens' logins
+    for fp in unregistered - set(registered.values()):
+        registered.setdefault(login_key(learned.get(fp), fp), fp)
+    logins: set[str] = set(registered)
     day = time.strftime("%Y%m%d", time.gmtime())
     paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
     # One round trip for every login (a fleet serves thousands), four replies each.
@@ -258,7 +283,8 @@ def heartbeats(redis: Redis, keys: Keys) -> list[Heartbeat]:
 def registry(redis: Redis, keys: Keys, settings: object | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Collector(redis, keys, settings=settings))
-    reg.register(AccountsCollector(redis, keys, float(getattr(settings, "token_warning_days", 14.0))))
+    ring = KeyRing(getattr(settings, "secret_keys", ())) if settings is not None else None
+    reg.register(AccountsCollector(redis, keys, float(getattr(settings, "token_warning_days", 14.0)), ring))
     return reg
 
 

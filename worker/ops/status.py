@@ -22,6 +22,7 @@ import orjson
 
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import locate
+from worker.intake.routing import Route
 from worker.model.kinds import Bucket, IdType, UploadKind
 
 if TYPE_CHECKING:
@@ -125,13 +126,15 @@ def _from_mark(rt: Runtime, kind: UploadKind, counter_id: int, shard: int, seq: 
     return found
 
 
-def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int] | None:
-    """(shard, accepted ms) of a stream entry whose field holds the digest, among the newest entries."""
+def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int, int | None] | None:
+    """(shard, accepted ms, counter) of a stream entry whose field holds the digest, among the newest
+    entries; the counter is read from the entry's bucket (``<counter>:<kind>:<id type>``)."""
     for shard in range(rt.keys.shards):
         entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrevrange(rt.keys.stream(shard), count=STREAM_SCAN))
         for entry_id, fields in entries:
             if fields.get(field_name) == digest:
-                return shard, int(entry_id.split("-", 1)[0])
+                counter = fields.get("b", "").split(":", 1)[0]
+                return shard, int(entry_id.split("-", 1)[0]), int(counter) if counter.isdigit() else None
     return None
 
 
@@ -139,7 +142,8 @@ def _in_stream(rt: Runtime, kind: UploadKind, field_name: str, digest: str) -> W
     hit = _search_stream(rt, field_name, digest)
     if hit is None:
         return None
-    return Whereabouts(kind.value, "stream", times={"accepted_at": hit[1]}, note="accepted, not drained yet")
+    times = {"accepted_at": hit[1]}
+    return Whereabouts(kind.value, "stream", hit[2], times=times, note="accepted, not drained yet")
 
 
 def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
@@ -160,8 +164,20 @@ def _held(rt: Runtime, provider: str, call_id: str) -> Whereabouts | None:
         if call.get("call_id") == call_id and call.get("provider") == provider:
             held_at = int(fields.get("at") or entry_id.split("-", 1)[0])
             info = {"entry_id": entry_id, "reason": fields.get("reason", "")}
-            return Whereabouts("calls", "held", held=info, times={"held_at": held_at})
+            counter = _routed_counter(rt, call.get("tracking_number"))
+            return Whereabouts("calls", "held", counter, held=info, times={"held_at": held_at})
     return Whereabouts("calls", "released", note="was held; its held entry is gone (replayed or removed)")
+
+
+def _routed_counter(rt: Runtime, number: object) -> int | None:
+    """The counter a held call's tracking number routes to now (None: routed nowhere); a client API key
+    sees its own held calls by it (ingest/tenancy.py)."""
+    if not isinstance(number, str) or not number:
+        return None
+    route = cast(str | None, rt.redis.hget(rt.keys.routing, number))
+    if route is None:
+        return None
+    return Route.from_json(number, route).counter_id
 
 
 def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
@@ -170,7 +186,8 @@ def where_call(rt: Runtime, provider: str, call_id: str) -> Whereabouts:
     if mark is not None:
         id_type = _COLUMN_TYPES.get(mark.id_column)
         bucket = Bucket(mark.counter_id, UploadKind.CALLS, id_type).encode() if id_type else ""
-        return _from_mark(rt, UploadKind.CALLS, mark.counter_id, mark.shard, mark.seq, bucket)
+        buffer = _open_buffer(rt, mark.shard, bucket, mark.seq) if bucket else ""
+        return _from_mark(rt, UploadKind.CALLS, mark.counter_id, mark.shard, mark.seq, buffer)
     found = _in_stream(rt, UploadKind.CALLS, "f", call_ref_digest(provider, call_id))
     if found is None:
         found = _held(rt, provider, call_id)
@@ -187,11 +204,8 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
     digest = dedup_digest(f"{prefix}\x1f{counter_id}\x1f{source}\x1f{item_id}")
     mark = locate(rt, counter_id=counter_id, dedup=digest)
     if mark is not None:
-        shard = mark.shard
-        buckets = cast(list[str], rt.redis.hkeys(rt.keys.buffer_seq(shard)))
-        mine = f"{counter_id}:{kind.value}:"
-        bucket = next((b for b in buckets if b.startswith(mine) and _seq_is(rt, shard, b, mark.seq)), "")
-        return _from_mark(rt, kind, counter_id, shard, mark.seq, bucket)
+        buffer = _open_buffer(rt, mark.shard, f"{counter_id}:{kind.value}:", mark.seq)
+        return _from_mark(rt, kind, counter_id, mark.shard, mark.seq, buffer)
     found = _in_stream(rt, kind, "d", digest)
     if found is None:
         return Whereabouts(kind.value, "unknown", counter_id)
@@ -199,5 +213,11 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
     return found
 
 
-def _seq_is(rt: Runtime, shard: int, bucket: str, seq: str | None) -> bool:
-    return seq is not None and str(rt.redis.hget(rt.keys.buffer_seq(shard), bucket)) == str(seq)
+def _open_buffer(rt: Runtime, shard: int, prefix: str, seq: str | None) -> str:
+    """The open buffer whose key starts with ``prefix`` and that reserved batch ``seq``; "" when none.
+    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/lua/drain.lua), or the plain
+    bucket for a buffer opened before that."""
+    if seq is None:
+        return ""
+    opened = cast(dict[str, str], rt.redis.hgetall(rt.keys.buffer_seq(shard)))
+    return next((b for b, s in opened.items() if b.startswith(prefix) and str(s) == str(seq)), "")
