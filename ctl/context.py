@@ -1,38 +1,54 @@
-"""What every command needs: the settings and a runtime, made once per invocation."""
+"""What every command needs: the settings and a runtime, made once per invocation.
+
+Nothing heavy is imported here at module level: ``--help`` imports this module and must stay fast.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from config.logging import configure_logging
-from config.settings import Settings, load_settings
-from worker.intake.service import Intake, build_intake
-from worker.runtime import Runtime
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from worker.intake.service import Intake
+    from worker.runtime import Runtime
 
 
 class Context:
     """Built lazily, so ``--help`` works without settings or Redis."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, verbose: int = 0) -> None:
         self._settings = settings
+        self.verbose = verbose  # -v: info, -vv: debug; otherwise only warnings reach stderr
 
     @property
     def given_settings(self) -> Settings | None:
         """Settings a test passed in (``doctor`` loads its own, to report a bad configuration)."""
         return self._settings
 
+    @property
+    def log_level(self) -> str:
+        return ("WARNING", "INFO", "DEBUG")[min(self.verbose, 2)]
+
     @cached_property
     def settings(self) -> Settings:
+        from config.logging import configure_logging  # noqa: PLC0415 - off the --help path
+        from config.settings import load_settings  # noqa: PLC0415
+
         settings = self._settings or load_settings()
-        configure_logging(settings, force_format="console")
+        configure_logging(settings, force_format="console", level=self.log_level)
         return settings
 
     @cached_property
     def runtime(self) -> Runtime:
+        from worker.runtime import Runtime  # noqa: PLC0415 - off the --help path
+
         return Runtime(self.settings)
 
     @cached_property
     def intake(self) -> Intake:
+        from worker.intake.service import build_intake  # noqa: PLC0415 - off the --help path
+
         return build_intake(self.runtime)
 
     def send_upload(self, batch_id: str) -> bool:

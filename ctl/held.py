@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
 
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option, say
+from ctl.output import emit, json_option, local_time, say
 from worker.errors import ProducerError
 from worker.intake.held import HeldCall
 from worker.model.inbound import check_identifier
-
-
-def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _select(ctx: Context, ids: tuple[str, ...], reason: str | None, limit: int) -> list[HeldCall]:
@@ -44,7 +39,7 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
     emit(
         [{"id": e.entry_id, "reason": e.reason, "held_at_ms": e.held_at_ms, "call": asdict(e.call)} for e in entries],
         as_json=as_json,
-        headers=("id", "reason", "provider", "call id", "tracking number", "caller", "started (UTC)", "account"),
+        headers=("id", "reason", "provider", "call id", "tracking number", "caller", "started", "account"),
         rows=[
             (
                 e.entry_id,
@@ -53,7 +48,7 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
                 e.call.call_id,
                 e.call.tracking_number or "-",
                 e.call.caller or "-",
-                _when(e.call.started_at),
+                local_time(e.call.started_at, unit=1),
                 e.call.owner or "-",  # the client account whose credential brought it (-: an operator's)
             )
             for e in entries

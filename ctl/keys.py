@@ -6,22 +6,16 @@ name, public prefix, scopes and dates.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import click
 
 from ctl.accounts import registry_errors
 from ctl.context import Context
-from ctl.output import emit, json_option, say
+from ctl.output import emit, json_option, local_time, say
 from worker.accounts.apikeys import SCOPES, ApiKeys, NewKey
 
 
 def _keys(ctx: Context) -> ApiKeys:
     return ApiKeys(ctx.runtime.redis, ctx.runtime.keys)
-
-
-def _when(ms: int | None) -> str:
-    return "" if not ms else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _show(new: NewKey, as_json: bool) -> None:
@@ -63,7 +57,7 @@ def list_keys(ctx: Context, account: str, as_json: bool) -> None:
     """ACCOUNT's keys: name, prefix, scopes, created, last rotated (never the key)."""
     with registry_errors():
         found = _keys(ctx).listing(account)
-    rows = [(k.name, k.prefix, ",".join(k.scopes), _when(k.created), _when(k.rotated)) for k in found]
+    rows = [(k.name, k.prefix, ",".join(k.scopes), local_time(k.created), local_time(k.rotated)) for k in found]
     emit(
         {"account": account, "keys": [k.public() for k in found]},
         as_json=as_json,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option, say
-from worker.accounts.model import iso
+from ctl.output import emit, json_option, local_time, say
 from worker.notify import breaker, outbox
 
 
@@ -47,7 +46,7 @@ def retry(ctx: Context, event_ids: tuple[str, ...], every: bool) -> None:
 def breakers(ctx: Context, as_json: bool) -> None:
     """Each account's webhook circuit breaker: consecutive failures, closed / open / half-open, until when."""
     shown = breaker.states(ctx.runtime)
-    rows = [(a, s["state"], s["failures"], iso_ms(int(s["open_until_ms"]))) for a, s in shown.items()]
+    rows = [(a, s["state"], s["failures"], local_time(s["open_until_ms"])) for a, s in shown.items()]
     emit({"breakers": shown}, as_json=as_json, headers=("account", "state", "failures", "paused until"), rows=rows)
     if not as_json and not rows:
         say("every breaker is closed")
@@ -62,7 +61,3 @@ def reset(ctx: Context, account: str) -> None:
     woken = outbox.wake(ctx.runtime, account)
     say(f"the breaker of {account} is closed" if closed else f"{account} had no breaker record")
     say(f"{woken} waiting event(s) of {account} are due now")
-
-
-def iso_ms(ms: int) -> str:
-    return iso(ms / 1000) or "-"

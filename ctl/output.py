@@ -3,12 +3,15 @@
 Everything printed passes :func:`safe`: control characters (ESC, CR, NUL, C1), Unicode line and
 paragraph separators and bidirectional overrides are printed as escapes (``\\x1b``, ``\\u2028``),
 so data from a webhook, a CSV or Redis can never move the cursor, recolour or rewrite a terminal.
+Times in tables are ISO 8601 in the machine's local zone (:func:`local_time`); ``--json`` keeps
+the stored values (epoch milliseconds or seconds).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -26,6 +29,17 @@ def _escape(match: re.Match[str]) -> str:
 def safe(value: object) -> str:
     """``value`` as text with every unsafe character escaped (newlines kept only where ``say`` puts them)."""
     return _UNSAFE_RE.sub(_escape, str(value))
+
+
+def local_time(value: int | float | str | None, *, unit: float = 1000.0) -> str:
+    """An epoch time (milliseconds; ``unit=1`` for seconds) as local ISO 8601 with its offset, or ``-``."""
+    try:
+        number = float(value or 0)
+    except ValueError:
+        return safe(value)
+    if number <= 0:
+        return "-"
+    return datetime.fromtimestamp(number / unit).astimezone().isoformat(timespec="seconds")
 
 
 def say(text: object = "") -> None:

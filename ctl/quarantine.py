@@ -8,8 +8,7 @@ from typing import cast
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option, say
-from ctl.status import when
+from ctl.output import emit, json_option, local_time, say
 from worker.delivery.csvfile import row_cells
 from worker.delivery.replay import QuarantineError, ReplayResult, discard, replay
 from worker.model.kinds import Bucket
@@ -44,7 +43,7 @@ def list_(ctx: Context, as_json: bool) -> None:
                 b.counter_id,
                 b.kind,
                 b.record.get("rows", ""),
-                when(b.record.get("quarantined_at")),
+                local_time(b.record.get("quarantined_at")),
                 b.record.get("reason", "")[:100],
             )
             for b in items

@@ -59,13 +59,17 @@ def add(
 @json_option
 @click.pass_obj
 def remove(ctx: Context, numbers: tuple[str, ...], as_json: bool) -> None:
-    """Remove the entries of NUMBERS."""
+    """Remove the entries of NUMBERS; if one has no entry, nothing is removed (exit status 1)."""
     normalised = []
     for number in numbers:
         value = normalize_number(number)
         if value is None:
             raise click.ClickException(f"number: {number[:32]!r} is not an international number (7 to 15 digits)")
         normalised.append(value)
+    found = ctx.intake.routing.lookup(normalised)
+    absent = [number for number in normalised if found.get(number) is None]
+    if absent:
+        raise click.ClickException(f"number: no routing entry for {', '.join(absent[:10])}; nothing removed")
     removed = ctx.intake.routing.remove(normalised)
     emit({"removed": removed}, as_json=as_json) if as_json else say(f"removed {removed}")
 

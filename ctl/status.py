@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, local_time
+from worker.errors import UnknownCounterError
 from worker.ops import overview
 
 
-def when(ms: int | str | None) -> str:
-    value = int(ms or 0)
-    if not value:
-        return "-"
-    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+@contextmanager
+def known_counters() -> Iterator[None]:
+    """An unknown counter is one line (``counter: ... unknown``) and exit status 1."""
+    try:
+        yield
+    except UnknownCounterError as error:
+        raise click.ClickException(str(error)) from None
 
 
 STATUS_HEADERS = (
@@ -31,9 +35,10 @@ def status(ctx: Context, counters: tuple[int, ...], as_json: bool) -> None:
     """Per counter: pending calls, open batches, last upload and its status, quarantined batches, quota left.
 
     COUNTERS limits the table to those counters (default: every counter with a token, a routing
-    entry, a batch or pending calls).
+    entry, a batch or pending calls); an unknown one is an error (exit status 1).
     """
-    items = overview.status(ctx.runtime, set(counters) or None)
+    with known_counters():
+        items = overview.status(ctx.runtime, set(counters) or None, known_only=True)
     emit(
         [item.to_dict() for item in items],
         as_json=as_json,
@@ -62,8 +67,11 @@ def status(ctx: Context, counters: tuple[int, ...], as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def uploads(ctx: Context, counter: int, limit: int, as_json: bool) -> None:
-    """COUNTER's batches, newest first: state, rows, upload id, Metrica status, quantities."""
-    items = overview.history(ctx.runtime, counter, limit=limit)
+    """COUNTER's batches, newest first: state, rows, upload id, Metrica status, quantities.
+
+    An unknown COUNTER is an error (exit status 1)."""
+    with known_counters():
+        items = overview.history(ctx.runtime, counter, limit=limit, known_only=True)
     emit(
         [b.to_dict() for b in items],
         as_json=as_json,
@@ -76,7 +84,7 @@ def uploads(ctx: Context, counter: int, limit: int, as_json: bool) -> None:
             "status",
             "lines kept",
             "refused",
-            "sealed (UTC)",
+            "sealed",
             "note",
         ),
         rows=[
@@ -89,7 +97,7 @@ def uploads(ctx: Context, counter: int, limit: int, as_json: bool) -> None:
                 b.record.get("status", "-"),
                 b.record.get("line_quantity", "-"),
                 b.record.get("rejected_lines", "0" if b.record.get("line_quantity") else "-"),
-                when(b.record.get("sealed_at")),
+                local_time(b.record.get("sealed_at")),
                 _note(b),
             )
             for b in items

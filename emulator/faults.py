@@ -6,6 +6,10 @@ drop-before-store or drop-after-store by their shares; ``latency`` (fixed or a r
 to every matching request. A *script* entry answers the next matching requests with its answers
 in order, before any rule is consulted. A passed answer may carry a ``shape``: the request is handled
 (an upload is stored) and its 2xx answer is rewritten into that shape (see :data:`SHAPES`).
+
+Every injected fault is logged as such: event ``fault_injected`` with ``injected=True``, the
+endpoint kind, the counter, the action (``error``, a drop, ``latency``, a ``shape``, ``forget``)
+and where it came from (``rule`` or ``script``), so a log reader never takes it for a real failure.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 UPLOAD_KINDS = frozenset({"upload", "status", "list"})
 # "management" (counters, counter, goals, thresholds) is faulted only by rules and scripts naming it.
@@ -24,6 +30,8 @@ DROP_ACTIONS = frozenset({"drop_before_store", "drop_after_store"})
 #: ``uploading``), ``uploadings`` (as the only element of ``uploadings``), ``untyped`` (no ``type`` in
 #: any upload object), ``unreadable`` (a JSON object holding no upload), ``not_json`` (a text body).
 SHAPES = frozenset({"uploading", "uploadings", "untyped", "unreadable", "not_json"})
+
+log = structlog.get_logger("emulator.faults")
 
 DEFAULT_ERROR_TYPES = {
     400: "invalid_parameter",
@@ -262,6 +270,22 @@ class FaultInjector:
 
     def decide(self, kind: str, counter: int) -> Decision:
         """Pick this request's fault: the next scripted answer if a script matches, else the rules."""
+        decision = self._decide(kind, counter)
+        if decision.action != "pass" or decision.latency > 0 or decision.shape is not None:
+            log.info(
+                "fault_injected",
+                injected=True,
+                kind=kind,
+                counter=counter,
+                action=decision.action if decision.action != "pass" else decision.shape or "latency",
+                status=decision.status or None,
+                error_type=decision.error_type,
+                latency=round(decision.latency, 3),
+                source=decision.source,
+            )
+        return decision
+
+    def _decide(self, kind: str, counter: int) -> Decision:
         for index, entry in enumerate(self.scripts):
             if entry.matches(kind, counter):
                 answer = entry.answers.pop(0)
@@ -304,10 +328,13 @@ class FaultInjector:
 
     def forgets(self, kind: str, counter: int) -> bool:
         """Whether Metrica loses this just-stored upload (a ``forget_share`` draw of a matching rule)."""
-        return any(
+        forgets = any(
             rule.forget_share > 0 and rule.matches(kind, counter) and self.rng.random() < rule.forget_share
             for rule in self.rules
         )
+        if forgets:
+            log.info("fault_injected", injected=True, kind=kind, counter=counter, action="forget", source="rule")
+        return forgets
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,8 @@ Routes::
     POST /v1/chats/bulk                     NDJSON, one chat per line; a per-line report
     POST /v1/calls/{provider}/{call_id}/conversions   a conversion for an earlier call
     GET|POST|OPTIONS /v1/number             the session API: a tracking number for a visitor (CORS)
-                                                                             routes/sessions.py
+    POST /v1/number/release                 the visitor left: the lease ends soon    routes/sessions.py
+    GET  /tag.js                            the site tag (cacheable, versioned)      routes/tag.py
     POST /twilio/voice                      status callbacks and <Dial action> requests   routes/providers.py
     GET  /zadarma/{account}?zd_echo=X       Zadarma's URL check
     POST /zadarma/{account}                 Zadarma notifications
@@ -51,6 +52,7 @@ from ingest.routes.operations import OperationsRoutes
 from ingest.routes.providers import ProviderRoutes
 from ingest.routes.sessions import SessionService
 from ingest.routes.status import StatusRoutes
+from ingest.routes.tag import TagRoutes
 from worker.accounts.envimport import start
 from worker.errors import CalltrackError
 from worker.runtime import Runtime
@@ -74,6 +76,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         *OperationsRoutes(core).routes(),
         *ApiRoutes(core).routes(),
         *SessionService(settings, core.runtime).routes(),
+        *TagRoutes().routes(),
         *ProviderRoutes(core).routes(),
         *AdminRoutes(core).routes(),
         *StatusRoutes(core).routes(),

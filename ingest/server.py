@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
+from ingest.accesslog import AccessLog
 from ingest.app import create_app
 from ingest.edge import BodyTimeout, ExposureError, check_exposure
 from ingest.protocol import GuardedHttpToolsProtocol
@@ -64,7 +65,7 @@ def make_app() -> ASGIApp:
     """uvicorn's factory: one app (one Redis client) per worker process."""
     settings = load_settings()
     configure_logging(settings)
-    return BodyDeadline(create_app(settings), settings.ingest_body_timeout)
+    return AccessLog(BodyDeadline(create_app(settings), settings.ingest_body_timeout))
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -96,6 +97,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1) ->
         port=port or settings.ingest_port,
         workers=workers,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # ingest/accesslog.py logs each request (with its duration) as JSON
+        log_config=None,  # uvicorn's loggers go through config/logging.py's structlog renderer
         **uvicorn_options(settings),
     )

@@ -29,7 +29,7 @@ from emulator.client import EmulatorAdmin
 from standalone.feed import Feeder, demo_env, demo_routes
 from standalone.processes import ROOT, Children
 from standalone.redis_server import RedisServer, answers, configured_url, free_port
-from standalone.site import visit_and_call, where_is
+from standalone.site import DEMO_COUNTER, DEMO_STATIC_NUMBER, visit_and_call, where_is
 from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             "CALLTRACK_RECONCILE_INTERVAL": "2",
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_HEARTBEAT_DIR": str(VAR),
+            # The shop's static number, which the site tag swaps for a pool number (standalone/site.py).
+            "CALLTRACK_POOL_FALLBACK_NUMBERS": f"{DEMO_COUNTER}={DEMO_STATIC_NUMBER}",
             **demo_env(),
         }
         if os.environ.get("CALLTRACK_NAMESPACE") is None:
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--emulator", settings.api_base_url],
                 env,
             )  # fmt: skip
-            print(f"site       {site_url}  (a demo shop page: it asks for a number; its button simulates a call)")
+            print(f"site       {site_url}  (a demo shop: the site tag shows a pool number; a button simulates a call)")
         # --- Sample calls, through the ingestion service -------------------------------------
         runtime = Runtime(settings)
         build_intake(runtime).routing.add(demo_routes())

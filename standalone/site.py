@@ -2,8 +2,10 @@
 button that simulates a phone call to that number through a telephony provider's webhook.
 
 Served by the standalone mode (``python -m standalone.site --port P --ingest URL --emulator URL``).
-The page keeps a Metrica-like ClientId in ``localStorage``, calls ``/v1/number`` of the ingestion
-service (CORS), and shows where the simulated call is: stored, uploaded, and its Metrica status.
+The page shows the shop's static number and loads the site tag (``/tag.js`` of the ingestion service,
+README "The site tag"), which swaps it for a number of counter 202's pool. Metrica's own tag cannot be
+loaded offline, so a stand-in ``ym`` answers ``getClientID`` with an id kept in ``localStorage``. The
+page shows where the simulated call is: stored, uploaded, and its Metrica status.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from emulator.client import EmulatorAdmin
 from standalone.feed import Feeder
 
 DEMO_COUNTER = 202
+#: The shop's static number (counter 202's fallback, CALLTRACK_POOL_FALLBACK_NUMBERS), which the tag swaps.
+DEMO_STATIC_NUMBER = "+74951112233"
 
 
 @dataclass
@@ -65,29 +69,46 @@ def where_is(admin: EmulatorAdmin, client_id: str) -> dict[str, Any] | None:
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Demo shop</title>
-<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}#number{font-size:2em;font-weight:bold}
+<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}.phone{font-size:2em;font-weight:bold}
 button{font-size:1.1em;padding:.4em 1em}#trace{white-space:pre-wrap;background:#f4f4f4;padding:1em}</style>
+<script>
+// A stand-in for Metrica's tag (mc.yandex.ru cannot be loaded offline): ym(counter, 'getClientID', cb)
+// answers a ClientID kept in this browser, as Metrica's does.
+window.ym = function (counter, method, cb) {
+  if (method !== "getClientID") return;
+  let cid = localStorage.getItem("demoClientId");
+  if (!cid) {
+    cid = String(Math.floor(Math.random() * 1e9)) + String(Date.now());
+    localStorage.setItem("demoClientId", cid);
+  }
+  setTimeout(() => cb(cid), 50);
+};
+</script>
+<script async src="__INGEST__/tag.js?counter=__COUNTER__"></script>
 </head><body>
 <h1>Demo shop</h1>
-<p>Call us: <span id="number">…</span></p>
+<p>Call us: <a class="phone" id="number" href="tel:__STATIC_E164__">__STATIC__</a></p>
+<p>Or write it down: 8 (495) 111-22-33.</p>
+<p><small>The page's HTML shows the shop's static number, <span data-calltrack-skip>__STATIC__</span>; the
+site tag swaps it, in every spelling, for a number of the counter's pool leased to this visitor.</small></p>
 <p>Your Metrica ClientId (kept in this browser): <code id="cid"></code></p>
 <p><button id="call" disabled>Simulate a call to this number</button></p>
 <div id="trace"></div>
 <script>
-const INGEST = "__INGEST__", COUNTER = __COUNTER__;
-let cid = localStorage.getItem("demoClientId");
-if (!cid) {
-  cid = String(Math.floor(Math.random() * 1e9)) + String(Date.now());
-  localStorage.setItem("demoClientId", cid);
-}
-document.getElementById("cid").textContent = cid;
 const trace = t => document.getElementById("trace").textContent += t + "\\n";
-fetch(`${INGEST}/v1/number?counter=${COUNTER}&ClientId=${cid}&URL=${encodeURIComponent(location.href)}`)
-  .then(r => r.json()).then(a => {
-    document.getElementById("number").textContent = a.number || "(no number)";
-    trace(`session API: ${JSON.stringify(a)}`);
-    if (a.number && !a.fallback) document.getElementById("call").disabled = false;
-  });
+let cid = null;
+ym(__COUNTER__, "getClientID", id => { cid = id; document.getElementById("cid").textContent = id; });
+const started = Date.now();
+const ready = () => {
+  const tag = window.CalltrackTag;
+  if (tag && tag.state === "swapped") {
+    trace(`site tag ${tag.version}: showing ${tag.number} to ClientID ${tag.clientId}`);
+    document.getElementById("call").disabled = false;
+  } else if (tag && tag.state === "static") {
+    trace(`site tag ${tag.version}: static number kept (${tag.reason})`);
+  } else if (Date.now() - started < 15000) setTimeout(ready, 200);
+};
+ready();
 document.getElementById("call").onclick = async () => {
   document.getElementById("call").disabled = true;
   const r = await fetch("/simulate", {method: "POST", headers: {"Content-Type": "application/json"},
@@ -108,7 +129,8 @@ def create_app(ingest_url: str, emulator_url: str) -> Starlette:
     admin = EmulatorAdmin(emulator_url)
 
     async def page(_request: Request) -> Response:
-        html = PAGE.replace("__INGEST__", ingest_url).replace("__COUNTER__", str(DEMO_COUNTER))
+        html = (PAGE.replace("__INGEST__", ingest_url).replace("__COUNTER__", str(DEMO_COUNTER))
+                .replace("__STATIC_E164__", DEMO_STATIC_NUMBER).replace("__STATIC__", "+7 495 111-22-33"))  # fmt: skip
         return HTMLResponse(html)
 
     async def simulate(request: Request) -> Response:

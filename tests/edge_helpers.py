@@ -9,10 +9,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,9 @@ class IngestProcess:
     base_url: str
     port: int
     process: subprocess.Popen[bytes]
+    #: the service's stderr lines, read as they come (one JSON access line per request would
+    #: otherwise fill the pipe and stall the service in a test that sends many requests)
+    logs: list[bytes] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -68,11 +72,15 @@ def ingest_process(env: Mapping[str, str], *, host: str = "127.0.0.1") -> Iterat
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
+    logs: list[bytes] = []
+    reader = threading.Thread(target=lambda: logs.extend(process.stderr or ()), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"ingest exited: {process.stderr.read().decode() if process.stderr else ''}")
+                reader.join(5)
+                raise RuntimeError(f"ingest exited: {b''.join(logs).decode(errors='replace')}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -81,7 +89,7 @@ def ingest_process(env: Mapping[str, str], *, host: str = "127.0.0.1") -> Iterat
             if time.monotonic() > deadline:
                 raise RuntimeError("the ingestion service did not start")
             time.sleep(0.1)
-        yield IngestProcess(base, port, process)
+        yield IngestProcess(base, port, process, logs)
     finally:
         process.terminate()
         try:
@@ -89,6 +97,7 @@ def ingest_process(env: Mapping[str, str], *, host: str = "127.0.0.1") -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        reader.join(5)
 
 
 def status_kb(pid: int, field: str) -> int:

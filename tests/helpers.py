@@ -87,3 +87,44 @@ def stored_rows(rt: Any, batch_id: str) -> list[dict[str, str]]:
 
 def batch_record(rt: Any, batch_id: str) -> dict[str, str]:
     return dict(rt.redis.hgetall(rt.keys.batch(batch_id)))
+
+
+def redis_contents(url: str, namespace: str) -> str:
+    """Every key of ``namespace`` and every value it holds, read by type (string, hash, list, set,
+    zset, stream) as text, for a scan for secrets. Not ``DUMP``: its serialization compresses long
+    values (LZF), which can hide a secret. Celery messages' base64 bodies are decoded too; an unknown
+    type fails, so a new one is never skipped silently."""
+    import base64
+    import binascii
+
+    import orjson
+    from redis import Redis
+
+    client = Redis.from_url(url)
+    readers: dict[bytes, Callable[[bytes], Any]] = {
+        b"string": client.get,
+        b"hash": client.hgetall,
+        b"list": lambda key: client.lrange(key, 0, -1),
+        b"set": client.smembers,
+        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        b"stream": lambda key: client.xrange(key, "-", "+"),
+    }
+    parts: list[str] = []
+    try:
+        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            kind = client.type(key)
+            if kind == b"none":
+                continue  # expired since the scan saw it
+            assert kind in readers, f"no reader for {kind!r} ({key!r})"
+            value = readers[kind](key)
+            parts += [key.decode(errors="backslashreplace"), repr(value)]
+            for item in value if isinstance(value, list) else []:  # kombu envelopes: base64 bodies
+                try:
+                    envelope = orjson.loads(item)
+                    if envelope.get("properties", {}).get("body_encoding") == "base64":
+                        parts.append(base64.b64decode(envelope["body"]).decode(errors="backslashreplace"))
+                except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError, binascii.Error):
+                    continue
+    finally:
+        client.close()
+    return "\n".join(parts)

@@ -37,7 +37,11 @@ def running_worker(
     app = create_app(settings)
     app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="WARNING"):
-        service = cast(_Threaded, EmbeddedService(app, thread=True)) if beat else None
+        # The deployment's scheduler (redbeat's, ours): an embedded Service would otherwise run celery's
+        # file-based PersistentScheduler, which no deployment runs.
+        service = (
+            cast(_Threaded, EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)) if beat else None
+        )
         if service is not None:
             service.start()
         try:

@@ -19,7 +19,7 @@ from emulator.config import Account
 from standalone.feed import ZADARMA_SECRET, Feeder
 from tests.accounts_helpers import ADMIN_TOKEN, SECRET_KEY, account_settings, admin
 from tests.accounts_helpers import ctl as run_ctl
-from tests.helpers import make_call, wait_for
+from tests.helpers import make_call, redis_contents, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from worker.intake.routing import Route
 from worker.intake.service import build_intake
@@ -95,15 +95,7 @@ def test_no_secret_of_a_full_run_appears_anywhere(
                     admin(ingest, "PUT", "/accounts/bad", {"id": "bad", "tokens": [{"token": f"{BETA} x"}]}).text
                 )
                 outputs.append(httpx.get(f"{ingest}/metrics", timeout=30).text)
-            dump = []
-            for key in rt.redis.scan_iter(match=f"{settings.namespace}:*"):
-                dump.append(key)
-                dump.append(repr(rt.redis.dump(key)))
-                kind = rt.redis.type(key)
-                if kind == "hash":
-                    dump.append(repr(rt.redis.hgetall(key)))
-                elif kind == "string":
-                    dump.append(repr(rt.redis.get(key)))
+            dump = [redis_contents(settings.redis_url, settings.namespace)]  # every key and value, by type
             rt.close()
     finally:
         signals.before_task_publish.disconnect(on_publish)

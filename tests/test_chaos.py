@@ -12,14 +12,15 @@ from tests.chaos.harness import ChaosReport, run_chaos
 
 def short_run(tmp_path: Path, calls: int, **extra: Any) -> ChaosReport:
     """The short kills run (worker kills, failpoints, one Redis restart, emulator faults), asserted
-    exact: something was killed, nothing lost, doubled or stored twice."""
+    exact: a harness kill and a failpoint kill landed, nothing lost, doubled or stored twice, and
+    every event the producers reported accepted is at Metrica once."""
     report = run_chaos(
         calls=calls, counters=5, workers=2, chunk=250, batch_rows=150, kill_every=6.0,
         redis_restarts=1, log_dir=tmp_path, say=print, **extra,
     )  # fmt: skip
     print(report.table())
     assert report.redis_restarts == 1
-    assert report.worker_kills + report.failpoint_kills >= 1, "nothing was killed: the run proves nothing"
+    assert report.unproven() == []  # a harness kill and a failpoint kill landed
     assert (report.lost, report.duplicated, report.batches_stored_twice) == (0, 0, 0)
     assert report.stored_rows == report.accepted == calls
     return report
@@ -47,10 +48,15 @@ def test_what_redis_forgets_or_refuses_never_doubles_a_call(scenario: str, redis
         timeout=240, log_dir=tmp_path, scenario=scenario, say=print,
     )  # fmt: skip
     print(report.table())
-    assert report.accepted == 1_500
+    assert report.accepted == 1_500  # as the producers reported them
+    assert report.unproven() == []  # kills landed; (a) cut bytes; (b) backed up a settled pipeline
     assert (report.duplicated, report.batches_stored_twice, report.adopted_from_other) == (0, 0, 0)
     assert report.lost == report.lost_in_window, "a call Redis still held was not delivered"
-    if scenario in ("aof_tail", "snapshot"):
+    if scenario == "aof_tail":
+        # Bytes were cut inside the last chunk written while the workers were stopped: only its calls
+        # are excused (the chunk before it was kept whole and must arrive), and the cut did lose some.
+        assert report.redis_restarts == 1 and 0 < report.window <= 150 and report.lost_in_window > 0
+    elif scenario == "snapshot":
         assert report.window > 0 and report.redis_restarts == 1
     else:
         assert report.lost == 0 and report.stored_rows == 1_500
@@ -79,7 +85,7 @@ def test_failover_of_a_master_during_20000_calls(durability: str, tmp_path: Path
         timeout=600, log_dir=tmp_path, cluster=True, durability=durability, say=print,
     )  # fmt: skip
     print(report.table())
-    assert report.redis_restarts == 1
+    assert report.redis_restarts == 1 and report.unproven() == []
     assert (report.duplicated, report.batches_stored_twice) == (0, 0)
     if durability == "replica":
         assert report.lost == 0

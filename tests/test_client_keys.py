@@ -10,10 +10,9 @@ still reach everything, and no created key is ever in Redis or in the service's 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -63,12 +62,8 @@ def service(settings: Settings) -> Iterator[tuple[str, list[bytes]]]:
         CALLTRACK_METRICA_EMULATOR="true",
         CALLTRACK_LOG_LEVEL="DEBUG",
     )
-    logs: list[bytes] = []
     with ingest_process(env) as svc:
-        reader = threading.Thread(target=lambda: logs.extend(cast(IO[bytes], svc.process.stderr)), daemon=True)
-        reader.start()
-        yield svc.base_url, logs
-    reader.join(10)
+        yield svc.base_url, svc.logs  # read as they come by ingest_process
 
 
 def setup_clients(rt: Runtime, base: str) -> None:

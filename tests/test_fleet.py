@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +9,12 @@ from config.settings import Settings
 from emulator.config import EmulatorConfig, QuotaConfig
 from emulator.faults import FaultRule
 from emulator.server import start_in_thread
+from standalone.redis_server import RedisServer
 from tests.chaos.harness import Fleet
 from tests.helpers import make_call, wait_for
+from worker.app import create_app
+from worker.beat import CalltrackBeatScheduler
+from worker.ops.health import Heartbeat, liveness
 from worker.runtime import Runtime
 
 
@@ -73,16 +76,21 @@ def test_three_worker_processes_keep_to_metricas_quotas_together(
 
 def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings()
-    env = fleet_env(settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5")
+    # DEBUG: a drain every 0.5 s logs its "Sending due task" line at debug (config/logging.py).
+    env = fleet_env(
+        settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5", CALLTRACK_LOG_LEVEL="DEBUG"
+    )
     fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=2)
     try:
         fleet.ensure()
-        time.sleep(6)
 
-        def senders() -> list[int]:
-            return [i for i in range(2) if "Sending due task" in (tmp_path / f"beat{i}.log").read_text()]
+        def sent(i: int) -> int:
+            return (tmp_path / f"beat{i}.log").read_text().count("Sending due task")
 
-        active = senders()
+        # Counted once a beat has sent many due tasks (not after a fixed sleep): by then the other
+        # one has had as long to send, and a second sender would show.
+        wait_for(lambda: max(sent(0), sent(1)) >= 12, timeout=120, what="a beat to send a dozen tasks")
+        active = [i for i in range(2) if sent(i)]
         assert len(active) == 1, "exactly one beat may send"
         (leader,) = active
         proc = fleet.beats[leader]
@@ -92,7 +100,7 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
         fleet.beats[leader] = proc  # keep it dead: no restart
         standby = 1 - leader
         wait_for(
-            lambda: "Sending due task" in (tmp_path / f"beat{standby}.log").read_text(),
+            lambda: sent(standby) > 0,
             timeout=30,
             what="the standby beat to take over",
         )
@@ -103,7 +111,10 @@ def test_one_beat_sends_and_a_standby_takes_over(make_settings: Callable[..., Se
 def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """Issue 13, defect 9: a restore from a snapshot (or a failover) drops redbeat's lock."""
     settings = make_settings()
-    env = fleet_env(settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5")
+    # DEBUG: a drain every 0.5 s logs its "Sending due task" line at debug (config/logging.py).
+    env = fleet_env(
+        settings, CALLTRACK_BEAT_LOCK_SECONDS="3", CALLTRACK_DRAIN_INTERVAL="0.5", CALLTRACK_LOG_LEVEL="DEBUG"
+    )
     fleet = Fleet(env, workers=0, log_dir=tmp_path, beats=1)
     rt = Runtime(settings)
     log = tmp_path / "beat0.log"
@@ -117,7 +128,7 @@ def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Se
         wait_for(lambda: "Sending due task" in log.read_text(), timeout=30, what="the beat to send")
         rt.redis.delete(lock)  # Redis forgets it
         sent_before = log.read_text().count("Sending due task")
-        time.sleep(3)
+        wait_for(lambda: "beat_lock_lost" in log.read_text(), timeout=60, what="the beat to notice")
         proc = fleet.beats[0]
         assert proc is not None and proc.poll() is None, "the beat exited when its lock vanished"
         assert wait_for(lambda: rt.redis.exists(lock), timeout=10, what="the lock taken again")
@@ -129,3 +140,96 @@ def test_beat_survives_redis_forgetting_its_lock(make_settings: Callable[..., Se
     finally:
         fleet.stop()
         rt.close()
+
+
+def test_beat_recreates_its_schedule_when_redis_forgets_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Issue 23, item 5: redbeat's keys deleted (a restore, an operator) -> the beat stores its static
+    schedule again and drains resume; its liveness stays green because it sends again."""
+    with start_in_thread(EmulatorConfig(step_seconds=0.1, quotas=QuotaConfig(requests_per_ip_per_second=None))) as emu:
+        settings = make_settings(metrica_base_url=emu.base_url, heartbeat_dir=str(tmp_path), heartbeat_interval=0.5)
+        env = fleet_env(
+            settings,
+            CALLTRACK_METRICA_BASE_URL=emu.base_url,
+            CALLTRACK_BEAT_LOCK_SECONDS="3",
+            CALLTRACK_HEARTBEAT_DIR=str(tmp_path),
+            CALLTRACK_HEARTBEAT_INTERVAL="0.5",
+            CALLTRACK_COUNTER_SETUP="off",
+        )
+        fleet = Fleet(env, workers=1, log_dir=tmp_path, beats=1)
+        rt = Runtime(settings)
+        try:
+            fleet.ensure()
+            rt.producer.submit([make_call(3100, n) for n in range(5)])
+            wait_for(lambda: emu.admin.stats()["rows"] == 5, timeout=120, what="the first calls at Metrica")
+            redbeat = list(rt.redis.scan_iter(match=f"{rt.keys.redbeat_prefix}*"))
+            assert any(key.endswith(":schedule") for key in redbeat), redbeat
+            rt.redis.delete(*redbeat)  # the schedule, every entry, the statics set and the lock
+            rt.producer.submit([make_call(3100, n) for n in range(5, 10)])
+            wait_for(lambda: emu.admin.stats()["rows"] == 10, timeout=120, what="drains after the schedule came back")
+            assert "beat_schedule_restored" in (tmp_path / "beat0.log").read_text()
+            assert rt.redis.zcard(f"{rt.keys.redbeat_prefix}:schedule") == len(create_app(settings).conf.beat_schedule)
+            beat = fleet.beats[0]
+            assert beat is not None and beat.poll() is None
+            ok, why = liveness(settings, "beat")
+            assert ok, why
+            assert any(str(field).startswith("beat:") for field in rt.redis.hkeys(rt.keys.heartbeats))
+            fleet.stop()
+            # A clean stop (SIGTERM) removes the beat's heartbeat, as a worker's.
+            assert not any(str(field).startswith("beat:") for field in rt.redis.hkeys(rt.keys.heartbeats))
+        finally:
+            fleet.stop()
+            rt.close()
+
+
+def test_beat_liveness_follows_the_tasks_it_sends(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A beat that holds the lock but sends nothing withholds its heartbeat; a standby stays alive
+    while it ticks."""
+    settings = make_settings(heartbeat_dir=str(tmp_path), heartbeat_interval=0.2, beat_lock_seconds=6)
+    app = create_app(settings)
+    app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
+    leader = CalltrackBeatScheduler(app=app, lazy=False)
+    standby = CalltrackBeatScheduler(app=app, lazy=False)
+    try:
+        leader.tick()
+        assert not leader.standing_by and leader.sending()
+        standby.tick()
+        assert standby.standing_by and standby.sending(), "a standby beat is alive without sending"
+        heartbeat = Heartbeat(settings, "beat", "beat@test", alive=leader.sending)
+        assert heartbeat.beat_once()
+        assert liveness(settings, "beat")[0]
+        # The leader stops sending (its loop no longer ticks): within its stall bound it goes silent.
+        wait_for(lambda: not leader.sending(), timeout=60, what="the idle beat to count as stalled")
+        heartbeat.file.unlink()
+        assert not heartbeat.beat_once()
+        assert not heartbeat.file.exists() and not liveness(settings, "beat")[0]
+        leader.tick()  # it sends again
+        assert leader.sending() and heartbeat.beat_once()
+    finally:
+        standby.close()
+        leader.close()
+        app.runtime().close()
+
+
+def test_beat_rides_out_a_redis_restart(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """redbeat ends the beat process on a Redis error in a tick; ours stands still and goes on sending
+    once Redis is back (its lock and schedule taken or stored again as needed)."""
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        settings = make_settings(redis_url=server.url, beat_redis_url=server.url, broker_url=server.url)
+        app = create_app(settings)
+        app.conf.beat_schedule_filename = str(tmp_path / "beat-schedule")
+        beat = CalltrackBeatScheduler(app=app, lazy=False)
+        try:
+            beat.tick()
+            assert beat.holding and beat.sending()
+            server.kill()
+            sent_before = beat.progress_at
+            beat.tick()  # no exception: the process lives on
+            assert beat.progress_at == sent_before
+            server.start()
+            wait_for(lambda: beat.tick() is not None and beat.progress_at > sent_before, timeout=60, what="sends again")
+            assert beat.holding
+        finally:
+            beat.close()
+            app.runtime().close()

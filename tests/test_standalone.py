@@ -72,16 +72,18 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
     threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     redis_port = 0
+    # Read until PROCESSED and the summary after it (Flower, the metrics), however long a loaded
+    # machine takes to print them: no fixed sleep.
+    wanted = ("every upload PROCESSED", "Flower: http://", "metrics    http://")
     try:
         deadline = time.monotonic() + 120
-        while not any("every upload PROCESSED" in line for line in seen):
+        while not all(any(part in line for line in seen) for part in wanted):
             assert proc.poll() is None, "".join(seen)
-            assert time.monotonic() < deadline, "no PROCESSED within 120 s:\n" + "".join(seen)
+            assert time.monotonic() < deadline, f"no {wanted} within 120 s:\n" + "".join(seen)
             try:
                 seen.append(lines.get(timeout=1))
             except queue.Empty:
                 continue
-        time.sleep(1.5)  # the line after it names Flower and the metrics
         while not lines.empty():
             seen.append(lines.get())
         output = "".join(seen)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import structlog
 from celery import Celery, current_app, signals
 from kombu import Queue
-from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
-from config.logging import configure_logging
+from config.logging import configure_logging, quiet_due_tasks
 from config.settings import Settings
+from worker.beat import CalltrackBeatScheduler
 from worker.errors import StoreConfigError
 from worker.keys import Keys
 from worker.runtime import Runtime
@@ -164,8 +165,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         # One active beat across the fleet: redbeat keeps the schedule in Redis behind a lock, so
         # extra beat processes wait as hot standbys.
-        "beat_scheduler": "worker.app:CalltrackBeatScheduler",
+        "beat_scheduler": "worker.beat:CalltrackBeatScheduler",
         "redbeat_redis_url": settings.beat_redis_url,
+        # Its own options (redbeat stops borrowing the broker's): a hung Redis fails a tick instead of
+        # blocking it for ever (the tick then retries; a long outage shows in the liveness probe).
+        "redbeat_redis_options": {"socket_timeout": 30, "socket_connect_timeout": 5},
         "redbeat_key_prefix": keys.redbeat_prefix,
         "redbeat_lock_timeout": settings.beat_lock_seconds,
         "beat_max_loop_interval": max(1, min(5, settings.beat_lock_seconds // 3)),
@@ -179,30 +183,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             )
         },
     }
-
-
-class CalltrackBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
-    """redbeat's scheduler, surviving Redis forgetting its lock (a restore from a snapshot, a failover).
-
-    redbeat extends its lock on every tick and raises when the lock is gone, which ends the beat
-    process: periodic drains and reconciles would stop until someone restarts it. Here a lost lock
-    is taken again if it is free; if another beat took it meanwhile, this one stands by (sends
-    nothing) and keeps trying, like a standby beat.
-    """
-
-    def tick(self, min: Any = min, **kwargs: Any) -> float:
-        if self.lock_key and self.lock is not None and not self._hold_lock():
-            return float(self.max_interval)
-        return float(super().tick(min=min, **kwargs))
-
-    def _hold_lock(self) -> bool:
-        try:
-            self.lock.extend(int(self.lock_timeout))
-            return True
-        except LockError:
-            taken = bool(self.lock.acquire(blocking=False))
-            log.warning("beat_lock_lost", retaken=taken)
-            return taken
 
 
 def create_app(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> CalltrackCelery:
@@ -223,6 +203,7 @@ def _setup_logging(**_: Any) -> None:
     settings = getattr(current_app, "settings", None)
     if isinstance(settings, Settings):
         configure_logging(settings)
+        quiet_due_tasks(current_app.conf.beat_schedule or {})  # a drain a second: its line at debug
 
 
 @signals.task_prerun.connect
@@ -240,12 +221,15 @@ def _unbind_task(**_: Any) -> None:
 _heartbeats: list[Any] = []
 
 
-def _start_heartbeat(app: Any, role: str, node: str) -> None:
+def _start_heartbeat(app: Any, role: str, node: str, alive: Callable[[], bool] | None = None) -> Any:
     settings = getattr(app, "settings", None)
-    if isinstance(settings, Settings):
-        from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
+    if not isinstance(settings, Settings):
+        return None
+    from worker.ops.health import Heartbeat  # noqa: PLC0415 - the health module imports this one's deps
 
-        _heartbeats.append(Heartbeat(settings, role, node).start())
+    heartbeat = Heartbeat(settings, role, node, alive=alive).start()
+    _heartbeats.append(heartbeat)
+    return heartbeat
 
 
 def refuse_another_shard_count(settings: object) -> None:
@@ -311,7 +295,13 @@ def _import_env_accounts(sender: Any = None, **_: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_heartbeat(sender: Any = None, **_: Any) -> None:
-    _start_heartbeat(getattr(sender, "app", None), "beat", f"beat@{socket.gethostname()}")
+    """The beat's heartbeat goes on only while its scheduler sends due tasks (or stands by)."""
+    app, node = getattr(sender, "app", None), f"beat@{socket.gethostname()}"
+    scheduler = getattr(sender, "scheduler", None)
+    if isinstance(scheduler, CalltrackBeatScheduler):
+        scheduler.heartbeat = _start_heartbeat(app, "beat", node, scheduler.sending)  # stopped with the beat
+    else:
+        _start_heartbeat(app, "beat", node)
 
 
 @signals.worker_shutdown.connect

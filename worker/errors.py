@@ -13,6 +13,7 @@
     │   ├── CounterRemovedError       the counter left the account registry; its batches wait, visible
     │   └── TokenUnreadableError      the counter's account cannot be decrypted here; its batches wait
     ├── AdoptionError                 Metrica's uploads do not match a batch one to one (permanent)
+    ├── UnknownCounterError           a lookup named counters nothing of this deployment knows
     ├── AccountError                  the account registry refused a change or lookup (nothing stored)
     │   ├── AccountInputError         bad input: names the field and the rule
     │   ├── SecretKeyError            no key ring, or a secret no key of the ring opens
@@ -88,6 +89,15 @@ class CounterRemovedError(DeferredError):
 
 class TokenUnreadableError(DeferredError):
     """The counter's account cannot be read (no key ring, wrong key): its batches wait, never another token."""
+
+
+class UnknownCounterError(CalltrackError):
+    """No token, account, routing entry, batch or pending call names the counters asked about."""
+
+    def __init__(self, counters: list[int]) -> None:
+        self.counters = counters
+        names = ", ".join(str(c) for c in counters)
+        super().__init__(f"counter: {names} unknown (no token, account, routing entry, batch or pending call)")
 
 
 class AccountError(CalltrackError):

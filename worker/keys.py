@@ -116,8 +116,9 @@ key                                type    what it holds (owner)
 =================================  ======  ===================================================
 ``<ns>:{m}:counters``              hash    "family|label|label" -> count since the deployment
                                            began (metrics; HINCRBY per chunk, batch or request)
-``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid} of each live
-                                           worker and beat (health)
+``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid, every s} of
+                                           each live worker and beat (health); dead ones'
+                                           removed after 12 intervals; the hash expires
 ``<ns>:counter_setup``             hash    counter -> JSON readiness: offline options, join
                                            thresholds, goals (worker/delivery/counter_setup.py)
 =================================  ======  ===================================================

@@ -60,6 +60,7 @@ class Scripts:
         self.quota_acquire = register("quota_acquire")
         self.quota_rate = register("quota_rate")
         self.lease = register("lease")
+        self.release = register("release")
         self.hold = register("hold")
         self.held_release = register("held_release")
         self.xadd_many = register("xadd_many")

@@ -2,7 +2,11 @@
 
 ``GET /v1/number?counter=101&ClientId=...&URL=...`` (a simple request: no CORS preflight) or
 ``POST /v1/number`` with the same fields as JSON. The answer holds only the number, when its lease
-ends and whether it is the counter's fallback: never another session's data. Every field is checked
+ends (``expires_at``, and ``seconds`` from now, for a client whose clock is off), whether it is the
+counter's fallback, and what the site tag (``routes/tag.py``) swaps on the page: the counter's static
+numbers (``replace``) or a CSS ``selector`` from the registry; never another session's data.
+``POST /v1/number/release`` with the same fields (JSON, any content type: ``navigator.sendBeacon``)
+ends the session's lease soon after the visitor left the page (``NumberPools.release``). Every field is checked
 (:class:`worker.intake.pools.Session`); requests are limited per client IP and per counter, and answer 429
 with ``Retry-After`` beyond that. CORS follows ``session_allowed_origins``.
 """
@@ -25,6 +29,7 @@ from ingest.input import InputError
 from worker.intake.pools import Lease, NumberPools, RateLimited, Session
 from worker.model.fields import field_errors
 from worker.runtime import Runtime
+from worker.store import redis_now_ms
 
 FIELDS = ("counter", "ClientId", "UserId", "Yclid", "URL")
 MAX_BODY = 8192  # a POST body: counted while it is read, refused at the first byte over
@@ -60,7 +65,8 @@ class SessionService:
         }
         return Response(status_code=204, headers=headers)
 
-    async def number(self, request: Request) -> Response:
+    async def session(self, request: Request) -> Session | Response:
+        """The request's session fields, checked; or the answer that refuses them."""
         if request.method == "POST":
             try:
                 body = await read_body(request, MAX_BODY)
@@ -84,9 +90,15 @@ class SessionService:
         except ValidationError as error:
             errors = field_errors(error)
             return self.answer(request, _errors([(e.field, e.rule, e.message) for e in errors]), 422)
+        return session
+
+    async def number(self, request: Request) -> Response:
+        session = await self.session(request)
+        if isinstance(session, Response):
+            return session
         client = client_address(request, self.settings.ingest_trusted_proxies)
         try:
-            lease = await run_in_threadpool(self._lease, session, client, network_of(client))
+            lease, now_ms, swapped = await run_in_threadpool(self._lease, session, client, network_of(client))
         except InputError as error:
             return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
         expires = (
@@ -94,20 +106,53 @@ class SessionService:
             if lease.expires_at_ms
             else None
         )
-        return self.answer(request, {"number": lease.number, "expires_at": expires, "fallback": lease.fallback})
+        seconds = max(0, (lease.expires_at_ms - now_ms) // 1000) if expires else None
+        answer = {"number": lease.number, "expires_at": expires, "seconds": seconds, "fallback": lease.fallback}
+        return self.answer(request, {**answer, **swapped})
 
-    def _lease(self, session: Session, client: str, network: str) -> Lease:
+    async def release(self, request: Request) -> Response:
+        session = await self.session(request)
+        if isinstance(session, Response):
+            return session
+        client = client_address(request, self.settings.ingest_trusted_proxies)
         try:
-            return self.pools.lease(session, client, network)
+            ends = await run_in_threadpool(self._release, session, client)
+        except InputError as error:
+            return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
+        return self.answer(request, {"released": bool(ends)})
+
+    def swapped(self, counter_id: int) -> dict[str, Any]:
+        """What the site tag replaces: the registry's site numbers or selector, else the fallback number."""
+        found = self.runtime.accounts.counter(counter_id)
+        counter = found[1] if found else None
+        fallback = self.settings.pool_fallback_numbers.get(counter_id)
+        numbers = (counter.site_numbers if counter else []) or ([fallback] if fallback else [])
+        return {"replace": numbers, "selector": counter.site_selector if counter else None}
+
+    def _release(self, session: Session, client: str) -> int:
+        try:
+            return self.pools.release(session, client)
         except RateLimited as error:
-            field = "client" if error.who == "client" else "counter"
-            raise InputError.one(field, "rate", str(error), status=429) from None
+            raise _rate_error(error) from None
+
+    def _lease(self, session: Session, client: str, network: str) -> tuple[Lease, int, dict[str, Any]]:
+        try:
+            lease = self.pools.lease(session, client, network)
+        except RateLimited as error:
+            raise _rate_error(error) from None
+        return lease, redis_now_ms(self.runtime.redis), self.swapped(session.counter_id)
 
     def routes(self) -> list[Route]:
         return [
             Route("/v1/number", self.number, methods=["GET", "POST"]),
             Route("/v1/number", self.preflight, methods=["OPTIONS"]),
+            Route("/v1/number/release", self.release, methods=["POST"]),
+            Route("/v1/number/release", self.preflight, methods=["OPTIONS"]),
         ]
+
+
+def _rate_error(error: RateLimited) -> InputError:
+    return InputError.one("client" if error.who == "client" else "counter", "rate", str(error), status=429)
 
 
 def _errors(items: list[tuple[str, str, str]]) -> dict[str, Any]:

@@ -88,9 +88,11 @@ class ChaosReport:
     producer_refusals: int = 0  # submits refused at the memory watermark (ingestion: 503)
     missing_replayed: int = 0  # batches quarantined missing_at_metrica and replayed
     quarantined: int = 0  # batches left in quarantine at the end (their rows are not at Metrica)
+    aof_bytes_cut: int = 0  # (a): bytes cut from the AOF's tail
+    backup_settled: bool | None = None  # (b): whether the pipeline had settled when the backup was taken
 
     def table(self) -> str:
-        rows = [
+        rows: list[tuple[str, object]] = [
             ("events accepted (calls and conversions)", self.accepted),
             ("rows stored at Metrica", self.stored_rows),
             ("of which offline conversions", self.conversions),
@@ -98,6 +100,8 @@ class ChaosReport:
             ("duplicated", self.duplicated),
             ("batches stored twice", self.batches_stored_twice),
             ("batches adopted from another batch's upload", self.adopted_from_other),
+            ("bytes cut from the AOF tail", self.aof_bytes_cut),
+            ("pipeline settled before the backup", "-" if self.backup_settled is None else self.backup_settled),
             ("calls accepted in the window Redis lost", self.window),
             ("of which lost (counted, not retried)", self.lost_in_window),
             ("producer submits refused at the memory watermark", self.producer_refusals),
@@ -113,6 +117,20 @@ class ChaosReport:
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+    def unproven(self) -> list[str]:
+        """Why this run proves less than it claims (empty when nothing is missing): each kind of kill
+        landed, (a) cut bytes, (b) backed up a settled pipeline."""
+        why = []
+        if self.worker_kills == 0:
+            why.append("no harness kill landed on a running worker")
+        if self.failpoint_kills == 0:
+            why.append("no failpoint fired: no worker died inside a step")
+        if self.scenario == "aof_tail" and self.aof_bytes_cut == 0:
+            why.append("no bytes were cut from the AOF")
+        if self.scenario == "snapshot" and not self.backup_settled:
+            why.append("the pipeline had not settled when the backup was taken")
+        return why
 
     @property
     def exact(self) -> bool:
@@ -191,14 +209,21 @@ class Fleet:
             if beat is None or beat.poll() is not None:
                 self.beats[i] = self._start(["beat", "--loglevel", "INFO"], f"beat{i}", False)
 
-    def kill_one(self, rng: random.Random) -> None:
+    def kill_one(self, rng: random.Random) -> bool:
+        """SIGKILL a running worker's process group; counted only when the kill landed: the main
+        process was still running and died of this signal (not of its own exit before it)."""
         alive = [p for p in self.workers if p is not None and p.poll() is None]
-        if alive:
-            victim = rng.choice(alive)
-            with _suppress():
-                os.killpg(victim.pid, signal.SIGKILL)
+        if not alive:
+            return False
+        victim = rng.choice(alive)
+        try:
+            os.killpg(victim.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             victim.wait(10)
-            self.kills += 1
+            return False
+        landed = victim.wait(10) == -signal.SIGKILL
+        self.kills += landed
+        return landed
 
     def stop(self) -> None:
         for proc in [*self.workers, *self.beats]:
@@ -340,6 +365,8 @@ def run_chaos(
         fleet = Fleet(env, workers, log_dir)
         restarts = redis_restarts if scenario == "kills" else 0
         window: set[int] = set()
+        accepted: set[int] = set()  # event numbers the producers said Redis holds
+        tail: list[tuple[int, range]] = []  # (a): the AOF's size after each chunk written while held
         try:
             fleet.ensure()
             restart_at = {int(calls * (i + 1) / (restarts + 1)) for i in range(restarts)}
@@ -365,8 +392,9 @@ def run_chaos(
                     used_before = memory(producer_rt.redis).used
                     say(f"(c) Metrica refuses uploads (429) from {sent} calls on: a backlog builds up in Redis")
                 if events_at.due("snapshot", sent):
-                    say(f"(b) pipeline settled at {sent} calls; taking a backup of Redis")
-                    _wait_settled(producer_rt, fleet, timeout)
+                    report.backup_settled = _wait_settled(producer_rt, fleet, timeout)
+                    settled = "settled" if report.backup_settled else "NOT settled (timed out waiting)"
+                    say(f"(b) pipeline {settled} at {sent} calls; taking a backup of Redis")
                     take_snapshot(redis_server, producer_rt.redis, snapshot_dir)
                     window_from = sent
                 if events_at.due("maxmemory", sent):
@@ -387,8 +415,12 @@ def run_chaos(
                 pad = 1900 if scenario == "maxmemory" and calls < 20_000 else 0
                 events = [chaos_event(n, counters, pad) for n in [*span, *(n for n in span if n % 20 == 0)]]
                 for kind in UploadKind:
-                    report.producer_refusals += _submit(producer_rt, [doc for k, doc in events if k is kind], kind)
+                    docs = [doc for k, doc in events if k is kind]
+                    report.producer_refusals += _submit(producer_rt, docs, kind, accepted)
                 sent = min(sent + chunk, calls)
+                if events_at.holding():  # (a): where this chunk ends in the AOF, once written
+                    wait_fsync()
+                    tail.append((last_incr_file(redis_server).stat().st_size, span))
                 if any(sent - chunk < point <= sent for point in restart_at):
                     say(f"restarting Redis (SIGKILL) after {sent} calls")
                     if cluster:  # what the replica may not have yet: the calls of the last chunk
@@ -396,10 +428,20 @@ def run_chaos(
                     redis_server.restart(hard=True)
                     report.redis_restarts += 1
                 if events_at.due("cut_tail", sent):
-                    cut = cut_aof_tail(redis_server, since_bytes)
-                    window.update(range(window_from, sent))
+                    # Cut in the middle of the last chunk: every earlier chunk is kept whole and must
+                    # arrive; only the chunks ending past the cut are excused.
+                    before = tail[-2][0] if len(tail) > 1 else since_bytes
+                    keep = before + (tail[-1][0] - before) // 2
+                    report.aof_bytes_cut = cut_aof_tail(redis_server, keep)
+                    cut_spans = [span for end, span in tail if end > keep]
+                    for span in cut_spans:
+                        window.update(span)
                     report.redis_restarts += 1
-                    say(f"(a) Redis SIGKILLed, {cut} bytes cut from its AOF tail (calls {window_from}..{sent - 1})")
+                    say(
+                        f"(a) Redis SIGKILLed, {report.aof_bytes_cut} bytes cut from its AOF tail: calls "
+                        f"{cut_spans[0].start}..{cut_spans[-1].stop - 1} may be lost, {window_from}.."
+                        f"{cut_spans[0].start - 1} were kept"
+                    )
                 if events_at.due("restore", sent):
                     # Let the pipeline seal and upload some of the window first: after the restore its
                     # batch sequence goes back, and the next batches must not reuse those ids.
@@ -416,8 +458,8 @@ def run_chaos(
                         fleet.kill_one(rng)
                         next_kill = time.monotonic() + kill_every
                     fleet.ensure()
-            report.accepted = calls
-            say(f"{calls} calls accepted; waiting for every batch to be final")
+            report.accepted = len(accepted)
+            say(f"{report.accepted} events accepted; waiting for every batch to be final")
             fleet.ensure()
             _wait_settled(producer_rt, fleet, timeout, rng=rng, kill_every=kill_every, say=say)
             if scenario == "forget":
@@ -432,7 +474,7 @@ def run_chaos(
             path.read_text(errors="replace").count("Worker exited prematurely: signal 9")
             for path in log_dir.glob("worker*.log")
         )
-        _count(emulator, report, calls, window)
+        _count(emulator, report, accepted, window)
         report.adopted_from_other = _adopted_from_other(producer_rt, emulator)
         report.quarantined = _quarantined(producer_rt, say)
         producer_rt.close()
@@ -518,18 +560,20 @@ def _wait_settled(
     rng: random.Random | None = None,
     kill_every: float = 0.0,
     say: Callable[[str], None] = lambda _: None,
-) -> None:
+) -> bool:
+    """Wait until :func:`_settled` (True), or ``timeout`` seconds (False)."""
     deadline = time.monotonic() + timeout
     next_kill = time.monotonic() + kill_every * 2
     while not _settled(rt):
         if time.monotonic() > deadline:
             say("timed out; counting what is there")
-            return
+            return False
         if rng is not None and time.monotonic() > next_kill and rng.random() < 0.5:
             fleet.kill_one(rng)
             next_kill = time.monotonic() + kill_every * 2
         fleet.ensure()
         time.sleep(0.5)
+    return True
 
 
 def _replay_missing(rt: Runtime, fleet: Fleet, timeout: float, say: Callable[[str], None]) -> int:
@@ -569,14 +613,16 @@ def _adopted_from_other(rt: Runtime, emulator: RunningEmulator) -> int:
     return wrong
 
 
-def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind) -> int:
+def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind, accepted: set[int]) -> int:
     """Submit until Redis takes it (it may be restarting, or full); repeats are dropped downstream.
-    Returns how many times it was refused at the memory watermark (ingestion's 503)."""
+    Adds the numbers of the events the producer reported accepted to ``accepted``. Returns how many
+    times it was refused at the memory watermark (ingestion's 503)."""
     refusals = 0
     for attempt in range(400):
         try:
             result = rt.producer.submit(batch, kind)
             assert not result.rejected, result.rejected[:1]
+            accepted.update(_number(batch[taken.index]) for taken in result.accepted)
             return refusals
         except ProducerError as error:
             refusals += "watermark" in str(error)
@@ -608,12 +654,17 @@ def _quarantined(rt: Runtime, say: Callable[[str], None]) -> int:
     return left
 
 
-def _count(emulator: RunningEmulator, report: ChaosReport, calls: int, window: set[int]) -> None:
+def _number(event: dict[str, Any]) -> int:
+    """The event number ``n`` of :func:`chaos_event` (or of a row at the emulator), from its identifier."""
+    return int(next(event[c] for c in ("ClientId", "Yclid", "PurchaseId") if event.get(c))) - 10**15
+
+
+def _count(emulator: RunningEmulator, report: ChaosReport, accepted: set[int], window: set[int]) -> None:
     rows = emulator.admin.rows()
     report.stored_rows = len(rows)
     report.conversions = sum(1 for row in rows if row["kind"] == "conversions")
-    seen = Counter(next(row[c] for c in ("ClientId", "Yclid", "PurchaseId") if row.get(c)) for row in rows)
-    lost = [n for n in range(calls) if str(10**15 + n) not in seen]
+    seen = Counter(str(10**15 + _number(row)) for row in rows)
+    lost = [n for n in sorted(accepted) if str(10**15 + n) not in seen]
     report.lost = len(lost)
     report.window = len(window)
     report.lost_in_window = sum(1 for n in lost if n in window)

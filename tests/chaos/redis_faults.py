@@ -47,17 +47,18 @@ def wait_fsync() -> None:
     time.sleep(1.3)
 
 
-def cut_aof_tail(server: RedisServer, since_bytes: int, keep_share: float = 0.5) -> int:
-    """SIGKILL Redis and cut the AOF written after ``since_bytes`` to ``keep_share`` of it (the lost
-    second); Redis loads a truncated tail (``aof-load-truncated yes``). Returns the bytes cut."""
+def cut_aof_tail(server: RedisServer, keep_bytes: int) -> int:
+    """SIGKILL Redis and cut its AOF after ``keep_bytes`` (the lost second); Redis loads a truncated
+    tail (``aof-load-truncated yes``). Returns the bytes cut; raises unless some were."""
     server.kill()
     path = last_incr_file(server)
     size = path.stat().st_size
-    keep = since_bytes + int((size - since_bytes) * keep_share)
+    if size <= keep_bytes:
+        raise RuntimeError(f"nothing to cut: the AOF holds {size} bytes, {keep_bytes} are to be kept")
     with path.open("r+b") as handle:
-        handle.truncate(keep)
+        handle.truncate(keep_bytes)
     server.start()
-    return size - keep
+    return size - keep_bytes
 
 
 def take_snapshot(server: RedisServer, client: Any, target: Path) -> None:

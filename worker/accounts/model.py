@@ -12,10 +12,20 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from worker.errors import AccountInputError
 from worker.ids import fingerprint
+from worker.model.phones import normalize_phone
 
 ACCOUNT_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TOKEN_NAME = r"^[A-Za-z0-9_.-]{1,32}$"  # noqa: S105 - a pattern, not a secret
@@ -72,8 +82,21 @@ class CounterIn(_Strict):
     flush_age: Annotated[float | None, Field(gt=0, le=86_400)] = None
     phone_region: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
     timezone: str | None = None
+    #: The site tag (ingest/static/tag.js): the static numbers the site shows, which it swaps for a pool
+    #: number (empty: the counter's fallback number), or a CSS selector of the elements that show it.
+    site_numbers: list[str] = Field(default_factory=list, max_length=20)
+    site_selector: Annotated[str | None, Field(min_length=1, max_length=200)] = None
 
     _zone = field_validator("timezone")(classmethod(lambda cls, v: _zone(v)))
+
+    @field_validator("site_numbers")
+    @classmethod
+    def _site_numbers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("phone_region")
+        numbers = [normalize_phone(v, region) for v in value]
+        if None in numbers or (not region and any(not v.strip().startswith("+") for v in value)):
+            raise ValueError("every number must be a phone number with its country code, as +74950000000")
+        return [n for n in numbers if n]
 
 
 class TelephonyIn(_Strict):

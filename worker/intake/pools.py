@@ -142,14 +142,7 @@ class NumberPools:
         s = self._rt.settings
         second = int(time.time())
         address = _digest(client)
-        rate_key = k.session_rate(address, second)
-        pipe = self._rt.redis.pipeline(transaction=False)
-        pipe.incr(rate_key)
-        pipe.expire(rate_key, 2)
-        by_address = int(pipe.execute()[0])
-        if by_address > s.session_rate_per_ip:
-            self._refused("rate_address")
-            raise RateLimited("client")
+        self._limit(address, second)
         number, ends, how = self._rt.scripts.lease(
             keys=[
                 k.pool(counter),
@@ -185,6 +178,26 @@ class NumberPools:
             fallback = s.pool_fallback_numbers.get(counter)
             return Lease(fallback, 0, True)
         return Lease(str(number), int(ends), False)
+
+    def _limit(self, address: str, second: int) -> None:
+        """The per-address rate across every counter: ``RateLimited('client')`` beyond it."""
+        rate_key = self._rt.keys.session_rate(address, second)
+        pipe = self._rt.redis.pipeline(transaction=False)
+        pipe.incr(rate_key)
+        pipe.expire(rate_key, 2)
+        if int(pipe.execute()[0]) > self._rt.settings.session_rate_per_ip:
+            self._refused("rate_address")
+            raise RateLimited("client")
+
+    def release(self, session: Session, client: str = "") -> int:
+        """The visitor left: the session's lease ends ``pool_first_lease_seconds`` from now at the latest
+        (a visitor may still dial the number just seen; a next page of the site asks again and keeps it).
+        The lease's new end in ms, or 0 when the session holds no live number (nothing is written).
+        Counted in the per-address rate as a lease is (``RateLimited``)."""
+        self._limit(_digest(client), int(time.time()))
+        k, counter = self._rt.keys, session.counter_id
+        keys = [k.pool(counter), k.pool_sessions(counter), k.pool_holders(counter), k.pool_log(counter)]
+        return int(self._rt.scripts.release(keys=keys, args=[session.key, self._first_ms]))
 
     def _refused(self, reason: str) -> None:
         """Count a session answered without a pool number (``pool_fallbacks`` by reason)."""

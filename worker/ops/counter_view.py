@@ -73,7 +73,10 @@ def token_state(rt: Runtime, counter_id: int) -> dict[str, Any]:
     if token is None:
         return {"state": "missing"}
     fp = fingerprint(token)
-    out: dict[str, Any] = {"fingerprint": fp, "login": rt.accounts.login_of(token), "account": None}
+    # The Yandex login (the registry's, else the one learned for an environment token), or null:
+    # never the quota key ``login.<login>`` nor a fingerprint in its place.
+    login = rt.accounts.known_login(token) or cast(str | None, rt.redis.hget(rt.keys.token_logins, fp))
+    out: dict[str, Any] = {"fingerprint": fp, "login": login, "account": None}
     owner = rt.accounts.owner_id(counter_id)
     out["account"] = owner
     row = next((r for r in token_rows(rt.redis, rt.keys) if r.fingerprint == fp), None)

@@ -1,8 +1,12 @@
 """Heartbeats of workers and beats, and the probes that read them: ``python -m worker.ops.health``.
 
 Every worker (main process) and every beat runs a :class:`Heartbeat` thread that, each
-``heartbeat_interval`` seconds, touches a local file and writes ``{at, host, pid}`` under its node name
-in the ``Keys.heartbeats`` hash. Two probes read them (exit 0 when healthy, 1 when not):
+``heartbeat_interval`` seconds, touches a local file and writes ``{at, host, pid, every}`` under its node
+name in the ``Keys.heartbeats`` hash. A beat beats only while its scheduler sends due tasks (or, a
+standby, ticks): a beat whose schedule sends nothing goes stale like a dead one. Each write also
+removes the entries of nodes silent for ``FORGET`` of their intervals (a SIGKILLed process never
+removes its own) and keeps the hash expiring, so the heartbeats of a fleet that is gone expire too.
+Two probes read them (exit 0 when healthy, 1 when not):
 
 * ``liveness``: the local file of this role is fresh (at most 3 intervals old): the process runs and
   its loop turns. It does not ask Redis, so a Redis outage never gets healthy workers restarted.
@@ -21,12 +25,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import click
 import orjson
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from config.settings import Settings, load_settings
 from worker.keys import Keys
@@ -35,6 +41,8 @@ from worker.store import connect_data
 
 log = structlog.get_logger(__name__)
 MISSED = 3  # a heartbeat older than this many intervals is stale
+FORGET = 12  # ... and one older than this many is removed (its process died without saying so)
+LONGEST_INTERVAL = 60.0  # the largest heartbeat_interval allowed: the hash outlives any live node's
 
 
 def heartbeat_file(settings: Settings, role: str) -> Path:
@@ -45,31 +53,47 @@ def heartbeat_file(settings: Settings, role: str) -> Path:
 class Heartbeat:
     """A daemon thread that says "alive" for one process until stopped."""
 
-    def __init__(self, settings: Settings, role: str, node: str) -> None:
+    def __init__(self, settings: Settings, role: str, node: str, alive: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.role = role
         self.node = node
+        self.alive = alive  # when given, the heartbeat is written only while it answers True
         self.field = f"{role}:{node}"
         self.keys = Keys(settings.namespace, settings.shards)
         self.file = heartbeat_file(settings, role)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def beat_once(self) -> None:
+    def beat_once(self) -> bool:
+        """Write the heartbeat (unless ``alive`` says no) and forget dead nodes'; True when written."""
+        if self.alive is not None and not self.alive():
+            log.warning("heartbeat_withheld", role=self.role, reason="no due task sent lately")
+            return False
         self.file.parent.mkdir(parents=True, exist_ok=True)
         self.file.write_text(str(os.getpid()))
-        value = orjson.dumps({"at": int(time.time() * 1000), "host": socket.gethostname(), "pid": os.getpid()})
+        interval = self.settings.heartbeat_interval
+        now_ms = int(time.time() * 1000)
+        value = orjson.dumps({"at": now_ms, "host": socket.gethostname(), "pid": os.getpid(), "every": interval})
         client = connect_data(self.settings)
         try:
-            client.hset(self.keys.heartbeats, self.field, value)
+            with client.pipeline(transaction=False) as pipe:
+                pipe.hset(self.keys.heartbeats, self.field, value)
+                pipe.expire(self.keys.heartbeats, int(FORGET * LONGEST_INTERVAL))
+                pipe.hgetall(self.keys.heartbeats)
+                entries = cast(dict[str, str], pipe.execute()[-1])
+            dead = [field for field, raw in entries.items() if _forgotten(raw, now_ms, interval)]
+            if dead:
+                client.hdel(self.keys.heartbeats, *dead)
+                log.info("heartbeats_forgotten", nodes=dead)
         finally:
             client.close()
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.beat_once()
-            except (RedisError, OSError) as error:
+            except (RedisError, RedisClusterException, OSError) as error:  # a cluster with no node up: not a RedisError
                 log.warning("heartbeat_failed", role=self.role, error=type(error).__name__)
             self._stop.wait(self.settings.heartbeat_interval)
 
@@ -91,6 +115,16 @@ class Heartbeat:
                 client.close()
         with contextlib.suppress(OSError):
             self.file.unlink(missing_ok=True)
+
+
+def _forgotten(raw: str, now_ms: int, default_interval: float) -> bool:
+    """An entry silent for ``FORGET`` of its own intervals (the writer's, if it did not say), or unreadable."""
+    try:
+        data = orjson.loads(raw)
+        every = float(data.get("every") or default_interval)
+        return now_ms - int(data["at"]) > FORGET * every * 1000
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return True
 
 
 def liveness(settings: Settings, role: str) -> tuple[bool, str]:

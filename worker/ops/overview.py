@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.errors import UnknownCounterError
 from worker.ids import fingerprint
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
@@ -157,10 +158,15 @@ def counters_known(rt: Runtime, infos: list[BatchInfo], pending: Tally[int]) -> 
     return known
 
 
-def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
+def status(rt: Runtime, only: set[int] | None = None, *, known_only: bool = False) -> list[CounterStatus]:
+    """Every known counter's status, or those of ``only`` (``known_only``: an unknown one raises
+    :class:`UnknownCounterError`, else it is shown with zeros)."""
     infos = batches(rt)
     pending, exact = _pending(rt)
-    counters = sorted(only if only else counters_known(rt, infos, pending))
+    known = counters_known(rt, infos, pending)
+    if only and known_only and only - known:
+        raise UnknownCounterError(sorted(only - known))
+    counters = sorted(only if only else known)
     quotas = {q.login: q for q in quota_view(rt.redis, rt.keys, rt.settings)}
     paused = cast(dict[str, str], rt.redis.hgetall(rt.keys.paused))
     result = {c: CounterStatus(c, pending_calls=pending.get(c, 0), pending_exact=exact) for c in counters}
@@ -198,9 +204,11 @@ def status(rt: Runtime, only: set[int] | None = None) -> list[CounterStatus]:
     return list(result.values())
 
 
-def history(rt: Runtime, counter_id: int, *, limit: int = 50) -> list[BatchInfo]:
-    """The counter's batches, newest first."""
+def history(rt: Runtime, counter_id: int, *, limit: int = 50, known_only: bool = False) -> list[BatchInfo]:
+    """The counter's batches, newest first (``known_only``: an unknown counter raises :class:`UnknownCounterError`)."""
     mine = [b for b in batches(rt) if b.counter_id == counter_id]
+    if not mine and known_only and counter_id not in counters_known(rt, [], _pending(rt)[0]):
+        raise UnknownCounterError([counter_id])
     return sorted(mine, key=lambda b: (b.when_ms, b.batch_id), reverse=True)[:limit]
 
 
