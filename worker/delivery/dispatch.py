@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
+from worker.dataplane.ids import shard_of_batch
 from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, TokenUnreadableError
-from worker.ids import shard_of_batch
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
+from worker.dataplane.ids import batch_nonce, shard_of_batch
 from worker.delivery.quota import QuotaGate
 from worker.delivery.uploader import BatchRef, batch_rows, find_upload
 from worker.errors import AdoptionError, CalltrackError
-from worker.ids import batch_nonce, shard_of_batch
 from worker.model.kinds import Bucket
 from worker.store import redis_now_ms
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # KEYS: 1 record  2 rows  3 quarantine index  4 sealed index  5 done index  6 seq  7 epoch  8 marks
-# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who  6 nonce (worker.ids.batch_nonce)
+# ARGV: 1 batch id  2 shard prefix  3 shard  4 now ms  5 who  6 nonce (worker.dataplane.ids.batch_nonce)
 #       7 record retention (s): the REPLAYED record expires then
 # Returns {1, new batch id} or {0, why}.
 _REPLAY = """

@@ -2,7 +2,7 @@
 
 When drain accepts a call it keeps "counter:<seq>|id column letter|identifier" under a digest
 of (provider, call id) for the dedup window, a field of its shard's bucketed dedup hashes
-(``lua/drain.lua``, :func:`worker.marks.dedup_slot`). A conversion reported for that call ("the call
+(``lua/drain.lua``, :func:`worker.dataplane.marks.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
 know only the provider's call id.
 
@@ -21,8 +21,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from worker.dataplane.marks import dedup_periods, dedup_slot, parse_call_ref
 from worker.delivery.producer import SubmitResult, call_ref_digest
-from worker.marks import dedup_periods, dedup_slot, parse_call_ref
 from worker.model.fields import FieldError, Rejection
 from worker.model.kinds import UploadKind
 

@@ -215,7 +215,7 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
 
 def _open_buffer(rt: Runtime, shard: int, prefix: str, seq: str | None) -> str:
     """The open buffer whose key starts with ``prefix`` and that reserved batch ``seq``; "" when none.
-    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/lua/drain.lua), or the plain
+    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/dataplane/lua/drain.lua), or the plain
     bucket for a buffer opened before that."""
     if seq is None:
         return ""

@@ -1,4 +1,4 @@
-"""The Lua scripts in ``worker/lua``, read once and registered once per Redis client."""
+"""The Lua scripts in ``worker/dataplane/lua``, read once and registered once per Redis client."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
                                    bucket b: field 8 characters of a digest, value a conversion's or chat's
                                    ":<seq>" (its batch: the status API's index) or a call's
-                                   "counter:<seq>|column letter|identifier" (ref; worker/marks.py); expires whole
+                                   "counter:<seq>|column letter|identifier" (ref; dataplane/marks.py); expires whole
                                    when the dedup window after the period has passed (drain.lua writes it,
                                    worker/intake/call_refs.py reads it)
 ``<ns>:{sN}:bn:<p>``       hash    batch seq -> the nonce of its id, for the batches opened in period p (one
@@ -151,7 +151,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 
-from worker.ids import shard_of_batch
+from worker.dataplane.ids import shard_of_batch
 
 
 @dataclass(frozen=True, slots=True)
