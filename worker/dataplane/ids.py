@@ -8,19 +8,44 @@ import hashlib
 import re
 import secrets
 import string
+from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-_BATCH_RE = re.compile(r"^CT[a-z0-9]+S([0-9]+)B[0-9]+(?:R[a-z0-9]+)?$")
+_BATCH_RE = re.compile(r"^CT([a-z0-9]+)S([0-9]+)B([0-9]+)(?:R([a-z0-9]+))?$")
 _NONCE_ALPHABET = string.ascii_lowercase + string.digits
 
 
-def shard_of_batch(batch_id: str) -> int:
-    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
-    match = _BATCH_RE.match(batch_id)
+@dataclass(frozen=True, slots=True)
+class BatchId:
+    """The parts of a batch id; ``nonce`` is "" for ids sealed before issue 13."""
+
+    epoch: str
+    shard: int
+    seq: int
+    nonce: str = ""
+
+    def __str__(self) -> str:
+        return batch_id(self.epoch, self.shard, f"{self.seq}R{self.nonce}" if self.nonce else str(self.seq))
+
+
+def batch_id(epoch: str, shard: int, tail: str) -> str:
+    """``CT<epoch>S<shard>B<tail>``; ``tail`` is ``<seq>R<nonce>`` (or ``<seq>`` alone, before issue 13).
+    The Lua side builds the same id with the prelude's ``DP.batch_id`` (lua/prelude.lua)."""
+    return f"CT{epoch}S{shard}B{tail}"
+
+
+def parse_batch_id(text: str) -> BatchId:
+    """The parts of a batch id; ValueError when ``text`` is not one."""
+    match = _BATCH_RE.match(text)
     if match is None:
-        raise ValueError(f"not a batch id: {batch_id[:64]!r}")
-    return int(match.group(1))
+        raise ValueError(f"not a batch id: {text[:64]!r}")
+    return BatchId(match.group(1), int(match.group(2)), int(match.group(3)), match.group(4) or "")
+
+
+def shard_of_batch(text: str) -> int:
+    """The shard a batch id was sealed in (``CT<epoch>S<shard>B<seq>R<nonce>``)."""
+    return parse_batch_id(text).shard
 
 
 def batch_nonce() -> str:

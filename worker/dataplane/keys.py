@@ -1,148 +1,8 @@
-"""Every Redis key this project writes, in one place.
+"""Every Redis key name this project writes is built here, by :class:`Keys`.
 
-All keys of one shard share the hash tag ``{s<N>}`` so each Lua script touches a single slot (Redis
-Cluster-ready); a counter always maps to one shard, so every key of a counter is in that slot too.
-
-=========================  ======  ===========================================================
-key                        type    what it holds (owner)
-=========================  ======  ===========================================================
-``<ns>:shards``            string  the shard count, pinned by the first process (worker/store.py)
-``<ns>:{sN}:in``           stream  accepted events not yet drained (producer -> drain.lua)
-``<ns>:{sN}:epoch``        string  random id of this shard's data; part of every batch id
-``<ns>:{sN}:buf:<bucket>`` list    open buffer: rows of one (counter, kind, id type) and one column set;
-                                   ``<bucket>`` is ``<counter>:<kind>:<id type>/<row mask>`` (no ``/<mask>``: a
-                                   buffer opened before issue 24, or rows stored as JSON)
-``<ns>:{sN}:bufm:<bucket>`` list   the dedup marks (``ref:<h>``/``seen:<h>``) its buffer's calls set
-``<ns>:{sN}:bufbytes``     hash    bucket -> bytes in its open buffer
-``<ns>:{sN}:bufseq``       hash    bucket -> the batch sequence number its open buffer reserved when
-                                   it opened (drain.lua; the batch is sealed under that number)
-``<ns>:{sN}:due``          zset    bucket -> ms when its buffer must be sealed by age
-``<ns>:{sN}:seq``          string  batch sequence number (with a nonce from Python in each id)
-``<ns>:{sN}:batch:<id>``   hash    batch record: state, bucket, rows, upload id, status, ...
-``<ns>:{sN}:rows:<id>``    list    the sealed batch's rows, each its CSV line "<hex mask>,<cells>" (csvfile.py)
-``<ns>:{sN}:marks:<id>``   list    the dedup marks its calls set (removed by discard; expire with rows)
-``<ns>:{sN}:sealed``       zset    batch id -> sealed ms, for batches not yet uploaded
-``<ns>:{sN}:uploaded``     zset    batch id -> uploaded ms, for uploads whose status is not final
-``<ns>:{sN}:quarantine``   zset    batch id -> ms, batches Metrica refused for good
-``<ns>:{sN}:done``         zset    batch id -> ms, batches with a final status (history)
-``<ns>:{sN}:dd:<p>:<b>``   hash    dedup marks and call refs of period p (``dedup_period_days``),
-                                   bucket b: field 8 characters of a digest, value a conversion's or chat's
-                                   ":<seq>" (its batch: the status API's index) or a call's
-                                   "counter:<seq>|column letter|identifier" (ref; dataplane/marks.py); expires whole
-                                   when the dedup window after the period has passed (drain.lua writes it,
-                                   worker/intake/call_refs.py reads it)
-``<ns>:{sN}:bn:<p>``       hash    batch seq -> the nonce of its id, for the batches opened in period p (one
-                                   field per batch, not per call; expires with the period's dedup hashes)
-``<ns>:{sN}:ddn``          hash    period -> its bucket count; "c<period>" -> marks written in it
-``<ns>:{sN}:ddsince``      string  ms this shard began bucketed marks (0: never had one-key marks);
-                                   within the window after it, drain also reads the old keys below
-``<ns>:{sN}:seen:<hash>``  string  before issue 18: a conversion already accepted (read only)
-``<ns>:{sN}:lock:<ctr>``   string  the counter's upload lock, valued with its fencing token
-``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
-``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
-``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
-``<ns>:{sN}:ref:<hash>``   string  before issue 18: a call's "counter|id column|identifier" (read
-                                   only, until the window after ``ddsince`` has passed)
-``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
-``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
-``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
-``<ns>:{sN}:plog:<ctr>``   hash    lease id -> "number|start ms|end ms|session JSON" (history)
-``<ns>:{sN}:phist:<ctr>:<number>`` zset  lease id -> start ms, for attribution at a call's time
-``<ns>:{sN}:pseq``         string  lease id sequence
-``<ns>:{sN}:pexhausted``   hash    counter -> times its pool had no free number
-``<ns>:{sN}:rl:ctr:<ctr>:<s>`` string  session API requests of a counter in second s
-``<ns>:{sN}:plive:<ctr>:a:<h>`` zset   live leases of one client address (hashed) in the pool -> end ms
-``<ns>:{sN}:plive:<ctr>:n:<h>`` zset   live leases of one /24 or /64 (hashed) in the pool -> end ms
-``<ns>:{rl}:ip:<h>:<s>``   string  session API requests of one client address (hashed) in second s,
-                                   across every counter (worker/intake/pools.py)
-``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
-``<ns>:{sN}:flushage``     hash    counter -> its own flush age in ms (worker/accounts/flush.py
-                                   publishes the registry's; drain.lua reads it for a new buffer)
-``<ns>:{q:<lg>}:inflight`` zset   a login's requests in flight -> lease end ms (worker/delivery/quota.py)
-``<ns>:{q:ip:<egress>}:rate`` zset requests of the last second from one egress IP (quota_rate.lua)
-``<ns>:{q:<lg>}:day:<d>``  string  a login's requests on UTC day d (worker/delivery/quota.py)
-``<ns>:{q:<lg>}:day:<d>:<group>`` string  the same, per method group (client_read, client_write; upload, poll before 24)
-``<ns>:{q}:paused``        hash    token fingerprint [:counter] -> why uploads are paused (401/403)
-``<ns>:celery:*``          -       Celery broker keys (kombu's global key prefix) in the broker's Redis
-                                   (CALLTRACK_BROKER_URL; on RabbitMQ, queues ``<ns>.calltrack.*``)
-``<ns>:redbeat:*``         -       celery-redbeat schedule and its single-beat lock, in
-                                   CALLTRACK_BEAT_REDIS_URL's Redis
-=========================  ======  ===========================================================
-
-Ingestion (issue 5: ``worker/intake/routing.py``, ``worker/intake/held.py``, ``worker/intake/callers.py``,
-``ingest/pbx/cdr_csv.py``):
-
-=================================  ======  ===================================================
-key                                type    what it holds (owner)
-=================================  ======  ===================================================
-``<ns>:routing``                   hash    tracking number ``+digits`` -> JSON route (routing)
-``<ns>:{held}:calls``              stream  calls not uploadable yet, with the reason (held)
-``<ns>:{held}:seen:<hash>``        string  a provider call already held once, valued with its first
-                                           held entry's id (held; the status API reads it)
-``<ns>:{held}:owners``             hash    client account id -> its held calls (hold.lua; capped)
-``<ns>:{sN}:ch:<p>:<b>``           hash    caller history of period p (``first_caller_period_days``),
-                                           bucket b: 8 characters of a keyed hash of (counter,
-                                           caller number) -> 8 of the digest of the caller's first
-                                           call (callers, lua/xadd_many.lua; FirstTimeCaller)
-``<ns>:{sN}:chn``                  hash    period -> its bucket count; "c<period>" -> callers in it
-``<ns>:{sN}:caller:<ctr>:<hash>``  string  before issue 18: the same, one key each (read and moved
-                                           into ``ch`` for a year after ``ddsince``)
-``<ns>:cdrpos:<hash>``             hash    a CDR file reader's position: offset, inode
-=================================  ======  ===================================================
-
-Accounts (issue 15: ``worker/accounts/``; fleet-wide, tag ``{acct}``; no secret is ever part of a name):
-
-=================================  ======  ===================================================
-key                                type    what it holds (owner)
-=================================  ======  ===================================================
-``<ns>:{acct}:accounts``           hash    account id -> JSON of the account, its secrets
-                                           encrypted with the key ring (registry)
-``<ns>:{acct}:counters``           hash    counter id -> account id (registry's index)
-``<ns>:{acct}:removed``            hash    counter id -> ms it was removed: its batches wait
-``<ns>:{acct}:version``            string  bumped by every change; processes reload on a new one
-``<ns>:{acct}:logins``             hash    token fingerprint -> its Yandex login, learned once for
-                                           tokens given in the environment (quota key; not secret)
-``<ns>:{acct}:oauth:<hash>``       string  a pending onboarding: blake2b of its OAuth state ->
-                                           JSON {account}, expires (oauth_state_seconds)
-``<ns>:{acct}:apikeys``            hash    a client API key's public id (the ``ctk_<id>`` part) ->
-                                           JSON {account, name, scopes, sha256 of the key, created,
-                                           rotated}; never the key (worker/accounts/apikeys.py)
-=================================  ======  ===================================================
-
-Operations (issue 6: ``worker/ops/metrics.py``, ``worker/ops/health.py``, ``worker/delivery/replay.py``):
-
-=================================  ======  ===================================================
-key                                type    what it holds (owner)
-=================================  ======  ===================================================
-``<ns>:{m}:counters``              hash    "family|label|label" -> count since the deployment
-                                           began (metrics; HINCRBY per chunk, batch or request)
-``<ns>:heartbeats``                hash    "role:node" -> JSON {at ms, host, pid, every s} of
-                                           each live worker and beat (health); dead ones'
-                                           removed after 12 intervals; the hash expires
-``<ns>:counter_setup``             hash    counter -> JSON readiness (options switched on, join
-                                           thresholds, goals); pending:<counter> -> ms (counter_setup.py)
-=================================  ======  ===================================================
-
-Webhooks (issue 19: ``worker/notify/``; fleet-wide, tag ``{n}``; events carry ids, never a secret or URL):
-
-=================================  ======  ===================================================
-key                                type    what it holds (owner)
-=================================  ======  ===================================================
-``<ns>:{n}:outbox``                hash    event id -> JSON event waiting for delivery
-                                           (lua/notify_add.lua records it once)
-``<ns>:{n}:pending``               zset    event id -> ms when the sweep may send it (again);
-                                           0: never sent
-``<ns>:{n}:sent``                  zset    event id -> ms delivered (the idempotency index;
-                                           trimmed after ``dedup_window_days``)
-``<ns>:{n}:dead``                  hash    event id -> JSON {event, error, at, attempts}: retries
-                                           ran out (ctl notify dead / retry, the console)
-``<ns>:{n}:cursor``                hash    "done|quarantine:<shard>" -> JSON [ms, batch] (plain ms
-                                           before), "held" -> stream id: how far the sweep read
-``<ns>:{n}:breaker``               hash    "<account>:failures|open|probe" -> failures in a row,
-                                           ms the pause / the probe ends (lua/notify_breaker.lua)
-``<ns>:console:fails:<hash>``      string  failed console logins of one client address, this window
-``<ns>:console:session:<hash>``    string  a console login until logout or its TTL (ingest/console/app.py)
-=================================  ======  ===================================================
+The keys themselves (template, type, what each holds, its owner) are documented once, in the table of
+:mod:`worker.dataplane.templates`; every accessor below is a row of it (tests/test_dataplane.py checks
+each name against its template, and the Lua prelude's builders against these accessors).
 """
 
 from __future__ import annotations
@@ -175,6 +35,9 @@ class Keys:
 
     def buffer(self, shard: int, bucket: str) -> str:
         return f"{self.prefix(shard)}:buf:{bucket}"
+
+    def buffer_marks(self, shard: int, bucket: str) -> str:
+        return f"{self.prefix(shard)}:bufm:{bucket}"
 
     def buffer_bytes(self, shard: int) -> str:
         return f"{self.prefix(shard)}:bufbytes"
@@ -261,6 +124,12 @@ class Keys:
 
     def dedup_hash(self, shard: int, period: int, bucket: int) -> str:
         return f"{self.prefix(shard)}:dd:{period}:{bucket}"
+
+    def caller_hash(self, shard: int, period: int, bucket: int) -> str:
+        return f"{self.prefix(shard)}:ch:{period}:{bucket}"
+
+    def caller_sizes(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:chn"
 
     def batch_nonces(self, shard: int, period: int) -> str:
         return f"{self.prefix(shard)}:bn:{period}"
