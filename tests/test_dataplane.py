@@ -98,6 +98,7 @@ def _lua_builds(key: Any, keys: Keys) -> tuple[str, list[str], str]:
         "b": 913,
         "hash": "AbCd-_Ef12345678",
         "ctr": 4242,
+        "number": "+79990001122",
     }
     parts = [sample[name] for name in key.parts]
     method = getattr(keys, key.accessor)

@@ -96,8 +96,8 @@ class Keys:
     def pool_log(self, counter_id: int) -> str:
         return self._pool_key("plog", counter_id)
 
-    def pool_history(self, counter_id: int, number: str = "") -> str:
-        """One number's lease history; with no number, the prefix lua/lease.lua completes."""
+    def pool_history(self, counter_id: int, number: str) -> str:
+        """One number's lease history (lua/lease.lua builds it with ``K.pool_history``)."""
         return self._pool_key("phist", counter_id) + f":{number}"
 
     def pool_seq(self, counter_id: int) -> str:

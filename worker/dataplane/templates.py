@@ -86,7 +86,7 @@ key                                 type    accessor           what it holds (ow
 ``<ns>:{sN}:pholder:<ctr>``         hash    pool_holders       number -> "session key|lease id" of its current holder
 ``<ns>:{sN}:plog:<ctr>``            hash    pool_log           lease id -> "number|start ms|end ms|session JSON"
                                                                (history)
-``<ns>:{sN}:phist:<ctr>:<number>``  zset    pool_history       lease id -> start ms, for attribution at a call's time
+``<ns>:{sN}:phist:<ctr>:<number>``  zset    pool_history+      lease id -> start ms, for attribution at a call's time
 ``<ns>:{sN}:pseq``                  string  pool_seq           lease id sequence
 ``<ns>:{sN}:pexhausted``            hash    pool_exhausted     counter -> times its pool had no free number
 ``<ns>:{sN}:rl:ctr:<ctr>:<s>``      string  rate               session API requests of a counter in second s
