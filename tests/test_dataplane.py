@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from worker.dataplane.ids import BatchId, batch_id, batch_nonce, parse_batch_id, shard_of_batch
+from worker.dataplane.ids import BatchId, batch_id, batch_nonce, batch_tail, parse_batch_id, shard_of_batch
 from worker.dataplane.keys import Keys
 from worker.dataplane.marks import dedup_periods, dedup_slot
 from worker.dataplane.prelude import prelude
@@ -74,7 +74,11 @@ def test_batch_ids_are_built_alike_and_round_trip(redis: Redis) -> None:
         BatchId(batch_nonce()[:8], rng.randrange(0, 1024), rng.randrange(1, 10**12), batch_nonce()) for _ in range(50)
     ]
     ids.append(BatchId("abc123", 3, 17))  # sealed before issue 13: no nonce
-    tails = [f"{b.seq}R{b.nonce}" if b.nonce else str(b.seq) for b in ids]
+    tails = [batch_tail(b.seq, b.nonce) if b.nonce else str(b.seq) for b in ids]
+    lua_tails = run(
+        redis, "return {DP.batch_tail(ARGV[1], ARGV[2]), DP.batch_tail(tonumber(ARGV[1]), ARGV[2])}", 42, "abc"
+    )
+    assert lua_tails == [batch_tail(42, "abc")] * 2
     body = """local out = {}
 for i = 1, #ARGV, 3 do out[#out + 1] = DP.batch_id(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 return out"""

@@ -26,13 +26,18 @@ class BatchId:
     nonce: str = ""
 
     def __str__(self) -> str:
-        return batch_id(self.epoch, self.shard, f"{self.seq}R{self.nonce}" if self.nonce else str(self.seq))
+        return batch_id(self.epoch, self.shard, batch_tail(self.seq, self.nonce) if self.nonce else str(self.seq))
 
 
 def batch_id(epoch: str, shard: int, tail: str) -> str:
     """``CT<epoch>S<shard>B<tail>``; ``tail`` is ``<seq>R<nonce>`` (or ``<seq>`` alone, before issue 13).
     The Lua side builds the same id with the prelude's ``DP.batch_id`` (lua/prelude.lua)."""
     return f"CT{epoch}S{shard}B{tail}"
+
+
+def batch_tail(seq: int | str, nonce: str) -> str:
+    """The tail ``<seq>R<nonce>`` a buffer reserves when it opens (``DP.batch_tail`` in Lua)."""
+    return f"{seq}R{nonce}"
 
 
 def parse_batch_id(text: str) -> BatchId:

@@ -59,7 +59,7 @@ local opened = {}  -- the sequence numbers this run opened, each with this run's
 local function open(bucket)
   -- The batch's number and this run's nonce: the batch id's tail, fixed when the buffer opens.
   last_seq = last_seq + 1
-  seq_of[bucket] = tostring(last_seq) .. 'R' .. nonce
+  seq_of[bucket] = DP.batch_tail(tostring(last_seq), nonce)
   redis.call('HSET', bufseq_key, bucket, seq_of[bucket])
   opened[#opened + 1] = tostring(last_seq)
 end

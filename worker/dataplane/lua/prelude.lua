@@ -3,9 +3,14 @@
 -- Python computes the same with worker/dataplane/marks.py and ids.py; tests/test_dataplane.py compares.
 local DP = {}
 
--- A batch id: CT<epoch>S<shard>B<tail>, the tail "<seq>R<nonce>" (worker/dataplane/ids.py batch_id).
+-- A batch id: CT<epoch>S<shard>B<tail>, the tail "<seq>R<nonce>" (worker/dataplane/ids.py batch_id,
+-- batch_tail).
 function DP.batch_id(epoch, shard, tail)
   return 'CT' .. epoch .. 'S' .. shard .. 'B' .. tail
+end
+
+function DP.batch_tail(seq, nonce)
+  return seq .. 'R' .. nonce
 end
 
 -- The prefix (<ns>:{sN}) of a shard key built by K.<name>(prefix) with no parts, e.g. the stream's.

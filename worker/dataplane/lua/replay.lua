@@ -8,7 +8,7 @@ if state ~= 'QUARANTINED' then return {0, state or 'MISSING'} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {0, 'NOROWS'} end
 local epoch = redis.call('GET', KEYS[7])
 if not epoch then return {0, 'NOEPOCH'} end
-local id = DP.batch_id(epoch, ARGV[3], redis.call('INCR', KEYS[6]) .. 'R' .. ARGV[6])
+local id = DP.batch_id(epoch, ARGV[3], DP.batch_tail(redis.call('INCR', KEYS[6]), ARGV[6]))
 local rec = redis.call('HMGET', KEYS[1], 'bucket', 'rows', 'bytes')
 redis.call('RENAME', KEYS[2], K.rows(ARGV[2], id))
 if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('RENAME', KEYS[8], K.marks(ARGV[2], id)) end
