@@ -21,8 +21,8 @@ from bench.costs import redis_cpu
 from bench.load import COUNTER_BASE
 from bench.stack import ROOT, Infra, python_env, stop_group
 from config.settings import Settings
+from worker.dataplane.keys import Keys
 from worker.intake.routing import Route, RoutingTable
-from worker.keys import Keys
 
 SESSION_COUNTER = 9_999_999
 SESSION_VISITORS = 500

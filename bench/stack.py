@@ -268,7 +268,7 @@ class PipelineConfig:
     accounts: int = 0  # registry accounts (logins) the many-counter run spreads its counters over
     # The data plane on this Redis Cluster (issue 17); Celery's broker and redbeat stay on the harness's Redis.
     cluster_url: str | None = None
-    dedup_buckets: int = 1024  # sized to the namespace's calls: about 100 marks a hash (worker/keys.py)
+    dedup_buckets: int = 1024  # sized to the namespace's calls: about 100 marks a hash (worker/dataplane/keys.py)
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:
         data = {"CALLTRACK_REDIS_URL": redis_url}

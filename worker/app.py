@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from config.logging import configure_logging, quiet_due_tasks
 from config.settings import Settings
 from worker.beat import CalltrackBeatScheduler
+from worker.dataplane.keys import Keys
 from worker.errors import StoreConfigError
-from worker.keys import Keys
 from worker.runtime import Runtime
 from worker.store import check_durability, connect_data, pin_shards
 

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from worker.dataplane.ids import fingerprint
 from worker.errors import AccountInputError
-from worker.ids import fingerprint
 from worker.model.phones import normalize_phone
 
 ACCOUNT_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
+from worker.dataplane.ids import shard_of_batch
 from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, TokenUnreadableError
-from worker.ids import shard_of_batch
 from worker.model.kinds import Bucket
 
 if TYPE_CHECKING:
