@@ -15,11 +15,11 @@ from ctl.__main__ import main
 from ctl.context import Context
 from tests.helpers import make_call
 from worker.app import refuse_another_shard_count
+from worker.dataplane.keys import Keys
 from worker.delivery.drain import drain_shard
 from worker.delivery.producer import call_ref_digest
 from worker.errors import FormatVersionError, OlderReleaseAliveError, ShardCountError
-from worker.format import CURRENT, ensure_format, format_key, steps_key, stored_version
-from worker.keys import Keys
+from worker.format import CURRENT, ensure_format, stored_version
 from worker.runtime import Runtime
 
 
@@ -37,7 +37,7 @@ def test_a_fresh_namespace_gets_the_current_format_and_a_negated_pin(redis: Redi
     keys = Keys(namespace, 3)
     assert stored_version(redis, keys) is None
     assert ensure_format(redis, keys) is None
-    assert redis.get(format_key(keys)) == str(CURRENT)
+    assert redis.get(keys.format_version) == str(CURRENT)
     assert redis.get(keys.shard_count) == "-3"
     assert ensure_format(redis, keys) == CURRENT  # a second process: nothing to do
     with pytest.raises(ShardCountError, match=r"CALLTRACK_SHARDS is 2 .* started with 3 shards"):
@@ -50,12 +50,12 @@ def test_a_store_of_the_release_before_versions_is_migrated_once(redis: Redis, n
     assert stored_version(redis, keys) == 1
     lines: list[str] = []
     assert ensure_format(redis, keys, lines.append) == 1
-    assert redis.get(format_key(keys)) == str(CURRENT)
+    assert redis.get(keys.format_version) == str(CURRENT)
     assert redis.get(keys.shard_count) == "-2"
     assert redis.get(keys.dedup_since(0)) == "0"  # kept: this shard never had one-key marks
     since = int(redis.get(keys.dedup_since(1)) or 0)
     assert since > 0  # the old marks of shard 1 are read from the first drain on
-    assert 0 < redis.ttl(steps_key(keys)) <= 30 * 86400
+    assert 0 < redis.ttl(keys.format_steps) <= 30 * 86400
     assert lines[-1] == f"format 1 -> {CURRENT}"
     assert ensure_format(redis, keys) == CURRENT
     assert int(redis.get(keys.dedup_since(1)) or 0) == since
@@ -82,8 +82,8 @@ def test_a_migration_killed_half_way_is_resumed_not_repeated(redis: Redis, names
     assert done == ["migrated ddsince:1", "migrated pin", f"format 1 -> {CURRENT}"]
     assert redis.get(keys.dedup_since(0)) == first
     # Killed after the last step, before the version was written: the next process writes it.
-    redis.delete(format_key(keys))
-    assert ensure_format(redis, keys) == CURRENT and redis.get(format_key(keys)) == str(CURRENT)
+    redis.delete(keys.format_version)
+    assert ensure_format(redis, keys) == CURRENT and redis.get(keys.format_version) == str(CURRENT)
 
 
 def test_a_format_of_a_newer_release_is_refused_by_every_process(
@@ -91,7 +91,7 @@ def test_a_format_of_a_newer_release_is_refused_by_every_process(
 ) -> None:
     settings = make_settings()
     keys = Keys(namespace, settings.shards)
-    redis.set(format_key(keys), CURRENT + 1)
+    redis.set(keys.format_version, CURRENT + 1)
     with pytest.raises(FormatVersionError, match=rf"holds data format {CURRENT + 1} but this release knows"):
         ensure_format(redis, keys)
     assert redis.get(keys.shard_count) is None  # nothing written
@@ -117,10 +117,10 @@ def test_ctl_migrate_migrates_and_check_reports(
     _version_1_store(redis, keys)
     check = CliRunner().invoke(main, ["migrate", "--check", "--json"], obj=Context(settings))
     assert check.exit_code == 1 and '"found": 1' in check.stdout
-    assert redis.get(format_key(keys)) is None
+    assert redis.get(keys.format_version) is None
     done = CliRunner().invoke(main, ["migrate", "--json"], obj=Context(settings))
     assert done.exit_code == 0, done.output
-    assert '"migrated ddsince:1"' in done.stdout and redis.get(format_key(keys)) == str(CURRENT)
+    assert '"migrated ddsince:1"' in done.stdout and redis.get(keys.format_version) == str(CURRENT)
     again = CliRunner().invoke(main, ["migrate", "--check"], obj=Context(settings))
     assert again.exit_code == 0
 
@@ -134,12 +134,12 @@ def test_no_migration_while_a_process_of_the_older_release_is_alive(redis: Redis
     redis.hset(keys.heartbeats, "worker:new@b", orjson.dumps({"at": now, "pid": 8, "format": CURRENT}))
     with pytest.raises(OlderReleaseAliveError, match=r"holds data format 1, and 1 process\(es\) .*\(worker:old@a\)"):
         ensure_format(redis, keys, alive_ms=15_000)
-    assert redis.get(format_key(keys)) is None and redis.get(keys.shard_count) == "2"  # nothing written
+    assert redis.get(keys.format_version) is None and redis.get(keys.shard_count) == "2"  # nothing written
     assert redis.get(keys.dedup_since(1)) is None
     # Killed without a clean stop: its heartbeat stays, but once it is older than alive_ms, it is gone.
     redis.hset(keys.heartbeats, "worker:old@a", orjson.dumps({"at": now - 60_000, "host": "a", "pid": 7}))
     assert ensure_format(redis, keys, alive_ms=15_000) == 1
-    assert redis.get(format_key(keys)) == str(CURRENT)
+    assert redis.get(keys.format_version) == str(CURRENT)
 
 
 def test_one_key_marks_of_before_bucketed_marks_are_honoured_from_the_first_drain_after_a_worker_starts(
@@ -169,7 +169,7 @@ def test_doctor_names_the_data_format(redis: Redis, namespace: str, make_setting
     older = CliRunner().invoke(main, ["doctor", "--json"], obj=Context(settings))
     check = next(c for c in orjson.loads(older.stdout)["checks"] if c["name"] == "data format")
     assert check["status"] == "warn" and "ctl migrate" in check["detail"]
-    redis.set(format_key(keys), CURRENT + 1)
+    redis.set(keys.format_version, CURRENT + 1)
     newer = CliRunner().invoke(main, ["doctor", "--json"], obj=Context(settings))
     check = next(c for c in orjson.loads(newer.stdout)["checks"] if c["name"] == "data format")
     assert check["status"] == "fail" and newer.exit_code == 1

@@ -31,24 +31,14 @@ from typing import cast
 import orjson
 from redis import Redis
 
+from worker.dataplane.keys import Keys
 from worker.errors import FormatVersionError, OlderReleaseAliveError, ShardCountError
-from worker.keys import Keys
 
 CURRENT = 2
 # Versions this code runs on, and those it can migrate from (to CURRENT).
 RUNS_ON = frozenset({CURRENT})
 MIGRATES_FROM = frozenset({1})
 STEPS_TTL_SECONDS = 30 * 86400  # the record of a finished migration, kept for the operator a while
-
-
-def format_key(keys: Keys) -> str:
-    """``<ns>:format``: the data plane's format version (an integer)."""
-    return f"{keys.namespace}:format"
-
-
-def steps_key(keys: Keys) -> str:
-    """``<ns>:format:steps``: hash step -> ms it was done, of the migration under way (or last done)."""
-    return f"{keys.namespace}:format:steps"
 
 
 def _now_ms(redis: Redis) -> int:
@@ -58,7 +48,7 @@ def _now_ms(redis: Redis) -> int:
 
 def stored_version(redis: Redis, keys: Keys) -> int | None:
     """The namespace's format version; None for a namespace that holds no data plane yet."""
-    value = redis.get(format_key(keys))
+    value = redis.get(keys.format_version)
     if value is not None:
         return int(value)
     pin = redis.get(keys.shard_count)
@@ -100,11 +90,11 @@ def _pin(redis: Redis, keys: Keys) -> int | None:
 
 def _step(redis: Redis, keys: Keys, name: str, action: Callable[[int], object], log: Callable[[str], None]) -> None:
     """Run ``action(now_ms)`` unless the step is recorded as done; then record it."""
-    if redis.hexists(steps_key(keys), name):
+    if redis.hexists(keys.format_steps, name):
         return
     now = _now_ms(redis)
     action(now)
-    redis.hset(steps_key(keys), name, now)
+    redis.hset(keys.format_steps, name, now)
     log(f"migrated {name}")
 
 
@@ -148,12 +138,12 @@ def ensure_format(
     _check_shards(_pin(redis, keys), keys)
     if found is None:
         redis.set(keys.shard_count, -keys.shards, nx=True)
-        redis.set(format_key(keys), CURRENT, nx=True)
+        redis.set(keys.format_version, CURRENT, nx=True)
         _check_shards(_pin(redis, keys), keys)  # another process pinned first, with its own count
         refuse_unknown(redis, keys)
         return None
     if found == CURRENT:  # written last by a migration: one killed just before it left only the negated pin
-        redis.set(format_key(keys), CURRENT, nx=True)
+        redis.set(keys.format_version, CURRENT, nx=True)
     if found in MIGRATES_FROM:
         alive = older_alive(redis, keys, alive_ms)
         if alive:
@@ -163,7 +153,7 @@ def ensure_format(
                 f"./scripts/ctl migrate (README, 'Upgrading'); nothing was migrated"
             )
         _migrate_1_to_2(redis, keys, log)
-        redis.set(format_key(keys), CURRENT)
-        redis.expire(steps_key(keys), STEPS_TTL_SECONDS)
+        redis.set(keys.format_version, CURRENT)
+        redis.expire(keys.format_steps, STEPS_TTL_SECONDS)
         log(f"format {found} -> {CURRENT}")
     return found

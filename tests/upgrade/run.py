@@ -42,7 +42,7 @@ from typing import Any
 from config.settings import Settings
 from tests.helpers import make_call, unavailable
 from tests.pipeline import running_emulator
-from worker.format import CURRENT, format_key, stored_version
+from worker.format import CURRENT, stored_version
 from worker.intake.routing import Route
 from worker.intake.service import build_intake
 from worker.model.inbound import InboundCall
@@ -259,7 +259,7 @@ def run_upgrade(
                 _celery(new_env, ROOT, log_dir / "beat.log", "beat"),
             ]  # fmt: skip
             try:
-                _wait(lambda: rt.redis.get(format_key(rt.keys)) == str(CURRENT), 60, "the new release's migration")
+                _wait(lambda: rt.redis.get(rt.keys.format_version) == str(CURRENT), 60, "the new release's migration")
                 report.format_after = stored_version(rt.redis, rt.keys)
                 say(f"this release started: format {report.format_before} -> {report.format_after}")
                 everything = [call for stage in STAGES for call in calls[stage]]

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.dataplane.ids import fingerprint
 from worker.errors import UnknownCounterError
-from worker.ids import fingerprint
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
 
