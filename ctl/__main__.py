@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "keys",
         "Client API keys: each reaches only its account's counters (scopes: ingest, status).",
     ),
+    "migrate": (
+        "ctl.migrate",
+        "migrate",
+        "Migrate the data in Redis to this release's format (also done by the first worker that starts).",
+    ),
     "notify": (
         "ctl.notify",
         "notify",

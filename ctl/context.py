@@ -41,9 +41,19 @@ class Context:
 
     @cached_property
     def runtime(self) -> Runtime:
-        from worker.runtime import Runtime  # noqa: PLC0415 - off the --help path
+        import click  # noqa: PLC0415 - off the --help path
 
-        return Runtime(self.settings)
+        from worker.errors import FormatVersionError  # noqa: PLC0415
+        from worker.format import refuse_unknown  # noqa: PLC0415
+        from worker.runtime import Runtime  # noqa: PLC0415
+
+        runtime = Runtime(self.settings)
+        try:  # a format a newer release wrote: this ctl would misread it (an older one: `ctl migrate`)
+            refuse_unknown(runtime.redis, runtime.keys)
+        except FormatVersionError as error:
+            runtime.close()
+            raise click.ClickException(str(error)) from None
+        return runtime
 
     @cached_property
     def intake(self) -> Intake:

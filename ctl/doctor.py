@@ -20,7 +20,8 @@ from ctl.output import emit, json_option
 from worker.accounts.health import problems
 from worker.delivery.counter_setup import Readiness, readiness
 from worker.delivery.quota import Purpose, QuotaGate
-from worker.errors import CalltrackError
+from worker.errors import CalltrackError, FormatVersionError
+from worker.format import CURRENT, refuse_unknown
 from worker.model.kinds import CALLS
 from worker.ops.scrape import heartbeats
 from worker.runtime import Runtime
@@ -96,6 +97,23 @@ def check_redis(rt: Runtime) -> list[Check]:
         else Check("redis memory policy", "fail", f"maxmemory-policy {policy}: Redis may evict queued calls")
     )
     return [*checks, check_memory(rt)]
+
+
+def check_format(rt: Runtime) -> Check:
+    """The data format Redis holds against this release's (worker/format.py; README, "Upgrading")."""
+    try:
+        found = refuse_unknown(rt.redis, rt.keys)
+    except FormatVersionError as error:
+        return Check("data format", "fail", str(error))
+    if found is None:
+        return Check("data format", "ok", f"none yet: the first process writes format {CURRENT}")
+    if found == CURRENT:
+        return Check("data format", "ok", f"format {found}, this release's")
+    return Check(
+        "data format",
+        "warn",
+        f"format {found}: stop the older release, then ./scripts/ctl migrate (README, 'Upgrading')",
+    )
 
 
 def check_memory(rt: Runtime) -> Check:
@@ -262,6 +280,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
         try:
             checks += check_redis(rt)
             if checks[-1].name != "redis" or checks[-1].status != "fail":
+                checks.append(check_format(rt))
                 checks += check_tokens(rt)
                 checks += check_accounts(rt)
                 checks += check_clock(rt)

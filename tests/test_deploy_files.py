@@ -169,3 +169,13 @@ def test_k8s_manifests_run_every_role_with_probes_resources_and_real_modules() -
     settings = Settings(_env_file=None, **{k.removeprefix("CALLTRACK_").lower(): v for k, v in config["data"].items()})
     assert settings.redis_cluster and settings.broker_is_amqp and settings.shards == 128
     assert not re.search(r"PASSWORD|TOKEN", yaml.safe_dump(config["data"]))
+
+
+def test_k8s_never_runs_two_releases_side_by_side_on_one_format() -> None:
+    """Issue 23: the processes that drain, upload and schedule are recreated, never rolled: an old worker
+    next to a new one would read only its own release's marks and batch ids (calls doubled, uploads failed).
+    The ingestion service may roll: its stream entries are the same in both formats (README, "Upgrading")."""
+    deployments = {d["metadata"]["name"]: d for d in k8s_documents() if d["kind"] == "Deployment"}
+    for name in ("calltrack-worker", "calltrack-beat", "calltrack-notify-worker"):
+        assert deployments[name]["spec"].get("strategy") == {"type": "Recreate"}, name
+    assert "Recreate" in (ROOT / "README.md").read_text()

@@ -239,13 +239,15 @@ def _start_heartbeat(app: Any, role: str, node: str, alive: Callable[[], bool] |
 
 
 def refuse_another_shard_count(settings: object) -> None:
-    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one,
-    or Redis cannot give the producer durability asked for (``aof`` before Redis 7.2)."""
+    """Exit with one line when this process's CALLTRACK_SHARDS is not the deployment's pinned one, the data
+    format is not one this release knows (or older, with the older release still alive), or Redis cannot
+    give the producer durability asked for (``aof`` before Redis 7.2)."""
     if not isinstance(settings, Settings):
         return
     client = connect_data(settings)
     try:
-        pin_shards(client, Keys(settings.namespace, settings.shards))
+        # Its format too (worker/format.py): migrated from an older one once that release's processes are gone.
+        pin_shards(client, Keys(settings.namespace, settings.shards), int(3000 * settings.heartbeat_interval))
         check_durability(client, settings.producer_durability)
     except StoreConfigError as error:
         sys.stderr.write(f"calltrack: {error}\n")

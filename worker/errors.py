@@ -75,6 +75,14 @@ class ShardCountError(StoreConfigError):
     """Permanent: this process's shard count is not the one the deployment was started with."""
 
 
+class FormatVersionError(StoreConfigError):
+    """Permanent: Redis holds a data format this release does not know (a newer release wrote it)."""
+
+
+class OlderReleaseAliveError(StoreConfigError):
+    """Permanent until they stop: processes of an older release still run on the data this one would migrate."""
+
+
 class DeferredError(CalltrackError):
     """The work cannot start now (its counter is busy, or an earlier attempt may be in flight)."""
 

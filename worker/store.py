@@ -10,14 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import structlog
 from redis import Redis, RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.sections.store import StoreSettings
 from worker.dataplane.keys import Keys
-from worker.errors import ShardCountError, StoreConfigError
+from worker.errors import StoreConfigError
+from worker.format import ensure_format
 
+log = structlog.get_logger(__name__)
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -150,19 +153,15 @@ def ensure_shard(redis: Redis, keys: Keys, shard: int) -> None:
     redis.set(keys.dedup_since(shard), 0 if fresh else int(time.time() * 1000), nx=True)
 
 
-def pin_shards(redis: Redis, keys: Keys) -> None:
-    """Store the shard count at the deployment's first start; refuse another one afterwards.
+def pin_shards(redis: Redis, keys: Keys, alive_ms: int = 60_000) -> None:
+    """Check the data format and the shard count pinned at the deployment's first start (``worker.format``).
 
     A process with another ``CALLTRACK_SHARDS`` would write to shards no worker drains (or drain
-    only some), and ``/metrics`` would never show them. Raises ``ShardCountError`` (one line).
+    only some), and ``/metrics`` would never show them. Raises ``ShardCountError`` or, for a format this
+    release does not know, ``FormatVersionError`` (one line each); migrates an older format it knows once
+    no process of the older release was heard within ``alive_ms``.
     """
-    redis.set(keys.shard_count, keys.shards, nx=True)
-    pinned = redis.get(keys.shard_count)
-    if pinned is not None and int(pinned) != keys.shards:
-        raise ShardCountError(
-            f"CALLTRACK_SHARDS is {keys.shards} but namespace {keys.namespace!r} was started with {int(pinned)} "
-            f"shards: set CALLTRACK_SHARDS={int(pinned)} (changing it needs a migration of the streams)"
-        )
+    ensure_format(redis, keys, lambda line: log.warning("data_format", step=line), alive_ms=alive_ms)
 
 
 def ensure_all_shards(redis: Redis, keys: Keys) -> None:

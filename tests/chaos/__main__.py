@@ -1,6 +1,8 @@
 """``python -m tests.chaos --calls 100000 [--scenario all]``: the full chaos run; prints the counts,
 exits 1 unless exact. Scenarios (tests/chaos/redis_faults.py): kills (the default: worker kills at
-every failpoint, Redis SIGKILLed on AOF always), aof_tail (a), snapshot (b), maxmemory (c), forget (d)."""
+every failpoint, Redis SIGKILLed on AOF always), aof_tail (a), snapshot (b), maxmemory (c), forget (d);
+upgrade: the previous release (tests/upgrade/PREVIOUS_RELEASE) with work at every stage, then this one
+(tests/upgrade/run.py; --calls spread over its stages)."""
 
 from __future__ import annotations
 
@@ -23,10 +25,13 @@ def main() -> int:
         "--scenario", default="kills", help=f"one of {', '.join(SCENARIOS)}, a comma-separated list, or all"
     )
     args = parser.parse_args()
-    scenarios = SCENARIOS if args.scenario == "all" else tuple(args.scenario.split(","))
+    scenarios = (*SCENARIOS, "upgrade") if args.scenario == "all" else tuple(args.scenario.split(","))
     exact = True
     for scenario in scenarios:
         print(f"--- scenario {scenario}", flush=True)
+        if scenario == "upgrade":
+            exact &= _upgrade(args.calls, args.timeout, args.logs / scenario)
+            continue
         report = run_chaos(
             calls=args.calls,
             workers=args.workers,
@@ -47,6 +52,39 @@ def main() -> int:
             print(f"PROVES LESS: {why}")
         exact &= report.exact and not report.unproven()
     return 0 if exact else 1
+
+
+def _upgrade(calls: int, timeout: float, log_dir: Path) -> bool:
+    """The upgrade scenario on the configured Redis (REDIS_URL), in a namespace of its own, deleted after."""
+    import os
+    import secrets
+
+    from redis import Redis
+
+    from tests.upgrade.run import STAGES, run_upgrade
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    namespace = f"upgrade{secrets.token_hex(4)}"
+    try:
+        report = run_upgrade(
+            url, namespace, log_dir, per_stage=max(calls // len(STAGES), 10), timeout=timeout,
+            say=lambda text: print(text, flush=True),
+        )  # fmt: skip
+    finally:
+        client = Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        client.close()
+    print(report.table())
+    good = (
+        report.lost == 0 and report.doubled == 0 and report.killed_mid_upload
+        and report.side_by_side_refused and report.rollback_refused
+    )  # fmt: skip
+    print(
+        "EXACT: nothing lost or doubled across the upgrade; side by side and rollback refused" if good else "NOT EXACT"
+    )
+    return good
 
 
 if __name__ == "__main__":

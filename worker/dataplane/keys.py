@@ -263,5 +263,13 @@ class Keys:
     def shard_count(self) -> str:
         return f"{self.namespace}:shards"
 
+    @property
+    def format_version(self) -> str:
+        return f"{self.namespace}:format"
+
+    @property
+    def format_steps(self) -> str:
+        return f"{self.namespace}:format:steps"
+
     def all_pattern(self) -> str:
         return f"{self.namespace}:*"

@@ -22,8 +22,12 @@ Pipeline (per shard, issues 1-18):
 ==================================  ======  =================  =======================================================
 key                                 type    accessor           what it holds (owner)
 ==================================  ======  =================  =======================================================
-``<ns>:shards``                     string  shard_count        the shard count, pinned by the first process
-                                                               (worker/store.py)
+``<ns>:shards``                     string  shard_count        the shard count, pinned by the first process; stored
+                                                               negated (``-N``) from format 2 (worker/format.py)
+``<ns>:format``                     string  format_version     the data format's version (worker/format.py; none
+                                                               before format 2: README, "Upgrading")
+``<ns>:format:steps``               hash    format_steps       step -> ms done, of the migration under way (or last
+                                                               done; expires 30 days after it)
 ``<ns>:{sN}:in``                    stream  stream+            accepted events not yet drained (producer -> drain.lua)
 ``<ns>:{sN}:epoch``                 string  epoch+             random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>``          list    buffer+            open buffer: rows of one (counter, kind, id type) and

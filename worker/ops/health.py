@@ -36,6 +36,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from config.settings import Settings, load_settings
 from worker.dataplane.keys import Keys
+from worker.format import CURRENT as FORMAT
 from worker.ops.scrape import heartbeats
 from worker.store import connect_data
 
@@ -73,7 +74,9 @@ class Heartbeat:
         self.file.write_text(str(os.getpid()))
         interval = self.settings.heartbeat_interval
         now_ms = int(time.time() * 1000)
-        value = orjson.dumps({"at": now_ms, "host": socket.gethostname(), "pid": os.getpid(), "every": interval})
+        value = orjson.dumps(
+            {"at": now_ms, "host": socket.gethostname(), "pid": os.getpid(), "every": interval, "format": FORMAT}
+        )
         client = connect_data(self.settings)
         try:
             with client.pipeline(transaction=False) as pipe:
