@@ -277,6 +277,9 @@ class PipelineConfig:
             "CALLTRACK_FLUSH_MAX_AGE": str(self.flush_max_age),
             "CALLTRACK_DRAIN_INTERVAL": str(self.drain_interval),
             "CALLTRACK_QUOTA_DAILY_PER_LOGIN": "10000000",
+            # Every run's counters are new to the emulator: their data goes at once, as in the test
+            # suite (the default, hold, keeps it until Metrica's join window opens, a day later).
+            "CALLTRACK_COUNTER_JOIN_WAIT": "warn",
             # Statuses are asked for soon after an upload, so a section sees its batches final and can
             # measure what Redis keeps after them (production: 120 s, every 10 s).
             "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": "3",
