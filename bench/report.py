@@ -202,7 +202,7 @@ def render(document: dict[str, Any]) -> str:
         mark = {True: "met", False: "NOT MET", None: "not run"}[t["met"]]
         if t.get("error"):
             mark = f"FAILED: {t['error']}"
-        lines.append(f"  {t['target'].ljust(36)} {t['wanted'].ljust(28)} {_n(t['measured']).rjust(10)}  {mark}")
+        lines.append(f"  {t['target'].ljust(40)} {t['wanted'].ljust(28)} {_n(t['measured']).rjust(10)}  {mark}")
     for name, error in document.get("errors", {}).items():
         lines.append(f"  error in {name}: {error}")
     return "\n".join(lines)
@@ -232,5 +232,9 @@ def _ingest_rows(results: dict[str, Any], row: Any) -> None:
             share = _ratio(r[figure], floor.get(base), 100) if key == "ingest" else None
             of_floor = f", {share:g}% of the {'bulk' if kind == 'bulk' else 'single-call'} floor" if share else ""
             row(label, f"{what} (2xx only; {r[f'{kind}_errors']:,} errors{of_floor})", r[figure])
+            if key == "ingest":  # CPU per call depends less on the machine's load than a rate does
+                floor_cpu = floor.get("cpu_us_per_call", {}).get(f"{'bulk' if kind == 'bulk' else 'single'}_floor")
+                cpu = _ratio(floor_cpu, r.get("cpu_us_per_call", {}).get(f"{kind}_ingestion"), 100)
+                row(label, f"{kind}: the floor's CPU µs per call as % of this one's", cpu)
         for what, value in r.get("cpu_us_per_call", {}).items():
             row(label, f"CPU µs per call, {what.replace('_', ' ')}", value)

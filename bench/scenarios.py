@@ -19,6 +19,7 @@ from bench.emulator_proc import bench_token
 from bench.load import make_call, produce, produce_paced
 from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
 from config.settings import Settings
+from emulator.config import QuotaConfig
 from worker.accounts.model import AccountIn, parse
 from worker.runtime import Runtime
 
@@ -29,6 +30,14 @@ class ScenarioTimeout(RuntimeError):
 
 class NotMeasured(RuntimeError):
     """A figure the section needs was not measured: the section fails with the reason, never a stand-in."""
+
+
+def metrica_rps_per_ip() -> int:
+    """Metrica's requests per second per IP, as the emulator's quota configuration has it."""
+    rps = QuotaConfig().requests_per_ip_per_second
+    if not rps:
+        raise NotMeasured("the emulator's default quota configuration has no per-IP rate")
+    return rps
 
 
 def measured_e2e_rate(results: dict[str, Any], errors: dict[str, str]) -> float:
@@ -84,7 +93,7 @@ class Stack:
 
     def __enter__(self) -> Stack:
         self.infra.flush()
-        rps = 30 * self.fleet_spec.egress_ips
+        rps = metrica_rps_per_ip() * self.fleet_spec.egress_ips
         self.emulator = Emulator(self.infra.log_dir, rps_per_ip=rps, accounts=self.config.accounts)
         self.settings = self.config.settings(self.infra.redis_url, self.emulator.base_url)
         env = self.config.env(self.infra.redis_url, self.emulator.base_url)
