@@ -57,10 +57,13 @@ def last_answer_time(arrived: dict[str, float], answered: dict[str, float], sinc
     return max(times), len(times)
 
 
-def latency_summary(lat: list[float]) -> dict[str, float]:
-    """p50 / p99 / max / mean of a latency sample; an empty sample raises (never a p99 of 0)."""
+def latency_summary(lat: list[float], sent: int) -> dict[str, float]:
+    """p50 / p99 / max / mean of the latency of ``sent`` calls; an empty sample raises (never a p99 of
+    0), and so does a partial one (the calls not found would be the slowest)."""
     if not lat:
         raise NotMeasured("no call of the run was found in an upload: the latency sample is empty")
+    if len(lat) < sent:
+        raise NotMeasured(f"only {len(lat):,} of the {sent:,} calls sent were found in an upload")
     lat = sorted(lat)
     return {
         "p50_seconds": round(_pct(lat, 50), 3),
@@ -286,7 +289,7 @@ def latency(
         "measured": len(lat),
         "flush_max_age": stack.config.flush_max_age,
         "drain_interval": stack.config.drain_interval,
-        **latency_summary(lat),
+        **latency_summary(lat, sent),
     }
 
 

@@ -184,10 +184,12 @@ def test_a_target_whose_section_ran_without_its_figure_fails() -> None:
     assert _targets({})["latency p99"]["met"] is None
 
 
-def test_an_empty_latency_sample_is_an_error() -> None:
+def test_an_empty_or_partial_latency_sample_is_an_error() -> None:
     with pytest.raises(NotMeasured, match="empty"):
-        latency_summary([])
-    assert latency_summary([0.5, 1.0, 1.5])["max_seconds"] == 1.5
+        latency_summary([], 0)
+    with pytest.raises(NotMeasured, match="only 2 of the 3"):
+        latency_summary([0.5, 1.0], 3)
+    assert latency_summary([1.5, 0.5, 1.0], 3)["max_seconds"] == 1.5
 
 
 def test_a_zero_peak_rss_is_an_error() -> None:
