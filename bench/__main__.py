@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import floor, ingestion, scenarios
 from bench.footprint import footprint
-from bench.report import evaluate, render
+from bench.report import evaluate, ratios, render
 from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
 
 FULL = {
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],
                 workers=args.ingest_workers))  # fmt: skip
 
+    document["ratios"] = ratios(results)
     document["targets"] = evaluate(results, document["settings"], errors)
     document["finished"] = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"{stamp}{'-quick' if args.quick else ''}.json"

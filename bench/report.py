@@ -23,6 +23,26 @@ def _http_errors(results: dict[str, Any], *figures: tuple[str, str]) -> int:
     return sum(int(_get(results, section, f"{name}_errors") or 0) for section, name in figures)
 
 
+FLOOR_OF = {"single": "single", "bulk": "bulk", "session": "single"}  # each ingestion figure's floor
+FIGURE_OF = {"single": "single_rps", "bulk": "bulk_calls_per_second", "session": "session_rps"}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    """Issue 26's ratios of one run (the JSON's ``ratios``): end to end over naive, and each ingestion
+    figure as a % of its floor, by rate and by CPU per call (the floor's µs as a % of the service's:
+    on a loaded machine both rates are capped by the CPU they get, so the rate share flatters)."""
+    out: dict[str, float | None] = {
+        "e2e_over_naive": _ratio(_get(results, "e2e_10", "rate"), _get(results, "naive", "rate"))
+    }
+    ingest, floor = results.get("ingest", {}), results.get("floor", {})
+    for kind, floor_kind in FLOOR_OF.items():
+        out[f"{kind}_pct_of_floor"] = _ratio(ingest.get(FIGURE_OF[kind]), floor.get(FIGURE_OF[floor_kind]), 100)
+        floor_cpu = floor.get("cpu_us_per_call", {}).get(f"{floor_kind}_floor")
+        cpu = ingest.get("cpu_us_per_call", {}).get(f"{kind}_ingestion")
+        out[f"{kind}_floor_cpu_pct_of_ingest"] = _ratio(floor_cpu, cpu, 100)
+    return out
+
+
 def evaluate(
     results: dict[str, Any], settings: dict[str, Any], errors: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -53,9 +73,8 @@ def evaluate(
         targets.append(entry)
 
     e2e = _get(results, "e2e_10", "rate")
-    naive = _get(results, "naive", "rate")
     many = _get(results, "e2e_many", "rate")
-    ratio = _ratio(e2e, naive)
+    ratio = ratios(results)["e2e_over_naive"]
     target("(26) end-to-end / naive, same run", ">= 50x", ratio, lambda v: v >= 50, ("e2e_10", "naive"))
     half = _ratio(many, e2e, digits=2)
     target("many counters / 10 counters", ">= 0.5", half, lambda v: v >= 0.5, ("e2e_many", "e2e_10"))
@@ -75,18 +94,15 @@ def evaluate(
 
 def _floor_targets(results: dict[str, Any], target: Any) -> None:
     """Issue 26: each ingestion figure as a share (%) of its floor measured in the same run."""
-    floor_single = _get(results, "floor", "single_rps")
-    floor_bulk = _get(results, "floor", "bulk_calls_per_second")
-    sections = ("ingest", "floor")
-    for name, key, floor, kind, least in (
-        ("(26) ingest single-call / floor", "single_rps", floor_single, "single", 60),
-        ("(26) ingest bulk / bulk floor", "bulk_calls_per_second", floor_bulk, "bulk", 50),
-        ("(26) session API / single floor", "session_rps", floor_single, "session", 60),
+    shares = ratios(results)
+    for name, kind, least in (
+        ("(26) ingest single-call / floor", "single", 60),
+        ("(26) ingest bulk / bulk floor", "bulk", 50),
+        ("(26) session API / single floor", "session", 60),
     ):
-        floor_kind = "bulk" if kind == "bulk" else "single"
-        share = _ratio(_get(results, "ingest", key), floor, 100)
-        http = _http_errors(results, ("ingest", kind), ("floor", floor_kind))
-        target(name, f">= {least}% of its floor", share, lambda v, least=least: v >= least, sections, http)
+        http = _http_errors(results, ("ingest", kind), ("floor", FLOOR_OF[kind]))
+        holds = lambda v, least=least: v >= least  # noqa: E731
+        target(name, f">= {least}% of its floor", shares[f"{kind}_pct_of_floor"], holds, ("ingest", "floor"), http)
 
 
 def _cost_targets(results: dict[str, Any], target: Any) -> None:
@@ -211,30 +227,25 @@ def render(document: dict[str, Any]) -> str:
 def _ingest_rows(results: dict[str, Any], row: Any) -> None:
     """The floors and the ingestion service: 2xx answers only, errors beside each figure, and each
     ingestion figure as a share of its floor from the same run (issue 26)."""
-    floor = results.get("floor", {})
+    shares = ratios(results)
     for key, title in (("floor", "floor (bare endpoints)"), ("ingest", "ingest")):
         r = results.get(key)
         if not r:
             continue
         label = f"{title} ({r['workers']} process, {r['generator']})"
-        for kind, what, figure, base in (
-            ("single", "single-call requests/s", "single_rps", "single_rps"),
-            (
-                "bulk",
-                f"bulk calls/s ({r['bulk_lines']} lines a request)",
-                "bulk_calls_per_second",
-                "bulk_calls_per_second",
-            ),
-            ("session", "session API requests/s (GET /v1/number)", "session_rps", "single_rps"),
+        for kind, what in (
+            ("single", "single-call requests/s"),
+            ("bulk", f"bulk calls/s ({r['bulk_lines']} lines a request)"),
+            ("session", "session API requests/s (GET /v1/number)"),
         ):
-            if figure not in r:
+            if FIGURE_OF[kind] not in r:
                 continue
-            share = _ratio(r[figure], floor.get(base), 100) if key == "ingest" else None
-            of_floor = f", {share:g}% of the {'bulk' if kind == 'bulk' else 'single-call'} floor" if share else ""
-            row(label, f"{what} (2xx only; {r[f'{kind}_errors']:,} errors{of_floor})", r[figure])
-            if key == "ingest":  # CPU per call depends less on the machine's load than a rate does
-                floor_cpu = floor.get("cpu_us_per_call", {}).get(f"{'bulk' if kind == 'bulk' else 'single'}_floor")
-                cpu = _ratio(floor_cpu, r.get("cpu_us_per_call", {}).get(f"{kind}_ingestion"), 100)
+            share = shares[f"{kind}_pct_of_floor"] if key == "ingest" else None
+            floor_name = "bulk" if kind == "bulk" else "single-call"
+            of_floor = f", {share:g}% of the {floor_name} floor" if share is not None else ""
+            row(label, f"{what} (2xx only; {r[f'{kind}_errors']:,} errors{of_floor})", r[FIGURE_OF[kind]])
+            if key == "ingest":
+                cpu = shares[f"{kind}_floor_cpu_pct_of_ingest"]
                 row(label, f"{kind}: the floor's CPU µs per call as % of this one's", cpu)
         for what, value in r.get("cpu_us_per_call", {}).items():
             row(label, f"CPU µs per call, {what.replace('_', ' ')}", value)

@@ -84,6 +84,9 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     targets = {t["target"]: t for t in document["targets"]}
     assert set(targets) >= RATIO_TARGETS
     assert all(t["met"] is not None and t["measured"] is not None and "error" not in t for t in targets.values())
+    # Issue 26's ratios of the run, in the JSON: end to end over naive, each ingestion figure over its floor.
+    assert document["ratios"] and all(v is not None and v > 0 for v in document["ratios"].values())
+    assert targets["(26) ingest bulk / bulk floor"]["measured"] == document["ratios"]["bulk_pct_of_floor"]
     assert "of the single-call floor" in out.stdout
     assert "targets (issue 7; (18): issue 18; (26): issue 26):" in out.stdout
 
