@@ -10,7 +10,12 @@ process, ``celery -A worker.main worker`` processes and beat, and measures:
   peak RSS (VmHWM) of every worker process, for a small and a large backlog;
 * enqueue-to-upload-request latency p50/p99 at 20% of the measured 10-counter rate;
 * the ingestion service (``python -m ingest``) under ``wrk``: single-call requests/s, bulk NDJSON
-  calls/s, CPU seconds per 1,000 calls.
+  calls/s, CPU seconds per 1,000 calls;
+* the floors (issue 26, ``bench/floor.py``): bare single-call and bulk endpoints under the same load,
+  so each ingestion figure is reported as a share of its floor measured in the same run.
+
+No figure is assumed: a section whose measurement is missing fails with the reason, and a target
+whose section ran without its figure is reported failed (``bench/report.py``).
 
 Prints a table with the targets and writes ``bench-results/<timestamp>.json``.
 """
@@ -29,10 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ingestion, scenarios
+from bench import floor, ingestion, scenarios
 from bench.fairness import fairness
 from bench.footprint import footprint
-from bench.report import evaluate, render
+from bench.report import evaluate, ratios, render
 from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
 
 FULL = {
@@ -71,7 +76,7 @@ QUICK = {
     "fair_b_alone_seconds": 3.0,
     "fair_b_after_hang_seconds": 3.0,
 }
-SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "ingest", "footprint")
+SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "floor", "ingest", "footprint")
 # Run only when named (--only fairness): client A's flood of FULL's 500,000 calls comes on top of the rest.
 OPTIONAL = ("fairness",)
 
@@ -208,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                         counter_base=1_000_000, timeout=timeout, work_dir=work_dir,
                         accounts=size["many_accounts"]))  # fmt: skip
                 if "latency" in sections:
-                    top = results.get("e2e_10", {}).get("rate") or 20_000.0
                     step("latency", lambda: scenarios.latency(
-                        stack, rate=0.2 * top, seconds=size["latency_seconds"], counters=size["counters"],
+                        stack, rate=0.2 * scenarios.measured_e2e_rate(results, errors),
+                        seconds=size["latency_seconds"], counters=size["counters"],
                         counter_base=200_000, timeout=timeout))  # fmt: skip
                 if "backlog" in sections:
                     small, large = size["backlogs"]
@@ -267,18 +272,23 @@ def main(argv: list[str] | None = None) -> int:
         if "footprint" in sections:
             infra.flush()
             step("footprint", lambda: footprint(infra.redis_url, calls=size["footprint_calls"]))
+        if "floor" in sections:
+            step("floor", lambda: floor.floor(
+                infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],
+                workers=args.ingest_workers))  # fmt: skip
         if "ingest" in sections:
             step("ingest", lambda: ingestion.ingest(
                 infra, seconds=size["ingest_seconds"], bulk_lines=size["bulk_lines"],
                 workers=args.ingest_workers))  # fmt: skip
 
-    document["targets"] = evaluate(results, document["settings"])
+    document["ratios"] = ratios(results)
+    document["targets"] = evaluate(results, document["settings"], errors)
     document["finished"] = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"{stamp}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(render(document))
     print(f"\nresults: {path}\nlogs and profiles: {work_dir}")
-    return 1 if errors else 0
+    return 1 if errors or any(t["met"] is False and t.get("error") for t in document["targets"]) else 0
 
 
 if __name__ == "__main__":

@@ -49,12 +49,14 @@ def footprint(redis_url: str, *, calls: int) -> dict[str, Any]:
     rt = Runtime(settings)
     history = CallerHistory(rt.redis, rt.keys, days=365, secret=b"bench")
     now = int(time.time())
+    accepted = rejected = converted = 0
     for low in range(0, calls, 1_000):
         chunk = [make_call(ns, n, 10, now) for n in range(low, min(low + 1_000, calls))]
         marks = [
             history.mark(CallerCall(c["counter_id"], f"+7916{n:07d}", c["call_id"])) for n, c in enumerate(chunk, low)
         ]
-        rt.producer.submit(chunk, callers=[(m.key, m.mark) for m in marks])
+        result = rt.producer.submit(chunk, callers=[(m.key, m.mark) for m in marks])
+        accepted, rejected = accepted + len(result.accepted), rejected + len(result.rejected)
     drain(rt, seal_all=True, time_budget=600)
     redis = Redis.from_url(redis_url, decode_responses=True)
     call_keys, call_bytes, call_enc = _bytes(redis, f"{ns}:*:dd:*")
@@ -65,19 +67,25 @@ def footprint(redis_url: str, *, calls: int) -> dict[str, Any]:
              "DateTime": now - 600, "source": "crm"}
             for n in range(low, min(low + 1_000, calls))
         ]  # fmt: skip
-        rt.producer.submit(conversions, kind=UploadKind.CONVERSIONS)
+        result = rt.producer.submit(conversions, kind=UploadKind.CONVERSIONS)
+        converted, rejected = converted + len(result.accepted), rejected + len(result.rejected)
     drain(rt, seal_all=True, time_budget=600)
     both_keys, both_bytes, both_enc = _bytes(redis, f"{ns}:*:dd:*")
     for key in redis.scan_iter(f"{ns}:*", count=10_000):
         redis.unlink(key)
     redis.close()
     rt.close()
+    if not accepted or not converted:  # bytes per call are divided by what was accepted, never by what was sent
+        raise RuntimeError(f"footprint: {accepted} calls and {converted} conversions accepted, {rejected} rejected")
     return {
-        "calls": calls,
+        "calls": accepted,
+        "sent": calls,
+        "conversions": converted,
+        "rejected": rejected,
         "buckets_per_shard": buckets,
-        "dedup_with_ref_bytes_per_call": round(call_bytes / calls, 1),
-        "dedup_bytes_per_conversion": round((both_bytes - call_bytes) / calls, 1),
-        "caller_history_bytes_per_caller": round(caller_bytes / calls, 1),
+        "dedup_with_ref_bytes_per_call": round(call_bytes / accepted, 1),
+        "dedup_bytes_per_conversion": round((both_bytes - call_bytes) / converted, 1),
+        "caller_history_bytes_per_caller": round(caller_bytes / accepted, 1),
         "hashes": {"dd_calls": call_keys, "dd_all": both_keys, "ch": caller_keys},
         "encodings": sorted(call_enc | both_enc | caller_enc),
     }

@@ -5,6 +5,11 @@ carry a fresh ``call_id``; bulk requests post the same NDJSON body of ``lines`` 
 (repeats are dropped downstream, the service does the same work for each). The Python fallback
 (httpx over asyncio, in the harness process) is marked ``generator: python`` in the results, since it
 may itself be the limit.
+
+Only 2xx answers count (issue 26): every script counts the answers outside 200-299 in its
+``response`` hook and prints them when done (wrk's own "Non-2xx or 3xx" line counts 3xx as success);
+:attr:`LoadResult.rate` is 2xx answers per second and :attr:`LoadResult.errors` the rest plus socket
+errors, which the report prints beside every figure.
 """
 
 from __future__ import annotations
@@ -23,19 +28,32 @@ import orjson
 
 JSON = "application/json"
 
+# Appended to every script: counts the answers outside 200-299 per thread and prints their sum.
+COUNT_LUA = """
+non2xx = 0
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("non2xx") end
+  io.write(string.format("non-2xx answers: %d\\n", total))
+end
+"""
+
 SINGLE_LUA = """
 local n = 0
-local tid = 0
 local base = {base}
-function setup(thread)
-  tid = tid + 1
-  thread:set("tid", tid)
-end
 request = function()
   n = n + 1
   local body = string.format(
     '{{"call_id":"{run}-%d-%d","to":"+7495000%04d","from":"+7916%07d","start":%d,"answer":%d,"end":%d,"ClientId":"1556018960%d"}}',
-    tid, n, n % {numbers}, n % 10000000, base, base + 5, base + 65, n)
+    tid or 0, n, n % {numbers}, n % 10000000, base, base + 5, base + 65, n)
   return wrk.format("POST", "/v1/calls", {{["Content-Type"] = "application/json"}}, body)
 end
 """
@@ -50,16 +68,45 @@ end
 """
 
 
+SINGLE_CONNECTIONS = 32  # single calls and the session API: wrk -c32
+SESSION_CONNECTIONS = 32
+
+
+def bulk_connections(workers: int) -> int:
+    """Two bulk requests in flight per service process: each 1,000-line batch keeps one process busy."""
+    return 2 * workers
+
+
+class NoAnswers(RuntimeError):
+    """A load run with no 2xx answer, or no time measured: it has no rate to report."""
+
+
 @dataclass
 class LoadResult:
     generator: str
-    requests: int
+    answers: int  # every HTTP answer read, whatever its status
     seconds: float
-    errors: int
+    non2xx: int
+    socket_errors: int = 0
+
+    @property
+    def requests(self) -> int:
+        """The 2xx answers: the only ones a rate counts."""
+        return self.answers - self.non2xx
+
+    @property
+    def errors(self) -> int:
+        return self.non2xx + self.socket_errors
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+        """2xx answers per second; :class:`NoAnswers` when there were none (never a rate of 0 or 1/0)."""
+        if self.requests <= 0 or self.seconds <= 0:
+            raise NoAnswers(
+                f"{self.generator}: {self.requests} 2xx answers in {self.seconds:g} s "
+                f"({self.non2xx} non-2xx, {self.socket_errors} socket errors)"
+            )
+        return self.requests / self.seconds
 
 
 def tracking_number(i: int) -> str:
@@ -88,7 +135,7 @@ def have_wrk() -> bool:
 
 def _wrk(url: str, script: str, seconds: float, connections: int) -> LoadResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
+        handle.write(script + COUNT_LUA)
         path = handle.name
     try:
         out = subprocess.run(  # noqa: S603
@@ -98,38 +145,45 @@ def _wrk(url: str, script: str, seconds: float, connections: int) -> LoadResult:
         ).stdout  # fmt: skip
     finally:
         Path(path).unlink(missing_ok=True)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> LoadResult:
+    """wrk's summary with :data:`COUNT_LUA`'s line; a summary without that line is an error."""
     done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
-    if done is None:
+    counted = re.search(r"non-2xx answers: (\d+)", out)
+    if done is None or counted is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
     took = float(done.group(2)) * (0.001 if done.group(3) == "ms" else 1.0)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    if socket_errors:
-        errors += sum(int(x) for x in socket_errors.groups())
-    return LoadResult("wrk", int(done.group(1)), took, errors)
+    sockets = sum(int(x) for x in socket_errors.groups()) if socket_errors else 0
+    return LoadResult("wrk", int(done.group(1)), took, int(counted.group(1)), sockets)
 
 
 async def _python_load(url: str, bodies: list[tuple[str, bytes, str]], seconds: float, connections: int) -> LoadResult:
-    count = errors = 0
+    count = non2xx = failed = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
 
         async def loop(worker: int) -> None:
-            nonlocal count, errors
+            nonlocal count, non2xx, failed
             i = worker
             while time.monotonic() < deadline:
                 path, body, ctype = bodies[i % len(bodies)]
                 i += connections
-                response = await client.post(path, content=body, headers={"content-type": ctype})
+                try:
+                    response = await client.post(path, content=body, headers={"content-type": ctype})
+                except httpx.HTTPError:
+                    failed += 1
+                    continue
                 count += 1
-                errors += response.status_code >= 300
+                non2xx += not 200 <= response.status_code <= 299
 
         began = time.monotonic()
         await asyncio.gather(*(loop(w) for w in range(connections)))
         took = time.monotonic() - began
-    return LoadResult("python", count, took, errors)
+    return LoadResult("python", count, took, non2xx, failed)
 
 
 SESSION_LUA = """

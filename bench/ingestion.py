@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,6 @@ SESSION_VISITORS = 500
 
 def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbers: int = 10) -> dict[str, Any]:
     """The ingestion service under load on loopback: single-call requests/s, bulk calls/s, CPU per 1,000."""
-    from standalone.redis_server import free_port  # noqa: PLC0415
-
     infra.flush()
     namespace = "benchingest"
     settings = Settings(_env_file=None, redis_url=infra.redis_url, namespace=namespace)
@@ -42,7 +41,6 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         + [Route(f"+7499{n:07d}", SESSION_COUNTER, "dynamic") for n in range(SESSION_VISITORS)]
     )
     redis.close()
-    port = free_port()
     env = {
         "REDIS_URL": infra.redis_url,
         "CALLTRACK_REDIS_URL": infra.redis_url,
@@ -57,65 +55,91 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         "CALLTRACK_INGEST_MAX_CONNECTIONS_PER_CLIENT": "10000",
         "CALLTRACK_INGEST_MAX_UNFINISHED_HEADS_PER_CLIENT": "10000",
     }
-    log = (infra.log_dir / "ingest.log").open("ab")
+    with served(infra, ["-m", "ingest", "--workers", str(workers)], env, "ingest") as (url, service):
+        result: dict[str, Any] = {"workers": workers, "generator": generator()}
+        run = f"ing{time.time_ns()}"
+        http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
+        redis = Redis.from_url(infra.redis_url)
+        cpu0, rcpu0 = service_cpu(service), redis_cpu(redis)
+        single = http_load.single_calls(url, run, numbers, seconds, http_load.SINGLE_CONNECTIONS)
+        cpu1, rcpu1 = service_cpu(service), redis_cpu(redis)
+        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, http_load.bulk_connections(workers))
+        cpu2, rcpu2 = service_cpu(service), redis_cpu(redis)
+        sessions = http_load.session_requests(
+            url, SESSION_COUNTER, SESSION_VISITORS, seconds, http_load.SESSION_CONNECTIONS
+        )
+        cpu3, rcpu3 = service_cpu(service), redis_cpu(redis)
+        redis.close()
+        bulk_calls = bulk.requests * bulk_lines
+        result["cpu_us_per_call"] = {
+            "single_ingestion": us_per(cpu1 - cpu0, single.requests),
+            "single_redis": us_per(rcpu1 - rcpu0, single.requests),
+            "bulk_ingestion": us_per(cpu2 - cpu1, bulk_calls),
+            "bulk_redis": us_per(rcpu2 - rcpu1, bulk_calls),
+            "session_ingestion": us_per(cpu3 - cpu2, sessions.requests),
+            "session_redis": us_per(rcpu3 - rcpu2, sessions.requests),
+        }
+        result.update(
+            **load_figures("single", single),
+            single_cpu_seconds_per_1000=round((cpu1 - cpu0) / max(single.requests, 1) * 1000, 3),
+            bulk_lines=bulk_lines,
+            **load_figures("bulk", bulk, bulk_lines),
+            bulk_cpu_seconds_per_1000=round((cpu2 - cpu1) / max(bulk_calls, 1) * 1000, 3),
+            **load_figures("session", sessions),
+            session_cpu_seconds_per_1000=round((cpu3 - cpu2) / max(sessions.requests, 1) * 1000, 3),
+            seconds=seconds,
+        )
+        return result
+
+
+def generator() -> str:
+    if http_load.have_wrk():
+        return "wrk"
+    print(
+        "wrk is missing (./scripts/ensure-wrk installs it): the Python load generator runs instead",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "python"
+
+
+def load_figures(name: str, load: http_load.LoadResult, lines: int = 0) -> dict[str, Any]:
+    """A load run's figures under the section's names: 2xx answers only, errors beside them.
+
+    ``<name>_rps`` (or ``<name>_calls_per_second`` for bulk, ``lines`` calls a request) is 2xx answers
+    per second; no 2xx answer raises :class:`bench.http_load.NoAnswers` (the section fails)."""
+    figures: dict[str, Any] = {
+        f"{name}_requests": load.requests,
+        f"{name}_errors": load.errors,
+        f"{name}_non2xx": load.non2xx,
+        f"{name}_socket_errors": load.socket_errors,
+    }
+    if lines:
+        figures[f"{name}_calls_per_second"] = round(load.rate * lines, 1)
+    else:
+        figures[f"{name}_rps"] = round(load.rate, 1)
+    return figures
+
+
+def us_per(seconds: float, n: int) -> float:
+    return round(seconds / max(n, 1) * 1e6, 1)
+
+
+@contextlib.contextmanager
+def served(infra: Infra, args: list[str], env: dict[str, str], name: str) -> Iterator[tuple[str, psutil.Process]]:
+    """``python <args> --port P`` on loopback until it answers ``/readyz``: (its URL, its process)."""
+    from standalone.redis_server import free_port  # noqa: PLC0415
+
+    port = free_port()
+    log = (infra.log_dir / f"{name}.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "ingest", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, *args, "--port", str(port)],
         cwd=ROOT, env=python_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(url + "/readyz", proc)
-        service = psutil.Process(proc.pid)
-        result: dict[str, Any] = {"workers": workers, "generator": "wrk" if http_load.have_wrk() else "python"}
-        if not http_load.have_wrk():
-            print(
-                "wrk is missing (./scripts/ensure-wrk installs it): the Python load generator runs instead",
-                file=sys.stderr,
-                flush=True,
-            )
-        run = f"ing{time.time_ns()}"
-        http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
-        redis = Redis.from_url(infra.redis_url)
-        cpu0, rcpu0 = _cpu(service), redis_cpu(redis)
-        single = http_load.single_calls(url, run, numbers, seconds, 32)
-        cpu1, rcpu1 = _cpu(service), redis_cpu(redis)
-        # Two bulk requests in flight per service process: each is a 1,000-line batch that keeps one
-        # process busy, so fewer connections than that would leave service processes idle.
-        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, 2 * workers)
-        cpu2, rcpu2 = _cpu(service), redis_cpu(redis)
-        sessions = http_load.session_requests(url, SESSION_COUNTER, SESSION_VISITORS, seconds, 32)
-        cpu3, rcpu3 = _cpu(service), redis_cpu(redis)
-        redis.close()
-        bulk_calls = bulk.requests * bulk_lines
-
-        def us(seconds: float, n: int) -> float:
-            return round(seconds / max(n, 1) * 1e6, 1)
-
-        result["cpu_us_per_call"] = {
-            "single_ingestion": us(cpu1 - cpu0, single.requests),
-            "single_redis": us(rcpu1 - rcpu0, single.requests),
-            "bulk_ingestion": us(cpu2 - cpu1, bulk_calls),
-            "bulk_redis": us(rcpu2 - rcpu1, bulk_calls),
-            "session_ingestion": us(cpu3 - cpu2, sessions.requests),
-            "session_redis": us(rcpu3 - rcpu2, sessions.requests),
-        }
-        result.update(
-            single_requests=single.requests,
-            single_errors=single.errors,
-            single_rps=round(single.rate, 1),
-            single_cpu_seconds_per_1000=round((cpu1 - cpu0) / max(single.requests, 1) * 1000, 3),
-            bulk_lines=bulk_lines,
-            bulk_requests=bulk.requests,
-            bulk_errors=bulk.errors,
-            bulk_calls_per_second=round(bulk_calls / bulk.seconds, 1) if bulk.seconds else 0.0,
-            bulk_cpu_seconds_per_1000=round((cpu2 - cpu1) / max(bulk_calls, 1) * 1000, 3),
-            session_requests=sessions.requests,
-            session_errors=sessions.errors,
-            session_rps=round(sessions.rate, 1),
-            session_cpu_seconds_per_1000=round((cpu3 - cpu2) / max(sessions.requests, 1) * 1000, 3),
-            seconds=seconds,
-        )
-        return result
+        yield url, psutil.Process(proc.pid)
     finally:
         stop_group(proc)
 
@@ -131,7 +155,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
         time.sleep(0.1)
 
 
-def _cpu(proc: psutil.Process) -> float:
+def service_cpu(proc: psutil.Process) -> float:
     """utime + stime of the process and its live children (uvicorn workers), in seconds."""
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from config.settings import Settings
+from worker.delivery.producer import SubmitResult
 from worker.runtime import Runtime
 
 CHUNK = 1_000
@@ -39,6 +40,13 @@ def chunks(start: int, stop: int, size: int = CHUNK) -> Iterator[tuple[int, int]
         yield low, min(low + size, stop)
 
 
+def _accepted(result: SubmitResult) -> int:
+    """How many calls of one submit were accepted; a rejected benchmark call is an error of the run."""
+    if result.rejected:
+        raise RuntimeError(f"the producer rejected {len(result.rejected)} benchmark calls: {result.rejected[0].reason}")
+    return len(result.accepted)
+
+
 def _produce(args: tuple[Settings, str, int, int, int, int, int]) -> tuple[int, float, float, float]:
     settings, run, start, stop, counters, now, base = args
     rt = Runtime(settings)
@@ -46,10 +54,8 @@ def _produce(args: tuple[Settings, str, int, int, int, int, int]) -> tuple[int, 
     began = time.time()
     cpu0 = time.process_time()
     for low, high in chunks(start, stop):
-        result = rt.producer.submit([make_call(run, n, counters, now, counter_base=base) for n in range(low, high)])
-        if result.rejected:
-            raise RuntimeError(f"the producer rejected a benchmark call: {result.rejected[0].reason}")
-        accepted += len(result.accepted)
+        accepted += _accepted(rt.producer.submit([make_call(run, n, counters, now, counter_base=base)
+                                                  for n in range(low, high)]))  # fmt: skip
     ended = time.time()
     cpu = time.process_time() - cpu0
     rt.close()
@@ -110,9 +116,7 @@ def produce_paced(
         if due > sent:
             stamp = int(time.time() * 1000)
             batch = [make_call(run, n, counters, now, stamp, counter_base=counter_base) for n in range(sent, due)]
-            result = rt.producer.submit(batch)
-            if result.rejected:
-                raise RuntimeError(f"the producer rejected a paced call: {result.rejected[0].reason}")
+            _accepted(rt.producer.submit(batch))
             sent = due
         time.sleep(max(0.0, began + elapsed + tick - time.monotonic()))
     rt.close()

@@ -20,14 +20,66 @@ from bench.emulator_proc import bench_token
 from bench.load import make_call, produce, produce_paced
 from bench.stack import ROOT, Emulator, Fleet, FleetSpec, Infra, PipelineConfig, RssSampler, python_env, stop_group
 from config.settings import Settings
+from emulator.config import QuotaConfig
 from worker.accounts.model import AccountIn, parse
 from worker.runtime import Runtime
-
-WORKER_RPS = 28  # CALLTRACK_QUOTA_REQUESTS_PER_SECOND default: the worker's own per-IP cap
 
 
 class ScenarioTimeout(RuntimeError):
     pass
+
+
+class NotMeasured(RuntimeError):
+    """A figure the section needs was not measured: the section fails with the reason, never a stand-in."""
+
+
+def metrica_rps_per_ip() -> int:
+    """Metrica's requests per second per IP, as the emulator's quota configuration has it."""
+    rps = QuotaConfig().requests_per_ip_per_second
+    if not rps:
+        raise NotMeasured("the emulator's default quota configuration has no per-IP rate")
+    return rps
+
+
+def measured_e2e_rate(results: dict[str, Any], errors: dict[str, str]) -> float:
+    """The 10-counter end-to-end rate of this run, which the latency run loads 20% of."""
+    rate = results.get("e2e_10", {}).get("rate")
+    if not rate:
+        why = f"it failed ({errors['e2e_10']})" if "e2e_10" in errors else "it did not run (add e2e to --only)"
+        raise NotMeasured(f"the latency run's rate is 20% of the measured end-to-end rate, and {why}")
+    return float(rate)
+
+
+def last_answer_time(arrived: dict[str, float], answered: dict[str, float], since: float) -> tuple[float, int]:
+    """The latest answer to an upload that arrived after ``since``, and how many there were; none raises."""
+    times = [answered[c] for c, t in arrived.items() if t >= since and c in answered]
+    if not times:
+        raise NotMeasured("no upload that arrived at the emulator in this section was answered: no end time")
+    return max(times), len(times)
+
+
+def latency_summary(lat: list[float], sent: int) -> dict[str, float]:
+    """p50 / p99 / max / mean of the latency of ``sent`` calls; an empty sample raises (never a p99 of
+    0), and so does a partial one (the calls not found would be the slowest)."""
+    if not lat:
+        raise NotMeasured("no call of the run was found in an upload: the latency sample is empty")
+    if len(lat) < sent:
+        raise NotMeasured(f"only {len(lat):,} of the {sent:,} calls sent were found in an upload")
+    lat = sorted(lat)
+    return {
+        "p50_seconds": round(_pct(lat, 50), 3),
+        "p99_seconds": round(_pct(lat, 99), 3),
+        "max_seconds": round(lat[-1], 3),
+        "mean_seconds": round(statistics.fmean(lat), 3),
+    }
+
+
+def peak_rss(workers: list[dict[str, Any]]) -> float:
+    """The highest peak RSS of the worker processes; no process, or a zero peak, raises."""
+    zero = [w["role"] for w in workers if not w["peak_rss_mb"] > 0]
+    if not workers or zero:
+        raise NotMeasured(f"no peak RSS for {', '.join(zero) or 'any worker process'}: /proc was not read")
+    return float(max(w["peak_rss_mb"] for w in workers))
 
 
 @dataclass
@@ -45,7 +97,7 @@ class Stack:
 
     def __enter__(self) -> Stack:
         self.infra.flush()
-        rps = 30 * self.fleet_spec.egress_ips
+        rps = metrica_rps_per_ip() * self.fleet_spec.egress_ips
         self.emulator = Emulator(self.infra.log_dir, rps_per_ip=rps, accounts=self.config.accounts)
         self.settings = self.config.settings(self.infra.redis_url, self.emulator.base_url)
         env = self.config.env(self.infra.redis_url, self.emulator.base_url)
@@ -85,8 +137,7 @@ class Stack:
     def last_answer(self, since: float) -> tuple[float, int]:
         """The latest 200 answer to an upload that arrived after ``since``, and how many there were."""
         arrived, answered = self.emulator.upload_times()
-        times = [answered[c] for c, t in arrived.items() if t >= since and c in answered]
-        return (max(times) if times else time.time()), len(times)
+        return last_answer_time(arrived, answered, since)
 
     def process_groups(self) -> dict[str, list[int]]:
         """The pids whose CPU a section reports: the Celery workers and beat, and the emulator."""
@@ -159,7 +210,9 @@ def end_to_end(
         "seconds": round(seconds, 3),
         "rate": round(accepted / seconds, 1),
         "uploads": uploads,
-        "quota_floor_seconds": round(uploads / (WORKER_RPS * stack.fleet_spec.egress_ips), 1),
+        "quota_floor_seconds": round(
+            uploads / (stack.settings.quota_requests_per_second * stack.fleet_spec.egress_ips), 1
+        ),
         "flush_max_age": stack.config.flush_max_age,
         "flush_max_rows": stack.config.flush_max_rows,
     }
@@ -216,7 +269,7 @@ def backlog(
         "drain_seconds": round(ended - started, 3),
         "drain_rate": round(accepted / (ended - started), 1),
         "uploads": uploads,
-        "max_worker_peak_rss_mb": max((p.peak_rss_mb for p in peaks), default=0.0),
+        "max_worker_peak_rss_mb": peak_rss(workers),
         "workers": workers,
     }
 
@@ -237,10 +290,7 @@ def latency(
         "measured": len(lat),
         "flush_max_age": stack.config.flush_max_age,
         "drain_interval": stack.config.drain_interval,
-        "p50_seconds": round(_pct(lat, 50), 3),
-        "p99_seconds": round(_pct(lat, 99), 3),
-        "max_seconds": round(lat[-1], 3) if lat else 0.0,
-        "mean_seconds": round(statistics.fmean(lat), 3) if lat else 0.0,
+        **latency_summary(lat, sent),
     }
 
 
@@ -265,8 +315,6 @@ def stamped_latencies(emulator: Emulator, run: str, counters: Iterable[int]) -> 
 
 
 def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
@@ -309,8 +357,10 @@ def naive(
                 done = redis.get(naive_app.PREFIX + "done")
                 raise ScenarioTimeout(f"naive: {done!r} of {calls} calls consumed")
             time.sleep(0.2)
-        first = float(redis.get(naive_app.PREFIX + "first") or 0)
-        last = float(redis.get(naive_app.PREFIX + "last") or 0)
+        marks = [redis.get(naive_app.PREFIX + mark) for mark in ("first", "last")]
+        first, last = (float(m) if m is not None else 0.0 for m in marks)
+        if None in marks or last <= first:
+            raise NotMeasured(f"naive: the worker's time marks are missing or empty (first, last: {marks})")
     finally:
         stop_group(proc)
         redis.close()
