@@ -41,8 +41,7 @@ key                        type    what it holds (owner)
 ``<ns>:{sN}:fence:<ctr>``  string  the counter's fencing-token sequence
 ``<ns>:{sN}:recheck``      hash    counter:kind -> "next check ms:interval s" (reconcile back-off)
 ``<ns>:reconcile:lock``    string  one reconcile run at a time, fleet-wide (holder token, leased)
-``<ns>:{sN}:ref:<hash>``   string  before issue 18: a call's "counter|id column|identifier" (read
-                                   only, until the window after ``ddsince`` has passed)
+``<ns>:{sN}:ref:<hash>``   string  before 18: "counter|id column|identifier" (read-only, window after ddsince)
 ``<ns>:{sN}:pool:<ctr>``   zset    a counter's dynamic numbers -> lease end ms (free when past)
 ``<ns>:{sN}:psess:<ctr>``  hash    session key -> the number it holds (worker/intake/pools.py)
 ``<ns>:{sN}:pholder:<ctr>`` hash   number -> "session key|lease id" of its current holder
@@ -56,6 +55,7 @@ key                        type    what it holds (owner)
 ``<ns>:{rl}:ip:<h>:<s>``   string  session API requests of one client address (hashed) in second s,
                                    across every counter (worker/intake/pools.py)
 ``<ns>:{sN}:hold``         set     counters whose buffers seal by size only (quota budget short)
+``<ns>:{sN}:restored``     hash    a restore seen at Metrica: state held|confirmed, evidence (restore.py)
 ``<ns>:{sN}:flushage``     hash    counter -> its own flush age in ms (worker/accounts/flush.py
                                    publishes the registry's; drain.lua reads it for a new buffer)
 ``<ns>:{q:<lg>}:inflight`` zset   a login's requests in flight -> lease end ms (worker/delivery/quota.py)
@@ -281,6 +281,9 @@ class Keys:
     def hold(self, shard: int) -> str:
         return f"{self.prefix(shard)}:hold"
 
+    def restore_hold(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:restored"
+
     def flush_ages(self, shard: int) -> str:
         return f"{self.prefix(shard)}:flushage"
 
@@ -382,8 +385,7 @@ class Keys:
         return f"{self.namespace}:{{n}}:{name}"
 
     def console(self, what: str, text: str) -> str:
-        """``fails`` (by client address) or ``session`` (by session id, the cookie's secret): the key holds
-        a digest, never the address or the id."""
+        """``fails`` (by address) or ``session`` (by session id, a secret): named by a digest, never the text."""
         return f"{self.namespace}:console:{what}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
     @property
