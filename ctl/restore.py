@@ -3,8 +3,6 @@ the shard's draining and uploads until the operator confirms here."""
 
 from __future__ import annotations
 
-from typing import cast
-
 import click
 
 from ctl.context import Context
@@ -50,6 +48,5 @@ def confirm(ctx: Context, shards: tuple[int, ...], every: bool) -> None:
         if record is None:
             say(f"shard {shard} was not held")
             continue
-        waiting = cast(list[str], rt.redis.zrange(rt.keys.sealed(shard), 0, -1))
-        sent = sum(ctx.send_upload(batch_id) for batch_id in waiting)
-        say(f"shard {shard} released (evidence {record.get('evidence')}); {sent} sealed batch(es) sent to upload")
+        waiting = rt.redis.zcard(rt.keys.sealed(shard))
+        say(f"shard {shard} released (evidence {record.get('evidence')}); {waiting} sealed batch(es) due for upload")

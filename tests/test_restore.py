@@ -146,3 +146,14 @@ def test_an_ordinary_run_is_never_taken_for_a_restore(rt: Runtime, emulator: Run
         restore.forget_checks()
         assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
     assert restore.held_shards(rt) == {}
+
+
+def test_a_clusters_incarnation_names_every_master(cluster_settings: Callable[..., Settings]) -> None:
+    """On a cluster a restart of any master (a restore, a failover) makes every counter checked again."""
+    rt = Runtime(cluster_settings())
+    try:
+        first = restore.incarnation(rt.redis)
+        assert len(first.split(",")) == 3 and all(len(run_id) == 40 for run_id in first.split(","))
+        assert restore.incarnation(rt.redis) == first
+    finally:
+        rt.close()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
+from redis.cluster import RedisCluster
 from redis.exceptions import WatchError
 
 from worker.delivery.metrica import LIST_PAGE, Uploading
@@ -61,7 +62,11 @@ class Evidence:
 
 def incarnation(redis: Any) -> str:
     """Redis's ``run_id`` (every master's, on a cluster): it changes whenever Redis restarts."""
-    info = cast(dict[str, Any], redis.info("server"))
+    info: dict[str, Any] = (
+        redis.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if isinstance(redis, RedisCluster)
+        else redis.info("server")
+    )
     if "run_id" in info:
         return str(info["run_id"])
     return ",".join(sorted(str(node.get("run_id")) for node in info.values() if isinstance(node, dict)))
@@ -189,7 +194,8 @@ def _comments(rt: Runtime, gate: QuotaGate, bucket: Bucket, token: SecretStr) ->
 def confirm(rt: Runtime, shard: int) -> dict[str, str] | None:
     """The operator's decision: release the shard; evidence up to the highest seq seen is accepted.
 
-    Returns the record as it was, or None when the shard was not held. The confirmed record keeps
+    Its sealed batches are due for dispatch at once. Returns the record as it was, or None when the
+    shard was not held. The confirmed record keeps
     ``accepted_seq`` for the dedup window (after it, the store keeps no nonce to compare with)."""
     key = rt.keys.restore_hold(shard)
     record = held(rt, shard)
@@ -197,9 +203,12 @@ def confirm(rt: Runtime, shard: int) -> dict[str, str] | None:
         return None
     s = rt.settings
     accepted = max(int(record.get("seen_seq") or 0), int(record.get("accepted_seq") or 0))
+    waiting = cast(list[str], rt.redis.zrange(rt.keys.sealed(shard), 0, -1))
     pipe = rt.redis.pipeline(transaction=True)
     pipe.hset(key, mapping={"state": CONFIRMED, "accepted_seq": accepted, "confirmed_at": redis_now_ms(rt.redis)})
     pipe.expire(key, (s.dedup_window_days + s.dedup_period_days) * 86_400)
+    if waiting:  # parked while held: the sweep sends their upload tasks at its next run
+        pipe.zadd(rt.keys.sealed(shard), dict.fromkeys(waiting, 0), xx=True)
     pipe.execute()
     log.warning("restore_confirmed", shard=shard, accepted_seq=accepted, evidence=record.get("evidence"))
     return record
