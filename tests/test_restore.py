@@ -134,6 +134,17 @@ def test_a_restore_seen_by_a_seq_above_the_shards_counter(
     above, reused = (restore.evidence(rt, 0, [batch_id]) for batch_id in reversed(posted))
     assert above is not None and above.why == "seq 2 is above the shard's sequence 1"
     assert reused is not None and reused.why == "seq 1 was handed out again with another nonce"
+    # Confirmed: every forgotten upload is accepted (not only the evidence), and new batches are
+    # numbered past them, so the next start's check holds nothing.
+    assert restore.confirm(rt, 0) is not None
+    assert restore.evidence(rt, 0, posted) is None
+    restore.forget_checks()
+    assert uploader.upload_batch(rt, again) is UploadOutcome.POSTED
+    rt.producer.submit([make_call(101, 9)])
+    (later,) = drain(rt, seal_all=True).sealed
+    assert int(later.split("B")[1].split("R")[0]) > restore.SEQ_JUMP
+    assert uploader.upload_batch(rt, later) is UploadOutcome.POSTED
+    assert restore.held_shards(rt) == {}
 
 
 def test_an_ordinary_run_is_never_taken_for_a_restore(rt: Runtime, emulator: RunningEmulator) -> None:

@@ -16,8 +16,8 @@ nonce is kept (``bn:<period>``) for as long as the dedup window. Evidence holds 
 ``ctl status``/``ctl doctor``, ``/metrics`` (``calltrack_restore_held_shards``) and the console.
 
 The operator decides (``ctl restore confirm``): confirming releases the shard, knowing that the calls
-of the forgotten uploads are posted again (the README's promise names that bound); the confirmed hold
-keeps the highest seq seen so that evidence at or below it does not hold the shard again.
+of the forgotten uploads are posted again (the README's promise names that bound); the shard's
+sequence jumps past every seq the forgotten uploads can carry, and evidence up to there is accepted.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 _ID = re.compile(r"^CT([a-z0-9]+)S([0-9]+)B([0-9]+)R([a-z0-9]+)$")
 HELD, CONFIRMED = "held", "confirmed"
+SEQ_JUMP = 10_000_000  # a confirmation moves the shard's sequence this far past the highest seq seen
 _checked: set[tuple[str, str, int]] = set()  # (namespace, Redis run id, counter) checked by this process
 _lock = threading.Lock()
 
@@ -192,24 +193,38 @@ def _comments(rt: Runtime, gate: QuotaGate, bucket: Bucket, token: SecretStr) ->
 
 
 def confirm(rt: Runtime, shard: int) -> dict[str, str] | None:
-    """The operator's decision: release the shard; evidence up to the highest seq seen is accepted.
+    """The operator's decision: release the shard, accepting every upload the restore forgot.
 
-    Its sealed batches are due for dispatch at once. Returns the record as it was, or None when the
-    shard was not held. The confirmed record keeps
+    Which seqs those uploads carry is known only up to the highest one seen, so the shard's sequence
+    jumps ``SEQ_JUMP`` past it (more batches than a shard seals between any backup and its restore):
+    evidence up to the jump is accepted, and the batches sealed from now on are numbered above it, so
+    a later restore is seen again. Its sealed batches are due for dispatch at once. Returns the
+    record as it was, or None when the shard was not held. The confirmed record keeps
     ``accepted_seq`` for the dedup window (after it, the store keeps no nonce to compare with)."""
-    key = rt.keys.restore_hold(shard)
+    key, seq_key = rt.keys.restore_hold(shard), rt.keys.seq(shard)
     record = held(rt, shard)
     if record.get("state") != HELD:
         return None
     s = rt.settings
-    accepted = max(int(record.get("seen_seq") or 0), int(record.get("accepted_seq") or 0))
     waiting = cast(list[str], rt.redis.zrange(rt.keys.sealed(shard), 0, -1))
-    pipe = rt.redis.pipeline(transaction=True)
-    pipe.hset(key, mapping={"state": CONFIRMED, "accepted_seq": accepted, "confirmed_at": redis_now_ms(rt.redis)})
-    pipe.expire(key, (s.dedup_window_days + s.dedup_period_days) * 86_400)
-    if waiting:  # parked while held: the sweep sends their upload tasks at its next run
-        pipe.zadd(rt.keys.sealed(shard), dict.fromkeys(waiting, 0), xx=True)
-    pipe.execute()
+    with rt.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                cast(Any, pipe).watch(seq_key, key)
+                counter = int(pipe.get(seq_key) or 0)
+                seen = max(int(record.get("seen_seq") or 0), int(record.get("accepted_seq") or 0))
+                accepted = max(counter, seen) + SEQ_JUMP
+                pipe.multi()
+                pipe.set(seq_key, accepted)
+                pipe.hset(key, mapping={"state": CONFIRMED, "accepted_seq": accepted,
+                                        "confirmed_at": redis_now_ms(rt.redis)})  # fmt: skip
+                pipe.expire(key, (s.dedup_window_days + s.dedup_period_days) * 86_400)
+                if waiting:  # parked while held: the sweep sends their upload tasks at its next run
+                    pipe.zadd(rt.keys.sealed(shard), dict.fromkeys(waiting, 0), xx=True)
+                pipe.execute()
+                break
+            except WatchError:
+                continue
     log.warning("restore_confirmed", shard=shard, accepted_seq=accepted, evidence=record.get("evidence"))
     return record
 
