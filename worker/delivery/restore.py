@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 _ID = re.compile(r"^CT([a-z0-9]+)S([0-9]+)B([0-9]+)R([a-z0-9]+)$")
 HELD, CONFIRMED = "held", "confirmed"
 SEQ_JUMP = 10_000_000  # a confirmation moves the shard's sequence this far past the highest seq seen
-_checked: set[tuple[str, str, int]] = set()  # (namespace, Redis run id, counter) checked by this process
+_checked: set[tuple[str, str, int, str]] = set()  # (namespace, Redis run id, counter, kind) checked here
 _lock = threading.Lock()
 
 
@@ -152,13 +152,14 @@ def _raise_seen(rt: Runtime, key: str, seq: int) -> None:
 
 
 def check_before_post(rt: Runtime, gate: QuotaGate, bucket: Bucket, shard: int, token: SecretStr) -> None:
-    """Once per counter and Redis incarnation: list its uploads and hold the shard on evidence.
+    """Once per counter, kind (each its own list) and Redis incarnation: list its uploads and hold
+    the shard on evidence.
 
     Raises ``RestoreHeldError`` when the shard is (now) held."""
     ensure_not_held(rt, shard)
     if not rt.settings.restore_check:
         return
-    tag = (rt.keys.namespace, incarnation(rt.redis), bucket.counter_id)
+    tag = (rt.keys.namespace, incarnation(rt.redis), bucket.counter_id, bucket.kind.value)
     with _lock:
         if tag in _checked:
             return
