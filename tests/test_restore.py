@@ -168,3 +168,14 @@ def test_a_clusters_incarnation_names_every_master(cluster_settings: Callable[..
         assert restore.incarnation(rt.redis) == first
     finally:
         rt.close()
+
+
+def test_confirm_names_what_it_needs(rt: Runtime) -> None:
+    """No shard given, or one the deployment does not have: a usage error naming it; nothing changes."""
+    runner = CliRunner()
+    none = runner.invoke(main, ["restore", "confirm"], obj=Context(rt.settings))
+    assert none.exit_code == 2 and "give SHARDS or --all" in none.output
+    wrong = runner.invoke(main, ["restore", "confirm", "7"], obj=Context(rt.settings))
+    assert wrong.exit_code == 2 and "shard must be 0..0, got 7" in wrong.output
+    assert "shard 0 was not held" in ctl(rt.settings, "restore", "confirm", "0")
+    assert restore.held(rt, 0) == {}
