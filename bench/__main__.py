@@ -18,6 +18,7 @@ Prints a table with the targets and writes ``bench-results/<timestamp>.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ingestion, scenarios
+from bench.fairness import fairness
 from bench.footprint import footprint
 from bench.report import evaluate, render
 from bench.stack import ROOT, FleetSpec, Infra, PipelineConfig
@@ -46,6 +48,10 @@ FULL = {
     "ingest_seconds": 10.0,
     "bulk_lines": 1_000,
     "timeout": 1800.0,
+    "fair_calls": 500_000,
+    "fair_conversions": 100_000,
+    "fair_b_alone_seconds": 20.0,
+    "fair_b_after_hang_seconds": 30.0,
 }
 QUICK = {
     "footprint_calls": 2_000,
@@ -60,14 +66,22 @@ QUICK = {
     "ingest_seconds": 1.0,
     "bulk_lines": 200,
     "timeout": 120.0,
+    "fair_calls": 5_000,
+    "fair_conversions": 1_000,
+    "fair_b_alone_seconds": 3.0,
+    "fair_b_after_hang_seconds": 3.0,
 }
 SECTIONS = ("e2e", "many", "latency", "backlog", "naive", "ingest", "footprint")
+# Run only when named (--only fairness): client A's flood of FULL's 500,000 calls comes on top of the rest.
+OPTIONAL = ("fairness",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short run (the test suite's check of the harness)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS + OPTIONAL, help="run only these sections (fairness runs only when named)"
+    )
     parser.add_argument("--calls", type=int, help="end-to-end calls (default 1,000,000; quick 5,000)")
     parser.add_argument("--many-counters", type=int, help="counters of the second end-to-end run (10,000)")
     parser.add_argument("--many-accounts", type=int, help="registry accounts (logins) they spread over (100)")
@@ -86,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run the end-to-end section on a local 3-master Redis Cluster beside the single Redis",
     )
     parser.add_argument("--cluster-shards", type=int, default=24, help="CALLTRACK_SHARDS of the cluster run (24)")
+    parser.add_argument("--fair-calls", type=int, help="client A's flood in the fairness section (500,000)")
+    parser.add_argument("--fair-conversions", type=int, help="lines of client A's conversions import (100,000)")
+    parser.add_argument(
+        "--webhook-pool", choices=("shared", "own"), default="own",
+        help="fairness: webhook deliveries in their own worker pool (own, as deployed) or on every worker (shared)",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy the worker processes during end-to-end runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the JSON goes")
     return parser.parse_args(argv)
@@ -114,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         size["many_accounts"] = args.many_accounts
     if args.backlogs:
         size["backlogs"] = list(args.backlogs)
+    if args.fair_calls:
+        size["fair_calls"] = args.fair_calls
+    if args.fair_conversions:
+        size["fair_conversions"] = args.fair_conversions
     if args.flush_age is None:
         args.flush_age = 1.0 if args.quick else 2.0
     if args.drain_interval is None:
@@ -143,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "redis_appendfsync": "everysec",
             "cluster": args.cluster,
             "cluster_shards": args.cluster_shards if args.cluster else None,
+            "webhook_pool": args.webhook_pool,
         },
         "results": results,
         "errors": errors,
@@ -224,6 +249,21 @@ def main(argv: list[str] | None = None) -> int:
                     stack, calls=size["calls"], counters=size["many_counters"], producers=args.producers,
                     counter_base=1_000_000, timeout=timeout, work_dir=work_dir,
                     accounts=size["many_accounts"]))  # fmt: skip
+        if "fairness" in sections:
+            fair = PipelineConfig(
+                namespace="benchfair",
+                flush_max_age=args.flush_age,
+                drain_interval=args.drain_interval,
+                accounts=2,
+                dedup_buckets=dedup_buckets({**size, "calls": size["fair_calls"]}, {"e2e"}, False),
+            )
+            fair_spec = dataclasses.replace(spec, webhook_pool=args.webhook_pool)
+            with scenarios.Stack(infra, fair, fair_spec, profile=args.profile) as stack:
+                step("fairness", lambda: fairness(
+                    stack, a_calls=size["fair_calls"], a_counters=size["counters"],
+                    a_conversions=size["fair_conversions"], producers=args.producers,
+                    b_baseline=size["fair_b_alone_seconds"], b_after_hang=size["fair_b_after_hang_seconds"],
+                    timeout=timeout, work_dir=work_dir))  # fmt: skip
         if "footprint" in sections:
             infra.flush()
             step("footprint", lambda: footprint(infra.redis_url, calls=size["footprint_calls"]))

@@ -4,7 +4,7 @@ Calls go through the real producer (with caller marks, as the ingestion service 
 drain; conversions through the producer. Then every key of each structure is sized with
 ``MEMORY USAGE`` (``SAMPLES 0``: exact): the dedup/ref hashes (``dd``) per call and per conversion,
 and the caller history (``ch``) per (counter, caller). Bucket counts are set so each hash holds about
-100 fields, as a deployment's periods size themselves (worker/keys.py).
+100 fields, as a deployment's periods size themselves (worker/dataplane/keys.py).
 """
 
 from __future__ import annotations

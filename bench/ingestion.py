@@ -21,8 +21,8 @@ from bench.costs import redis_cpu
 from bench.load import COUNTER_BASE
 from bench.stack import ROOT, Infra, python_env, stop_group
 from config.settings import Settings
+from worker.dataplane.keys import Keys
 from worker.intake.routing import Route, RoutingTable
-from worker.keys import Keys
 
 SESSION_COUNTER = 9_999_999
 SESSION_VISITORS = 500
@@ -52,6 +52,10 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
         # One load generator is one client IP: lift the per-IP limit that guards the session API.
         "CALLTRACK_SESSION_RATE_PER_IP": "1000000",
         "CALLTRACK_SESSION_RATE_PER_COUNTER": "1000000",
+        # ... and the per-address edge caps of issue 22 (32 connections opening at once are 32 unfinished
+        # heads from one address, past the default 20): a deployment's clients are many addresses.
+        "CALLTRACK_INGEST_MAX_CONNECTIONS_PER_CLIENT": "10000",
+        "CALLTRACK_INGEST_MAX_UNFINISHED_HEADS_PER_CLIENT": "10000",
     }
     log = (infra.log_dir / "ingest.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603

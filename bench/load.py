@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -85,9 +86,17 @@ def produce(
 
 
 def produce_paced(
-    settings: Settings, run: str, rate: float, seconds: float, counters: int, *, counter_base: int = COUNTER_BASE
+    settings: Settings,
+    run: str,
+    rate: float,
+    seconds: float,
+    counters: int,
+    *,
+    counter_base: int = COUNTER_BASE,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Submit at a steady ``rate`` calls/s for ``seconds``, in ticks of 50 ms, each call stamped."""
+    """Submit at a steady ``rate`` calls/s for ``seconds`` (or until ``stop`` is set), in ticks of 50 ms,
+    each call stamped; a rejected call raises (every call sent must be one the pipeline took)."""
     rt = Runtime(settings)
     now = int(time.time())
     tick = 0.05
@@ -95,13 +104,15 @@ def produce_paced(
     began = time.monotonic()
     while True:
         elapsed = time.monotonic() - began
-        if elapsed >= seconds:
+        if elapsed >= seconds or (stop is not None and stop.is_set()):
             break
         due = int(rate * min(elapsed + tick, seconds))
         if due > sent:
             stamp = int(time.time() * 1000)
             batch = [make_call(run, n, counters, now, stamp, counter_base=counter_base) for n in range(sent, due)]
-            rt.producer.submit(batch)
+            result = rt.producer.submit(batch)
+            if result.rejected:
+                raise RuntimeError(f"the producer rejected a paced call: {result.rejected[0].reason}")
             sent = due
         time.sleep(max(0.0, began + elapsed + tick - time.monotonic()))
     rt.close()

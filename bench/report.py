@@ -48,6 +48,10 @@ def evaluate(results: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
         None if session is None or single is None else session >= single,
     )
     _cost_targets(results, target)
+    fair = results.get("fairness")
+    if fair is not None:  # an optional section: a target only when it ran (a failure is in "errors")
+        wanted = f"<= flush age + 3 s ({fair['target_seconds']:g} s)"
+        target("(22) fairness: B's p99 under A's flood", wanted, fair["b_p99_seconds"], fair["met"])
     return targets
 
 
@@ -161,6 +165,19 @@ def render(document: dict[str, Any]) -> str:
         row(label, f"p50 s (flush age {r['flush_max_age']:g} s, {r['measured']:,} calls)", r["p50_seconds"])
         row(label, "p99 s", r["p99_seconds"])
         row(label, "max s", r["max_seconds"])
+    r = results.get("fairness")
+    if r:
+        label = f"fairness (A {r['a_calls']:,} calls + {r['a_conversions']:,} conversions; B 1 call/s)"
+        row(label, f"B p99 s ({r['b_calls']} calls; target {r['target_seconds']:g} s)", r["b_p99_seconds"])
+        row(label, "B max s", r["b_max_seconds"])
+        row(label, f"B p99 s while A's webhook hung ({r['b_calls_while_hook_hung']} calls)", r["b_hung_p99_seconds"])
+        row(label, f"B p99 s alone ({r['b_alone_calls']} calls, before A)", r["b_alone_p99_seconds"])
+        row(label, "A calls/s (first submit -> last upload answered)", r["a_rate"])
+        row(label, "A conversions import lines/s", r["a_conversions_import_rate"])
+        row(label, f"A webhook: connections held (peak open; pool {r['webhook_pool']})",
+            f"{r['webhook_connections']} ({r['webhook_peak_open']})")  # fmt: skip
+        row(label, "load average before -> after", f"{r['load_before']['load_average']} -> "
+            f"{r['load_after']['load_average']}")  # fmt: skip
     r = results.get("ingest")
     if r:
         label = f"ingest ({r['workers']} process, {r['generator']})"

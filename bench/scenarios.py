@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,21 @@ class Stack:
         produce(self.settings, f"warm{time.time_ns()}", 1, 1, 1)
         self.wait_rows(before + 1, timeout)
 
-    def wait_rows(self, target: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
+    def wait_rows(self, target: int, timeout: float, *, stall: float | None = None) -> int:
+        """Until the emulator holds ``target`` rows; ``stall``: give up sooner when no row came for that long."""
+        began = time.monotonic()
+        deadline = began + timeout
+        last, moved = -1, began
         while True:
             rows = self.emulator.rows()
             if rows >= target:
                 return rows
+            now = time.monotonic()
+            if rows != last:
+                last, moved = rows, now
             self.fleet.check()
-            if time.monotonic() > deadline:
-                raise ScenarioTimeout(f"{rows} of {target} rows at the emulator after {timeout:.0f} s")
+            if now > deadline or (stall is not None and now - moved > stall):
+                raise ScenarioTimeout(f"{rows} of {target} rows at the emulator after {now - began:.0f} s")
             time.sleep(0.2)
 
     def last_answer(self, since: float) -> tuple[float, int]:
@@ -222,14 +229,7 @@ def latency(
     run = f"lat{time.time_ns()}"
     sent = produce_paced(stack.settings, run, rate, seconds, counters, counter_base=counter_base)
     stack.wait_rows(before + sent, timeout)
-    arrived, _ = stack.emulator.upload_times()
-    lat: list[float] = []
-    for counter in range(counter_base, counter_base + counters):
-        for row in stack.emulator.stored_rows(counter):
-            url = row.get("CallTrackerURL", "")
-            if f"/{run}/" in url and "?t=" in url and row["comment"] in arrived:
-                lat.append(arrived[row["comment"]] - int(url.rsplit("?t=", 1)[1]) / 1000)
-    lat.sort()
+    lat = stamped_latencies(stack.emulator, run, range(counter_base, counter_base + counters))
     return {
         "rate": round(rate, 1),
         "seconds": seconds,
@@ -242,6 +242,26 @@ def latency(
         "max_seconds": round(lat[-1], 3) if lat else 0.0,
         "mean_seconds": round(statistics.fmean(lat), 3) if lat else 0.0,
     }
+
+
+def stamped_samples(emulator: Emulator, run: str, counters: Iterable[int]) -> list[tuple[float, float, str]]:
+    """(submit time, enqueue-to-upload-request seconds, batch id) of every stamped call of ``run`` stored for
+    ``counters``: the producer's stamp (``?t=`` in ``CallTrackerURL``, see ``make_call``) against the
+    moment the emulator received the upload request that carried it (its batch id is the upload's comment)."""
+    arrived, _ = emulator.upload_times()
+    samples: list[tuple[float, float, str]] = []
+    for counter in counters:
+        for row in emulator.stored_rows(counter):
+            url = row.get("CallTrackerURL", "")
+            if f"/{run}/" in url and "?t=" in url and row["comment"] in arrived:
+                stamp = int(url.rsplit("?t=", 1)[1]) / 1000
+                samples.append((stamp, arrived[row["comment"]] - stamp, row["comment"]))
+    return samples
+
+
+def stamped_latencies(emulator: Emulator, run: str, counters: Iterable[int]) -> list[float]:
+    """The latencies of :func:`stamped_samples`, sorted."""
+    return sorted(sample[1] for sample in stamped_samples(emulator, run, counters))
 
 
 def _pct(values: list[float], p: float) -> float:

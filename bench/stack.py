@@ -93,6 +93,12 @@ class Emulator:
         data = self.http.get("/_bench/uploads").json()
         return data["arrived"], {k: v[0] for k, v in data["answered"].items()}
 
+    def uploads(self, counter: int) -> list[dict[str, Any]]:
+        """Every upload of ``counter`` as Metrica's ``uploading`` object plus its kind (no rows)."""
+        body = self.http.get("/_emulator/uploads", params={"counter": counter, "rows": "0"}).json()
+        result: list[dict[str, Any]] = body["uploads"]
+        return result
+
     def stored_rows(self, counter: int) -> list[dict[str, str]]:
         """Every row stored for ``counter``, with its upload's ``comment`` (CSV columns as strings)."""
         import csv  # noqa: PLC0415
@@ -189,6 +195,9 @@ class FleetSpec:
     workers: int = 1
     concurrency: int = 2
     egress_ips: int = 1
+    # "own": one more worker, for webhook deliveries only (CALLTRACK_WORKER_QUEUES=notify; the others
+    # =main), as compose and Kubernetes deploy them; "shared": every worker takes every queue (=all).
+    webhook_pool: str = "shared"
 
 
 @dataclass
@@ -203,15 +212,21 @@ class Fleet:
 
     def start(self, sampler: RssSampler | None = None) -> None:
         celery = str(Path(sys.executable).with_name("celery"))
-        for i in range(self.spec.workers):
+        own = self.spec.webhook_pool == "own"
+        for i in range(self.spec.workers + own):
             env = dict(self.env)
             if self.spec.egress_ips > 1:
                 env["CALLTRACK_EGRESS_ID"] = f"egress{i % self.spec.egress_ips}"
+            name = f"bench{i}"
+            if own:  # as compose and Kubernetes run them: the main pool, and the webhooks' own pool
+                env["CALLTRACK_WORKER_QUEUES"] = "main"
+                if i == self.spec.workers:
+                    name, env["CALLTRACK_WORKER_QUEUES"] = "benchhooks", "notify"
             proc = self._spawn(
                 [celery, "-A", "worker.main", "worker", "--pool", "prefork",
-                 "--concurrency", str(self.spec.concurrency), "--hostname", f"bench{i}@%h", "--loglevel", "INFO",
+                 "--concurrency", str(self.spec.concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
                  "--without-gossip", "--without-mingle"],
-                f"worker{i}", env,
+                name.replace("bench", "worker"), env,
             )  # fmt: skip
             self.worker_pids.append(proc.pid)
             if sampler is not None:
@@ -253,7 +268,7 @@ class PipelineConfig:
     accounts: int = 0  # registry accounts (logins) the many-counter run spreads its counters over
     # The data plane on this Redis Cluster (issue 17); Celery's broker and redbeat stay on the harness's Redis.
     cluster_url: str | None = None
-    dedup_buckets: int = 1024  # sized to the namespace's calls: about 100 marks a hash (worker/keys.py)
+    dedup_buckets: int = 1024  # sized to the namespace's calls: about 100 marks a hash (worker/dataplane/keys.py)
 
     def env(self, redis_url: str, emulator_url: str) -> dict[str, str]:
         data = {"CALLTRACK_REDIS_URL": redis_url}
@@ -283,6 +298,13 @@ class PipelineConfig:
             "CALLTRACK_RECONCILE_INTERVAL": "2",
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_DEDUP_BUCKETS": str(self.dedup_buckets),
+            # The fairness section's webhook receiver listens on loopback: allowed where the SSRF guard of
+            # issue 22 exists (a release without the setting calls any address).
+            **(
+                {"CALLTRACK_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"}
+                if "webhook_allowed_networks" in Settings.model_fields
+                else {}
+            ),
         }
 
     def settings(self, redis_url: str, emulator_url: str) -> Settings:

@@ -163,6 +163,6 @@ def discard_(
 
 
 def _valid(batch_id: str) -> bool:
-    from worker.ids import is_batch_id  # noqa: PLC0415
+    from worker.dataplane.ids import is_batch_id  # noqa: PLC0415
 
     return is_batch_id(batch_id)

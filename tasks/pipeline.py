@@ -35,9 +35,10 @@ def _runtime(task: Task[Any, Any]) -> Runtime:
     return cast(CalltrackCelery, task.app).runtime()
 
 
-def _send_uploads(batch_ids: list[str]) -> None:
-    for batch_id in batch_ids:
-        upload_batch.apply_async((batch_id,))
+def _send_uploads(rt: Runtime, batch_ids: list[str]) -> None:
+    """One upload task per batch, each client's first batch ahead of its later ones (dispatch.fair_priorities)."""
+    for batch_id, priority in dispatch.fair_priorities(rt, batch_ids):
+        upload_batch.apply_async((batch_id,), priority=priority)
 
 
 @shared_task(bind=True, name="calltrack.drain", ignore_result=True)
@@ -54,13 +55,13 @@ def drain(self: Task[Any, Any], seal_all: bool = False) -> dict[str, int]:
         }
     )
     failpoint("after_seal_before_dispatch")
-    _send_uploads(result.sealed)
+    _send_uploads(rt, result.sealed)
     if dispatch.resume_due(rt):
         dispatch.resume_readable(rt)  # batches that waited for an unreadable token, now readable here
     overdue = dispatch.overdue_batches(rt)
     if overdue:
         log.warning("uploads_redispatched", batches=len(overdue))
-        _send_uploads(overdue)
+        _send_uploads(rt, overdue)
     return {"read": result.read, "repeats": result.repeats, "sealed": len(result.sealed)}
 
 

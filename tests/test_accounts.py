@@ -15,8 +15,8 @@ from worker.accounts import edits
 from worker.accounts.envimport import import_env
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Registry
+from worker.dataplane.ids import fingerprint
 from worker.errors import AccountInputError, CounterRemovedError, DeferredError, SecretKeyError
-from worker.ids import fingerprint
 from worker.runtime import Runtime
 
 KEY = Fernet.generate_key().decode()

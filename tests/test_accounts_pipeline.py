@@ -22,7 +22,7 @@ from emulator.server import RunningEmulator
 from tests.accounts_helpers import account_settings, admin, ctl
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
-from worker.ids import fingerprint
+from worker.dataplane.ids import fingerprint
 from worker.runtime import Runtime
 
 ACME = "AQAAAAAacmeSeedToken000000000000001"

@@ -30,8 +30,8 @@ from worker.accounts.envimport import learn_env_logins, start
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.reading import DAMAGED, NO_KEY_RING, WRONG_KEY
 from worker.accounts.upkeep import upkeep
+from worker.dataplane.ids import fingerprint
 from worker.errors import TokenUnreadableError
-from worker.ids import fingerprint
 from worker.ops.scrape import quota_view
 from worker.runtime import Runtime
 

@@ -160,7 +160,8 @@ def test_session_api_over_http(rt: Runtime, make_settings: Callable[..., Setting
                          headers={"Origin": "https://shop.example"})  # fmt: skip
         assert first.status_code == 200 and first.json()["number"] in POOL
         assert first.headers["access-control-allow-origin"] == "https://shop.example"
-        assert set(first.json()) == {"number", "expires_at", "fallback"}  # nothing of other sessions
+        # Nothing of other sessions: the lease, and what the site tag needs to swap and renew it.
+        assert set(first.json()) == {"number", "expires_at", "fallback", "seconds", "replace", "selector"}
         again = http.post("/v1/number", json={"counter": COUNTER, "ClientId": "111", "URL": "https://shop.example/p"})
         assert again.json()["number"] == first.json()["number"]
         foreign = http.get("/v1/number", params={"counter": COUNTER, "ClientId": "222"},

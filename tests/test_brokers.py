@@ -25,11 +25,14 @@ def test_rabbitmq_uses_quorum_queues_and_keeps_the_guarantee_settings() -> None:
     settings = Settings(_env_file=None, broker_url=AMQP, namespace="abc")
     config = celery_config(settings)
     assert config["broker_url"] == AMQP and config["redbeat_redis_url"] == settings.redis_url
-    periodic, upload, _notify = queue_names(settings)
+    periodic, upload, notify = queue_names(settings)
     assert (periodic, upload) == ("abc.calltrack.periodic", "abc.calltrack.upload")
     for queue in config["task_queues"]:
         assert queue.durable and queue.queue_arguments == {"x-queue-type": "quorum"}
     assert config["task_routes"]["calltrack.upload_batch"]["queue"] == upload
+    # Issue 22: every webhook task, the sweep too, on the webhooks' queue (their own worker pool).
+    assert config["task_routes"]["calltrack.notify_sweep"]["queue"] == notify
+    assert config["task_routes"]["calltrack.notify_webhook"]["queue"] == notify
     assert config["task_default_queue"] == periodic
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     assert config["worker_prefetch_multiplier"] == 1

@@ -12,12 +12,12 @@ from redis import RedisCluster
 
 from config.settings import Settings
 from tests.test_accounts import SECRET, registry, spec
+from worker.dataplane.keys import Keys
+from worker.dataplane.scripts import run_many
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import ShardCountError
 from worker.intake.routing import Route, RoutingTable
-from worker.keys import Keys
 from worker.runtime import Runtime
-from worker.scripts import run_many
 from worker.store import pin_shards
 
 

@@ -17,9 +17,9 @@ from ctl.context import Context
 from ingest.crm_csv import ColumnMap, MappingError, import_file
 from tests.helpers import make_call, stored_rows, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
+from worker.dataplane.marks import call_ref_value, parse_call_ref
 from worker.delivery.drain import drain
 from worker.intake.call_refs import batch_tail, find_call, locate, record_conversion
-from worker.marks import call_ref_value, parse_call_ref
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.fields import TimePolicy
 from worker.model.kinds import IdType, UploadKind

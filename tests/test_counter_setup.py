@@ -19,11 +19,11 @@ from ctl.context import Context
 from emulator.config import Account
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
+from worker.dataplane.ids import fingerprint
 from worker.delivery import counter_setup
 from worker.delivery.counter_setup import CALLS_OPTION, CONVERSIONS_OPTION, Readiness, readiness, setup_counter
 from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate
 from worker.errors import JoinWindowClosed
-from worker.ids import fingerprint
 from worker.model.kinds import Bucket, IdType, UploadKind
 from worker.ops import scrape
 from worker.runtime import Runtime

@@ -18,6 +18,7 @@ from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer
 from tests.helpers import batch_record, make_call, seal_batch, wait_for
 from tests.pipeline import running_emulator, running_worker
+from worker.dataplane.ids import fingerprint
 from worker.delivery import uploader
 from worker.delivery.csvfile import row_cells
 from worker.delivery.drain import drain, update_holds
@@ -26,7 +27,6 @@ from worker.delivery.quota import Purpose, QuotaExhausted, QuotaGate, UploadsPau
 from worker.delivery.reconciler import reconcile
 from worker.delivery.uploader import UploadOutcome
 from worker.errors import ProducerError, QuotaError
-from worker.ids import fingerprint
 from worker.intake.call_refs import CallRef, find_call
 from worker.model.conversions import validate_conversions
 from worker.model.kinds import CALLS, IdType, UploadKind

@@ -3,7 +3,7 @@
 The layers, lowest first (a module may import its own package's modules and any lower layer):
 
     config                      settings and logging
-    worker root                 errors, keys, store, scripts, failpoints: the shared ground
+    worker root                 errors, dataplane (keys, scripts, ids, marks), store, failpoints: the shared ground
     worker.model                the event model: fields, calls, conversions, kinds, the inbound call
     worker.accounts             the account registry: clients, tokens, counters, providers; OAuth
     worker.delivery             producer, drain, upload, reconcile, quota, the Metrica client
@@ -35,11 +35,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     (
         "worker.errors",
-        "worker.ids",
-        "worker.keys",
-        "worker.marks",
+        "worker.dataplane",
         "worker.store",
-        "worker.scripts",
         "worker.failpoints",
         "worker",
     ),

@@ -1,7 +1,7 @@
 """Nothing kept forever by accident (issue 23, item 6): after a short full pipeline (calls and a
 conversion drained, uploaded and reconciled, a webhook sent, a call held, a visitor's session leased
 and its call attributed), every key of the namespace without a TTL must be on the allow-list kept in
-code beside the key table (``worker/keys_forever.py``), each with its reason."""
+code beside the key table (``worker/dataplane/forever.py``), each with its reason."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from tests.ingest_helpers import recent
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from tests.test_webhooks import ACME, add_account, hook_settings, receiver
 from tests.webhook_helpers import final_batches
+from worker.dataplane.forever import FOREVER, kept_forever_by_accident
 from worker.delivery import retention as retention_sweep
 from worker.delivery.reconciler import reconcile
 from worker.intake.pools import NumberPools, Session
-from worker.keys_forever import FOREVER, kept_forever_by_accident
 from worker.runtime import Runtime
 from worker.store import redis_now_ms
 

@@ -28,7 +28,7 @@ from tests.edge_helpers import env_of, ingest_process
 from tests.helpers import wait_for
 from worker.accounts.model import AccountIn, parse
 from worker.app import celery_config
-from worker.ids import fingerprint
+from worker.dataplane.ids import fingerprint
 from worker.ops.counter_view import token_state
 from worker.runtime import Runtime
 

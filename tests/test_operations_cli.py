@@ -15,7 +15,7 @@ from ctl.__main__ import main
 from ctl.context import Context
 from tests.helpers import make_call, wait_for
 from tests.pipeline import running_emulator, running_worker
-from worker.ids import shard_of_batch
+from worker.dataplane.ids import shard_of_batch
 from worker.runtime import Runtime
 
 

@@ -25,6 +25,7 @@ from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer, find_binary, version_of
 from tests.helpers import batch_record, make_call, seal_batch, unavailable, wait_for
 from tests.pipeline import running_worker
+from worker.dataplane.ids import fingerprint, shard_of_batch
 from worker.delivery import dispatch, uploader
 from worker.delivery.csvfile import build_csv
 from worker.delivery.drain import drain
@@ -33,7 +34,6 @@ from worker.delivery.reconciler import reconcile
 from worker.delivery.replay import discard, replay
 from worker.delivery.uploader import UploadOutcome, load, quarantine
 from worker.errors import DeferredError, ProducerError, ShardCountError, StoreConfigError
-from worker.ids import fingerprint, shard_of_batch
 from worker.ops.scrape import registry, render
 from worker.runtime import Runtime
 from worker.store import memory, redis_now_ms

@@ -19,9 +19,9 @@ from config.settings import Settings
 from emulator.config import Account
 from tests.helpers import make_call, redis_contents, wait_for
 from tests.pipeline import running_emulator, running_worker
+from worker.dataplane.ids import is_batch_id
 from worker.delivery.metrica import MetricaClient
 from worker.errors import AuthError
-from worker.ids import is_batch_id
 from worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,8 +31,8 @@ from tests.webhook_helpers import drip, final_batches, huge, raw_receiver, statu
 from worker import netguard
 from worker.accounts.edits import create, update
 from worker.app import queue_names
+from worker.dataplane.keys import Keys
 from worker.errors import AccountInputError, WebhookError, WebhookRefusedError
-from worker.keys import Keys
 from worker.model.kinds import Bucket, IdType, UploadKind
 from worker.notify import breaker, outbox, send
 from worker.notify.outbox import Event

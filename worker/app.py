@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from config.logging import configure_logging, quiet_due_tasks
 from config.settings import Settings
 from worker.beat import CalltrackBeatScheduler
+from worker.dataplane.keys import Keys
 from worker.errors import StoreConfigError
-from worker.keys import Keys
 from worker.runtime import Runtime
 from worker.store import check_durability, connect_data, pin_shards
 
@@ -92,7 +92,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
                 Queue(notify, routing_key=notify, durable=True, queue_arguments=quorum),
             ],
             "task_default_queue": periodic,
-            "task_routes": {"calltrack.upload_batch": {"queue": upload}, "calltrack.notify_webhook": {"queue": notify}},
+            "task_routes": task_routes(upload, notify),
             "worker_detect_quorum_queues": True,
         }
     return {
@@ -107,7 +107,18 @@ def broker_config(settings: Settings) -> dict[str, Any]:
         },
         "task_queues": [Queue(periodic), Queue(upload), Queue(notify)],
         "task_default_queue": periodic,
-        "task_routes": {"calltrack.upload_batch": {"queue": upload}, "calltrack.notify_webhook": {"queue": notify}},
+        "task_routes": task_routes(upload, notify),
+    }
+
+
+def task_routes(upload: str, notify: str) -> dict[str, dict[str, str]]:
+    """Uploads on their queue; every webhook task, the periodic sweep too, on the webhooks' queue, so the
+    sweep's work for a client with many final batches never holds the processes drain and upload run in
+    (issue 22: measured in docs/benchmarks.md, *Fairness*)."""
+    return {
+        "calltrack.upload_batch": {"queue": upload},
+        "calltrack.notify_webhook": {"queue": notify},
+        "calltrack.notify_sweep": {"queue": notify},
     }
 
 

@@ -14,13 +14,13 @@ from config.settings import Settings
 from worker.accounts import oauth
 from worker.accounts.flush import FlushAges
 from worker.accounts.registry import Registry
+from worker.dataplane.keys import Keys
+from worker.dataplane.scripts import Scripts
 from worker.delivery.metrica import MetricaClient
 from worker.delivery.producer import Producer
-from worker.keys import Keys
 from worker.model.calls import TimePolicy
 from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
-from worker.scripts import Scripts
 from worker.store import Durability, connect_data
 
 log = structlog.get_logger(__name__)

@@ -15,8 +15,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.sections.store import StoreSettings
+from worker.dataplane.keys import Keys
 from worker.errors import ShardCountError, StoreConfigError
-from worker.keys import Keys
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -91,7 +91,7 @@ class Durability:
     decides the rest), ``replica`` (``WAIT``: that many replicas hold it) or ``aof`` (``WAITAOF 1 0``:
     fsynced to the local AOF).
 
-    ``commands`` go after the writes on the same connection (``worker.scripts.run_many``'s ``then``);
+    ``commands`` go after the writes on the same connection (``worker.dataplane.scripts.run_many``'s ``then``);
     ``shortfall`` reads their replies. The producer waits before it reports calls accepted; the uploader
     waits after it marks a batch UPLOADING and before it posts the file, so no failover or lost
     second makes a posted file look unposted (it would be posted twice) or a sealed batch look open

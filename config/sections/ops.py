@@ -82,9 +82,9 @@ class OpsSettings(BaseModel):
     )
     worker_queues: Literal["all", "main", "notify"] = Field(
         default="all",
-        description="What this worker consumes: main (drain, upload, reconcile, the periodic ticks), notify (webhook "
-        "deliveries only: their own pool, so a slow receiver never holds a main worker) or all (one pool, for "
-        "development).",
+        description="What this worker consumes: main (drain, upload, reconcile, their periodic ticks), notify (webhook "
+        "deliveries and the webhook sweep only: their own pool, so a slow receiver never holds a main worker) or all "
+        "(one pool, for development).",
     )
     webhook_max_retries: Annotated[int, Field(ge=0, le=50)] = Field(
         default=8,

@@ -26,11 +26,11 @@ from redis import Redis
 
 from ingest.input import InputError
 from ingest.pbx.asterisk import AsteriskConfig, from_row, to_call
+from worker.dataplane.keys import Keys
 from worker.delivery.producer import dedup_digest
 from worker.errors import ProducerError
 from worker.failpoints import failpoint
 from worker.intake.service import Intake
-from worker.keys import Keys
 from worker.model.inbound import InboundCall
 
 log = structlog.get_logger(__name__)

@@ -31,7 +31,7 @@ from worker.store import redis_now_ms
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worker.keys import Keys
+    from worker.dataplane.keys import Keys
 
 PREFIX = "ctk_"
 SCOPES = ("ingest", "status")

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from worker.accounts.model import Account, CounterIn, Telephony, Token
 from worker.accounts.registry import ENV_ACCOUNT, Change, Registry
-from worker.ids import fingerprint
+from worker.dataplane.ids import fingerprint
 
 if TYPE_CHECKING:
     from config.settings import Settings

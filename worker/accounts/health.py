@@ -20,7 +20,7 @@ from worker.accounts.crypto import KeyRing
 from worker.accounts.reading import read_documents
 from worker.accounts.snapshot import login_key
 from worker.accounts.store import clear_view
-from worker.keys import Keys
+from worker.dataplane.keys import Keys
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

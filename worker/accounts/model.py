@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from worker.dataplane.ids import fingerprint
 from worker.errors import AccountInputError
-from worker.ids import fingerprint
 from worker.model.phones import normalize_phone
 
 ACCOUNT_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -97,6 +97,11 @@ class CounterIn(_Strict):
         if None in numbers or (not region and any(not v.strip().startswith("+") for v in value)):
             raise ValueError("every number must be a phone number with its country code, as +74950000000")
         return [n for n in numbers if n]
+
+    def settings(self) -> dict[str, Any]:
+        """The counter's own settings as stored and shown: unset ones (None, no site numbers) left out, so
+        an account that uses no newer field is stored exactly as the release before wrote it."""
+        return {k: v for k, v in self.model_dump().items() if v is not None and v != []}
 
 
 class TelephonyIn(_Strict):
@@ -282,7 +287,7 @@ class Account:
             "name": self.name,
             "login": self.login,
             "tokens": [t.public() for t in self.tokens],
-            "counters": [{k: v for k, v in c.model_dump().items() if v is not None} for c in self.counters],
+            "counters": [c.settings() for c in self.counters],
             "telephony": [t.public() for t in self.telephony],
             "webhook": self._webhook_public() if self.webhook_url else None,
             "updated_at": iso(self.updated_at),

@@ -27,9 +27,9 @@ from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Toke
 from worker.accounts.reading import Documents, Unreadable, read_documents
 from worker.accounts.snapshot import Snapshot, login_key, safe_login
 from worker.accounts.webhook import webhook_fields
+from worker.dataplane.ids import fingerprint
+from worker.dataplane.keys import Keys
 from worker.errors import AccountError, AccountInputError, CounterRemovedError, DeferredError, TokenUnreadableError
-from worker.ids import fingerprint
-from worker.keys import Keys
 
 if TYPE_CHECKING:
     from config.settings import Settings

@@ -39,7 +39,7 @@ def encode(ring: KeyRing, account: Account) -> str:
             }
             for t in account.tokens
         ],
-        "counters": [{k: v for k, v in c.model_dump().items() if v is not None} for c in account.counters],
+        "counters": [c.settings() for c in account.counters],
         "telephony": [
             {"provider": t.provider, "account": t.account, "secret": _enc(ring, t.secret), "timezone": t.timezone}
             for t in account.telephony

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, cast
 import structlog
 from redis.exceptions import ResponseError
 
+from worker.dataplane.ids import batch_nonce
 from worker.delivery import restore
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
-from worker.ids import batch_nonce
 from worker.store import ensure_shard
 
 if TYPE_CHECKING:

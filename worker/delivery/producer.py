@@ -22,16 +22,16 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from worker.dataplane.keys import Keys
+from worker.dataplane.marks import call_ref_value
+from worker.dataplane.scripts import Scripts, run_many
 from worker.delivery.csvfile import encode_row, first_caller_bit
 from worker.errors import ProducerError
-from worker.keys import Keys
-from worker.marks import call_ref_value
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.kinds import CALLS, IdType, UploadKind
 from worker.model.phones import PhoneRegions
-from worker.scripts import Scripts, run_many
 from worker.store import Durability, MemoryWatermark, check_durability, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)

@@ -30,13 +30,13 @@ import orjson
 import structlog
 from pydantic import SecretStr
 
+from worker.dataplane.ids import fingerprint
 from worker.errors import DeferredError
-from worker.ids import fingerprint
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
     from config.settings import Settings
-    from worker.keys import Keys
+    from worker.dataplane.keys import Keys
     from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)

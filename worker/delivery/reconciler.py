@@ -20,13 +20,13 @@ import structlog
 from pydantic import SecretStr
 from redis.exceptions import OutOfMemoryError
 
+from worker.dataplane.ids import fingerprint
 from worker.delivery import retention
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.delivery.uploader import clock_ms
 from worker.errors import DeferredError, MetricaError, NotFoundError
 from worker.failpoints import failpoint
-from worker.ids import fingerprint
 from worker.model.kinds import Bucket, KindSpec
 
 if TYPE_CHECKING:

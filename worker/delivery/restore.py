@@ -22,7 +22,6 @@ sequence jumps past every seq the forgotten uploads can carry, and evidence up t
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -31,10 +30,11 @@ import structlog
 from redis.cluster import RedisCluster
 from redis.exceptions import WatchError
 
+from worker.dataplane.ids import is_batch_id, parse_batch_id
+from worker.dataplane.marks import dedup_periods
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import DeferredError, PermanentError, QuotaError, RestoreHeldError, RetryableError
-from worker.marks import dedup_periods
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_ID = re.compile(r"^CT([a-z0-9]+)S([0-9]+)B([0-9]+)R([a-z0-9]+)$")
 HELD, CONFIRMED = "held", "confirmed"
 SEQ_JUMP = 10_000_000  # a confirmation moves the shard's sequence this far past the highest seq seen
 _checked: set[tuple[str, str, int, str]] = set()  # (namespace, Redis run id, counter, kind) checked here
@@ -98,8 +97,8 @@ def ensure_not_held(rt: Runtime, shard: int) -> None:
 def evidence(rt: Runtime, shard: int, comments: list[str]) -> Evidence | None:
     """The first comment that proves the shard's data went back in time, or None."""
     epoch = cast(str | None, rt.redis.get(rt.keys.epoch(shard)))
-    mine = [(m.group(0), int(m.group(3)), m.group(4)) for c in comments if (m := _ID.match(c))]
-    mine = [item for item in mine if f"CT{epoch}S{shard}B{item[1]}R{item[2]}" == item[0]]
+    parsed = [(c, parse_batch_id(c)) for c in comments if is_batch_id(c)]
+    mine = [(c, b.seq, b.nonce) for c, b in parsed if b.epoch == epoch and b.shard == shard and b.nonce]
     if not mine or epoch is None:
         return None
     s = rt.settings

@@ -22,6 +22,8 @@ import structlog
 from pydantic import SecretStr
 from redis.exceptions import OutOfMemoryError
 
+from worker.dataplane.ids import fingerprint, shard_of_batch
+from worker.dataplane.scripts import run_many
 from worker.delivery import counter_setup, restore
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
@@ -36,9 +38,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.failpoints import arm, failpoint
-from worker.ids import fingerprint, shard_of_batch
 from worker.model.kinds import Bucket
-from worker.scripts import run_many
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:

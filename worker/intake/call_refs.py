@@ -2,7 +2,7 @@
 
 When drain accepts a call it keeps "counter:<seq>|id column letter|identifier" under a digest
 of (provider, call id) for the dedup window, a field of its shard's bucketed dedup hashes
-(``lua/drain.lua``, :func:`worker.marks.dedup_slot`). A conversion reported for that call ("the call
+(``lua/drain.lua``, :func:`worker.dataplane.marks.dedup_slot`). A conversion reported for that call ("the call
 became a paid order") takes its counter and visitor identifier from there, so the caller needs to
 know only the provider's call id.
 
@@ -21,8 +21,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from worker.dataplane.ids import batch_tail as make_tail
+from worker.dataplane.marks import dedup_periods, dedup_slot, parse_call_ref
 from worker.delivery.producer import SubmitResult, call_ref_digest
-from worker.marks import dedup_periods, dedup_slot, parse_call_ref
 from worker.model.fields import FieldError, Rejection
 from worker.model.kinds import UploadKind
 
@@ -127,7 +128,7 @@ def batch_tail(rt: Runtime, shard: int, seq: str | None) -> str | None:
     for period in _window(rt, rt.redis.time()):
         pipe.hget(rt.keys.batch_nonces(shard, period), seq)
     nonce = next((_text(v) for v in pipe.execute() if v is not None), None)
-    return None if nonce is None else f"{seq}R{nonce}"
+    return None if nonce is None else make_tail(seq, nonce)
 
 
 def locate(rt: Runtime, *, provider: str = "", call_id: str = "", counter_id: int = 0, dedup: str = "") -> Mark | None:

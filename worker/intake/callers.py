@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from worker.dataplane.keys import Keys
 from worker.delivery.producer import dedup_digest
-from worker.keys import Keys
 
 _PERSON = b"ctw-caller"
 

@@ -25,11 +25,11 @@ from typing import cast
 from redis import Redis
 from redis.commands.core import Script
 
+from worker.dataplane.keys import Keys
+from worker.dataplane.scripts import ScriptCall, run_many
 from worker.delivery.producer import dedup_digest
 from worker.errors import HeldAccountFullError, HeldFullError
-from worker.keys import Keys
 from worker.model.inbound import InboundCall
-from worker.scripts import ScriptCall, run_many
 
 UNKNOWN_NUMBER = "unknown_number"
 NO_IDENTIFIER = "no_identifier"
@@ -66,8 +66,8 @@ class HeldCalls:
         self._seen_ttl = seen_days * 86_400
         self._max = max_calls
         self._max_per_account = max_per_account
-        self._hold_once = hold_script  # worker/lua/hold.lua, registered by worker/scripts.py
-        self._release = release_script  # worker/lua/held_release.lua
+        self._hold_once = hold_script  # worker/dataplane/lua/hold.lua, registered by worker/dataplane/scripts.py
+        self._release = release_script  # worker/dataplane/lua/held_release.lua
 
     def hold(self, items: Sequence[tuple[InboundCall, str]]) -> list[str | None]:
         """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None.

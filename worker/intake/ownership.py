@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from redis import Redis
 
 from worker.accounts.registry import ENV_ACCOUNT
+from worker.dataplane.keys import Keys
 from worker.errors import ForeignCallError
 from worker.intake.cached_hash import CachedHash
-from worker.keys import Keys
 
 FOREIGN_NUMBER = "foreign_number"  # the tracking number routes to another tenant's counter
 FOREIGN_COUNTER = "foreign_counter"  # the call names a counter of another tenant

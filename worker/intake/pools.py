@@ -161,7 +161,7 @@ class NumberPools:
                 self._lease_ms,
                 self._history_ms,
                 counter,
-                k.pool_history(counter),
+                k.prefix(k.shard_of(counter)),
                 s.session_rate_per_counter,
                 self._first_ms,
                 s.pool_leases_per_address,

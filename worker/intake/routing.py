@@ -22,9 +22,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis import Redis
 
+from worker.dataplane.keys import Keys
 from worker.intake.cached_hash import CachedHash
 from worker.intake.ownership import CounterOwners
-from worker.keys import Keys
 from worker.model.calls import FieldError, field_errors
 from worker.model.fields import CONTROL_MESSAGE, has_control
 from worker.model.inbound import normalize_number

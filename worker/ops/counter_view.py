@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from worker.accounts.health import paused_tokens, token_rows
+from worker.dataplane.ids import fingerprint
 from worker.delivery.counter_setup import readiness
-from worker.ids import fingerprint
 from worker.ops.overview import BatchInfo, batches, status
 from worker.ops.status import batch_view
 

@@ -11,7 +11,7 @@ import click
 
 from config.logging import configure_logging
 from config.settings import load_settings
-from worker.keys import Keys
+from worker.dataplane.keys import Keys
 from worker.ops import scrape
 from worker.store import connect_data
 

@@ -35,7 +35,7 @@ import structlog
 from redis.exceptions import RedisClusterException, RedisError
 
 from config.settings import Settings, load_settings
-from worker.keys import Keys
+from worker.dataplane.keys import Keys
 from worker.ops.scrape import heartbeats
 from worker.store import connect_data
 

@@ -29,7 +29,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
-from worker.keys import Keys
+from worker.dataplane.keys import Keys
 from worker.ops.labels import bounded
 
 log = structlog.get_logger(__name__)

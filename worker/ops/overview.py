@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.dataplane.ids import fingerprint
 from worker.delivery import restore
 from worker.errors import UnknownCounterError
-from worker.ids import fingerprint
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
 

@@ -21,10 +21,10 @@ from config.settings import Settings
 from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
+from worker.dataplane.ids import fingerprint
+from worker.dataplane.keys import Keys
 from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
 from worker.delivery.quota import DAY_KEYS, group_counts
-from worker.ids import fingerprint
-from worker.keys import Keys
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
 from worker.ops.store_state import store_gauges
 

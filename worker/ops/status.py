@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.dataplane.ids import batch_id as make_batch_id
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import locate
 from worker.intake.routing import Route
@@ -97,7 +98,7 @@ def _from_mark(rt: Runtime, kind: UploadKind, counter_id: int, shard: int, seq: 
         found.place, found.note = "unknown", "accepted before batch numbers were recorded; see the counter's uploads"
         return found
     epoch = str(rt.redis.get(rt.keys.epoch(shard)))
-    batch_id = f"CT{epoch}S{shard}B{seq}"
+    batch_id = make_batch_id(epoch, shard, seq)
     view = batch_view(rt, batch_id)
     hops = 0
     while view is not None and view.get("replayed_as") and hops < REPLAY_HOPS:
@@ -215,7 +216,7 @@ def where_event(rt: Runtime, kind: UploadKind, counter_id: int, source: str, ite
 
 def _open_buffer(rt: Runtime, shard: int, prefix: str, seq: str | None) -> str:
     """The open buffer whose key starts with ``prefix`` and that reserved batch ``seq``; "" when none.
-    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/lua/drain.lua), or the plain
+    A bucket has one buffer per column set (``<bucket>/<mask>``, worker/dataplane/lua/drain.lua), or the plain
     bucket for a buffer opened before that."""
     if seq is None:
         return ""

@@ -9,7 +9,7 @@ from typing import cast
 from prometheus_client.core import GaugeMetricFamily, Metric
 from redis import Redis
 
-from worker.keys import Keys
+from worker.dataplane.keys import Keys
 from worker.store import memory, redis_now_ms
 
 PREFIX = "calltrack"

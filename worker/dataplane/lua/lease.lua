@@ -5,7 +5,7 @@
 --       7 requests of this counter in this second
 --       8 live leases of this client address in this pool (zset number -> lease end ms)
 --       9 live leases of this client's /24 or /64 in this pool (zset number -> lease end ms)
--- ARGV: 1 session key  2 session JSON  3 lease ms  4 history ms  5 counter  6 history key prefix
+-- ARGV: 1 session key  2 session JSON  3 lease ms  4 history ms  5 counter  6 the counter's shard prefix
 --       7 limit per counter and second  8 first lease ms  9 live leases per address  10 per network
 -- Returns {number, lease end ms, 'extended'|'new'}, or {'', 0, why} with why one of 'nopool' (the
 -- counter has no pool: nothing is written), 'rate_counter', 'address_limit', 'network_limit',
@@ -17,7 +17,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local session, record_json = ARGV[1], ARGV[2]
 local lease_ms, history_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
-local hist_prefix = ARGV[6]
+local prefix, counter = ARGV[6], ARGV[5]
 
 local by_counter = redis.call('INCR', KEYS[7])
 if by_counter == 1 then redis.call('EXPIRE', KEYS[7], 2) end
@@ -77,7 +77,7 @@ redis.call('HSET', KEYS[2], session, number)
 redis.call('HSET', KEYS[4], lease_id, number .. '|' .. now .. '|' .. ends .. '|' .. record_json)
 live(KEYS[8], number, ends)
 live(KEYS[9], number, ends)
-local hist = hist_prefix .. number
+local hist = K.pool_history(prefix, counter, number)
 redis.call('ZADD', hist, now, lease_id)
 -- History older than the join window can no longer attribute anything: drop a little each time.
 local old = redis.call('ZRANGEBYSCORE', hist, '-inf', now - history_ms, 'LIMIT', 0, 20)

@@ -14,94 +14,48 @@
 -- digest, value the first 8 of the mark of the caller's first call. Every call moves its caller's
 -- field into the current period, so a caller is new again only after the whole ttl without calling,
 -- and the same call always gets the same answer however often it is delivered.
-local p = string.sub(KEYS[1], 1, -4)
+local p = DP.prefix_of(KEYS[1], 'stream')
 local caller_ttl = tonumber(ARGV[1])
 local period_days, min_buckets = tonumber(ARGV[2]), tonumber(ARGV[3])
-local period, oldest, expire_at, sizes, legacy
-local sizes_key = p .. ':chn'
-local b64 = {}
-local expiring = {}
-local added = 0
+local history, legacy
 
 local function start()
   local t = redis.call('TIME')
-  local day = math.floor(tonumber(t[1]) / 86400)
-  period = math.floor(day / period_days)
-  oldest = math.floor((day - math.ceil(caller_ttl / 86400)) / period_days)
-  expire_at = (period + 1) * period_days * 86400 + caller_ttl + 86400
-  sizes = {}
-  local raw = redis.call('HGETALL', sizes_key)
-  for i = 1, #raw, 2 do
-    local n = tonumber(raw[i])
-    if n then sizes[n] = tonumber(raw[i + 1]) end
-  end
-  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-  for i = 1, 64 do b64[string.byte(alphabet, i)] = i - 1 end
+  local now_ms = tonumber(t[1]) * 1000
+  history = DP.hashes(p, K.caller_hash, K.caller_sizes(p), now_ms, caller_ttl, period_days, min_buckets)
   -- One-key history of before issue 18 (<p>:caller:<counter>:<digest>) is read, and moved into the
   -- hashes, for one ttl after the shard began bucketed marks (<p>:ddsince; 0: it never had any).
-  local since = tonumber(redis.call('GET', p .. ':ddsince') or '0')
-  legacy = since > 0 and tonumber(t[1]) * 1000 < since + caller_ttl * 1000
-end
-
-local function slot(per, digest)
-  local n = sizes[per]
-  if not n then return nil end
-  local w, x, y, z = string.byte(digest, 9, 12)
-  return p .. ':ch:' .. per .. ':' .. ((((b64[w] * 64 + b64[x]) * 64 + b64[y]) * 64 + b64[z]) % n)
-end
-
-local function put(digest, value)
-  if not sizes[period] then
-    local before = tonumber(redis.call('HGET', sizes_key, 'c' .. (period - 1)) or '0')
-    local n = min_buckets
-    while n * 100 < before do n = n * 2 end
-    sizes[period] = n
-    redis.call('HSET', sizes_key, period, n)
-    for per in pairs(sizes) do
-      if per < oldest - 1 then
-        redis.call('HDEL', sizes_key, per, 'c' .. per)
-        sizes[per] = nil
-      end
-    end
-  end
-  local key = slot(period, digest)
-  redis.call('HSET', key, string.sub(digest, 1, 8), value)
-  if not expiring[key] then
-    expiring[key] = true
-    redis.call('EXPIREAT', key, expire_at)
-  end
+  local since = tonumber(redis.call('GET', K.dedup_since(p)) or '0')
+  legacy = since > 0 and now_ms < since + caller_ttl * 1000
 end
 
 -- Whether the call marked `mark` is its caller's first; records the caller as seen now.
 local function first_call(counter, digest, mark)
-  if not period then start() end
-  local field, value = string.sub(digest, 1, 8), string.sub(mark, 1, 8)
-  for per = period, oldest, -1 do
-    local key = slot(per, digest)
+  if not history then start() end
+  local field, value = DP.field(digest), string.sub(mark, 1, 8)
+  for per = history.period, history.oldest, -1 do
+    local key = DP.slot(history, per, digest)
     if key then
       local held = redis.call('HGET', key, field)
       if held then
-        if per ~= period then
+        if per ~= history.period then
           redis.call('HDEL', key, field)
-          put(digest, held)
-          added = added + 1
+          DP.put(history, digest, held)
         end
         return held == value
       end
     end
   end
   if legacy then
-    local old = p .. ':caller:' .. counter .. ':' .. digest
+    local old = K.caller(p, counter, digest)
     local held = redis.call('GET', old)
     if held then
       redis.call('DEL', old)
-      put(digest, string.sub(held, 1, 8))
-      added = added + 1
+      DP.put(history, digest, string.sub(held, 1, 8))
       return string.sub(held, 1, 8) == value
     end
   end
-  put(digest, value)
-  added = added + 1
+  DP.put(history, digest, value)
   return true
 end
 
@@ -125,5 +79,5 @@ for i = 5, #ARGV, 7 do
       'f', ref, 'v', ARGV[i + 4])
   end
 end
-if added > 0 then redis.call('HINCRBY', sizes_key, 'c' .. period, added) end
+if history then DP.finish(history) end
 return ids

@@ -1,11 +1,12 @@
-"""The Lua scripts in ``worker/lua``, read once and registered once per Redis client."""
+"""The Lua scripts in ``worker/dataplane/lua``, read once and registered once per Redis client: the one
+loader. Each script is sent with the prelude in front (:mod:`worker.dataplane.prelude`: the key builders
+``K`` and the shared helpers ``DP``), after its ``#!lua`` line when it has one."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
 from redis import Redis, RedisCluster
@@ -14,12 +15,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-_DIR = Path(__file__).with_name("lua")
+from worker.dataplane.prelude import LUA_DIR, prelude
 
 
 @cache
 def source(name: str) -> str:
-    return (_DIR / f"{name}.lua").read_text(encoding="utf-8")
+    """The script as sent to Redis: its ``#!lua`` line (if any), the prelude, then its text."""
+    text = (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+    shebang = ""
+    if text.startswith("#!"):
+        shebang, text = text.split("\n", 1)
+        shebang += "\n"
+    return f"{shebang}{prelude()}\n-- {name}.lua\n{text}"
 
 
 def server_major(redis: Redis) -> int:
@@ -66,6 +73,9 @@ class Scripts:
         self.xadd_many = register("xadd_many")
         self.notify_add = register("notify_add")
         self.notify_breaker = register("notify_breaker")
+        self.replay = register("replay")
+        self.adopt = register("adopt")
+        self.discard = register("discard")
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]

@@ -27,29 +27,29 @@ local seal_all = ARGV[8] == '1'
 -- restored from a backup: a repeated seq comes with another nonce, so no id Metrica holds comes back.
 local nonce = ARGV[9] or ''
 
-local epoch = redis.call('GET', p .. ':epoch')
+local epoch = redis.call('GET', K.epoch(p))
 if not epoch then
   return redis.error_reply('NOEPOCH shard ' .. shard .. ' is not initialised')
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stream = KEYS[1]
-local due_key, bytes_key = p .. ':due', p .. ':bufbytes'
+local due_key, bytes_key = K.due(p), K.buffer_bytes(p)
 -- A counter's own flush age (ms; the account registry's, published by worker/accounts/flush.py).
-local ages_key = p .. ':flushage'
+local ages_key = K.flush_ages(p)
 local function age_of(bucket)
   return tonumber(redis.call('HGET', ages_key, string.match(bucket, '^(%d+):'))) or max_age_ms
 end
 
 local sealed = {}
 local rows_of, bytes_of, touched, seq_of = {}, {}, {}, {}
-local seq_key, bufseq_key = p .. ':seq', p .. ':bufseq'
+local seq_key, bufseq_key = K.seq(p), K.buffer_seq(p)
 local last_seq = tonumber(redis.call('GET', seq_key) or '0')
 local first_seq = last_seq
 
 local function load(bucket)
   if rows_of[bucket] == nil then
-    rows_of[bucket] = redis.call('LLEN', p .. ':buf:' .. bucket)
+    rows_of[bucket] = redis.call('LLEN', K.buffer(p, bucket))
     bytes_of[bucket] = tonumber(redis.call('HGET', bytes_key, bucket) or '0')
     seq_of[bucket] = redis.call('HGET', bufseq_key, bucket)
   end
@@ -59,7 +59,7 @@ local opened = {}  -- the sequence numbers this run opened, each with this run's
 local function open(bucket)
   -- The batch's number and this run's nonce: the batch id's tail, fixed when the buffer opens.
   last_seq = last_seq + 1
-  seq_of[bucket] = tostring(last_seq) .. 'R' .. nonce
+  seq_of[bucket] = DP.batch_tail(tostring(last_seq), nonce)
   redis.call('HSET', bufseq_key, bucket, seq_of[bucket])
   opened[#opened + 1] = tostring(last_seq)
 end
@@ -80,12 +80,12 @@ end
 local function flush(bucket)
   local rows = pending_rows[bucket]
   if rows and #rows > 0 then
-    push(p .. ':buf:' .. bucket, rows)
+    push(K.buffer(p, bucket), rows)
     pending_rows[bucket] = {}
   end
   local marks = pending_marks[bucket]
   if marks and #marks > 0 then
-    push(p .. ':bufm:' .. bucket, marks)
+    push(K.buffer_marks(p, bucket), marks)
     pending_marks[bucket] = {}
   end
 end
@@ -99,17 +99,17 @@ local function seal(bucket)
   touched[bucket] = nil
   if n == 0 then return end
   if not seq_of[bucket] then open(bucket) end  -- a buffer opened before sequences were reserved
-  local id = 'CT' .. epoch .. 'S' .. shard .. 'B' .. seq_of[bucket]
+  local id = DP.batch_id(epoch, shard, seq_of[bucket])
   redis.call('HDEL', bufseq_key, bucket)
   seq_of[bucket] = nil
-  redis.call('RENAME', p .. ':buf:' .. bucket, p .. ':rows:' .. id)
-  if redis.call('EXISTS', p .. ':bufm:' .. bucket) == 1 then
-    redis.call('RENAME', p .. ':bufm:' .. bucket, p .. ':marks:' .. id)
+  redis.call('RENAME', K.buffer(p, bucket), K.rows(p, id))
+  if redis.call('EXISTS', K.buffer_marks(p, bucket)) == 1 then
+    redis.call('RENAME', K.buffer_marks(p, bucket), K.marks(p, id))
   end
   -- The record names the (counter, kind, id type) bucket, without the buffer's column set.
-  redis.call('HSET', p .. ':batch:' .. id, 'state', 'SEALED', 'bucket', string.match(bucket, '^[^/]*'), 'rows', n,
+  redis.call('HSET', K.batch(p, id), 'state', 'SEALED', 'bucket', string.match(bucket, '^[^/]*'), 'rows', n,
     'bytes', bytes_of[bucket], 'sealed_at', now_ms, 'attempts', 0)
-  redis.call('ZADD', p .. ':sealed', now_ms, id)
+  redis.call('ZADD', K.sealed(p), now_ms, id)
   rows_of[bucket], bytes_of[bucket] = 0, 0
   sealed[#sealed + 1] = id
 end
@@ -122,81 +122,34 @@ end
 -- stay in the listpack encoding).
 local period_days = tonumber(ARGV[10] or '8')
 local min_buckets = tonumber(ARGV[11] or '1024')
-local day = math.floor(now_ms / 86400000)
-local period = math.floor(day / period_days)
-local oldest = math.floor((day - math.ceil(dedup_ttl / 86400)) / period_days)
-local sizes_key = p .. ':ddn'
-local sizes = {}
-do
-  local raw = redis.call('HGETALL', sizes_key)
-  for i = 1, #raw, 2 do
-    local n = tonumber(raw[i])
-    if n then sizes[n] = tonumber(raw[i + 1]) end
-  end
-end
-local written, expiring = 0, {}
-local expire_at = ((period + 1) * period_days * 86400) + dedup_ttl + 86400
+local dd_hashes = DP.hashes(p, K.dedup_hash, K.dedup_sizes(p), now_ms, dedup_ttl, period_days, min_buckets)
+local period, oldest = dd_hashes.period, dd_hashes.oldest
 -- Marks written before issue 18 were keys of their own: read them too for the window after the
 -- shard began bucketed marks (<p>:ddsince; 0 on a shard that never had them). Their names are the
 -- same digests.
-local since = tonumber(redis.call('GET', p .. ':ddsince') or '0')
+local since = tonumber(redis.call('GET', K.dedup_since(p)) or '0')
 local legacy = since > 0 and now_ms < since + dedup_ttl * 1000
--- A digest is 16 characters of urlsafe base64 (12 bytes, worker/delivery/producer.py): the first 8
--- are its field, the next 4 (24 bits) pick its bucket.
-local b64 = {}
-do
-  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-  for i = 1, 64 do b64[string.byte(alphabet, i)] = i - 1 end
-end
-
-local function slot(per, digest)
-  local n = sizes[per]
-  if not n then return nil end
-  local w, x, y, z = string.byte(digest, 9, 12)
-  return 'dd:' .. per .. ':' .. ((((b64[w] * 64 + b64[x]) * 64 + b64[y]) * 64 + b64[z]) % n)
-end
 
 -- The value held for a digest within the window (a ref's value, '' for a mark), or nil.
-local function find(digest, legacy_kind)
-  local field = string.sub(digest, 1, 8)
+local function find(digest, legacy_key)
+  local field = DP.field(digest)
   for per = period, oldest, -1 do
-    local name = slot(per, digest)
-    if name then
-      local value = redis.call('HGET', p .. ':' .. name, field)
+    local key = DP.slot(dd_hashes, per, digest)
+    if key then
+      local value = redis.call('HGET', key, field)
       if value then return value end
     end
   end
   if legacy then
-    local value = redis.call('GET', p .. ':' .. legacy_kind .. ':' .. digest)
+    local value = redis.call('GET', legacy_key(p, digest))
     if value then return value end
   end
   return nil
 end
 
+-- The mark names its hash and field, so discarding the batch can remove it (HDEL).
 local function put(digest, value)
-  if not sizes[period] then
-    local before = tonumber(redis.call('HGET', sizes_key, 'c' .. (period - 1)) or '0')
-    local n = min_buckets
-    while n * 100 < before do n = n * 2 end
-    sizes[period] = n
-    redis.call('HSET', sizes_key, period, n)
-    for per in pairs(sizes) do
-      if per < oldest - 1 then
-        redis.call('HDEL', sizes_key, per, 'c' .. per)
-        sizes[per] = nil
-      end
-    end
-  end
-  local name = slot(period, digest)
-  local key = p .. ':' .. name
-  redis.call('HSET', key, string.sub(digest, 1, 8), value)
-  if not expiring[key] then
-    expiring[key] = true
-    redis.call('EXPIREAT', key, expire_at)
-  end
-  written = written + 1
-  -- The mark names its hash and field, so discarding the batch can remove it (HDEL).
-  return name .. ':' .. string.sub(digest, 1, 8)
+  return DP.mark_of(dd_hashes, DP.put(dd_hashes, digest, value), digest)
 end
 
 -- A new entry's dedup: a call's ref (where a later conversion finds it) is also its dedup mark; the
@@ -204,11 +157,11 @@ end
 local function dedup_hashed(dd, ref, ref_value, mark)
   if not dd or dd == '' then return true, nil end
   if ref and ref_value then
-    local held = find(ref, 'ref')
+    local held = find(ref, K.call_ref)
     if not held then return true, put(ref, ref_value) end
     if string.match(held, '^[^|:]*') == string.match(ref_value, '^[^|:]*') then return false, nil end
   end
-  if find(dd, 'seen') then return false, nil end
+  if find(dd, K.dedup_mark) then return false, nil end
   return true, put(dd, mark)
 end
 
@@ -279,7 +232,7 @@ if #entries > 0 then
   redis.call('XTRIM', stream, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
 end
 
-if written > 0 then redis.call('HINCRBY', sizes_key, 'c' .. period, written) end
+DP.finish(dd_hashes)
 
 for bucket in pairs(pending_rows) do flush(bucket) end
 
@@ -297,7 +250,7 @@ if seal_all then
 else
   ready = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_ms, 'LIMIT', 0, 1000)
 end
-local hold_key = p .. ':hold'
+local hold_key = K.hold(p)
 local holding = (not seal_all) and redis.call('SCARD', hold_key) > 0
 for i = 1, #ready do
   local bucket = ready[i]
@@ -312,11 +265,11 @@ end
 if last_seq ~= first_seq then redis.call('SET', seq_key, last_seq) end
 if #opened > 0 then
   -- seq -> nonce of the batches opened now, living as long as the marks that name them.
-  local bn_key = p .. ':bn:' .. period
+  local bn_key = K.batch_nonces(p, period)
   local args = {}
   for i = 1, #opened do args[#args + 1] = opened[i]; args[#args + 1] = nonce end
   push_fields(bn_key, args)
-  redis.call('EXPIREAT', bn_key, expire_at)
+  redis.call('EXPIREAT', bn_key, dd_hashes.expire_at)
 end
 
 local result = {read, repeats}

@@ -1,4 +1,4 @@
-"""Keys that may live without a TTL, each with why: beside the key table (:mod:`worker.keys`).
+"""Keys that may live without a TTL, each with why: beside the key table (:mod:`worker.dataplane.templates`).
 
 Every other key of the namespace expires (issue 23, item 6): ``tests/test_key_retention.py`` runs a
 short full pipeline, lists every key with ``TTL == -1`` and fails with its name unless a pattern

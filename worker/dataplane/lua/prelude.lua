@@ -1,0 +1,114 @@
+-- prelude.lua: the helpers drain.lua, xadd_many.lua and replay.lua share, prepended to every script by
+-- worker/dataplane/scripts.py after the key builders K (generated from worker/dataplane/templates.py).
+-- Python computes the same with worker/dataplane/marks.py and ids.py; tests/test_dataplane.py compares.
+local DP = {}
+
+-- A batch id: CT<epoch>S<shard>B<tail>, the tail "<seq>R<nonce>" (worker/dataplane/ids.py batch_id,
+-- batch_tail).
+function DP.batch_id(epoch, shard, tail)
+  return 'CT' .. epoch .. 'S' .. shard .. 'B' .. tail
+end
+
+function DP.batch_tail(seq, nonce)
+  return seq .. 'R' .. nonce
+end
+
+-- The prefix (<ns>:{sN}) of a shard key built by K.<name>(prefix) with no parts, e.g. the stream's.
+function DP.prefix_of(key, name)
+  return string.sub(key, 1, -(#K[name]('') + 1))
+end
+
+-- A digest is 16 characters of urlsafe base64 (12 bytes, worker/delivery/producer.py): the first 8
+-- are its field, the next 4 (24 bits) pick its bucket among n (marks.py dedup_slot).
+do
+  local b64 = {}
+  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+  for i = 1, 64 do b64[string.byte(alphabet, i)] = i - 1 end
+  function DP.bucket(digest, n)
+    local w, x, y, z = string.byte(digest, 9, 12)
+    return (((b64[w] * 64 + b64[x]) * 64 + b64[y]) * 64 + b64[z]) % n
+  end
+end
+
+function DP.field(digest)
+  return string.sub(digest, 1, 8)
+end
+
+-- The period of a time (ms) in periods of period_days, the oldest period that holds a day of the
+-- ttl (s) before it, and when a hash of the period expires: the ttl after the period ends, plus a day
+-- (marks.py dedup_periods: the same periods, newest first).
+function DP.periods(now_ms, ttl, period_days)
+  local day = math.floor(now_ms / 86400000)
+  local period = math.floor(day / period_days)
+  local oldest = math.floor((day - math.ceil(ttl / 86400)) / period_days)
+  return period, oldest, (period + 1) * period_days * 86400 + ttl + 86400
+end
+
+-- Bucketed hashes of one shard (issue 18): dedup marks and call refs (key K.dedup_hash, sizes
+-- K.dedup_sizes) or the caller history (K.caller_hash, K.caller_sizes). One hash per period and
+-- bucket, each expiring whole the ttl after its period; a period's bucket count is fixed when it begins:
+-- the larger of min_buckets and the previous period's writes / 100, so ~100 fields a hash stay in the
+-- listpack encoding. sizes: "<period>" -> buckets, "c<period>" -> fields written in it.
+function DP.hashes(prefix, key_of, sizes_key, now_ms, ttl, period_days, min_buckets)
+  local h = {prefix = prefix, key_of = key_of, sizes_key = sizes_key, min_buckets = min_buckets,
+    sizes = {}, expiring = {}, written = 0}
+  h.period, h.oldest, h.expire_at = DP.periods(now_ms, ttl, period_days)
+  local raw = redis.call('HGETALL', sizes_key)
+  for i = 1, #raw, 2 do
+    local n = tonumber(raw[i])
+    if n then h.sizes[n] = tonumber(raw[i + 1]) end
+  end
+  return h
+end
+
+-- The key of the hash of period per that holds digest, or nil when that period has no hashes.
+function DP.slot(h, per, digest)
+  local n = h.sizes[per]
+  if not n then return nil end
+  return h.key_of(h.prefix, per, DP.bucket(digest, n))
+end
+
+-- Store digest's field in the current period; returns the hash's key.
+function DP.put(h, digest, value)
+  local period = h.period
+  if not h.sizes[period] then
+    local before = tonumber(redis.call('HGET', h.sizes_key, 'c' .. (period - 1)) or '0')
+    local n = h.min_buckets
+    while n * 100 < before do n = n * 2 end
+    h.sizes[period] = n
+    redis.call('HSET', h.sizes_key, period, n)
+    for per in pairs(h.sizes) do
+      if per < h.oldest - 1 then
+        redis.call('HDEL', h.sizes_key, per, 'c' .. per)
+        h.sizes[per] = nil
+      end
+    end
+  end
+  local key = DP.slot(h, period, digest)
+  redis.call('HSET', key, DP.field(digest), value)
+  if not h.expiring[key] then
+    h.expiring[key] = true
+    redis.call('EXPIREAT', key, h.expire_at)
+  end
+  h.written = h.written + 1
+  return key
+end
+
+-- Count the fields this run wrote into the current period (the next period's size).
+function DP.finish(h)
+  if h.written > 0 then redis.call('HINCRBY', h.sizes_key, 'c' .. h.period, h.written) end
+end
+
+-- A dedup mark as a batch keeps it (<p>:marks:<id>): 'dd:<period>:<bucket>:<field>', the key of the
+-- hash relative to the shard's prefix and the field; DP.unmark removes it (the key of its own before
+-- issue 18, 'seen:<digest>' or 'ref:<digest>').
+function DP.mark_of(h, key, digest)
+  return string.sub(key, #h.prefix + 2) .. ':' .. DP.field(digest)
+end
+
+function DP.unmark(prefix, mark)
+  if string.sub(mark, 1, 3) == 'dd:' then
+    return redis.call('HDEL', prefix .. ':' .. string.sub(mark, 1, -10), string.sub(mark, -8))
+  end
+  return redis.call('DEL', prefix .. ':' .. mark)
+end
