@@ -71,6 +71,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "replay_calls",
         "Send every call of PATH (NDJSON, one call per line) into the pipeline; bad lines are named, and so",
     ),
+    "restore": (
+        "ctl.restore",
+        "restore",
+        "Shards held after a restore of Redis was detected; confirm to let them upload again.",
+    ),
     "routing": (
         "ctl.routing",
         "routing",

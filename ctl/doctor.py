@@ -16,8 +16,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from config.settings import Settings, describe_error
 from ctl.context import Context
-from ctl.output import emit, json_option
+from ctl.output import emit, json_option, local_time
 from worker.accounts.health import problems
+from worker.delivery import restore
 from worker.delivery.counter_setup import Readiness, readiness
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import CalltrackError, FormatVersionError
@@ -253,6 +254,18 @@ def check_fleet(rt: Runtime) -> list[Check]:
     return checks
 
 
+def check_restore(rt: Runtime) -> list[Check]:
+    """A shard held after a restore of Redis was detected fails until the operator confirms it."""
+    held = restore.held_shards(rt)
+    if not held:
+        return [Check("restore", "ok", "no restore detected")]
+    return [
+        Check(f"restore shard {shard}", "fail", f"held since {local_time(r.get('detected_at'))}: {r.get('why')} "
+              f"(batch {r.get('evidence')} at Metrica); decide, then `ctl restore confirm {shard}`")
+        for shard, r in held.items()
+    ]  # fmt: skip
+
+
 def check_secrets(settings: Settings) -> list[Check]:
     checks = []
     if settings.flower_password is None and not settings.flower_unauthenticated:
@@ -285,6 +298,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
                 checks += check_accounts(rt)
                 checks += check_clock(rt)
                 checks += check_fleet(rt)
+                checks += check_restore(rt)
             checks += check_secrets(settings)
         finally:
             rt.close()

@@ -15,7 +15,14 @@ from worker.delivery import counter_setup, dispatch, reconciler, uploader
 from worker.delivery.drain import drain as drain_streams
 from worker.delivery.drain import update_holds
 from worker.delivery.quota import QuotaExhausted, QuotaGate, UploadsPaused
-from worker.errors import CounterRemovedError, DeferredError, JoinWindowClosed, QuotaError, TokenUnreadableError
+from worker.errors import (
+    CounterRemovedError,
+    DeferredError,
+    JoinWindowClosed,
+    QuotaError,
+    RestoreHeldError,
+    TokenUnreadableError,
+)
 from worker.failpoints import failpoint
 from worker.runtime import Runtime
 
@@ -75,6 +82,8 @@ def _park_reason(error: Exception) -> str:
         return "counter_removed"
     if isinstance(error, JoinWindowClosed):
         return "join_window"
+    if isinstance(error, RestoreHeldError):
+        return "restore_held"
     if isinstance(error, QuotaError):
         return f"metrica_{error.error_type or 'quota'}"
     if isinstance(error, uploader.UploadFailed):

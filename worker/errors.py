@@ -103,6 +103,10 @@ class TokenUnreadableError(DeferredError):
     """The counter's account cannot be read (no key ring, wrong key): its batches wait, never another token."""
 
 
+class RestoreHeldError(DeferredError):
+    """A restore of Redis was seen on the batch's shard: its work waits for ``ctl restore confirm``."""
+
+
 class UnknownCounterError(CalltrackError):
     """No token, account, routing entry, batch or pending call names the counters asked about."""
 

@@ -68,6 +68,11 @@ class DeliverySettings(BaseModel):
         "days and bucket, expiring whole (dedup window after the period ends): a lookup reads one hash per "
         "period of the window (3-4 at 8 days), so shorter periods cost Redis CPU, longer ones memory.",
     )
+    restore_check: bool = Field(
+        default=True,
+        description="Before a counter's first post after a start or a Redis restart, list its uploads and "
+        "hold the shard when Metrica holds batches the store forgot (a restore from a backup; ctl restore).",
+    )
     dedup_buckets: Annotated[int, Field(ge=1, le=1_048_576)] = Field(
         default=1024,
         description="Hashes per shard and period at least (each period takes max(this, the previous "

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
 from ingest.console.chart import chart
+from worker.delivery import restore
 from worker.notify import outbox
 from worker.ops import overview
 from worker.ops.counter_view import counter_figures, counter_uploads, held_calls
@@ -44,6 +45,15 @@ def fleet(rt: Runtime) -> dict[str, Any]:
             for b in beats
         ],
         "held": int(rt.redis.xlen(rt.keys.held)),
+        "restored": [
+            {
+                "shard": shard,
+                "since": when(int(r.get("detected_at") or 0)),
+                "why": r.get("why", ""),
+                "evidence": r.get("evidence", ""),
+            }
+            for shard, r in restore.held_shards(rt).items()
+        ],
         "quarantined": sum(1 for b in infos if b.state == "QUARANTINED"),
         "open_uploads": sum(1 for b in infos if b.state == "UPLOADED"),
         "webhooks": outbox.counts(rt),

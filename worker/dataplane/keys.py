@@ -150,6 +150,9 @@ class Keys:
     def hold(self, shard: int) -> str:
         return f"{self.prefix(shard)}:hold"
 
+    def restore_hold(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:restored"
+
     def flush_ages(self, shard: int) -> str:
         return f"{self.prefix(shard)}:flushage"
 

@@ -102,6 +102,8 @@ key                                 type    accessor           what it holds (ow
                                                                second s, across every counter (worker/intake/pools.py)
 ``<ns>:{sN}:hold``                  set     hold+              counters whose buffers seal by size only (quota budget
                                                                short)
+``<ns>:{sN}:restored``              hash    restore_hold       a restore seen at Metrica: state held|confirmed, the
+                                                               evidence, seen/accepted seq (delivery/restore.py)
 ``<ns>:{sN}:flushage``              hash    flush_ages+        counter -> its own flush age in ms
                                                                (worker/accounts/flush.py publishes the registry's;
                                                                drain.lua reads it for a new buffer)

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from redis.exceptions import OutOfMemoryError
 
 from worker.dataplane.ids import fingerprint
+from worker.delivery import retention
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.delivery.uploader import clock_ms
@@ -130,6 +131,7 @@ def reconcile(rt: Runtime, gate: QuotaGate | None = None) -> ReconcileResult:
         return result
     try:
         _reconcile(rt, gate, result)
+        retention.sweep_step(rt)  # what an earlier release left without a TTL (worker/delivery/retention.py)
     finally:
         rt.scripts.release_lock(keys=[rt.keys.reconcile_lock], args=[holder])
     return result

@@ -24,7 +24,7 @@ from redis.exceptions import OutOfMemoryError
 
 from worker.dataplane.ids import fingerprint, shard_of_batch
 from worker.dataplane.scripts import run_many
-from worker.delivery import counter_setup
+from worker.delivery import counter_setup, restore
 from worker.delivery.csvfile import build_csv
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate, UploadsPaused
@@ -251,6 +251,7 @@ def upload_batch(rt: Runtime, batch_id: str, gate: QuotaGate | None = None) -> U
         gate.check_paused(token, counter)
         # Setup runs in its own task (tasks/setup.py); here only whether the join window is open.
         counter_setup.hold(rt, ref.bucket, batch_id)
+        restore.check_before_post(rt, gate, ref.bucket, ref.shard, token)  # a restored shard waits
         with CounterLock(rt, ref) as lock:
             return _attempt(Attempt(rt, gate, ref, lock.token, token))
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from worker.dataplane.ids import fingerprint
+from worker.delivery import restore
 from worker.errors import UnknownCounterError
 from worker.model.kinds import Bucket
 from worker.ops.scrape import quota_view
@@ -188,9 +189,12 @@ def status(rt: Runtime, only: set[int] | None = None, *, known_only: bool = Fals
             item.last_status = info.record.get("status", "")
             item.last_upload_at_ms = uploaded_at
     unreadable = rt.accounts.snapshot().unreadable_counters
+    restored = restore.held_shards(rt)
     for item in result.values():
         if item.counter_id in unreadable and "token_unreadable" not in item.waiting:
             item.waiting.append("token_unreadable")  # as this process's key ring sees it
+        if rt.keys.shard_of(item.counter_id) in restored and "restore_held" not in item.waiting:
+            item.waiting.append("restore_held")  # ctl restore status / confirm
         item.waiting.sort()
         token = rt.accounts.token_for(item.counter_id, removed_ok=True)
         if token is None:

@@ -17,7 +17,7 @@ MAX_PARKED_SCAN = 10_000
 
 
 def store_gauges(redis: Redis, keys: Keys) -> Iterator[Metric]:
-    """``redis_memory_{used,max}_bytes`` and ``parked_batches{reason}``."""
+    """``redis_memory_{used,max}_bytes``, ``parked_batches{reason}`` and ``restore_held_shards``."""
     reading = memory(redis)
     for name, value in (("used", reading.used), ("max", reading.limit)):
         gauge = GaugeMetricFamily(f"{PREFIX}_redis_memory_{name}_bytes", f"Redis {name} memory; max 0: no limit.")
@@ -40,3 +40,12 @@ def store_gauges(redis: Redis, keys: Keys) -> Iterator[Metric]:
     for reason, count in sorted(tally.items()):
         parked.add_metric([reason], count)
     yield parked
+    pipe = redis.pipeline(transaction=False)
+    for shard in range(keys.shards):
+        pipe.hget(keys.restore_hold(shard), "state")
+    restored = GaugeMetricFamily(
+        f"{PREFIX}_restore_held_shards",
+        "Shards held after a restore of Redis was detected: nothing drained or uploaded until `ctl restore confirm`.",
+    )
+    restored.add_metric([], sum(1 for state in pipe.execute() if state == "held"))
+    yield restored
