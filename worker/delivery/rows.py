@@ -1,0 +1,293 @@
+"""Events to stored rows, one pass per chunk (issue 26): validation, ``to_row`` and CSV encoding fused.
+
+:func:`prepare` turns a submission into :class:`Prepared` rows (the stored CSV line of
+:mod:`worker.delivery.csvfile`, the dedup source, the call ref) and rejections. A call given as a
+plain JSON object of the usual shape goes through :func:`_fast_call`: every rule of
+:class:`worker.model.calls.CallEvent` checked by hand with the rules' own patterns, the row's cells
+written straight into their stored order. Anything it is not sure of (another type, a value a rule
+refuses, a value pydantic would strip or convert, a DateTime outside the window) is handed to the
+model, which gives the same rows and the very same errors as before; so the fast path never rejects.
+Conversions, chats and model instances take the model. ``tests/test_rows_fastpath.py`` holds both
+paths to identical rows and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from worker.delivery.csvfile import encode_row, first_caller_bit, stored_order
+from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
+from worker.model.chats import ChatEvent, validate_chats
+from worker.model.conversions import ConversionEvent, validate_conversions
+from worker.model.currencies import ISO_4217
+from worker.model.fields import (
+    _DIGITS_RE,
+    _SOURCE_ID_RE,
+    _SOURCE_RE,
+    _URL_RE,
+    MAX_TEXT,
+    MAX_URL,
+    has_control,
+)
+from worker.model.kinds import CALLS, IdType, UploadKind
+from worker.model.phones import PhoneRegions, normalize_phone
+
+Event = CallEvent | ConversionEvent | ChatEvent
+# The mask bit xadd_many.lua sets when it appends FirstTimeCaller to a call's stored row (csvfile.py).
+FIRST_CALLER_BIT = first_caller_bit(CALLS, IdType.CLIENT_ID)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One accepted event as the producer stores it."""
+
+    index: int
+    source_id: str
+    counter_id: int
+    bucket: str  # Bucket.encode()
+    dedup_source: str
+    mask: int
+    cells: str  # the row's CSV cells without FirstTimeCaller (always the last stored column)
+    first_caller: str | None = None  # "1"/"0" as the event says
+    call_ref: tuple[str, str, str, str] | None = None  # provider, call id, identifier column, identifier
+
+    def row(self, decided_by_history: bool) -> str:
+        """The stored row; FirstTimeCaller is left to ``xadd_many.lua`` when the caller history decides."""
+        if self.first_caller is None or decided_by_history:
+            return f"{self.mask:x},{self.cells}"
+        return f"{self.mask | FIRST_CALLER_BIT:x},{self.cells},{self.first_caller}"
+
+
+def from_event(index: int, event: Event) -> Prepared:
+    """The model's path: ``to_row`` and ``encode_row``."""
+    bucket = event.bucket
+    cells = event.to_row()
+    first = cells.pop("FirstTimeCaller", None)
+    head, _, line = encode_row(bucket.spec, bucket.id_type, cells).partition(",")
+    ref = None
+    if isinstance(event, CallEvent):
+        ref = (event.provider, event.call_id, event.id_type.column, event.identifier)
+    return Prepared(
+        index, event.source_id, bucket.counter_id, bucket.encode(), event.dedup_source, int(head, 16), line, first, ref
+    )
+
+
+def prepare(
+    events: Iterable[Mapping[str, Any] | Event],
+    kind: UploadKind,
+    now: datetime,
+    policy: TimePolicy,
+    regions: PhoneRegions,
+) -> tuple[list[Prepared], list[Rejection]]:
+    """Accepted events as stored rows (in input order) and the rejections (in input order)."""
+    prepared: list[Prepared] = []
+    slow: list[Any] = []
+    slow_index: list[int] = []
+    if kind is UploadKind.CALLS:
+        check = _CallCheck(now, policy, regions)
+        for index, raw in enumerate(events):
+            fast = check.prepare(index, raw) if type(raw) is dict else None
+            if fast is None:
+                slow.append(raw)
+                slow_index.append(index)
+            else:
+                prepared.append(fast)
+    else:
+        for index, raw in enumerate(events):
+            slow.append(raw)
+            slow_index.append(index)
+    if not slow:
+        return prepared, []
+    accepted, rejected = _validate(kind, slow, now, policy, regions)
+    prepared += [from_event(slow_index[position], event) for position, event in accepted]
+    if len(prepared) > len(accepted):
+        prepared.sort(key=lambda item: item.index)
+    return prepared, [Rejection(slow_index[r.index], r.errors) for r in rejected]
+
+
+def _validate(
+    kind: UploadKind, events: list[Any], now: datetime, policy: TimePolicy, regions: PhoneRegions
+) -> tuple[list[tuple[int, Event]], list[Rejection]]:
+    """The models' path: pydantic's validation and the clock checks."""
+    accepted: list[tuple[int, Event]] = []
+    if kind is UploadKind.CALLS:
+        calls, rejected = validate_calls(events, now, policy, regions)
+        accepted.extend(calls)
+    elif kind is UploadKind.CHATS:
+        chats, rejected = validate_chats(events, now, policy, regions)
+        accepted.extend(chats)
+    else:
+        conversions, rejected = validate_conversions(events, now, policy)
+        accepted.extend(conversions)
+    return accepted, rejected
+
+
+# --- the call fast path ------------------------------------------------------------------------------
+_MAX_COUNTER = 2**63 - 1
+_MAX_SECONDS = 86_400 * 7
+_LAST_TIME = 2**34  # Unix seconds beyond which the fast path leaves DateTime to the model
+# What a call object may hold: its source fields, the identifiers and the calls file's columns.
+_CALL_KEYS = frozenset({"counter_id", "call_id", "provider", "ClientId", "UserId", "Yclid", *CALLS.columns})
+_ORDER = stored_order(CALLS, IdType.CLIENT_ID)  # the identifier column first; the same bits for every id type
+_BIT = {column: position for position, column in enumerate(_ORDER)}
+_FLAGS = (("StaticCall", _BIT["StaticCall"]), ("CallMissed", _BIT["CallMissed"]))
+_TEXTS = (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
+_SECONDS = (("TalkDuration", _BIT["TalkDuration"]), ("HoldDuration", _BIT["HoldDuration"]))
+_ID_TYPES = ((IdType.CLIENT_ID, "ClientId"), (IdType.USER_ID, "UserId"), (IdType.YCLID, "Yclid"))
+
+
+_UNSURE = "?"
+
+
+def _flag(value: object) -> str | None:
+    """ "1"/"0", None for absent, ``_UNSURE`` when the model must decide."""
+    if value is None:
+        return None
+    if type(value) is bool or (type(value) is int and value in (0, 1)):
+        return "1" if value else "0"
+    return _UNSURE
+
+
+def _plain(value: object, limit: int) -> str | None:
+    """``value`` when it is a string the model would keep as it is: non-empty, unstripped, no controls."""
+    if type(value) is not str or not value or len(value) > limit:
+        return None
+    if value[0].isspace() or value[-1].isspace() or has_control(value):
+        return None
+    return value
+
+
+def _cell(value: str) -> str:
+    if "," in value or '"' in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _price(value: object) -> str | None:
+    """The Price cell as ``format(Decimal, "f")``; None when the model must decide."""
+    if type(value) is int:
+        text = str(value)
+    elif type(value) is str and value.isascii():
+        text = value
+    else:
+        return None
+    if not text or not text.replace(".", "", 1).isdigit() or text[0] == "." or text[-1] == ".":
+        return None
+    number = Decimal(text)
+    if len(number.as_tuple().digits) > 18:
+        return None
+    return format(number, "f")
+
+
+class _CallCheck:
+    """The rules of ``CallEvent`` and ``check_time`` for one chunk, on a JSON object of the usual shape."""
+
+    def __init__(self, now: datetime, policy: TimePolicy, regions: PhoneRegions) -> None:
+        self._future = now + policy.clock_skew
+        self._oldest = now - policy.join_window
+        self._late_static = policy.late_static
+        self._regions = regions
+        self._buckets: dict[tuple[int, IdType], str] = {}
+
+    def prepare(self, index: int, raw: dict[str, Any]) -> Prepared | None:
+        """The stored row of a valid call, or None: the model decides (and explains a rejection)."""
+        if not _CALL_KEYS.issuperset(raw):
+            return None
+        counter = raw.get("counter_id")
+        call_id = raw.get("call_id")
+        provider = raw.get("provider", "api")
+        when = raw.get("DateTime")
+        if (
+            type(counter) is not int
+            or not 0 < counter <= _MAX_COUNTER
+            or type(call_id) is not str
+            or not _SOURCE_ID_RE.fullmatch(call_id)
+            or type(provider) is not str
+            or not _SOURCE_RE.fullmatch(provider)
+            or type(when) is not int
+            or not 0 <= when < _LAST_TIME
+        ):
+            return None
+        id_type = None
+        identifier = ""
+        for candidate, column in _ID_TYPES:
+            value = raw.get(column)
+            if value is None:
+                continue
+            if column == "UserId":
+                if _plain(value, 256) is None:
+                    return None
+            elif type(value) is not str or not _DIGITS_RE.fullmatch(value):
+                return None
+            if id_type is None:
+                id_type, identifier = candidate, value
+        if id_type is None:
+            return None
+        cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_BIT["DateTime"], str(when))]
+        static = _flag(raw.get("StaticCall"))
+        for column, bit in _FLAGS:
+            flag = static if column == "StaticCall" else _flag(raw.get(column))
+            if flag == _UNSURE:
+                return None
+            if flag is not None:
+                cells.append((bit, flag))
+        first = _flag(raw.get("FirstTimeCaller"))
+        if first == _UNSURE:
+            return None
+        stamp = datetime.fromtimestamp(when, UTC)
+        if stamp > self._future or (stamp < self._oldest and not (self._late_static and static == "1")):
+            return None
+        price = raw.get("Price")
+        if price is not None:
+            cell = _price(price)
+            if cell is None:
+                return None
+            cells.append((_BIT["Price"], cell))
+        currency = raw.get("Currency")
+        if currency is not None:
+            if type(currency) is not str or currency.upper() not in ISO_4217:
+                return None
+            cells.append((_BIT["Currency"], currency.upper()))
+        phone = raw.get("PhoneNumber")
+        if phone is not None:
+            text = _plain(phone, 250)
+            number = normalize_phone(text, self._regions.of(counter)) if text is not None else None
+            if number is None:
+                return None
+            cells.append((_BIT["PhoneNumber"], number))
+        for column, bit in _SECONDS:
+            seconds = raw.get(column)
+            if seconds is not None:
+                if type(seconds) is not int or not 0 <= seconds <= _MAX_SECONDS:
+                    return None
+                cells.append((bit, str(seconds)))
+        for column, limit, url in _TEXTS:
+            value = raw.get(column)
+            if value is not None:
+                text = _plain(value, limit)
+                if text is None or (url and not _URL_RE.fullmatch(text)):
+                    return None
+                cells.append((_BIT[column], _cell(text)))
+        cells.sort()
+        mask = 0
+        for bit, _ in cells:
+            mask |= 1 << bit
+        key = (counter, id_type)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = f"{counter}:{UploadKind.CALLS.value}:{id_type.value}"
+        return Prepared(
+            index,
+            call_id,
+            counter,
+            bucket,
+            f"{counter}\x1f{provider}\x1f{call_id}",
+            mask,
+            ",".join(cell for _, cell in cells),
+            first,
+            (provider, call_id, id_type.column, identifier),
+        )
