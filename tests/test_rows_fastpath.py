@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.load import make_call
 from worker.delivery.csvfile import encode_row
-from worker.delivery.rows import _CallCheck, prepare
+from worker.delivery.rows import _FastCheck, prepare
 from worker.model.calls import validate_calls
 from worker.model.chats import validate_chats
 from worker.model.conversions import validate_conversions
@@ -88,6 +88,33 @@ CALL_VALUES: dict[str, list[Any]] = {
 }
 
 
+CONVERSION_VALUES: dict[str, list[Any]] = {
+    "counter_id": [5, 0, "5", None],
+    "conversion_id": ["o-1", " o", "", None, 3],
+    "source": ["crm", "CRM", "", None],
+    "ClientId": ["123", "", "1a", None],
+    "UserId": ["u,1", "u\n", " u", None],
+    "Yclid": ["77", "x", None],
+    "PurchaseId": ["p,1", 'p"2', "x" * 257, "", None],
+    "Target": ["paid", "a.b-c_d", "bad target", "", "x" * 256, " paid", 5, None],
+    "DateTime": [T - 60, T, T + 10, T - 10**8, f"{T - 60}", 1.5, None],
+    "Price": ["1.5", "0", 12, -1, 1.5, "1.", None],
+    "Currency": ["RUB", "eur", "x", "", None],
+    "purchase_id": ["p"],
+}
+
+
+def _mutated(rnd: random.Random, base: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
+    record = dict(base)
+    for column in rnd.sample(sorted(values), rnd.randint(1, 4)):
+        value = rnd.choice([*values[column], "<absent>"])
+        if value == "<absent>":
+            record.pop(column, None)
+        else:
+            record[column] = value
+    return record
+
+
 def _base_call(n: int) -> dict[str, Any]:
     return make_call("r", n, 7, T, counter_base=100)  # the benchmark's calls
 
@@ -95,15 +122,7 @@ def _base_call(n: int) -> dict[str, Any]:
 def _calls() -> list[Any]:
     rnd = random.Random(2026)
     sample: list[Any] = [_base_call(n) for n in range(50)]
-    for n in range(3_000):
-        call = _base_call(n)
-        for column in rnd.sample(sorted(CALL_VALUES), rnd.randint(1, 4)):
-            value = rnd.choice([*CALL_VALUES[column], "<absent>"])
-            if value == "<absent>":
-                call.pop(column, None)
-            else:
-                call[column] = value
-        sample.append(call)
+    sample += [_mutated(rnd, _base_call(n), CALL_VALUES) for n in range(3_000)]
     sample += [None, [], "call", {"counter_id": 1}]
     return sample
 
@@ -141,8 +160,8 @@ def _assert_same(kind: UploadKind, sample: list[Any], old: Any, policy: TimePoli
 def test_calls_fused_path_stores_the_same_rows_and_errors() -> None:
     sample = _calls()
     _assert_same(UploadKind.CALLS, sample, lambda events: validate_calls(events, NOW, POLICY, REGIONS))
-    check = _CallCheck(NOW, POLICY, REGIONS)
-    fast = sum(check.prepare(i, raw) is not None for i, raw in enumerate(sample) if type(raw) is dict)
+    check = _FastCheck(NOW, POLICY, REGIONS)
+    fast = sum(check.call(i, raw) is not None for i, raw in enumerate(sample) if type(raw) is dict)
     accepted, rejected = validate_calls(sample, NOW, POLICY, REGIONS)
     assert fast >= len(accepted) // 2  # the fast path does take most valid calls
     assert len(rejected) > 1_000  # and the sample holds plenty of refused ones
@@ -154,6 +173,19 @@ def test_late_static_calls_take_the_same_path() -> None:
     _assert_same(UploadKind.CALLS, sample, lambda e: validate_calls(e, NOW, LATE_STATIC, REGIONS), LATE_STATIC)
     prepared, rejected = prepare(sample, UploadKind.CALLS, NOW, LATE_STATIC, REGIONS)
     assert prepared and rejected
+
+
+def test_conversions_fused_path_stores_the_same_rows_and_errors() -> None:
+    rnd = random.Random(11)
+    base = {"counter_id": 5, "conversion_id": "o-0", "ClientId": "123", "Target": "paid", "DateTime": T - 60}
+    sample: list[Any] = [{**base, "conversion_id": f"o-{n}", "Price": n, "Currency": "RUB"} for n in range(20)]
+    sample += [_mutated(rnd, {**base, "conversion_id": f"o-{n}"}, CONVERSION_VALUES) for n in range(2_000)]
+    _assert_same(UploadKind.CONVERSIONS, sample, lambda e: validate_conversions(e, NOW, POLICY))
+    check = _FastCheck(NOW, POLICY, REGIONS)
+    fast = sum(check.conversion(i, raw) is not None for i, raw in enumerate(sample))
+    accepted, rejected = validate_conversions(sample, NOW, POLICY)
+    assert fast >= len(accepted) // 2
+    assert len(rejected) > 500
 
 
 def test_conversions_and_chats_store_the_same_rows_and_errors() -> None:

@@ -1,14 +1,14 @@
 """Events to stored rows, one pass per chunk (issue 26): validation, ``to_row`` and CSV encoding fused.
 
 :func:`prepare` turns a submission into :class:`Prepared` rows (the stored CSV line of
-:mod:`worker.delivery.csvfile`, the dedup source, the call ref) and rejections. A call given as a
-plain JSON object of the usual shape goes through :func:`_fast_call`: every rule of
-:class:`worker.model.calls.CallEvent` checked by hand with the rules' own patterns, the row's cells
-written straight into their stored order. Anything it is not sure of (another type, a value a rule
-refuses, a value pydantic would strip or convert, a DateTime outside the window) is handed to the
-model, which gives the same rows and the very same errors as before; so the fast path never rejects.
-Conversions, chats and model instances take the model. ``tests/test_rows_fastpath.py`` holds both
-paths to identical rows and errors.
+:mod:`worker.delivery.csvfile`, the dedup source, the call ref) and rejections. A call or a
+conversion given as a plain JSON object of the usual shape goes through :class:`_FastCheck`: every
+rule of :class:`worker.model.calls.CallEvent` (or ``ConversionEvent``) and of its clock check tested
+by hand with the rules' own patterns, the row's cells written straight into their stored order.
+Anything it is not sure of (another type, a value a rule refuses, a value pydantic would strip or
+convert, a DateTime outside the window) is handed to the model, which gives the same rows and the
+very same errors as before; so the fast path never rejects. Chats and model instances (the intake's
+calls) take the model. ``tests/test_rows_fastpath.py`` holds both paths to identical rows and errors.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from worker.delivery.csvfile import encode_row, first_caller_bit, stored_order
 from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
 from worker.model.chats import ChatEvent, validate_chats
-from worker.model.conversions import ConversionEvent, validate_conversions
+from worker.model.conversions import _TARGET_RE, ConversionEvent, validate_conversions
 from worker.model.currencies import ISO_4217
 from worker.model.fields import (
     _DIGITS_RE,
@@ -33,7 +33,7 @@ from worker.model.fields import (
     MAX_URL,
     has_control,
 )
-from worker.model.kinds import CALLS, IdType, UploadKind
+from worker.model.kinds import CALLS, CONVERSIONS, IdType, UploadKind
 from worker.model.phones import PhoneRegions, normalize_phone
 
 Event = CallEvent | ConversionEvent | ChatEvent
@@ -87,19 +87,15 @@ def prepare(
     prepared: list[Prepared] = []
     slow: list[Any] = []
     slow_index: list[int] = []
-    if kind is UploadKind.CALLS:
-        check = _CallCheck(now, policy, regions)
-        for index, raw in enumerate(events):
-            fast = check.prepare(index, raw) if type(raw) is dict else None
-            if fast is None:
-                slow.append(raw)
-                slow_index.append(index)
-            else:
-                prepared.append(fast)
-    else:
-        for index, raw in enumerate(events):
+    checks = _FastCheck(now, policy, regions)
+    check = {UploadKind.CALLS: checks.call, UploadKind.CONVERSIONS: checks.conversion}.get(kind)
+    for index, raw in enumerate(events):
+        fast = check(index, raw) if check is not None and type(raw) is dict else None
+        if fast is None:
             slow.append(raw)
             slow_index.append(index)
+        else:
+            prepared.append(fast)
     if not slow:
         return prepared, []
     accepted, rejected = _validate(kind, slow, now, policy, regions)
@@ -138,6 +134,12 @@ _FLAGS = (("StaticCall", _BIT["StaticCall"]), ("CallMissed", _BIT["CallMissed"])
 _TEXTS = (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
 _SECONDS = (("TalkDuration", _BIT["TalkDuration"]), ("HoldDuration", _BIT["HoldDuration"]))
 _ID_TYPES = ((IdType.CLIENT_ID, "ClientId"), (IdType.USER_ID, "UserId"), (IdType.YCLID, "Yclid"))
+_TEXT_IDS = frozenset({IdType.USER_ID, IdType.PURCHASE_ID})
+_CONVERSION_KEYS = frozenset(
+    {"counter_id", "conversion_id", "source", "ClientId", "UserId", "Yclid", "PurchaseId", *CONVERSIONS.columns}
+)
+_CONVERSION_ID_TYPES = (*_ID_TYPES, (IdType.PURCHASE_ID, "PurchaseId"))
+_CONVERSION_BIT = {column: position for position, column in enumerate(stored_order(CONVERSIONS, IdType.CLIENT_ID))}
 
 
 _UNSURE = "?"
@@ -183,50 +185,115 @@ def _price(value: object) -> str | None:
     return format(number, "f")
 
 
-class _CallCheck:
-    """The rules of ``CallEvent`` and ``check_time`` for one chunk, on a JSON object of the usual shape."""
+def _head(
+    raw: dict[str, Any], id_key: str, source_key: str, id_types: tuple[tuple[IdType, str], ...]
+) -> tuple[int, str, str, int, IdType, str] | None:
+    """(counter, source id, source, Unix seconds, identifier type, identifier) when all are plainly valid."""
+    counter = raw.get("counter_id")
+    source_id = raw.get(id_key)
+    source = raw.get(source_key, "api")
+    when = raw.get("DateTime")
+    if (
+        type(counter) is not int
+        or not 0 < counter <= _MAX_COUNTER
+        or type(source_id) is not str
+        or not _SOURCE_ID_RE.fullmatch(source_id)
+        or type(source) is not str
+        or not _SOURCE_RE.fullmatch(source)
+        or type(when) is not int
+        or not 0 <= when < _LAST_TIME
+    ):
+        return None
+    id_type = None
+    identifier = ""
+    for candidate, column in id_types:
+        value = raw.get(column)
+        if value is None:
+            continue
+        if candidate in _TEXT_IDS:
+            if _plain(value, 256) is None:
+                return None
+        elif type(value) is not str or not _DIGITS_RE.fullmatch(value):
+            return None
+        if id_type is None:
+            id_type, identifier = candidate, value
+    if id_type is None:
+        return None
+    return counter, source_id, source, when, id_type, identifier
+
+
+def _value(raw: dict[str, Any], cells: list[tuple[int, str]], price_bit: int, currency_bit: int) -> bool:
+    """Add the Price and Currency cells; False when the model must decide."""
+    price = raw.get("Price")
+    if price is not None:
+        cell = _price(price)
+        if cell is None:
+            return False
+        cells.append((price_bit, cell))
+    currency = raw.get("Currency")
+    if currency is not None:
+        if type(currency) is not str or currency.upper() not in ISO_4217:
+            return False
+        cells.append((currency_bit, currency.upper()))
+    return True
+
+
+def _line(cells: list[tuple[int, str]]) -> tuple[int, str]:
+    """The mask and the CSV cells of (bit, cell) pairs."""
+    cells.sort()
+    mask = 0
+    for bit, _ in cells:
+        mask |= 1 << bit
+    return mask, ",".join(cell for _, cell in cells)
+
+
+class _FastCheck:
+    """The rules of ``CallEvent``/``ConversionEvent`` and their clock checks for one chunk, on JSON objects
+    of the usual shape."""
 
     def __init__(self, now: datetime, policy: TimePolicy, regions: PhoneRegions) -> None:
+        self._now = now
         self._future = now + policy.clock_skew
         self._oldest = now - policy.join_window
         self._late_static = policy.late_static
         self._regions = regions
-        self._buckets: dict[tuple[int, IdType], str] = {}
+        self._buckets: dict[tuple[int, UploadKind, IdType], str] = {}
 
-    def prepare(self, index: int, raw: dict[str, Any]) -> Prepared | None:
+    def _bucket(self, counter: int, kind: UploadKind, id_type: IdType) -> str:
+        key = (counter, kind, id_type)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = f"{counter}:{kind.value}:{id_type.value}"
+        return bucket
+
+    def conversion(self, index: int, raw: dict[str, Any]) -> Prepared | None:
+        """The stored row of a valid conversion, or None: the model decides (and explains a rejection)."""
+        if not _CONVERSION_KEYS.issuperset(raw):
+            return None
+        head = _head(raw, "conversion_id", "source", _CONVERSION_ID_TYPES)
+        target = raw.get("Target")
+        if head is None or type(target) is not str or not _TARGET_RE.fullmatch(target):
+            return None
+        counter, conversion_id, source, when, id_type, identifier = head
+        stamp = datetime.fromtimestamp(when, UTC)
+        if stamp >= self._now or stamp < self._oldest:
+            return None
+        cells = [(0, _cell(identifier)), (_CONVERSION_BIT["Target"], target), (_CONVERSION_BIT["DateTime"], str(when))]
+        if not _value(raw, cells, _CONVERSION_BIT["Price"], _CONVERSION_BIT["Currency"]):
+            return None
+        mask, line = _line(cells)
+        bucket = self._bucket(counter, UploadKind.CONVERSIONS, id_type)
+        dedup = f"conversion\x1f{counter}\x1f{source}\x1f{conversion_id}"
+        return Prepared(index, conversion_id, counter, bucket, dedup, mask, line)
+
+    def call(self, index: int, raw: dict[str, Any]) -> Prepared | None:
         """The stored row of a valid call, or None: the model decides (and explains a rejection)."""
         if not _CALL_KEYS.issuperset(raw):
             return None
-        counter = raw.get("counter_id")
-        call_id = raw.get("call_id")
-        provider = raw.get("provider", "api")
-        when = raw.get("DateTime")
-        if (
-            type(counter) is not int
-            or not 0 < counter <= _MAX_COUNTER
-            or type(call_id) is not str
-            or not _SOURCE_ID_RE.fullmatch(call_id)
-            or type(provider) is not str
-            or not _SOURCE_RE.fullmatch(provider)
-            or type(when) is not int
-            or not 0 <= when < _LAST_TIME
-        ):
+        head = _head(raw, "call_id", "provider", _ID_TYPES)
+        if head is None:
             return None
-        id_type = None
-        identifier = ""
-        for candidate, column in _ID_TYPES:
-            value = raw.get(column)
-            if value is None:
-                continue
-            if column == "UserId":
-                if _plain(value, 256) is None:
-                    return None
-            elif type(value) is not str or not _DIGITS_RE.fullmatch(value):
-                return None
-            if id_type is None:
-                id_type, identifier = candidate, value
-        if id_type is None:
-            return None
+        counter, call_id, provider, when, id_type, identifier = head
         cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_BIT["DateTime"], str(when))]
         static = _flag(raw.get("StaticCall"))
         for column, bit in _FLAGS:
@@ -241,17 +308,8 @@ class _CallCheck:
         stamp = datetime.fromtimestamp(when, UTC)
         if stamp > self._future or (stamp < self._oldest and not (self._late_static and static == "1")):
             return None
-        price = raw.get("Price")
-        if price is not None:
-            cell = _price(price)
-            if cell is None:
-                return None
-            cells.append((_BIT["Price"], cell))
-        currency = raw.get("Currency")
-        if currency is not None:
-            if type(currency) is not str or currency.upper() not in ISO_4217:
-                return None
-            cells.append((_BIT["Currency"], currency.upper()))
+        if not _value(raw, cells, _BIT["Price"], _BIT["Currency"]):
+            return None
         phone = raw.get("PhoneNumber")
         if phone is not None:
             text = _plain(phone, 250)
@@ -272,14 +330,8 @@ class _CallCheck:
                 if text is None or (url and not _URL_RE.fullmatch(text)):
                     return None
                 cells.append((_BIT[column], _cell(text)))
-        cells.sort()
-        mask = 0
-        for bit, _ in cells:
-            mask |= 1 << bit
-        key = (counter, id_type)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = f"{counter}:{UploadKind.CALLS.value}:{id_type.value}"
+        mask, line = _line(cells)
+        bucket = self._bucket(counter, UploadKind.CALLS, id_type)
         return Prepared(
             index,
             call_id,
@@ -287,7 +339,7 @@ class _CallCheck:
             bucket,
             f"{counter}\x1f{provider}\x1f{call_id}",
             mask,
-            ",".join(cell for _, cell in cells),
+            line,
             first,
             (provider, call_id, id_type.column, identifier),
         )
