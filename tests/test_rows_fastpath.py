@@ -10,7 +10,8 @@ from typing import Any
 
 from bench.load import make_call
 from worker.delivery.csvfile import encode_row
-from worker.delivery.rows import _FastCheck, prepare
+from worker.delivery.fastrows import FastCheck
+from worker.delivery.rows import prepare
 from worker.model.calls import validate_calls
 from worker.model.chats import validate_chats
 from worker.model.conversions import validate_conversions
@@ -104,6 +105,29 @@ CONVERSION_VALUES: dict[str, list[Any]] = {
 }
 
 
+CHAT_VALUES: dict[str, list[Any]] = {
+    "counter_id": [5, 0, None],
+    "chat_id": ["ch-1", "", " c", None],
+    "source": ["jivo", "Jivo", None],
+    "DateTime": [T - 60, T + 200, T + 3_600, T - 10**8, "2026-12-01T11:00:00Z", None],
+    "ChatPlatform": ["telegram", "Viber", "WHATSAPP", "icq", " viber", "", 3, None],
+    "ChatUsername": ["ann", "", "a,b", "x" * 257, "a\nb", None],
+    "ChatUserID": ["u-1", 'q"q', " u", None],
+    "PhoneNumber": ["+79123456789", "89123456789", "12", "", " +7912", None],
+    "ClientID": ["42", "x", "", None],
+    "ClientId": ["43"],
+    "UserID": ['u"1', "u,2", None],
+    "UserId": ["u3"],
+    "Yclid": ["77", "y"],
+    "YCLID": ["78"],
+    "PurchaseID": ["p-1", "p" * 257],
+    "PurchaseId": ["p-2"],
+    "Answered": [0, 1, True, "1", 5, None],
+    "Tag": ["a,b", "x\ny", "x" * 1001, "", None],
+    "platform": ["telegram"],
+}
+
+
 def _mutated(rnd: random.Random, base: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
     record = dict(base)
     for column in rnd.sample(sorted(values), rnd.randint(1, 4)):
@@ -160,7 +184,7 @@ def _assert_same(kind: UploadKind, sample: list[Any], old: Any, policy: TimePoli
 def test_calls_fused_path_stores_the_same_rows_and_errors() -> None:
     sample = _calls()
     _assert_same(UploadKind.CALLS, sample, lambda events: validate_calls(events, NOW, POLICY, REGIONS))
-    check = _FastCheck(NOW, POLICY, REGIONS)
+    check = FastCheck(NOW, POLICY, REGIONS)
     fast = sum(check.call(i, raw) is not None for i, raw in enumerate(sample) if type(raw) is dict)
     accepted, rejected = validate_calls(sample, NOW, POLICY, REGIONS)
     assert fast >= len(accepted) // 2  # the fast path does take most valid calls
@@ -181,9 +205,22 @@ def test_conversions_fused_path_stores_the_same_rows_and_errors() -> None:
     sample: list[Any] = [{**base, "conversion_id": f"o-{n}", "Price": n, "Currency": "RUB"} for n in range(20)]
     sample += [_mutated(rnd, {**base, "conversion_id": f"o-{n}"}, CONVERSION_VALUES) for n in range(2_000)]
     _assert_same(UploadKind.CONVERSIONS, sample, lambda e: validate_conversions(e, NOW, POLICY))
-    check = _FastCheck(NOW, POLICY, REGIONS)
+    check = FastCheck(NOW, POLICY, REGIONS)
     fast = sum(check.conversion(i, raw) is not None for i, raw in enumerate(sample))
     accepted, rejected = validate_conversions(sample, NOW, POLICY)
+    assert fast >= len(accepted) // 2
+    assert len(rejected) > 500
+
+
+def test_chats_fused_path_stores_the_same_rows_and_errors() -> None:
+    rnd = random.Random(13)
+    base = {"counter_id": 5, "chat_id": "ch-0", "DateTime": T - 60, "ChatPlatform": "telegram", "ChatUsername": "ann"}
+    sample: list[Any] = [{**base, "chat_id": f"ch-{n}", "PhoneNumber": f"+7912{n:07d}"} for n in range(20)]
+    sample += [_mutated(rnd, {**base, "chat_id": f"ch-{n}"}, CHAT_VALUES) for n in range(2_000)]
+    _assert_same(UploadKind.CHATS, sample, lambda e: validate_chats(e, NOW, POLICY, REGIONS))
+    check = FastCheck(NOW, POLICY, REGIONS)
+    fast = sum(check.chat(i, raw) is not None for i, raw in enumerate(sample))
+    accepted, rejected = validate_chats(sample, NOW, POLICY, REGIONS)
     assert fast >= len(accepted) // 2
     assert len(rejected) > 500
 
