@@ -25,20 +25,15 @@ from redis.exceptions import RedisError
 from worker.dataplane.keys import Keys
 from worker.dataplane.marks import call_ref_value
 from worker.dataplane.scripts import Scripts, run_many
-from worker.delivery.csvfile import encode_row, first_caller_bit
+from worker.delivery.rows import FIRST_CALLER_BIT, Event, Prepared, prepare
 from worker.errors import ProducerError
-from worker.model.calls import CallEvent, Rejection, TimePolicy, validate_calls
-from worker.model.chats import ChatEvent, validate_chats
-from worker.model.conversions import ConversionEvent, validate_conversions
-from worker.model.kinds import CALLS, IdType, UploadKind
+from worker.model.calls import Rejection, TimePolicy
+from worker.model.kinds import UploadKind
 from worker.model.phones import PhoneRegions
 from worker.store import Durability, MemoryWatermark, check_durability, ensure_shard, pin_shards
 
 log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
-# The mask bit xadd_many.lua sets when it appends FirstTimeCaller to a call's stored row (csvfile.py).
-FIRST_CALLER_BIT = first_caller_bit(CALLS, IdType.CLIENT_ID)
-Event = CallEvent | ConversionEvent | ChatEvent
 
 
 def dedup_digest(source: str) -> str:
@@ -116,52 +111,40 @@ class Producer:
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
-        accepted: list[tuple[int, Event]] = []
-        if kind is UploadKind.CALLS:
-            calls, rejected = validate_calls(events, self._clock(), self._policy, self.regions)
-            accepted.extend(calls)
-        elif kind is UploadKind.CHATS:
-            chats, rejected = validate_chats(events, self._clock(), self._policy, self.regions)
-            accepted.extend(chats)
-        else:
-            conversions, rejected = validate_conversions(events, self._clock(), self._policy)
-            accepted.extend(conversions)
+        prepared, rejected = prepare(events, kind, self._clock(), self._policy, self.regions)
         result = SubmitResult(rejected=rejected)
-        if accepted:
+        if prepared:
             self._check_memory()
-        for start in range(0, len(accepted), PIPELINE_CHUNK):
-            chunk = accepted[start : start + PIPELINE_CHUNK]
-            marks = [callers[index] if callers is not None else None for index, _ in chunk]
+        for start in range(0, len(prepared), PIPELINE_CHUNK):
+            chunk = prepared[start : start + PIPELINE_CHUNK]
+            marks = [callers[item.index] if callers is not None else None for item in chunk]
             entry_ids = self._write(chunk, marks)
             result.accepted.extend(
-                Accepted(index, event.source_id, entry_id)
-                for (index, event), entry_id in zip(chunk, entry_ids, strict=True)
+                Accepted(item.index, item.source_id, entry_id) for item, entry_id in zip(chunk, entry_ids, strict=True)
             )
         if rejected:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(self, chunk: Sequence[tuple[int, Event]], marks: Sequence[tuple[str, str] | None]) -> list[str]:
+    def _write(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> list[str]:
         """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
         per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
-        for position, ((_, event), mark) in enumerate(zip(chunk, marks, strict=True)):
-            bucket = event.bucket
-            shard = self._keys.shard_of(bucket.counter_id)
+        for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
+            shard = self._keys.shard_of(item.counter_id)
             if shard not in self._ready_shards:
                 self._prepare(shard)
             positions, args = per_shard.setdefault(shard, ([], []))
             positions.append(position)
-            if isinstance(event, CallEvent):
-                ref = call_ref_digest(event.provider, event.call_id)
-                ref_value = call_ref_value(bucket.counter_id, event.id_type.column, event.identifier)
+            if item.call_ref is not None:
+                provider, call_id, column, identifier = item.call_ref
+                ref = call_ref_digest(provider, call_id)
+                ref_value = call_ref_value(item.counter_id, column, identifier)
             else:
                 ref = ref_value = ""
             caller_key, call_mark = mark or ("", "")
-            cells = event.to_row()
-            if mark is not None:
-                cells.pop("FirstTimeCaller", None)  # decided from the caller history instead
-            row = encode_row(bucket.spec, bucket.id_type, cells)
-            args += [bucket.encode(), dedup_digest(event.dedup_source), row, ref, ref_value, caller_key, call_mark]
+            # FirstTimeCaller is decided from the caller history when there is a mark, whatever the event says.
+            row = item.row(mark is not None)
+            args += [item.bucket, dedup_digest(item.dedup_source), row, ref, ref_value, caller_key, call_mark]
         calls = [
             (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, FIRST_CALLER_BIT, *args])
             for shard, (_, args) in per_shard.items()

@@ -59,6 +59,9 @@ def _parse(text: str, region: str | None) -> str | None:
     if not cleaned.removeprefix("+").isdigit():
         return None
     if cleaned.startswith("+"):
+        fast = _e164(cleaned)
+        if fast is not None:
+            return fast or None
         candidates: list[tuple[str, str | None]] = [(cleaned, None)]
     else:
         candidates = [(cleaned, region)] if region else []
@@ -71,6 +74,59 @@ def _parse(text: str, region: str | None) -> str | None:
         if phonenumbers.is_possible_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
+
+
+# --- E.164 fast path -----------------------------------------------------------------------------
+# Most numbers arrive as E.164 already. For those, phonenumbers' parse + is_possible_number reduce to:
+# the country code (the first 1-3 digits that name one), then the national number's length against the
+# plan's possible lengths. Both come from the same numbering-plan data as the full parse; any number the
+# parse could read otherwise (a national prefix to strip, a leading zero, odd lengths) takes the full parse.
+_ASCII_DIGITS_RE = re.compile(r"\+[1-9][0-9]{2,16}")
+_plans: dict[int, tuple[frozenset[int], re.Pattern[str] | None] | None] = {}
+
+
+def _plan(country_code: int) -> tuple[frozenset[int], re.Pattern[str] | None] | None:
+    """(lengths of a possible national number, the national prefix the parse would strip) of a country code."""
+    try:
+        return _plans[country_code]
+    except KeyError:
+        pass
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    plan = None
+    if metadata is not None:
+        lengths = frozenset(
+            length
+            for length in range(_MIN_NSN, _MAX_NSN + 1)
+            if phonenumbers.is_possible_number(phonenumbers.PhoneNumber(country_code, int("1" * length)))
+        )
+        prefix = metadata.national_prefix_for_parsing
+        plan = (lengths, re.compile(prefix) if prefix else None)
+    _plans[country_code] = plan
+    return plan
+
+
+_MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' bounds on a national significant number
+
+
+def _e164(cleaned: str) -> str | None:
+    """``cleaned`` (``+digits``) as E.164: itself, "" when no plan allows it, None to ask the full parse."""
+    if not _ASCII_DIGITS_RE.fullmatch(cleaned):
+        return None
+    for size in (1, 2, 3):
+        country_code = int(cleaned[1 : 1 + size])
+        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = cleaned[1 + size :]
+    plan = _plan(country_code)
+    if plan is None or len(national) < _MIN_NSN or national[0] == "0":
+        return None
+    lengths, prefix = plan
+    if prefix is not None and prefix.match(national):
+        return None
+    return cleaned if len(national) in lengths else ""
 
 
 PHONE_REGIONS = "phone_regions"
