@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 FOREVER: tuple[tuple[str, str], ...] = (
     # The deployment's own configuration and identity: there is no "later" for these.
     ("shards", "the shard count pin: a process with another count must refuse to start"),
+    ("format", "the data format's version: a process that does not know it must refuse to start"),
     ("{s*}:epoch", "the shard's data identity, in every batch id: a new one would make ids collide"),
     ("{s*}:seq", "batch sequence: going back reuses numbers (the nonce keeps ids apart, restore.py reads it)"),
     ("{s*}:fence:*", "a counter's fencing-token sequence: going back would let a stale uploader record"),
