@@ -9,7 +9,8 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-default-groups --no-install-project
 
 FROM python:3.11.11-slim-bookworm
-RUN useradd --create-home --uid 10001 calltrack
+# A fixed numeric user and group (deploy/k8s runs pods as 10001:10001 with runAsNonRoot).
+RUN groupadd --gid 10001 calltrack && useradd --create-home --uid 10001 --gid 10001 calltrack
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY config ./config
@@ -20,5 +21,7 @@ COPY standalone ./standalone
 COPY ingest ./ingest
 COPY ctl ./ctl
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 CALLTRACK_LOG_FORMAT=json
-USER calltrack
+# Bytecode compiled at build time: pods run with a read-only root file system.
+RUN python -m compileall -q config worker tasks emulator standalone ingest ctl
+USER 10001:10001
 CMD ["celery", "-A", "worker.main", "worker", "--loglevel", "INFO"]
