@@ -7,7 +7,7 @@ and never printed: tokens appear by name, login and fingerprint.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from worker.accounts import edits, oauth
 from worker.accounts.envimport import import_env
 from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
-from worker.accounts.registry import Change
+from worker.accounts.registry import Change, Registry
 from worker.errors import AccountError, AccountInputError
 
 
@@ -41,6 +41,22 @@ def report(change: Change, as_json: bool) -> None:
         click.echo(
             ", ".join(f"{account} {outcome}" for account, outcome in sorted(change.outcomes.items())) or "nothing"
         )
+
+
+def token_checks(reg: Registry, account_ids: Iterable[str], token_name: str | None = None) -> None:
+    """After a token was stored: one line per token Yandex's user info refused (exit status 1) or could not
+    check; the account and token names only, never the token."""
+    refused = False
+    for account_id in sorted(account_ids):
+        account = reg.get(account_id)
+        for token in account.tokens if account is not None else ():
+            if (token_name is not None and token.name != token_name) or token.check is None:
+                continue
+            refused = refused or token.check == "refused"
+            what = "refused by Yandex (401/403)" if token.check == "refused" else "unchecked (user info unreachable)"
+            click.echo(f"account {account_id}: token {token.name} {what}", err=True)
+    if refused:
+        raise click.exceptions.Exit(1)
 
 
 def read_token(name: str, expires_at: str | None) -> dict[str, Any]:
@@ -91,6 +107,7 @@ def add(
         data["tokens"] = [read_token(token_name, expires_at)]
     with registry_errors():
         report(edits.create(ctx.runtime.accounts, data), as_json)
+        token_checks(ctx.runtime.accounts, [account_id])
 
 
 @accounts.command()
@@ -119,6 +136,7 @@ def update(
             report(edits.update(reg, account_id, {"name": name}), as_json)
         if token_stdin:
             report(edits.set_token(reg, account_id, read_token(token_name, expires_at)), as_json)
+            token_checks(reg, [account_id], token_name)
         if no_webhook:
             report(edits.update(reg, account_id, {"webhook_url": None, "webhook_secret": None}), as_json)
         elif webhook:
@@ -240,7 +258,9 @@ def sync(ctx: Context, source: str, as_json: bool) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
             raise AccountInputError("accounts", 'is required: {"accounts": [...]}')
         specs = [parse(AccountIn, item) for item in data["accounts"]]
-        report(ctx.runtime.accounts.sync(specs), as_json)
+        change = ctx.runtime.accounts.sync(specs)
+        report(change, as_json)
+        token_checks(ctx.runtime.accounts, [a for a, o in change.outcomes.items() if o in ("created", "updated")])
 
 
 @accounts.command()

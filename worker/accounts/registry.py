@@ -245,19 +245,29 @@ class Registry:
                 expires_at=given.expires_at.timestamp() if given.expires_at else before.expires_at,
             )
         same = before is not None and before.value.get_secret_value() == given.token.get_secret_value()
-        login = before.login if same and before is not None else self.learn_login(given.token)
+        login, check = (before.login, before.check) if same and before is not None else self.check_token(given.token)
         expires = given.expires_at.timestamp() if given.expires_at else (before.expires_at if same and before else None)
         refresh = given.refresh_token or (before.refresh_token if same and before else None)
-        return Token(given.name, given.token, refresh, expires, login)
+        return Token(given.name, given.token, refresh, expires, login, check)
 
     def learn_login(self, token: SecretStr) -> str | None:
+        return self.check_token(token)[0]
+
+    def check_token(self, token: SecretStr) -> tuple[str | None, str | None]:
+        """(login, check) from Yandex's user info: check ``refused`` when it answers 401/403, ``unchecked``
+        when it could not answer (network, 5xx), None when it answered (or no check is configured)."""
         if self._learn_login is None:
-            return None
+            return None, None
         try:
-            return safe_login(self._learn_login(token))
+            return safe_login(self._learn_login(token)), None
         except AccountError as error:
-            log.warning("token_login_unknown", reason=str(error), token_fingerprint=fingerprint(token))
-            return None
+            refused = getattr(error, "status", None) in (401, 403)
+            log.warning(
+                "token_refused" if refused else "token_login_unknown",
+                reason=str(error),
+                token_fingerprint=fingerprint(token),
+            )
+            return None, "refused" if refused else "unchecked"
 
     # --- writing -----------------------------------------------------------------------------
     def put(self, spec: AccountIn) -> Change:
