@@ -7,7 +7,7 @@ and never printed: tokens appear by name, login and fingerprint.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from worker.accounts import edits, oauth
 from worker.accounts.envimport import import_env
 from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
-from worker.accounts.registry import Change, Registry
+from worker.accounts.registry import Change
 from worker.errors import AccountError, AccountInputError
 
 
@@ -43,18 +43,17 @@ def report(change: Change, as_json: bool) -> None:
         )
 
 
-def token_checks(reg: Registry, account_ids: Iterable[str], token_name: str | None = None) -> None:
+def token_checks(change: Change, token_name: str | None = None) -> None:
     """After a token was stored: one line per token Yandex's user info refused (exit status 1) or could not
     check; the account and token names only, never the token."""
     refused = False
-    for account_id in sorted(account_ids):
-        account = reg.get(account_id)
-        for token in account.tokens if account is not None else ():
-            if (token_name is not None and token.name != token_name) or token.check is None:
+    for account_id, checks in sorted(change.checks.items()):
+        for name, check in sorted(checks.items()):
+            if token_name is not None and name != token_name:
                 continue
-            refused = refused or token.check == "refused"
-            what = "refused by Yandex (401/403)" if token.check == "refused" else "unchecked (user info unreachable)"
-            click.echo(f"account {account_id}: token {token.name} {what}", err=True)
+            refused = refused or check == "refused"
+            what = "refused by Yandex (401/403)" if check == "refused" else "unchecked (user info unreachable)"
+            click.echo(f"account {account_id}: token {name} {what}", err=True)
     if refused:
         raise click.exceptions.Exit(1)
 
@@ -106,8 +105,9 @@ def add(
     if token_stdin:
         data["tokens"] = [read_token(token_name, expires_at)]
     with registry_errors():
-        report(edits.create(ctx.runtime.accounts, data), as_json)
-        token_checks(ctx.runtime.accounts, [account_id])
+        change = edits.create(ctx.runtime.accounts, data)
+        report(change, as_json)
+        token_checks(change)
 
 
 @accounts.command()
@@ -135,8 +135,9 @@ def update(
         if name is not None:
             report(edits.update(reg, account_id, {"name": name}), as_json)
         if token_stdin:
-            report(edits.set_token(reg, account_id, read_token(token_name, expires_at)), as_json)
-            token_checks(reg, [account_id], token_name)
+            change = edits.set_token(reg, account_id, read_token(token_name, expires_at))
+            report(change, as_json)
+            token_checks(change, token_name)
         if no_webhook:
             report(edits.update(reg, account_id, {"webhook_url": None, "webhook_secret": None}), as_json)
         elif webhook:
@@ -260,7 +261,7 @@ def sync(ctx: Context, source: str, as_json: bool) -> None:
         specs = [parse(AccountIn, item) for item in data["accounts"]]
         change = ctx.runtime.accounts.sync(specs)
         report(change, as_json)
-        token_checks(ctx.runtime.accounts, [a for a, o in change.outcomes.items() if o in ("created", "updated")])
+        token_checks(change)
 
 
 @accounts.command()

@@ -57,6 +57,7 @@ def test_a_refused_token_is_marked_and_shown_everywhere(make_settings: Callable[
             # Put through the admin API: the same check marks the token.
             put = admin(ingest, "PUT", "/accounts/other", {"id": "other", "tokens": [{"token": BAD + "x"}]})
             assert put.status_code in (200, 201), put.text
+            assert put.json()["token_checks"] == {"other": {"main": "refused"}}
             states = {(p["account"], p["state"]) for p in admin(ingest, "GET", "/problems").json()["problems"]}
             assert states == {("bad", "refused"), ("other", "refused")}
             metrics = httpx.get(f"{ingest}/metrics", timeout=30).text

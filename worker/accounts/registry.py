@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -43,9 +43,11 @@ LoginLearner = Callable[[SecretStr], str | None]
 
 @dataclass(frozen=True)
 class Change:
-    """What a write did: per account id, ``created``, ``updated``, ``unchanged`` or ``removed``."""
+    """What a write did: per account id, ``created``, ``updated``, ``unchanged`` or ``removed``; and per
+    account written, its tokens that Yandex's user info refused or could not check (name -> check)."""
 
     outcomes: dict[str, str]
+    checks: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -319,7 +321,12 @@ class Registry:
             self._write(writes, encoded)
             self._checked = 0.0
             log.info("accounts_changed", **{k: v for k, v in Change(outcomes).summary().items() if v})
-        return Change(outcomes)
+        checks = {
+            a: found
+            for a, acc in changes.items()
+            if acc is not None and (found := {t.name: t.check for t in acc.tokens if t.check})
+        }
+        return Change(outcomes, checks)
 
     def _write(self, writes: dict[str, Account | None], encoded: dict[str, str | None]) -> None:
         keys = self.keys
