@@ -43,6 +43,21 @@ def report(change: Change, as_json: bool) -> None:
         )
 
 
+def token_checks(change: Change, token_name: str | None = None) -> None:
+    """After a token was stored: one line per token Yandex's user info refused (exit status 1) or could not
+    check; the account and token names only, never the token."""
+    refused = False
+    for account_id, checks in sorted(change.checks.items()):
+        for name, check in sorted(checks.items()):
+            if token_name is not None and name != token_name:
+                continue
+            refused = refused or check == "refused"
+            what = "refused by Yandex (401/403)" if check == "refused" else "unchecked (user info unreachable)"
+            click.echo(f"account {account_id}: token {name} {what}", err=True)
+    if refused:
+        raise click.exceptions.Exit(1)
+
+
 def read_token(name: str, expires_at: str | None) -> dict[str, Any]:
     """A token (first line) and an optional refresh token (second line) from stdin."""
     lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
@@ -90,7 +105,9 @@ def add(
     if token_stdin:
         data["tokens"] = [read_token(token_name, expires_at)]
     with registry_errors():
-        report(edits.create(ctx.runtime.accounts, data), as_json)
+        change = edits.create(ctx.runtime.accounts, data)
+        report(change, as_json)
+        token_checks(change)
 
 
 @accounts.command()
@@ -118,7 +135,9 @@ def update(
         if name is not None:
             report(edits.update(reg, account_id, {"name": name}), as_json)
         if token_stdin:
-            report(edits.set_token(reg, account_id, read_token(token_name, expires_at)), as_json)
+            change = edits.set_token(reg, account_id, read_token(token_name, expires_at))
+            report(change, as_json)
+            token_checks(change, token_name)
         if no_webhook:
             report(edits.update(reg, account_id, {"webhook_url": None, "webhook_secret": None}), as_json)
         elif webhook:
@@ -240,7 +259,9 @@ def sync(ctx: Context, source: str, as_json: bool) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
             raise AccountInputError("accounts", 'is required: {"accounts": [...]}')
         specs = [parse(AccountIn, item) for item in data["accounts"]]
-        report(ctx.runtime.accounts.sync(specs), as_json)
+        change = ctx.runtime.accounts.sync(specs)
+        report(change, as_json)
+        token_checks(change)
 
 
 @accounts.command()

@@ -37,6 +37,19 @@ class IngestProcess:
         return self.process.pid
 
 
+def console_csrf(page: str) -> str:
+    """The CSRF token of a console page's form."""
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def console_login(client: httpx.Client, password: str) -> str:
+    """Logs in to the console as ``admin``; answers the logged-in session's CSRF token."""
+    token = console_csrf(client.get("/console/login").text)
+    answer = client.post("/console/login", data={"csrf": token, "user": "admin", "password": password})
+    assert answer.status_code == 303, answer.text
+    return console_csrf(client.get("/console/quarantine").text)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from config.settings import Settings
-from tests.edge_helpers import ROOT, env_of, ingest_process, reset_peak, status_kb, stream_raw
+from tests.edge_helpers import ROOT, console_login, env_of, ingest_process, reset_peak, status_kb, stream_raw
 from worker.runtime import Runtime
 
 PASSWORD = "console-password-0123456789"
@@ -19,16 +19,9 @@ ADMIN = "admin-token-0123456789abcdef"
 MB = 1024 * 1024
 
 
-def _csrf(page: str) -> str:
-    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-
-
 def _login(client: httpx.Client) -> str:
     """Logs in; answers the logged-in page's CSRF token."""
-    token = _csrf(client.get("/console/login").text)
-    answer = client.post("/console/login", data={"csrf": token, "user": "admin", "password": PASSWORD})
-    assert answer.status_code == 303, answer.text
-    return _csrf(client.get("/console/quarantine").text)
+    return console_login(client, PASSWORD)
 
 
 def test_a_console_cookie_stops_working_at_logout(make_settings: Callable[..., Settings]) -> None:

@@ -14,7 +14,9 @@ Content-Security-Policy (no script at all) and are never cached.
 
     GET  /console/                        the fleet: throughput chart, stream lag, quota, workers, webhooks
     GET  /console/counters?sort=health    every counter, worst first (failure rate, held, oldest, token)
-    GET  /console/counters/{id}           a counter: figures, uploads, held calls, refused rows
+    GET  /console/counters/{id}           a counter: figures, uploads, held calls (paged), refused rows
+    GET  /console/accounts/{id}           a client: its counters with health, tokens' health, telephony
+                                          accounts, API keys, webhook and breaker, held calls (no secret)
     GET  /console/calls?provider=&call_id=   where a call is
     GET  /console/quarantine              quarantined batches with replay and discard buttons
     POST /console/quarantine/{batch}/replay | /discard     (CSRF token; discard needs a reason)
@@ -41,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ingest.console import pages
+from ingest.console import account_page, pages
 from ingest.core import IngestCore
 from ingest.edge import BodyTimeout, BodyTooLarge, read_body
 from worker.delivery.replay import QuarantineError, discard, replay
@@ -211,11 +213,19 @@ class Console:
             return self.render(
                 request, "error.html", 422, title="Bad counter", message="counter must be a positive integer"
             )
-        page = request.query_params.get("page", "1")
-        number = int(page) if page.isdigit() and int(page) > 0 else 1
+        number = account_page.page_number(request.query_params.get("page"))
+        held = account_page.page_number(request.query_params.get("held_page"))
         return self.render(
-            request, "counter.html", **await self.run(pages.counter, self.core.runtime, int(text), number)
+            request, "counter.html", **await self.run(pages.counter, self.core.runtime, int(text), number, held)
         )
+
+    async def account(self, request: Request) -> Response:
+        account_id = request.path_params["account"]
+        number = account_page.page_number(request.query_params.get("page"))
+        found = await self.run(account_page.account, self.core.runtime, account_id, number, pages.when)
+        if found is None:
+            return self.render(request, "error.html", 404, title="No such client", message="no client has that id")
+        return self.render(request, "account.html", **found)
 
     async def calls(self, request: Request) -> Response:
         provider = request.query_params.get("provider", "").strip()
@@ -273,6 +283,7 @@ class Console:
             Route("/", p(self.fleet), methods=["GET"]),
             Route("/counters", p(self.counters), methods=["GET"]),
             Route("/counters/{counter}", p(self.counter), methods=["GET"]),
+            Route("/accounts/{account}", p(self.account), methods=["GET"]),
             Route("/calls", p(self.calls), methods=["GET"]),
             Route("/quarantine", p(self.quarantine), methods=["GET"]),
             Route("/quarantine/{batch}/replay", p(self.replay, post=True), methods=["POST"]),

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+from ingest.console.account_page import paged
 from ingest.console.chart import chart
 from worker.delivery import restore
 from worker.notify import outbox
@@ -75,7 +76,7 @@ def counters(rt: Runtime, sort: str) -> dict[str, Any]:
     return {"rows": counter_rows(rt, sort), "sort": sort if sort in SORTS else "health", "sorts": SORTS}
 
 
-def counter(rt: Runtime, counter_id: int, page: int) -> dict[str, Any]:
+def counter(rt: Runtime, counter_id: int, page: int, held_page: int = 1) -> dict[str, Any]:
     figures = counter_figures(rt, counter_id)
     uploads = counter_uploads(rt, counter_id, page=page, per_page=50)
     held, exact = held_calls(rt)
@@ -88,17 +89,20 @@ def counter(rt: Runtime, counter_id: int, page: int) -> dict[str, Any]:
         "oldest": when(figures["oldest_waiting_ms"]),
         "uploads": uploads,
         "pages": max((uploads["total"] + 49) // 50, 1),
-        "held": [
-            {
-                "entry_id": h.entry_id,
-                "provider": h.provider,
-                "call_id": h.call_id,
-                "reason": h.reason,
-                "at": when(h.held_at_ms),
-            }
-            for h in held
-            if h.counter_id == counter_id
-        ][:200],
+        "held": paged(
+            [
+                {
+                    "entry_id": h.entry_id,
+                    "provider": h.provider,
+                    "call_id": h.call_id,
+                    "reason": h.reason,
+                    "at": when(h.held_at_ms),
+                }
+                for h in held
+                if h.counter_id == counter_id
+            ],
+            held_page,
+        ),
         "held_exact": exact,
         "refused": refused,
     }

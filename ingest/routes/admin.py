@@ -46,7 +46,9 @@ from worker.errors import AccountError, AccountInputError, OAuthError
 
 
 def _change(change: Change) -> dict[str, Any]:
-    return {"outcomes": change.outcomes, **change.summary()}
+    """The outcomes, and the tokens Yandex's user info refused or could not check (``token_checks``)."""
+    checks = {"token_checks": change.checks} if change.checks else {}
+    return {"outcomes": change.outcomes, **change.summary(), **checks}
 
 
 class AdminRoutes:

@@ -1,5 +1,6 @@
 """What is wrong with tokens, per account, read from the stored documents without the key ring (the
-metrics exporter and the doctor need no secret): refused (Metrica answered 401/403; paused), expired,
+metrics exporter and the doctor need no secret): refused (Metrica answered 401/403; paused; or Yandex's
+user info refused it when it was added), expired,
 near expiry (``token_warning_days``). Also the logins quotas count under, for the quota views."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "calltrack"
 STATES = ("refused", "expired", "near_expiry")
+REFUSED_AT_DOOR = "Yandex's user info refused the token when it was added (401/403)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class TokenRow:
     fingerprint: str
     login: str | None
     expires_at: float | None
+    check: str | None = None  # "refused" / "unchecked" by Yandex's user info when the token was added
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ def token_rows(redis: Redis, keys: Keys) -> list[TokenRow]:
     for raw in cast(list[str], redis.hvals(keys.accounts)):
         doc = orjson.loads(raw)
         for t in doc.get("tokens", []):
-            rows.append(TokenRow(doc["id"], t["name"], t["fp"], t.get("login"), t.get("expires_at")))
+            rows.append(TokenRow(doc["id"], t["name"], t["fp"], t.get("login"), t.get("expires_at"), t.get("check")))
     return sorted(rows, key=lambda r: (r.account, r.token))
 
 
@@ -76,6 +79,9 @@ def problems(redis: Redis, keys: Keys, warning_days: float, *, now: float | None
     for row in token_rows(redis, keys):
         if row.fingerprint in paused:
             found.append(TokenProblem(row.account, row.token, row.fingerprint, "refused", paused[row.fingerprint]))
+        elif row.check == "refused":
+            detail = REFUSED_AT_DOOR
+            found.append(TokenProblem(row.account, row.token, row.fingerprint, "refused", detail))
         elif row.expires_at is not None and row.expires_at <= now:
             found.append(TokenProblem(row.account, row.token, row.fingerprint, "expired", "expired"))
         elif row.expires_at is not None and row.expires_at - now < warning_days * 86_400:
@@ -101,7 +107,7 @@ class AccountsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         trouble = GaugeMetricFamily(
             f"{PREFIX}_account_token_problem",
-            "1 for a token Metrica refused (its account's uploads pause), that expired or expires soon.",
+            "1 for a token Metrica or Yandex's user info refused, that expired or expires soon.",
             labels=["account", "token", "state"],
         )
         counters = GaugeMetricFamily(

@@ -194,6 +194,7 @@ class Token:
     refresh_token: SecretStr | None = None
     expires_at: float | None = None  # Unix seconds
     login: str | None = None  # learned from the user-info endpoint; None: unknown
+    check: str | None = None  # the user-info check when added: "refused" (401/403), "unchecked" (no answer)
 
     @property
     def fingerprint(self) -> str:
@@ -206,6 +207,7 @@ class Token:
             "fingerprint": self.fingerprint,
             "expires_at": iso(self.expires_at),
             "has_refresh_token": self.refresh_token is not None,
+            "check": self.check or "ok",
         }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -43,9 +43,11 @@ LoginLearner = Callable[[SecretStr], str | None]
 
 @dataclass(frozen=True)
 class Change:
-    """What a write did: per account id, ``created``, ``updated``, ``unchanged`` or ``removed``."""
+    """What a write did: per account id, ``created``, ``updated``, ``unchanged`` or ``removed``; and per
+    account written, its tokens that Yandex's user info refused or could not check (name -> check)."""
 
     outcomes: dict[str, str]
+    checks: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -245,19 +247,29 @@ class Registry:
                 expires_at=given.expires_at.timestamp() if given.expires_at else before.expires_at,
             )
         same = before is not None and before.value.get_secret_value() == given.token.get_secret_value()
-        login = before.login if same and before is not None else self.learn_login(given.token)
+        login, check = (before.login, before.check) if same and before is not None else self.check_token(given.token)
         expires = given.expires_at.timestamp() if given.expires_at else (before.expires_at if same and before else None)
         refresh = given.refresh_token or (before.refresh_token if same and before else None)
-        return Token(given.name, given.token, refresh, expires, login)
+        return Token(given.name, given.token, refresh, expires, login, check)
 
     def learn_login(self, token: SecretStr) -> str | None:
+        return self.check_token(token)[0]
+
+    def check_token(self, token: SecretStr) -> tuple[str | None, str | None]:
+        """(login, check) from Yandex's user info: check ``refused`` when it answers 401/403, ``unchecked``
+        when it could not answer (network, 5xx), None when it answered (or no check is configured)."""
         if self._learn_login is None:
-            return None
+            return None, None
         try:
-            return safe_login(self._learn_login(token))
+            return safe_login(self._learn_login(token)), None
         except AccountError as error:
-            log.warning("token_login_unknown", reason=str(error), token_fingerprint=fingerprint(token))
-            return None
+            refused = getattr(error, "status", None) in (401, 403)
+            log.warning(
+                "token_refused" if refused else "token_login_unknown",
+                reason=str(error),
+                token_fingerprint=fingerprint(token),
+            )
+            return None, "refused" if refused else "unchecked"
 
     # --- writing -----------------------------------------------------------------------------
     def put(self, spec: AccountIn) -> Change:
@@ -309,7 +321,12 @@ class Registry:
             self._write(writes, encoded)
             self._checked = 0.0
             log.info("accounts_changed", **{k: v for k, v in Change(outcomes).summary().items() if v})
-        return Change(outcomes)
+        checks = {
+            a: found
+            for a, acc in changes.items()
+            if acc is not None and (found := {t.name: t.check for t in acc.tokens if t.check})
+        }
+        return Change(outcomes, checks)
 
     def _write(self, writes: dict[str, Account | None], encoded: dict[str, str | None]) -> None:
         keys = self.keys

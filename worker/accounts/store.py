@@ -36,6 +36,7 @@ def encode(ring: KeyRing, account: Account) -> str:
                 "refresh_token": _enc(ring, t.refresh_token),
                 "expires_at": t.expires_at,
                 "login": t.login,
+                "check": t.check,
             }
             for t in account.tokens
         ],
@@ -66,6 +67,7 @@ def decode(ring: KeyRing, raw: str) -> Account:
                 refresh_token=_dec(ring, t.get("refresh_token")),
                 expires_at=t.get("expires_at"),
                 login=t.get("login"),
+                check=t.get("check"),  # absent in documents of earlier releases: never checked
             )
             for t in doc.get("tokens", [])
         ),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from worker.accounts.health import paused_tokens, token_rows
+from worker.accounts.health import REFUSED_AT_DOOR, paused_tokens, token_rows
 from worker.dataplane.ids import fingerprint
 from worker.delivery.counter_setup import readiness
 from worker.ops.overview import BatchInfo, batches, status
@@ -84,6 +84,8 @@ def token_state(rt: Runtime, counter_id: int) -> dict[str, Any]:
     paused = paused_tokens(rt.redis, rt.keys)
     if fp in paused:
         out["state"], out["detail"] = "refused", paused[fp]
+    elif row and row.check == "refused":
+        out["state"], out["detail"] = "refused", REFUSED_AT_DOOR
     elif row and row.expires_at is not None and row.expires_at <= time.time():
         out["state"] = "expired"
     elif row and row.expires_at is not None and row.expires_at - time.time() < rt.settings.token_warning_days * 86_400:

@@ -14,13 +14,23 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from worker.delivery.restore import held_shards
 from worker.ops.counter_view import batch_figures, held_calls, token_state
 from worker.ops.overview import BatchInfo, batches, counters_known, status
+from worker.ops.scrape import quota_view
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 TOKEN_RANK = {"refused": 3, "expired": 3, "unreadable": 3, "missing": 2, "near_expiry": 1, "ok": 0}
+TOKEN_WORDS = {
+    "refused": "token refused",
+    "expired": "token expired",
+    "unreadable": "token unreadable",
+    "missing": "no token",
+    "near_expiry": "token expires soon",
+}
+FAILURE_RATE_BAD = 0.2  # the console marks a counter whose final batches fail more often than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,8 @@ def counter_rows(rt: Runtime, sort: str = "health") -> list[dict[str, Any]]:
     held, _ = held_calls(rt)
     counters = sorted(set(glance) | counters_known(rt, infos, Tally()))
     now = time.time()
+    restore_held = set(held_shards(rt))
+    spent = {q.login for q in quota_view(rt.redis, rt.keys, rt.settings) if q.left_for_uploads <= 0}
     rows = []
     for counter in counters:
         mine = [b for b in infos if b.counter_id == counter]
@@ -89,8 +101,11 @@ def counter_rows(rt: Runtime, sort: str = "health") -> list[dict[str, Any]]:
                 "refused": figures["rows_refused"],
                 "quarantined": figures["batches"].get("QUARANTINED", 0),
                 "open_uploads": figures["open_uploads"],
+                "account": token.get("account") or rt.accounts.owner_id(counter),
             }
         )
+        rows[-1]["health"] = health_words(rows[-1], quota_spent=_quota_key(rt, counter) in spent,
+                                          restore_held=rt.keys.shard_of(counter) in restore_held)  # fmt: skip
     keys = {
         "health": lambda r: (
             -TOKEN_RANK.get(r["token"], 0),
@@ -106,6 +121,28 @@ def counter_rows(rt: Runtime, sort: str = "health") -> list[dict[str, Any]]:
         "counter": lambda r: r["counter_id"],
     }
     return sorted(rows, key=keys.get(sort, keys["health"]))
+
+
+def health_words(row: dict[str, Any], *, quota_spent: bool, restore_held: bool) -> list[str]:
+    """What is wrong with a counter, worst first, in words (empty: healthy)."""
+    words = [TOKEN_WORDS[row["token"]]] if row["token"] in TOKEN_WORDS else []
+    if restore_held:
+        words.append("restore held")
+    if quota_spent:
+        words.append("upload quota spent")
+    if row["quarantined"]:
+        words.append("quarantine")
+    if row["failure_rate"] > FAILURE_RATE_BAD:
+        words.append("linkage failures")
+    if row["held"]:
+        words.append("held calls")
+    return words
+
+
+def _quota_key(rt: Runtime, counter: int) -> str | None:
+    """The name the counter's token's quota counts under (never shown)."""
+    token = rt.accounts.token_for(counter, removed_ok=True)
+    return rt.accounts.login_of(token) if token is not None else None
 
 
 SORTS = ("health", "failure_rate", "held", "oldest", "token", "counter")
