@@ -24,6 +24,7 @@ from worker.errors import (
     TokenUnreadableError,
 )
 from worker.failpoints import failpoint
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -157,5 +158,10 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
 @shared_task(bind=True, name="calltrack.reconcile", ignore_result=True)
 def reconcile(self: Task[Any, Any]) -> dict[str, int]:
     """Copy Metrica's statuses onto uploaded batches until they are final."""
-    result = reconciler.reconcile(_runtime(self))
+    rt = _runtime(self)
+    result = reconciler.reconcile(rt)
+    expired = build_intake(rt).held.expire(rt.settings.held_retention_days)
+    if expired:
+        rt.metrics.incr("held_expired", amount=expired)
+        log.info("held_expired", expired=expired, retention_days=rt.settings.held_retention_days)
     return {"checked": result.checked, "final": result.final, "short": result.short, "overdue": result.overdue}
