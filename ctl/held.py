@@ -57,6 +57,7 @@ def list_(ctx: Context, reason: str | None, limit: int, as_json: bool) -> None:
     if not as_json:
         per_account = ", ".join(f"{a} {n}" for a, n in ctx.intake.held.per_account().items())
         in_all = f"{ctx.intake.held.count()} held in all" + (f" ({per_account})" if per_account else "")
+        in_all += "; by reason: " + (", ".join(f"{r} {n}" for r, n in ctx.intake.held.per_reason().items()) or "-")
         say(f"{len(entries)} shown, {in_all}")
 
 

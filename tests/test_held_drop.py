@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
@@ -15,7 +16,9 @@ from ctl.__main__ import main
 from ctl.context import Context
 from tasks.pipeline import expire_held
 from tests.accounts_helpers import ADMIN_TOKEN
+from tests.helpers import wait_for
 from tests.ingest_helpers import STATIC, held_calls, ingest_settings, recent, service
+from tests.pipeline import running_worker
 from worker.intake.held import NO_IDENTIFIER, TOO_OLD, UNKNOWN_NUMBER
 from worker.intake.service import build_intake
 from worker.model.inbound import InboundCall
@@ -158,6 +161,8 @@ def test_held_calls_per_reason_in_ctl_and_metrics(make_settings: Callable[..., S
             (call(14), f"{NO_IDENTIFIER} (ClientId: bad)"),
             (call(15), "a_word_nobody_knows"),
         )
+        code, out = run(settings, "held", "list")
+        assert code == 0 and "by reason: a_word_nobody_knows 1, no_identifier 1, too_old 2" in out
         code, out = run(settings, "held", "stats", "--json")
         stats = orjson.loads(out)
         assert code == 0 and stats["held"] == 4 and stats["retention_days"] == 22
@@ -166,3 +171,27 @@ def test_held_calls_per_reason_in_ctl_and_metrics(make_settings: Callable[..., S
         assert 'calltrack_held_calls{reason="too_old"} 2.0' in text
         assert 'calltrack_held_calls{reason="no_identifier"} 1.0' in text
         assert 'calltrack_held_calls{reason="other"} 1.0' in text  # an unknown word: a bounded label
+
+
+def test_a_real_worker_expires_old_held_calls_on_the_reconcile_tick(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = ingest_settings(make_settings, reconcile_interval=0.5)
+    rt = Runtime(settings)
+    try:
+        # An entry held 30 days ago (as the previous release wrote it: id time, fields, the owner's count).
+        old_ms = int((time.time() - 30 * DAY) * 1000)
+        old = call(17, owner="acct-a", days_ago=30)
+        fields = {"reason": TOO_OLD, "call": old.to_json(), "at": str(old_ms), "owner": "acct-a"}
+        rt.redis.xadd(rt.keys.held, fields, id=f"{old_ms}-0")  # type: ignore[arg-type]
+        rt.redis.hincrby(rt.keys.held_owners(), "acct-a", 1)
+        hold(rt, (call(16, owner="acct-a"), UNKNOWN_NUMBER))  # fresh: stays
+        held = build_intake(rt).held
+        assert held.count() == 2 and held.per_account() == {"acct-a": 2}
+        with running_worker(settings, tmp_path):
+            wait_for(lambda: held.count() == 1, timeout=30, what="the old held call expired")
+        assert [e.call.call_id for e in held.entries()] == ["late-16"] and held.per_account() == {"acct-a": 1}
+        rt.metrics.flush()
+        assert rt.metrics.read()["held_expired"] == 1
+    finally:
+        rt.close()
