@@ -9,7 +9,7 @@ import click
 from ctl.context import Context
 from ctl.output import emit, json_option, local_time, say
 from worker.errors import ProducerError
-from worker.intake.held import REASONS, TOO_OLD, HeldCall
+from worker.intake.held import ENTRY_ID, REASONS, TOO_OLD, HeldCall
 from worker.model.inbound import check_identifier
 
 
@@ -136,6 +136,9 @@ def drop(
         raise click.UsageError("name held call ids, or give filters, not both")
     if not ids and not (reason or counter or older_than is not None):
         raise click.UsageError("name held call ids, or give --reason, --counter or --older-than")
+    bad = [i for i in ids if not ENTRY_ID.fullmatch(i)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]} is not a held entry id like 1718000000000-0", param_hint="IDS")
     held = ctx.intake.held
     try:
         if ids:

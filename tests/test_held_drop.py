@@ -82,6 +82,8 @@ def test_drop_by_id_reason_and_filter_keeps_owner_counts(make_settings: Callable
         code, out = run(settings, "held", "drop", "--counter", "101")
         assert code == 0 and b1 in out and held.per_account() == {}
         assert run(settings, "held", "drop")[0] == 2  # no id, no filter: a usage error
+        code, out = run(settings, "held", "drop", "not-an-id")
+        assert code == 2 and "not a held entry id" in out
 
         # Admin API: bearer token, 404 for an unknown id, 422 naming the field for a bad filter.
         assert client.delete(f"/admin/v1/held/{op1}").status_code == 401

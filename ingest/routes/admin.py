@@ -27,7 +27,6 @@ Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores no
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict
 from html import escape
@@ -47,9 +46,7 @@ from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Change, Registry
 from worker.errors import AccountError, AccountInputError, OAuthError
-from worker.intake.held import REASONS, HeldCall
-
-_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+from worker.intake.held import ENTRY_ID, REASONS, HeldCall
 
 
 def _change(change: Change) -> dict[str, Any]:
@@ -237,7 +234,7 @@ class AdminRoutes:
 
     async def drop_held_one(self, request: Request) -> Response:
         entry_id = request.path_params["entry_id"]
-        if not _ENTRY_ID.fullmatch(entry_id):
+        if not ENTRY_ID.fullmatch(entry_id):
             raise AccountInputError("entry_id", "must be a held entry id like 1718000000000-0")
         removed = await self._run(self.core.intake.held.drop_ids, [entry_id])
         if not removed:

@@ -21,8 +21,9 @@ never counted per client. Every deletion goes through ``lua/held_release.lua``, 
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -40,6 +41,7 @@ NO_IDENTIFIER = "no_identifier"
 TOO_OLD = "too_old"  # older than the join window, with late_calls=hold
 NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
 REASONS = (UNKNOWN_NUMBER, NO_IDENTIFIER, TOO_OLD, NO_LEASE)
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a held entry id as Redis writes it: <ms>-<seq>
 PAGE = 500  # entries read per XRANGE while dropping, expiring or counting
 
 
@@ -148,26 +150,30 @@ class HeldCalls:
         self,
         *,
         reason: str | None = None,
-        counter_of: Callable[[str | None], str | None] | None = None,
+        counter_of: Callable[[set[str]], Mapping[str, str]] | None = None,
         counter: str | None = None,
         older_than_ms: int | None = None,
         limit: int = 100_000,
     ) -> list[HeldCall]:
         """Delete entries matching every filter given (reason's first word, counter, held before a time).
 
-        ``counter_of`` maps a tracking number to its routed counter (for ``counter``). Scans at most
-        ``limit`` entries from the oldest; returns the entries removed (each through the release script).
+        ``counter_of`` maps tracking numbers to their routed counters in one look-up (for ``counter``).
+        Scans at most ``limit`` entries from the oldest; returns the entries removed (through the
+        release script, ``PAGE`` at a time).
         """
-        chosen: list[HeldCall] = []
         end = "+" if older_than_ms is None else f"{max(older_than_ms - 1, 0)}"
-        for entry_id, fields in _scan(self._redis, self._keys.held, end=end, limit=limit):
-            entry = _entry(entry_id, fields)
-            if reason is not None and reason_head(entry.reason) != reason:
-                continue
-            if counter is not None and (counter_of is None or counter_of(entry.call.tracking_number) != counter):
-                continue
-            chosen.append(entry)
-        self.release([e.entry_id for e in chosen])
+        chosen = [
+            entry
+            for entry in (_entry(i, f) for i, f in _scan(self._redis, self._keys.held, end=end, limit=limit))
+            if reason is None or reason_head(entry.reason) == reason
+        ]
+        if counter is not None:
+            routed = (
+                counter_of({e.call.tracking_number for e in chosen if e.call.tracking_number}) if counter_of else {}
+            )
+            chosen = [e for e in chosen if routed.get(e.call.tracking_number or "") == counter]
+        for at in range(0, len(chosen), PAGE):
+            self.release([e.entry_id for e in chosen[at : at + PAGE]])
         return chosen
 
     def expire(self, retention_days: int, *, now_ms: int | None = None) -> int:

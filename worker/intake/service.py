@@ -156,9 +156,9 @@ class Intake:
     ) -> list[HeldCall]:
         """Delete held calls matching every filter (reason's first word, routed counter, age); the ones removed."""
 
-        def counter_of(number: str | None) -> str | None:
-            route = self.routing.lookup([number]).get(number) if number else None
-            return str(route.counter_id) if route is not None else None
+        def counter_of(numbers: set[str]) -> dict[str, str]:
+            routes = self.routing.lookup(numbers)  # one HMGET for every number
+            return {number: str(route.counter_id) for number, route in routes.items() if route is not None}
 
         older_than_ms = None
         if older_than_days is not None:
