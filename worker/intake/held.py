@@ -1,4 +1,4 @@
-"""The held stream: calls that cannot become a Metrica row yet, kept with the reason, never dropped.
+"""The held stream: calls that cannot become a Metrica row yet, kept with the reason until stored, dropped or expired.
 
 Reasons: ``unknown_number`` (no routing entry for the tracking number) and ``no_identifier``
 (no ClientId, UserId or Yclid yet). Each entry holds the reason, the normalised
