@@ -24,6 +24,7 @@ from worker.errors import (
     TokenUnreadableError,
 )
 from worker.failpoints import failpoint
+from worker.intake.service import build_intake
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -154,8 +155,20 @@ def _upload(self: Task[Any, Any], rt: Runtime, batch_id: str) -> str:
         return _wait(self, rt, batch_id, backoff(failed.failures), failed)
 
 
+def expire_held(rt: Runtime, *, now_ms: int | None = None) -> int:
+    """Delete held calls older than ``held_retention_days`` (each reconcile tick) and count them."""
+    days = rt.settings.held_retention_days
+    expired = build_intake(rt).held.expire(days, now_ms=now_ms)
+    if expired:
+        rt.metrics.incr("held_expired", amount=expired)
+        log.info("held_expired", expired=expired, retention_days=days)
+    return expired
+
+
 @shared_task(bind=True, name="calltrack.reconcile", ignore_result=True)
 def reconcile(self: Task[Any, Any]) -> dict[str, int]:
     """Copy Metrica's statuses onto uploaded batches until they are final."""
-    result = reconciler.reconcile(_runtime(self))
+    rt = _runtime(self)
+    result = reconciler.reconcile(rt)
+    expire_held(rt)
     return {"checked": result.checked, "final": result.final, "short": result.short, "overdue": result.overdue}

@@ -56,6 +56,12 @@ class IntakeSettings(BaseModel):
         "client's new held calls are refused with 503 and the other clients' are not (keep it times the number "
         "of clients below held_max_calls for full isolation).",
     )
+    held_retention_days: PositiveInt = Field(
+        default=22,
+        description="Held calls older than this many days (by when they were held) are deleted by the reconcile "
+        "tick and counted in calltrack_held_expired_total; a little over the 21-day join window, after which "
+        "a call can no longer be uploaded.",
+    )
     ingest_max_line_bytes: Annotated[int, Field(ge=256)] = Field(
         default=64 * 1024, description="Longest line of a bulk NDJSON request; more is answered 413."
     )

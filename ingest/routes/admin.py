@@ -19,6 +19,9 @@ Bad input is 422 with ``{"error", "errors": [{"field", "rule"}]}`` and stores no
     GET    /admin/v1/counters                       every counter with its account and settings
     PATCH|DELETE /admin/v1/counters/{counter}       change or remove a counter
     GET    /admin/v1/problems                       refused, expired and near-expiry tokens, by account
+    GET    /admin/v1/held                           held calls per reason and per client account
+    DELETE /admin/v1/held/{entry_id}                delete one held call (404 when there is none)
+    POST   /admin/v1/held/drop                      delete held calls matching {"reason", "counter", "older_than_days"}
     GET    /oauth/callback?code=&state=             Yandex ID sends the browser here (public; the state guards it)
 """
 
@@ -43,6 +46,7 @@ from worker.accounts.health import problems
 from worker.accounts.model import AccountIn, parse
 from worker.accounts.registry import Change, Registry
 from worker.errors import AccountError, AccountInputError, OAuthError
+from worker.intake.held import ENTRY_ID, REASONS, HeldCall
 
 
 def _change(change: Change) -> dict[str, Any]:
@@ -224,6 +228,47 @@ class AdminRoutes:
         found = await self._run(problems, rt.redis, rt.keys, self.settings.token_warning_days)
         return json_response({"problems": [asdict(p) for p in found]})
 
+    # --- held calls ------------------------------------------------------------------------------
+    async def held_stats(self, request: Request) -> Response:
+        held = self.core.intake.held
+        per_reason, per_account, count = await self._run(lambda: (held.per_reason(), held.per_account(), held.count()))
+        return json_response({"held": count, "per_reason": per_reason, "per_account": per_account})
+
+    async def drop_held_one(self, request: Request) -> Response:
+        entry_id = request.path_params["entry_id"]
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise AccountInputError("entry_id", "must be a held entry id like 1718000000000-0")
+        removed = await self._run(self.core.intake.held.drop_ids, [entry_id])
+        if not removed:
+            return error_response(404, f"no held call with id {entry_id}")
+        return self._dropped(removed)
+
+    async def drop_held(self, request: Request) -> Response:
+        data = await self._json(request)
+        if not isinstance(data, dict):
+            raise AccountInputError("body", "must be a JSON object")
+        for name in data:
+            if name not in ("reason", "counter", "older_than_days"):
+                raise AccountInputError(name, "is not a known filter (reason, counter, older_than_days)")
+        reason, counter, days = data.get("reason"), data.get("counter"), data.get("older_than_days")
+        if reason is not None and reason not in REASONS:
+            raise AccountInputError("reason", f"must be one of {', '.join(REASONS)}")
+        if counter is not None and (type(counter) is not int or counter <= 0):
+            raise AccountInputError("counter", "must be a positive integer")
+        if days is not None and (type(days) not in (int, float) or days < 0):
+            raise AccountInputError("older_than_days", "must be a number of days, 0 or more")
+        if reason is None and counter is None and days is None:
+            raise AccountInputError("body", "must name at least one of reason, counter, older_than_days")
+        removed = await self._run(
+            lambda: self.core.intake.drop_held(reason=reason, counter=counter, older_than_days=days)
+        )
+        return self._dropped(removed)
+
+    def _dropped(self, removed: list[HeldCall]) -> Response:
+        self.core.runtime.metrics.held_dropped(e.reason for e in removed)
+        entries = [{"id": e.entry_id, "reason": e.reason, "provider": e.call.provider} for e in removed]
+        return json_response({"removed": len(removed), "entries": entries})
+
     # --- OAuth callback (public) ---------------------------------------------------------------
     async def callback(self, request: Request) -> Response:
         params = request.query_params
@@ -277,6 +322,9 @@ class AdminRoutes:
             Route(f"{base}/counters/{{counter}}", g(a(self.patch_counter)), methods=["PATCH"]),
             Route(f"{base}/counters/{{counter}}", g(a(self.delete_counter)), methods=["DELETE"]),
             Route(f"{base}/problems", g(a(self.problems)), methods=["GET"]),
+            Route(f"{base}/held", g(a(self.held_stats)), methods=["GET"]),
+            Route(f"{base}/held/drop", g(a(self.drop_held)), methods=["POST"]),
+            Route(f"{base}/held/{{entry_id}}", g(a(self.drop_held_one)), methods=["DELETE"]),
             Route("/oauth/callback", g(self.callback), methods=["GET"]),
         ]
 

@@ -1,4 +1,4 @@
-"""The held stream: calls that cannot become a Metrica row yet, kept with the reason, never dropped.
+"""The held stream: calls that cannot become a Metrica row yet, kept with the reason until stored, dropped or expired.
 
 Reasons: ``unknown_number`` (no routing entry for the tracking number) and ``no_identifier``
 (no ClientId, UserId or Yclid yet). Each entry holds the reason, the normalised
@@ -6,7 +6,11 @@ Reasons: ``unknown_number`` (no routing entry for the tracking number) and ``no_
 webhook does not add a second entry: ``{held}:seen:<hash>`` remembers the call for the dedup
 window. The stream holds at most ``held_max_calls``: beyond, new calls are refused (``HeldFullError``,
 answered 503 and counted as ``calls_rejected{reason="held_full"}``), never stored without a bound.
-Entries are deleted only after the producer has taken the call (:mod:`worker.intake.service`).
+Entries leave when the producer has taken the call (:mod:`worker.intake.service`), when an operator
+drops them (:meth:`HeldCalls.drop`: ``ctl held drop``, ``DELETE /admin/v1/held/{id}``), when a replay
+finds them ``too_old`` (a late call never becomes uploadable: dropped and counted, never re-held), and
+when they are older than ``held_retention_days`` (:meth:`HeldCalls.expire`, run by the reconcile tick:
+entries below the entry-id time, so late calls alone cannot fill the stream for good).
 
 A call brought by a client's credential (``InboundCall.owner``, worker/intake/ownership.py) keeps that
 account in the entry's ``owner`` field (a replay routes it only to that client's counters) and counts
@@ -17,8 +21,9 @@ never counted per client. Every deletion goes through ``lua/held_release.lua``, 
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -35,6 +40,9 @@ UNKNOWN_NUMBER = "unknown_number"
 NO_IDENTIFIER = "no_identifier"
 TOO_OLD = "too_old"  # older than the join window, with late_calls=hold
 NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
+REASONS = (UNKNOWN_NUMBER, NO_IDENTIFIER, TOO_OLD, NO_LEASE)
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a held entry id as Redis writes it: <ms>-<seq>
+PAGE = 500  # entries read per XRANGE while dropping, expiring or counting
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,62 @@ class HeldCalls:
             return 0
         return int(self._release(keys=[self._keys.held, self._keys.held_owners()], args=list(entry_ids)))
 
+    def drop_ids(self, entry_ids: Iterable[str]) -> list[HeldCall]:
+        """Delete the entries named (through the release script); the ones that existed."""
+        entries = self.get(entry_ids)
+        self.release([e.entry_id for e in entries])
+        return entries
+
+    def drop(
+        self,
+        *,
+        reason: str | None = None,
+        counter_of: Callable[[set[str]], Mapping[str, str]] | None = None,
+        counter: str | None = None,
+        older_than_ms: int | None = None,
+        limit: int = 100_000,
+    ) -> list[HeldCall]:
+        """Delete entries matching every filter given (reason's first word, counter, held before a time).
+
+        ``counter_of`` maps tracking numbers to their routed counters in one look-up (for ``counter``).
+        Scans at most ``limit`` entries from the oldest; returns the entries removed (through the
+        release script, ``PAGE`` at a time).
+        """
+        end = "+" if older_than_ms is None else f"{max(older_than_ms - 1, 0)}"
+        chosen = [
+            entry
+            for entry in (_entry(i, f) for i, f in _scan(self._redis, self._keys.held, end=end, limit=limit))
+            if reason is None or reason_head(entry.reason) == reason
+        ]
+        if counter is not None:
+            routed = (
+                counter_of({e.call.tracking_number for e in chosen if e.call.tracking_number}) if counter_of else {}
+            )
+            chosen = [e for e in chosen if routed.get(e.call.tracking_number or "") == counter]
+        for at in range(0, len(chosen), PAGE):
+            self.release([e.entry_id for e in chosen[at : at + PAGE]])
+        return chosen
+
+    def expire(self, retention_days: int, *, now_ms: int | None = None) -> int:
+        """Delete entries held longer than ``retention_days`` (by entry-id time); how many went."""
+        min_ms = (now_ms if now_ms is not None else int(time.time() * 1000)) - retention_days * 86_400_000
+        expired = 0
+        while True:
+            ids = [
+                entry_id
+                for entry_id, _ in cast(
+                    list[tuple[str, dict[str, str]]],
+                    self._redis.xrange(self._keys.held, min="-", max=f"{max(min_ms - 1, 0)}", count=PAGE),
+                )
+            ]
+            if not ids:
+                return expired
+            expired += self.release(ids)
+
+    def per_reason(self, *, limit: int = 100_000) -> dict[str, int]:
+        """Held calls per reason's first word (``too_old``, ``unknown_number``...), the oldest ``limit``."""
+        return reason_counts(self._redis, self._keys.held, limit=limit)
+
     def rehold(self, items: Sequence[tuple[HeldCall, InboundCall, str]]) -> None:
         """Replace entries whose reason or call changed (one transaction: add the new, delete the old).
 
@@ -151,6 +215,35 @@ class HeldCalls:
             pipe.xadd(self._keys.held, fields)  # type: ignore[arg-type]
             self._release(keys=[self._keys.held, owners], args=[old.entry_id], client=pipe)
         pipe.execute()
+
+
+def reason_counts(redis: Redis, stream: str, *, limit: int = 100_000) -> dict[str, int]:
+    """Entries of the held stream per reason's first word, over its oldest ``limit`` entries."""
+    tally: dict[str, int] = {}
+    for _, fields in _scan(redis, stream, end="+", limit=limit):
+        head = reason_head(fields.get("reason", ""))
+        tally[head] = tally.get(head, 0) + 1
+    return dict(sorted(tally.items()))
+
+
+def _scan(redis: Redis, stream: str, *, end: str, limit: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """The stream's entries from the oldest up to ``end``, at most ``limit``, read ``PAGE`` at a time."""
+    start = "-"
+    scanned = 0
+    while scanned < limit:
+        page = cast(
+            list[tuple[str, dict[str, str]]], redis.xrange(stream, min=start, max=end, count=min(PAGE, limit - scanned))
+        )
+        if not page:
+            return
+        scanned += len(page)
+        yield from page
+        start = "(" + page[-1][0]
+
+
+def reason_head(reason: str) -> str:
+    """A reason's first word: ``no_identifier (note)`` is ``no_identifier``."""
+    return reason.split(" ", 1)[0] if reason else "unspecified"
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> HeldCall:

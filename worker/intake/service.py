@@ -70,6 +70,7 @@ class ReplayReport:
     """What a replay did, per held entry id."""
 
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    dropped_late: int = 0  # too_old entries released (a late call is never re-held)
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
@@ -122,10 +123,18 @@ class Intake:
         the visitor of a call. An entry that is still not uploadable stays, with its reason brought
         up to date; a rejected one stays as it was. A call held for a client's credential is routed
         only to that client's counters: to another's, it is rejected (``foreign_number``) and stays.
+        A call now older than the join window is dropped (``ignored``, reason ``too_old``), never re-held.
         """
         calls = [entry.call.with_ids(ids) if ids else entry.call for entry in entries]
         outcomes, to_hold = self._process(calls)
-        report = ReplayReport({entry.entry_id: outcome for entry, outcome in zip(entries, outcomes, strict=True)})
+        # A late call only gets later: replay drops it (released, counted), never re-holds it.
+        late = {i for i, reason in to_hold if reason == TOO_OLD}
+        for i in late:
+            outcomes[i] = Outcome("ignored", f"{TOO_OLD}: dropped, older than the join window")
+        to_hold = [(i, reason) for i, reason in to_hold if i not in late]
+        report = ReplayReport(
+            {entry.entry_id: outcome for entry, outcome in zip(entries, outcomes, strict=True)}, len(late)
+        )
         done = [e.entry_id for e, o in zip(entries, outcomes, strict=True) if o.status in ("accepted", "ignored")]
         changed = [
             (entries[i], calls[i], reason)
@@ -137,8 +146,32 @@ class Intake:
             self.held.release(done)
         except RedisError as error:
             raise ProducerError(f"Redis did not update the held calls: {type(error).__name__}") from None
-        log.info("held_replayed", accepted=report.count("accepted"), held=report.count("held"))
+        log.info(
+            "held_replayed", accepted=report.count("accepted"), held=report.count("held"), dropped_too_old=len(late)
+        )
         return report
+
+    def drop_held(
+        self, *, reason: str | None = None, counter: int | None = None, older_than_days: float | None = None
+    ) -> list[HeldCall]:
+        """Delete held calls matching every filter (reason's first word, routed counter, age); the ones removed."""
+
+        def counter_of(numbers: set[str]) -> dict[str, str]:
+            routes = self.routing.lookup(numbers)  # one HMGET for every number
+            return {number: str(route.counter_id) for number, route in routes.items() if route is not None}
+
+        older_than_ms = None
+        if older_than_days is not None:
+            older_than_ms = int((datetime.now(UTC).timestamp() - older_than_days * 86_400) * 1000)
+        try:
+            return self.held.drop(
+                reason=reason,
+                counter=None if counter is None else str(counter),
+                counter_of=counter_of,
+                older_than_ms=older_than_ms,
+            )
+        except RedisError as error:
+            raise ProducerError(f"Redis did not delete the held calls: {type(error).__name__}") from None
 
     # --- Steps -----------------------------------------------------------------------------------
     def _process(

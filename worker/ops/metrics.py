@@ -53,6 +53,12 @@ FAMILIES: dict[str, Family] = {
         Family("calls_received", "Calls the ingestion service received (a refused request counts one).", ("provider",)),
         Family("calls_accepted", "Calls stored in an ingest stream for upload.", ("provider",)),
         Family("calls_held", "Calls kept in the held stream (unknown number, no identifier).", ("provider", "reason")),
+        Family("held_expired", "Held calls deleted because they were older than held_retention_days."),
+        Family(
+            "held_dropped",
+            "Held calls deleted by an operator (ctl held drop, the admin API) or by a replay (too_old).",
+            ("reason",),
+        ),
         Family("calls_ignored", "Requests that report no call (non-final status, internal call).", ("provider",)),
         Family("calls_dropped_late", "Calls older than the join window dropped (late_calls=drop).", ("provider",)),
         Family("calls_rejected", "Calls or requests refused, by reason.", ("provider", "reason")),
@@ -186,6 +192,12 @@ class Metrics:
             else:
                 counts[f"calls_{status}", (provider, reason or "unspecified")] += 1
         self.add(counts)
+
+    def held_dropped(self, reasons: Iterable[str]) -> None:
+        """Count held calls an operator or a replay removed, per reason's first word."""
+        tally: Tally[tuple[str, tuple[str, ...]]] = Tally(("held_dropped", (reason_word(r),)) for r in reasons)
+        if tally:
+            self.add(tally)
 
     def read(self) -> dict[str, int]:
         return {k: int(v) for k, v in cast(dict[str, str], self._redis.hgetall(self._key)).items()}

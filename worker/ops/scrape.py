@@ -25,6 +25,8 @@ from worker.dataplane.ids import fingerprint
 from worker.dataplane.keys import Keys
 from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
 from worker.delivery.quota import DAY_KEYS, group_counts
+from worker.intake.held import reason_counts
+from worker.ops.labels import bounded
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
 from worker.ops.store_state import store_gauges
 
@@ -156,8 +158,14 @@ class Collector(PromCollector):
         for status, count in sorted(status_tally.items()):
             statuses.add_metric([label(status)], count)
         open_age.add_metric([], (now_ms - oldest_upload_ms) / 1000)
-        held = GaugeMetricFamily(f"{PREFIX}_held_calls", "Calls in the held stream, waiting for a fix.")
-        held.add_metric([], int(r.xlen(keys.held)))
+        held = GaugeMetricFamily(
+            f"{PREFIX}_held_calls", "Calls in the held stream, waiting for a fix, by reason.", labels=["reason"]
+        )
+        per_reason: Tally[str] = Tally()
+        for reason, count in reason_counts(r, keys.held).items():
+            per_reason[bounded("reason", reason)] += count  # outside labels.py's set: other
+        for reason, count in sorted(per_reason.items()):
+            held.add_metric([reason], count)
         yield from (lag, oldest, buffered, batches, statuses, open_age, held)
 
     def _quota(self) -> Iterator[Metric]:
