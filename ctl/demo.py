@@ -36,6 +36,13 @@ def demo_environment(path: Path = DEMO_FILE) -> dict[str, str] | None:
     if info.get("emulator_url"):
         env["CALLTRACK_METRICA_EMULATOR"] = "true"
         env["CALLTRACK_EMULATOR_URL"] = str(info["emulator_url"])
+    secret_file = (info.get("files") or {}).get("oauth_client_secret")
+    if info.get("oauth_client_id") and secret_file:  # the emulator's OAuth app: `accounts connect` works
+        try:
+            env["CALLTRACK_OAUTH_CLIENT_SECRET"] = Path(secret_file).read_text().strip()
+            env["CALLTRACK_OAUTH_CLIENT_ID"] = str(info["oauth_client_id"])
+        except OSError:
+            pass
     return env
 
 

@@ -166,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         console_auth = "(user and password from CALLTRACK_CONSOLE_USER / _PASSWORD)"
         if base.console_password is None:  # the console has its own password, never another credential
             console_auth = f"(user {base.console_user}, password in {_generated_password(env, 'console')})"
+        oauth_secret_file = None
+        if "CALLTRACK_METRICA_EMULATOR" in env and not base.oauth_client_id:
+            # The emulator plays Yandex ID too: `ctl accounts connect` gives its link, never a real one.
+            env["CALLTRACK_OAUTH_CLIENT_ID"] = "calltrack-demo"
+            oauth_secret_file = str(
+                generated_secret(VAR, env, "oauth-client-secret", "CALLTRACK_OAUTH_CLIENT_SECRET").relative_to(ROOT)
+            )
         admin_token_file = _generated_token(env, "admin")
         status_token_file = _generated_token(env, "status")
         os.environ.update(env)
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ingest_url": ingest_url,
                 "console_url": f"{ingest_url}/console/",
                 "console_user": settings.console_user,
+                "oauth_client_id": env.get("CALLTRACK_OAUTH_CLIENT_ID"),
                 # Only the files this run generated (an exported secret stays where it was exported).
                 "files": {
                     name: str(ROOT / f)
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("console_password", None if base.console_password else "var/standalone/console-password"),
                         ("admin_token", admin_token_file),
                         ("status_token", status_token_file),
+                        ("oauth_client_secret", oauth_secret_file),
                     )
                     if f
                 },

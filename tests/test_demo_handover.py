@@ -93,9 +93,13 @@ def test_second_terminal_reaches_the_running_demo() -> None:
         held = ctl("held", "list", "--json")
         assert held.returncode == 0, held.stderr
         assert json.loads(held.stdout) == [], held.stdout  # no Zadarma call left held
+        connect = ctl("accounts", "connect", "shop")
+        assert connect.returncode == 0, connect.stderr
+        assert connect.stdout.startswith(info["emulator_url"] + "/authorize?"), connect.stdout  # not Yandex's
         doctor = ctl("doctor")
         assert "Traceback" not in doctor.stderr, doctor.stderr
-        assert "redis" in (doctor.stdout + doctor.stderr).lower()
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "namespace demo" in doctor.stdout and "FAIL" not in doctor.stdout, doctor.stdout
         # The status API with the generated token.
         token = Path(info["files"]["status_token"]).read_text().strip()
         answer = httpx.get(
