@@ -24,10 +24,10 @@ def _running(pid: object) -> bool:
     return True
 
 
-def demo_environment(path: Path = DEMO_FILE) -> dict[str, str] | None:
+def demo_environment(path: Path | None = None) -> dict[str, str] | None:
     """The settings that point at the running demo, or None when no demo runs."""
     try:
-        info = json.loads(path.read_text())
+        info = json.loads((path or DEMO_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict) or not _running(info.get("pid")):

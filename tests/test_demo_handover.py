@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from standalone.redis_server import free_port
 
@@ -129,3 +130,29 @@ def test_second_terminal_reaches_the_running_demo() -> None:
     assert not DEMO_FILE.exists()  # removed on exit
     gone = ctl("--demo", "status")
     assert gone.returncode == 2 and "no running demo" in gone.stderr
+
+
+def test_ctl_uses_a_demo_file_only_when_its_process_runs_and_nothing_is_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctl import demo
+
+    path = tmp_path / "demo.json"
+    info = {"redis_url": "redis://127.0.0.1:1/0", "namespace": "demo", "emulator_url": "http://127.0.0.1:2"}
+    monkeypatch.setattr(demo, "DEMO_FILE", path)
+    touched = (*demo.OWN_SETTINGS, "CALLTRACK_METRICA_EMULATOR", "CALLTRACK_EMULATOR_URL", "CALLTRACK_OAUTH_CLIENT_ID")
+    for name in touched:  # set, then removed: monkeypatch restores each after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert demo.use_demo(forced=False) is None  # no file
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True)
+    path.write_text(json.dumps({"pid": int(dead.stdout), **info}))
+    assert demo.use_demo(forced=True) is None  # a stale file: its process is gone
+    path.write_text(json.dumps({"pid": os.getpid(), **info}))
+    monkeypatch.setenv("CALLTRACK_NAMESPACE", "mine")
+    assert demo.use_demo(forced=False) is None  # exported settings win
+    assert os.environ["CALLTRACK_NAMESPACE"] == "mine"
+    found = demo.use_demo(forced=True)
+    assert found is not None and os.environ["CALLTRACK_NAMESPACE"] == "demo"
+    assert os.environ["CALLTRACK_METRICA_EMULATOR"] == "true"
+    assert os.environ["CALLTRACK_EMULATOR_URL"] == "http://127.0.0.1:2"
