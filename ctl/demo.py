@@ -1,6 +1,6 @@
 """Find a running ``./scripts/run`` demo: its ``var/standalone/demo.json`` names its Redis, namespace and
-emulator. Used when the environment sets none of CALLTRACK_REDIS_URL, REDIS_URL, CALLTRACK_NAMESPACE
-(or with ``./scripts/ctl --demo``). Import-light: json and os only."""
+emulator. Used when the environment (and the current directory's .env) sets none of CALLTRACK_REDIS_URL,
+REDIS_URL, CALLTRACK_NAMESPACE (or with ``./scripts/ctl --demo``). Import-light: json and os only."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def _running(pid: object) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _dotenv_names_own(path: Path = Path(".env")) -> bool:
+    """Whether the ``.env`` that the settings read (the current directory's) sets Redis or a namespace."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return False
+    names = {line.split("=", 1)[0].strip().removeprefix("export ").strip() for line in lines if "=" in line}
+    return bool(names & set(OWN_SETTINGS))
 
 
 def demo_environment(path: Path | None = None) -> dict[str, str] | None:
@@ -49,7 +59,7 @@ def demo_environment(path: Path | None = None) -> dict[str, str] | None:
 def use_demo(*, forced: bool) -> dict[str, str] | None:
     """Point this process's settings at the running demo when asked (``forced``) or when the environment
     names no Redis and no namespace of its own; answers what was set."""
-    if not forced and any(os.environ.get(name) for name in OWN_SETTINGS):
+    if not forced and (any(os.environ.get(name) for name in OWN_SETTINGS) or _dotenv_names_own()):
         return None
     env = demo_environment()
     if env is not None:

@@ -152,6 +152,10 @@ def test_ctl_uses_a_demo_file_only_when_its_process_runs_and_nothing_is_exported
     monkeypatch.setenv("CALLTRACK_NAMESPACE", "mine")
     assert demo.use_demo(forced=False) is None  # exported settings win
     assert os.environ["CALLTRACK_NAMESPACE"] == "mine"
+    monkeypatch.delenv("CALLTRACK_NAMESPACE")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CALLTRACK_REDIS_URL=redis://127.0.0.1:6379/0\n")
+    assert demo.use_demo(forced=False) is None  # so does a .env that names a Redis
     found = demo.use_demo(forced=True)
     assert found is not None and os.environ["CALLTRACK_NAMESPACE"] == "demo"
     assert os.environ["CALLTRACK_METRICA_EMULATOR"] == "true"
