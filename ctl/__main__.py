@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ctl.context import Context
+from ctl.demo import DEMO_FILE, use_demo
 from ctl.errors import one_line
 
 PROG_NAME = "./scripts/ctl"
@@ -131,8 +132,14 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log to stderr at info level (-vv: debug); default: warnings only.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Use the running ./scripts/run demo (its Redis, namespace, emulator); the default when no "
+    "CALLTRACK_REDIS_URL, REDIS_URL or CALLTRACK_NAMESPACE is set.",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: int) -> None:
+def main(ctx: click.Context, verbose: int, demo: bool) -> None:
     """Operate calltrack-worker: settings come from CALLTRACK_* variables or .env.
 
     \b
@@ -140,6 +147,8 @@ def main(ctx: click.Context, verbose: int) -> None:
     account or call); 2 wrong usage or invalid settings; 3 Redis unreachable.
     """
     if ctx.obj is None:  # tests pass a Context of their own
+        if use_demo(forced=demo) is None and demo:
+            raise click.UsageError(f"--demo: no running demo ({DEMO_FILE} is missing or stale)")
         ctx.obj = Context()
     ctx.obj.verbose = verbose
     ctx.call_on_close(ctx.obj.close)

@@ -28,7 +28,10 @@ ZADARMA_SECRET = "demo-zadarma-secret"  # noqa: S105
 MANGO_KEY, MANGO_SALT = "demo-mango-api-key", "demo-mango-salt"
 NUMBERS = {"+74950000101": 101, "+74950000202": 202, "+74950000303": 303}
 # Counter 202's pool for the demo site's visitors (standalone/site.py).
-POOL_NUMBERS = ("+74950002201", "+74950002202", "+74950002203")
+POOL_COUNTER = 202
+# Every sample Zadarma call leases one for its visitor (released at once, it stays held for
+# pool_first_lease_seconds): enough numbers for the first burst and the calls fed while those last.
+POOL_NUMBERS = tuple(f"+7495000{n}" for n in range(2201, 2601))
 PROVIDERS = ("twilio", "zadarma", "mango", "generic")
 
 
@@ -58,7 +61,7 @@ def demo_routes() -> list[Route]:
 class FeedResult:
     sent: int = 0
     accepted: int = 0
-    held: int = 0  # Zadarma signs no visitor id: its calls wait in the held stream for one
+    held: int = 0  # a Zadarma call to no leased pool number (Zadarma signs no visitor id) waits held
     refused: int = 0
 
 
@@ -137,15 +140,24 @@ class Feeder:
         )
 
     def _zadarma(self, n: int) -> httpx.Response:
+        """Zadarma signs no visitor id, so the call goes through counter 202's pool as a site visitor's
+        would: a number is leased for the visitor's session, the call is made to it within the lease
+        (so the pipeline attributes it, none is left held), and the lease is released."""
         c = self._call(n)
-        return self.zadarma_call(
-            f"in_{c['id']}",
-            to=c["to"],
-            caller=c["from"],
-            started=c["ended"] - c["talk"],
-            answered=c["answered"],
-            talk=c["talk"],
-        )
+        session = {"counter": POOL_COUNTER, "ClientId": c["client_id"], "URL": f"https://shop.example/p/{n % 12}"}
+        leased = self.http.post("/v1/number", json=session).json()
+        to = leased.get("number") if not leased.get("fallback") else None
+        try:
+            return self.zadarma_call(
+                f"in_{c['id']}",
+                to=to or c["to"],  # no pool number free: the static number (the call is then held)
+                caller=c["from"],
+                answered=c["answered"],
+                talk=c["talk"],
+            )
+        finally:
+            if to:
+                self.http.post("/v1/number/release", json=session)
 
     def zadarma_call(
         self,

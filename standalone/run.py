@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -27,10 +26,12 @@ from redis import Redis
 from config.settings import load_settings
 from emulator.client import EmulatorAdmin
 from standalone.feed import Feeder, demo_env, demo_routes
+from standalone.handover import generated_secret, remove_demo_file, write_demo_file
 from standalone.processes import ROOT, Children
 from standalone.redis_server import RedisServer, answers, configured_url, free_port
 from standalone.site import DEMO_COUNTER, DEMO_STATIC_NUMBER, visit_and_call, where_is
 from worker.intake.service import build_intake
+from worker.ops import overview
 from worker.runtime import Runtime
 
 VAR = ROOT / "var" / "standalone"
@@ -41,12 +42,17 @@ COUNTERS = (101, 202, 303)
 def _generated_password(env: dict[str, str], what: str) -> str:
     """A fresh random password for ``what`` (``flower``, ``console``) into ``env`` and a file only the
     user may read; answers the file's path for the banner."""
-    password_file = VAR / f"{what}-password"
-    VAR.mkdir(parents=True, exist_ok=True)
-    password_file.touch(mode=0o600)
-    password_file.write_text(secrets.token_urlsafe(12) + "\n")
-    env[f"CALLTRACK_{what.upper()}_PASSWORD"] = password_file.read_text().strip()
-    return str(password_file.relative_to(ROOT))
+    path = generated_secret(VAR, env, f"{what}-password", f"CALLTRACK_{what.upper()}_PASSWORD")
+    return str(path.relative_to(ROOT))
+
+
+def _generated_token(env: dict[str, str], what: str) -> str | None:
+    """The ``what`` API's token (``admin``, ``status``): generated into var/standalone/<what>-token (mode
+    0600) unless one was exported; answers the file's path, or None when the exported one is used."""
+    variable = f"CALLTRACK_{what.upper()}_API_TOKEN"
+    if os.environ.get(variable):
+        return None
+    return str(generated_secret(VAR, env, f"{what}-token", variable, nbytes=24).relative_to(ROOT))
 
 
 def sample_calls(start: int, count: int) -> list[dict[str, Any]]:
@@ -112,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             "CALLTRACK_FLUSH_MAX_AGE": "3",
             "CALLTRACK_DRAIN_INTERVAL": "1",
             "CALLTRACK_RECONCILE_INTERVAL": "2",
+            # Metrica's emulator processes at once: ask for an upload's status soon, not after 120 s.
+            "CALLTRACK_RECONCILE_FIRST_POLL_SECONDS": os.environ.get("CALLTRACK_RECONCILE_FIRST_POLL_SECONDS", "2"),
             "CALLTRACK_LOG_FORMAT": "json",
             "CALLTRACK_HEARTBEAT_DIR": str(VAR),
+            # The sample Zadarma calls lease pool numbers from one address (standalone/feed.py).
+            "CALLTRACK_SESSION_RATE_PER_IP": os.environ.get("CALLTRACK_SESSION_RATE_PER_IP", "1000"),
+            "CALLTRACK_POOL_LEASES_PER_ADDRESS": os.environ.get("CALLTRACK_POOL_LEASES_PER_ADDRESS", "1000"),
+            "CALLTRACK_POOL_LEASES_PER_NETWORK": os.environ.get("CALLTRACK_POOL_LEASES_PER_NETWORK", "1000"),
             # The shop's static number, which the site tag swaps for a pool number (standalone/site.py).
             "CALLTRACK_POOL_FALLBACK_NUMBERS": f"{DEMO_COUNTER}={DEMO_STATIC_NUMBER}",
             **demo_env(),
@@ -154,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         console_auth = "(user and password from CALLTRACK_CONSOLE_USER / _PASSWORD)"
         if base.console_password is None:  # the console has its own password, never another credential
             console_auth = f"(user {base.console_user}, password in {_generated_password(env, 'console')})"
+        oauth_secret_file = None
+        if "CALLTRACK_METRICA_EMULATOR" in env and not base.oauth_client_id:
+            # The emulator plays Yandex ID too: `ctl accounts connect` gives its link, never a real one.
+            env["CALLTRACK_OAUTH_CLIENT_ID"] = "calltrack-demo"
+            oauth_secret_file = str(
+                generated_secret(VAR, env, "oauth-client-secret", "CALLTRACK_OAUTH_CLIENT_SECRET").relative_to(ROOT)
+            )
+        admin_token_file = _generated_token(env, "admin")
+        status_token_file = _generated_token(env, "status")
         os.environ.update(env)
         settings = load_settings()
         if settings.uses_emulator and settings.namespace == DEMO_NAMESPACE:
@@ -187,6 +208,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics    {metrics_url}")
         print(f"flower     {flower_url}  {flower_auth}")
         print(f"console    {ingest_url}/console/  {console_auth}")
+        for what, token_file in (("admin", admin_token_file), ("status", status_token_file)):
+            where = f"token in {token_file}" if token_file else f"token from CALLTRACK_{what.upper()}_API_TOKEN"
+            path = "/admin/v1/" if what == "admin" else "/v1/"
+            print(f"{what:<10} {ingest_url}{path}  (Authorization: Bearer <{where}>)")
+        demo_file = write_demo_file(
+            VAR,
+            {
+                "redis_url": redis_url,
+                "namespace": settings.namespace,
+                "emulator_url": settings.api_base_url if settings.uses_emulator else None,
+                "ingest_url": ingest_url,
+                "console_url": f"{ingest_url}/console/",
+                "console_user": settings.console_user,
+                "oauth_client_id": env.get("CALLTRACK_OAUTH_CLIENT_ID"),
+                # Only the files this run generated (an exported secret stays where it was exported).
+                "files": {
+                    name: str(ROOT / f)
+                    for name, f in (
+                        ("console_password", None if base.console_password else "var/standalone/console-password"),
+                        ("admin_token", admin_token_file),
+                        ("status_token", status_token_file),
+                        ("oauth_client_secret", oauth_secret_file),
+                    )
+                    if f
+                },
+            },
+        )
+        print(
+            f"ctl        ./scripts/ctl status  (from another terminal: finds this demo through "
+            f"{demo_file.relative_to(ROOT)}; or export CALLTRACK_REDIS_URL={redis_url} "
+            f"CALLTRACK_NAMESPACE={settings.namespace})"
+        )
         site_url = None
         if admin is not None:
             site_port = free_port()
@@ -205,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         fed = feeder.send(0, args.calls)
         sent = fed.accepted
         print(
-            f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Mango, generic NDJSON), "
-            f"{fed.held} Zadarma calls held (Zadarma signs no visitor id: only a number pool attributes its "
-            f"calls, as the site below shows), {fed.refused} refused"
+            f"providers  {fed.accepted} calls stored by the ingestion service (Twilio, Mango, generic NDJSON, "
+            f"and Zadarma's through the number pool: Zadarma signs no visitor id), {fed.held} held, "
+            f"{fed.refused} refused"
         )
         # --- A visitor of the demo site, and the call that follows its visit ----------------
         visit = visit_and_call(ingest_url, f"{int(time.time())}{os.getpid() % 1000:03d}")
@@ -223,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             children.check()
             if admin is not None:
                 line, all_done = _progress(admin, sent)
+                # The pipeline's own records must agree (what ctl, the console and the status API show):
+                # no call pending, no batch still waiting for its final status.
+                all_done = all_done and _pipeline_settled(runtime)
                 if tty:
                     print(f"\r{line}", end="", flush=True)
                 elif line != last_line:
@@ -238,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                     print(
-                        f"\nall {sent} calls are at Metrica, every upload PROCESSED "
+                        f"\nall {sent} calls are at Metrica, every upload PROCESSED, in the pipeline's own records too "
                         f"({time.monotonic() - started:.0f} s). Emulator page: {settings.api_base_url}/\n"
                         f"Flower: {flower_url}  metrics: {metrics_url}  ingestion: {ingest_url}/",
                         flush=True,
@@ -258,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping ...")
         return 0
     finally:
+        remove_demo_file(VAR)
         children.stop_all()
         if redis_server is not None:
             redis_server.stop()
@@ -302,6 +359,11 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start in {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def _pipeline_settled(runtime: Runtime) -> bool:
+    counters = overview.status(runtime)
+    return bool(counters) and all(c.pending_calls == 0 and c.open_batches == 0 for c in counters)
 
 
 def _progress(admin: EmulatorAdmin, sent: int) -> tuple[str, bool]:
