@@ -25,7 +25,7 @@ from config.settings import Settings
 from emulator.config import Account as EmulatorAccount
 from tests.accounts_helpers import account_settings, admin, ctl
 from tests.conftest import REDIS_URL
-from tests.helpers import make_call, wait_for
+from tests.helpers import make_call, unavailable, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
 from tests.webhook_helpers import drip, final_batches, huge, raw_receiver, status, tls_context
 from worker import netguard
@@ -136,7 +136,7 @@ def test_refused_when_set_by_ctl_and_nothing_stored(
 def test_refused_when_set_by_a_name_resolving_to_loopback(make_settings: Callable[..., Settings]) -> None:
     name = a_name_of_loopback()
     if name is None:
-        pytest.skip("this machine's host name does not resolve to loopback")  # localhost is tested above
+        unavailable("this machine's host name does not resolve to loopback")  # localhost is tested above
     rt = Runtime(settings_for(make_settings, webhook_allowed_networks=[]))
     with pytest.raises(AccountInputError) as refused:
         create(rt.accounts, {"id": "acme", "webhook_url": f"https://{name}/h", "webhook_secret": PLAIN_SECRET})
