@@ -211,7 +211,9 @@ def run_upgrade(
         "CALLTRACK_HEARTBEAT_INTERVAL": "1",
     }
     log_dir.mkdir(parents=True, exist_ok=True)
-    with previous_release() as tree, running_emulator(step_seconds=0.2) as emulator:
+    # Never strict: the previous release posts calls to the unified endpoint (type=CALLS), which the strict
+    # emulator refuses as undocumented; this run is about the upgrade, not that release's endpoints.
+    with previous_release() as tree, running_emulator(step_seconds=0.2, strict=False) as emulator:
         base["CALLTRACK_METRICA_BASE_URL"] = emulator.base_url
         # The previous release runs no beat: its buffers stay open (for 20 s: still open when this release
         # takes over) and its uploads are never polled; no process of it writes a heartbeat.
