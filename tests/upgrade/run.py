@@ -190,11 +190,12 @@ def run_upgrade(
     calls = {
         stage: [make_call(counters[n % 3], i * 100_000 + n) for n in range(per_stage)] for i, stage in enumerate(STAGES)
     }
-    start = int(time.time()) - 3600
+    held_count = max(per_stage // 3, 1)
+    start = int(time.time()) - 3600 - held_count  # every held call in the past, one second apart
     held: list[dict[str, Any]] = [
         {"provider": "generic", "call_id": f"held-{n}", "started_at": start + n, "answered": True, "talk": 30,
          "tracking_number": HELD_NUMBER, "caller": f"+7916{n:07d}", "ids": {"ClientId": str(9 * 10**15 + n)}}
-        for n in range(max(per_stage // 3, 1))
+        for n in range(held_count)
     ]  # fmt: skip
     base = {
         "CALLTRACK_REDIS_URL": redis_url,
