@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from functools import cached_property
@@ -9,6 +10,7 @@ from functools import cached_property
 import httpx
 import structlog
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
 from worker.accounts import oauth
@@ -21,7 +23,7 @@ from worker.delivery.producer import Producer
 from worker.model.calls import TimePolicy
 from worker.model.phones import PhoneRegions
 from worker.ops.metrics import Metrics
-from worker.store import Durability, connect_data
+from worker.store import Durability, connect_async, connect_data
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +40,28 @@ class Runtime:
         self.regions = PhoneRegions(settings.phone_region, settings.phone_regions, self._counter_region)
         self._transport = transport
         self.pid = os.getpid()
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncRedis] | None = None
 
     @cached_property
     def redis(self) -> Redis:
         return connect_data(self.settings)
+
+    def async_redis(self) -> AsyncRedis | None:
+        """The ``redis.asyncio`` client of the running event loop (one per loop: its connections belong
+        to it), for the ingestion service's request path (worker/dataplane/steps.py); None on a Redis
+        Cluster, where the request path keeps the synchronous client in the thread pool."""
+        if self.settings.redis_cluster:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            self._async = (loop, connect_async(self.settings.redis_url))
+        return self._async[1]
+
+    async def aclose(self) -> None:
+        """Close the event loop's client (the synchronous ones close in :meth:`close`)."""
+        if self._async is not None and self._async[0] is asyncio.get_running_loop():
+            await self._async[1].aclose()
+        self._async = None
 
     @cached_property
     def scripts(self) -> Scripts:

@@ -1,0 +1,144 @@
+"""Redis work written once, run by a synchronous or an asynchronous runner (issue 26).
+
+The request path's domain code (the intake, the producer, the session leases) is written as a
+generator of :data:`Step`s: it yields what it needs from Redis and gets the reply back (or the
+exception, raised at the ``yield``, so its ``except RedisError`` reads as in plain code). The rules
+live in that one generator; :func:`run_sync` runs it on the process's ``redis.Redis`` (workers, the
+CLI, a thread), :func:`run_async` on a ``redis.asyncio.Redis`` inside the ingestion service's event
+loop, so a request never hops to the thread pool for its common round trips.
+
+* :class:`Scripts`: script calls and commands in one round trip (:func:`run_many`'s contract: each
+  reply or the exception it raised, in order; ``NOSCRIPT`` answers loaded and sent again);
+* :class:`Commands`: commands in one non-transactional pipeline (replies in order, errors raised);
+* :class:`Blocking`: anything else on the synchronous client (a cache miss, a shard's first use, a
+  held write). The asynchronous runner runs it in the thread pool, as every request did before: the
+  rare paths keep their one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from anyio import to_thread
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import NoScriptError
+
+from worker.dataplane.scripts import ScriptCall, run_many
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    calls: Sequence[ScriptCall]
+    then: Sequence[Sequence[Any]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Commands:
+    commands: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Blocking:
+    work: Callable[[], Any]
+
+
+Step = Scripts | Commands | Blocking
+Steps = Generator[Step, Any, T]
+
+
+def blocking(work: Callable[[], T], needs_redis: bool = True) -> Steps[T]:
+    """``work()``: a :class:`Blocking` step when it may touch Redis, else called here (no thread hop)."""
+    if needs_redis:
+        result: T = yield Blocking(work)
+        return result
+    return work()
+
+
+def run_sync(redis: Redis, steps: Steps[T]) -> T:
+    """Run ``steps`` on the synchronous client."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            if isinstance(step, Scripts):
+                reply = run_many(redis, step.calls, step.then)
+            elif isinstance(step, Commands):
+                pipe = redis.pipeline(transaction=False)
+                for command in step.commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                reply = pipe.execute()
+            else:
+                reply = step.work()
+        except Exception as raised:
+            error = raised
+
+
+async def run_async(redis: AsyncRedis, steps: Steps[T]) -> T:
+    """Run ``steps`` on the asynchronous client (:class:`Blocking` steps in the thread pool)."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            if isinstance(step, Scripts):
+                reply = await run_many_async(redis, step.calls, step.then)
+            elif isinstance(step, Commands):
+                pipe = redis.pipeline(transaction=False)
+                for command in step.commands:
+                    pipe.execute_command(*command)
+                reply = await pipe.execute()
+            else:
+                reply = await to_thread.run_sync(step.work)
+        except Exception as raised:
+            error = raised
+
+
+async def run_many_async(redis: AsyncRedis, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]]) -> list[Any]:
+    """:func:`worker.dataplane.scripts.run_many` on the asynchronous client: the same replies."""
+    if len(calls) == 1 and not then:
+        script, keys, args = calls[0]
+        try:
+            try:
+                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
+            except NoScriptError:
+                await redis.script_load(script.script)
+                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
+        except Exception as error:
+            return [error]
+    replies: list[Any] = [None] * len(calls)
+    tail: list[Any] = []
+    pending = list(range(len(calls)))
+    for _ in range(2):
+        pipe = redis.pipeline(transaction=False)
+        for i in pending:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for command in then:
+            pipe.execute_command(*command)
+        answers = await pipe.execute(raise_on_error=False)
+        tail = answers[len(pending) :]
+        missing = []
+        for i, answer in zip(pending, answers[: len(pending)], strict=True):
+            replies[i] = answer
+            if isinstance(answer, NoScriptError):
+                missing.append(i)
+        if not missing:
+            break
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            await redis.script_load(script.script)
+        pending = missing
+    return replies + tail
