@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis import Redis
@@ -63,7 +63,8 @@ def second(make_settings: Callable[..., Settings], redis: Redis, namespace: str)
 
 
 def _held(rt: Runtime) -> list[str]:
-    return sorted(fields["reason"] for _, fields in rt.redis.xrange(rt.keys.held) if "reason" in fields)
+    entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.held))
+    return sorted(f"{fields['reason']} {fields['call']}" for _, fields in entries)
 
 
 def _run_async(rt: Runtime, given: list[InboundCall]) -> list[Outcome]:
