@@ -27,7 +27,7 @@ from config.settings import Settings
 from ingest.core import IngestCore
 from ingest.edge import BodyTimeout, BodyTooLarge, client_address, network_of, read_body
 from ingest.input import InputError
-from worker.dataplane.steps import Steps, run_async, run_sync
+from worker.dataplane.steps import Steps, blocking, run_async, run_sync
 from worker.intake.pools import Lease, NumberPools, RateLimited, Session
 from worker.model.fields import field_errors
 
@@ -148,7 +148,9 @@ class SessionService:
             lease, now_ms = yield from self.pools.lease_steps(session, client, network)
         except RateLimited as error:
             raise _rate_error(error) from None
-        return lease, now_ms, self.swapped(session.counter_id)
+        accounts = self.runtime.accounts  # a snapshot due since the request began is read in a thread
+        swapped = yield from blocking(lambda: self.swapped(session.counter_id), accounts.stale())
+        return lease, now_ms, swapped
 
     def routes(self) -> list[Route]:
         return [
