@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from worker.dataplane.scripts import ScriptCall, run_many
 
@@ -97,10 +97,10 @@ async def run_async(redis: AsyncRedis, steps: Steps[T]) -> T:
             if isinstance(step, Scripts):
                 reply = await run_many_async(redis, step.calls, step.then)
             elif isinstance(step, Commands):
-                pipe = redis.pipeline(transaction=False)
-                for command in step.commands:
-                    pipe.execute_command(*command)
-                reply = await pipe.execute()
+                reply = await pipelined(redis, step.commands)
+                failed = next((answer for answer in reply if isinstance(answer, Exception)), None)
+                if failed is not None:
+                    raise failed
             else:
                 reply = await to_thread.run_sync(step.work)
         except Exception as raised:
@@ -109,27 +109,21 @@ async def run_async(redis: AsyncRedis, steps: Steps[T]) -> T:
 
 async def run_many_async(redis: AsyncRedis, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]]) -> list[Any]:
     """:func:`worker.dataplane.scripts.run_many` on the asynchronous client: the same replies."""
-    if len(calls) == 1 and not then:
-        script, keys, args = calls[0]
-        try:
-            try:
-                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
-            except NoScriptError:
-                await redis.script_load(script.script)
-                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
-        except Exception as error:
+    try:
+        return await _run_many(redis, calls, then)
+    except Exception as error:
+        if len(calls) == 1 and not then:  # run_many's single call: its exception is its reply
             return [error]
+        raise
+
+
+async def _run_many(redis: AsyncRedis, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]]) -> list[Any]:
     replies: list[Any] = [None] * len(calls)
     tail: list[Any] = []
     pending = list(range(len(calls)))
     for _ in range(2):
-        pipe = redis.pipeline(transaction=False)
-        for i in pending:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        for command in then:
-            pipe.execute_command(*command)
-        answers = await pipe.execute(raise_on_error=False)
+        commands = [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in pending]
+        answers = await pipelined(redis, [*commands, *then])
         tail = answers[len(pending) :]
         missing = []
         for i, answer in zip(pending, answers[: len(pending)], strict=True):
@@ -142,3 +136,37 @@ async def run_many_async(redis: AsyncRedis, calls: Sequence[ScriptCall], then: S
             await redis.script_load(script.script)
         pending = missing
     return replies + tail
+
+
+async def pipelined(redis: AsyncRedis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """``commands`` in one round trip on one pooled connection, each reply (through the client's
+    response callbacks) or the ``ResponseError`` it raised, in order: a non-transactional pipeline
+    without ``redis.asyncio.Pipeline``'s bookkeeping (about half a session request's client time).
+    A dropped connection is retried as the client's own commands are (its ``Retry``), then raised."""
+    retry = redis.get_retry()
+    if retry is None:
+        return await _pipelined(redis, commands)
+    return await retry.call_with_retry(lambda: _pipelined(redis, commands), _no_wait)
+
+
+async def _no_wait(_error: Exception) -> None:
+    """The failed attempt's connection is already disconnected (:func:`_pipelined`)."""
+
+
+async def _pipelined(redis: AsyncRedis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for command in commands:
+            try:
+                replies.append(await redis.parse_response(connection, command[0]))
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
