@@ -146,12 +146,9 @@ class Producer:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> list[str]:
-        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
-        return run_sync(self._redis, self._write_steps(chunk, marks))
-
     def _write_steps(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> Steps[list[str]]:
-        """:meth:`_write` as steps: the arguments built once, run by either runner."""
+        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order
+        (steps: the arguments built once, for either runner)."""
         per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
         for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
             shard = self._keys.shard_of(item.counter_id)
