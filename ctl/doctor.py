@@ -18,7 +18,7 @@ from config.settings import Settings, describe_error
 from ctl.context import Context
 from ctl.output import emit, json_option, local_time
 from worker.accounts.health import problems
-from worker.delivery import restore
+from worker.delivery import restore_hold
 from worker.delivery.counter_setup import Readiness, readiness
 from worker.delivery.quota import Purpose, QuotaGate
 from worker.errors import CalltrackError, FormatVersionError
@@ -256,7 +256,7 @@ def check_fleet(rt: Runtime) -> list[Check]:
 
 def check_restore(rt: Runtime) -> list[Check]:
     """A shard held after a restore of Redis was detected fails until the operator confirms it."""
-    held = restore.held_shards(rt)
+    held = restore_hold.held_shards(rt)
     if not held:
         return [Check("restore", "ok", "no restore detected")]
     return [

@@ -8,6 +8,7 @@ import click
 from ctl.context import Context
 from ctl.output import emit, json_option, local_time, say
 from worker.delivery import restore as restores
+from worker.delivery import restore_hold
 
 
 @click.group()
@@ -20,7 +21,7 @@ def restore() -> None:
 @click.pass_obj
 def status(ctx: Context, as_json: bool) -> None:
     """Shards held because Metrica holds uploads their restored data forgot (with the evidence)."""
-    shown = restores.held_shards(ctx.runtime)
+    shown = restore_hold.held_shards(ctx.runtime)
     rows = [
         (shard, local_time(r.get("detected_at")), r.get("counter"), r.get("evidence"), r.get("why"))
         for shard, r in shown.items()
@@ -40,7 +41,7 @@ def confirm(ctx: Context, shards: tuple[int, ...], every: bool) -> None:
     rt = ctx.runtime
     if not shards and not every:
         raise click.UsageError("give SHARDS or --all")
-    targets = sorted(restores.held_shards(rt)) if every else list(shards)
+    targets = sorted(restore_hold.held_shards(rt)) if every else list(shards)
     for shard in targets:
         if not 0 <= shard < rt.keys.shards:
             raise click.BadParameter(f"shard must be 0..{rt.keys.shards - 1}, got {shard}", param_hint="SHARDS")

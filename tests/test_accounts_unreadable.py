@@ -32,7 +32,7 @@ from worker.accounts.reading import DAMAGED, NO_KEY_RING, WRONG_KEY
 from worker.accounts.upkeep import upkeep
 from worker.dataplane.ids import fingerprint
 from worker.errors import TokenUnreadableError
-from worker.ops.scrape import quota_view
+from worker.ops.quotas import quota_view
 from worker.runtime import Runtime
 
 ACME = "AQAAAAAacmeSeedToken000000000000001"

@@ -23,6 +23,7 @@ from worker.dataplane.marks import dedup_periods, dedup_slot
 from worker.dataplane.prelude import prelude
 from worker.dataplane.scripts import source
 from worker.dataplane.templates import KEYS, LUA_KEYS, SHARD_PREFIX
+from worker.intake.held import reason_head
 
 SEED = random.randrange(1 << 30)
 
@@ -90,6 +91,20 @@ return out"""
     for bad in ("", "CT", "CTabcS1B", "CTabcS1B2R", "CTABCS1B2", "xCTabcS1B2"):
         with pytest.raises(ValueError, match="not a batch id"):
             parse_batch_id(bad)
+
+
+def test_reason_heads_are_taken_alike(redis: Redis) -> None:
+    reasons = [
+        "",
+        "no_identifier",
+        "no_identifier (the note)",
+        "unknown_number  two spaces",
+        " leading",
+        "a b c",
+        "é ü",
+    ]
+    body = "local out = {} for i = 1, #ARGV do out[i] = DP.reason_head(ARGV[i]) end return out"
+    assert run(redis, body, *reasons) == [reason_head(r) for r in reasons]
 
 
 def _lua_builds(key: Any, keys: Keys) -> tuple[str, list[str], str]:

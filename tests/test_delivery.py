@@ -414,7 +414,7 @@ def test_a_permit_due_soon_is_waited_for_and_a_far_one_is_not(make_settings: Cal
 
 def test_quota_left_is_shown_per_purpose(make_settings: Callable[..., Settings]) -> None:
     """calltrack_quota_left{purpose}: uploads (client_write) and polls (client_read) each have their own day."""
-    from worker.ops.scrape import quota_view
+    from worker.ops.quotas import quota_view
 
     rt = Runtime(make_settings(quota_daily_per_login=10, metrica_token="quota-view-token"))
     gate = QuotaGate(rt)

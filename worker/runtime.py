@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import httpx
 import structlog
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
-from worker.accounts import oauth
-from worker.accounts.flush import FlushAges
-from worker.accounts.registry import Registry
 from worker.dataplane.keys import Keys
 from worker.dataplane.scripts import Scripts
-from worker.delivery.metrica import MetricaClient
-from worker.delivery.producer import Producer
-from worker.model.calls import TimePolicy
-from worker.model.phones import PhoneRegions
-from worker.ops.metrics import Metrics
-from worker.store import Durability, connect_async, connect_data
+from worker.store import Durability, connect_data
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
+    from pydantic import SecretStr
+    from redis.asyncio import Redis as AsyncRedis
+
+    from worker.accounts.flush import FlushAges
+    from worker.accounts.registry import Registry
+    from worker.delivery.metrica import MetricaClient
+    from worker.delivery.producer import Producer
+    from worker.model.calls import TimePolicy
+    from worker.model.phones import PhoneRegions
+    from worker.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -34,13 +39,24 @@ class Runtime:
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.namespace, settings.shards)
-        self.policy = TimePolicy.from_days(
-            settings.join_window_days, settings.clock_skew_seconds, late_static=settings.late_calls == "static"
-        )
-        self.regions = PhoneRegions(settings.phone_region, settings.phone_regions, self._counter_region)
         self._transport = transport
         self.pid = os.getpid()
         self._async: tuple[asyncio.AbstractEventLoop, AsyncRedis] | None = None
+
+    # The models, the registry, the metrics, the producer and the Metrica client are imported when
+    # first used: a process that only reads the store (``ctl status``) starts without them (issue 25).
+    @cached_property
+    def policy(self) -> TimePolicy:
+        from worker.model.calls import TimePolicy  # noqa: PLC0415 - see above
+
+        s = self.settings
+        return TimePolicy.from_days(s.join_window_days, s.clock_skew_seconds, late_static=s.late_calls == "static")
+
+    @cached_property
+    def regions(self) -> PhoneRegions:
+        from worker.model.phones import PhoneRegions  # noqa: PLC0415 - see above
+
+        return PhoneRegions(self.settings.phone_region, self.settings.phone_regions, self._counter_region)
 
     @cached_property
     def redis(self) -> Redis:
@@ -52,13 +68,19 @@ class Runtime:
         Cluster, where the request path keeps the synchronous client in the thread pool."""
         if self.settings.redis_cluster:
             return None
+        import asyncio  # noqa: PLC0415 - the service's only (issue 25)
+
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
+            from worker.store import connect_async  # noqa: PLC0415 - the service's only (issue 25)
+
             self._async = (loop, connect_async(self.settings.redis_url))
         return self._async[1]
 
     async def aclose(self) -> None:
         """Close the event loop's client (the synchronous ones close in :meth:`close`)."""
+        import asyncio  # noqa: PLC0415 - the service's only (issue 25)
+
         if self._async is not None and self._async[0] is asyncio.get_running_loop():
             await self._async[1].aclose()
         self._async = None
@@ -69,6 +91,10 @@ class Runtime:
 
     @cached_property
     def metrica(self) -> MetricaClient:
+        import httpx  # noqa: PLC0415 - see above
+
+        from worker.delivery.metrica import MetricaClient  # noqa: PLC0415
+
         s = self.settings
         timeout = httpx.Timeout(
             connect=s.http_connect_timeout,
@@ -99,17 +125,27 @@ class Runtime:
     @cached_property
     def accounts(self) -> Registry:
         """The account registry (worker/accounts/): tokens and settings per counter, cached briefly."""
-        settings = self.settings
-        return Registry(self.redis, self.keys, settings, learn_login=lambda token: oauth.user_login(settings, token))
+        from worker.accounts.registry import Registry  # noqa: PLC0415 - see above
+
+        return Registry(self.redis, self.keys, self.settings, learn_login=self._learn_login)
+
+    def _learn_login(self, token: SecretStr) -> str | None:
+        from worker.accounts import oauth  # noqa: PLC0415 - see above
+
+        return oauth.user_login(self.settings, token)
 
     @cached_property
     def flush_ages(self) -> FlushAges:
         """Publishes the registry's per-counter flush ages for drain.lua (worker/accounts/flush.py)."""
+        from worker.accounts.flush import FlushAges  # noqa: PLC0415 - see above
+
         return FlushAges(self.accounts)
 
     @cached_property
     def metrics(self) -> Metrics:
         """Counters kept in Redis for the whole deployment (worker/ops/metrics.py)."""
+        from worker.ops.metrics import Metrics  # noqa: PLC0415 - see above
+
         return Metrics(self.redis, self.keys)
 
     @cached_property
@@ -120,6 +156,8 @@ class Runtime:
 
     @cached_property
     def producer(self) -> Producer:
+        from worker.delivery.producer import Producer  # noqa: PLC0415 - see above
+
         s = self.settings
         return Producer(
             self.redis,

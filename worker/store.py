@@ -8,22 +8,21 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from redis import Redis, RedisCluster
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.connection import Connection as AsyncConnection
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
-from redis.utils import HIREDIS_AVAILABLE
 
 from config.sections.store import StoreSettings
 from worker.dataplane.keys import Keys
 from worker.errors import StoreConfigError
 from worker.format import ensure_format
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
 
 log = structlog.get_logger(__name__)
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
@@ -37,21 +36,32 @@ _OPTIONS: dict[str, object] = {
 }
 
 
-class _HiredisPacked(AsyncConnection):
-    """``redis.asyncio`` packs commands in Python (a fifth of a one-call request's client time); the
-    synchronous client packs them with hiredis when it is installed: the same bytes, in C."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return HiredisRespSerializer().pack(*args)  # type: ignore[no-any-return]
-
-
 def connect_async(url: str) -> AsyncRedis:
     """:func:`connect`'s client for an event loop (``redis.asyncio``; a single Redis: the same options).
     Over TCP it packs commands with hiredis, as the synchronous client does (``rediss://`` and
-    ``unix://`` take redis-py's own connection classes)."""
+    ``unix://`` take redis-py's own connection classes). Imported here, not above: only the ingestion
+    service uses it (issue 25's short start-up of ``ctl``)."""
+    from redis.asyncio import Redis as AsyncRedis  # noqa: PLC0415
+    from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
+    from redis.utils import HIREDIS_AVAILABLE  # noqa: PLC0415
+
     retry = AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=3)
-    packed = {"connection_class": _HiredisPacked} if HIREDIS_AVAILABLE else {}
+    packed = {"connection_class": _hiredis_packed()} if HIREDIS_AVAILABLE else {}
     return AsyncRedis.from_url(url, **_OPTIONS, **packed, retry=retry)  # type: ignore[arg-type]
+
+
+@cache
+def _hiredis_packed() -> type:
+    """``redis.asyncio`` packs commands in Python (a fifth of a one-call request's client time); the
+    synchronous client packs them with hiredis when it is installed: the same bytes, in C."""
+    from redis.asyncio.connection import Connection  # noqa: PLC0415
+    from redis.connection import HiredisRespSerializer  # noqa: PLC0415
+
+    class HiredisPacked(Connection):
+        def pack_command(self, *args: Any) -> list[bytes]:
+            return HiredisRespSerializer().pack(*args)  # type: ignore[no-any-return]
+
+    return HiredisPacked
 
 
 def connect(url: str, *, cluster: bool = False) -> Redis:

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from config.sections.common import PositiveFloat
+from config.sections.common import PositiveFloat, parse_list
 
 FERNET_KEY_LENGTH = 44  # urlsafe base64 of 32 bytes
 
@@ -63,9 +63,7 @@ class AccountSettings(BaseModel):
     @field_validator("secret_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return parse_list(value)
 
     @field_validator("secret_keys")
     @classmethod

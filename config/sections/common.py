@@ -15,6 +15,13 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
+def parse_list(value: object) -> object:
+    """``a, b,c`` as a list of its non-empty items, stripped; other types pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 def parse_pairs(value: object, rule: str) -> object:
     """``a=x,b=y`` or a JSON object as a dict; other types pass through. Errors never echo the text."""
     if not isinstance(value, str):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-import phonenumbers
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
@@ -273,6 +272,8 @@ class DeliverySettings(BaseModel):
 
 def _region(value: str) -> str:
     """An ISO 3166 region code libphonenumber has a numbering plan for."""
+    import phonenumbers  # noqa: PLC0415 - only when a region is configured: most commands never need it
+
     code = value.strip().upper()
     if code not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"{code[:8]!r} is not a region with a numbering plan; use an ISO 3166 code as RU or KZ")

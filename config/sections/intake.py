@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, Field, HttpUrl, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from config.sections.common import NonNegativeFloat, PositiveFloat, PositiveInt, parse_pairs
+from config.sections.common import NonNegativeFloat, PositiveFloat, PositiveInt, parse_list, parse_pairs
 
 
 class IntakeSettings(BaseModel):
@@ -265,9 +265,7 @@ class IntakeSettings(BaseModel):
     )
     @classmethod
     def _parse_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return parse_list(value)
 
     @field_validator("pool_fallback_numbers", mode="before")
     @classmethod

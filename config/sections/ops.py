@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from config.sections.common import parse_list
+
 
 class OpsSettings(BaseModel):
     """What operators look at: Flower, metrics, health probes, logs."""
@@ -104,7 +106,7 @@ class OpsSettings(BaseModel):
     @field_validator("webhook_allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return parse_list(value)
 
     @model_validator(mode="after")
     def _task_limit_above_deadline(self) -> OpsSettings:

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from config.settings import Settings
 from ingest.console.account_page import paged
 from ingest.console.chart import chart
-from worker.delivery import restore
+from worker.delivery import restore_hold
 from worker.notify import outbox
 from worker.ops import overview
 from worker.ops.counter_view import counter_figures, counter_uploads, held_calls
 from worker.ops.fleet import SORTS, counter_rows, stream_lag, throughput
-from worker.ops.scrape import heartbeats, quota_view
+from worker.ops.quotas import quota_view
+from worker.ops.scrape import heartbeats
 from worker.ops.status import where_call
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def fleet(rt: Runtime) -> dict[str, Any]:
                 "why": r.get("why", ""),
                 "evidence": r.get("evidence", ""),
             }
-            for shard, r in restore.held_shards(rt).items()
+            for shard, r in restore_hold.held_shards(rt).items()
         ],
         "quarantined": sum(1 for b in infos if b.state == "QUARANTINED"),
         "open_uploads": sum(1 for b in infos if b.state == "UPLOADED"),

@@ -51,7 +51,7 @@ from tests.chaos.redis_faults import (
     take_snapshot,
     wait_fsync,
 )
-from worker.delivery import restore
+from worker.delivery import restore_hold
 from worker.delivery.replay import QuarantineError, replay
 from worker.errors import ProducerError
 from worker.model.kinds import UploadKind
@@ -689,7 +689,7 @@ def _submit(rt: Runtime, batch: list[dict[str, Any]], kind: UploadKind, accepted
 def _settled(rt: Runtime, *, held_ok: bool = False) -> bool:
     """Every stream empty, no open buffer, every batch final (``held_ok``: but in held shards)."""
     try:
-        held = set(restore.held_shards(rt)) if held_ok else set()
+        held = set(restore_hold.held_shards(rt)) if held_ok else set()
         for shard in set(range(rt.keys.shards)) - held:
             if rt.redis.xlen(rt.keys.stream(shard)) or rt.redis.zcard(rt.keys.due(shard)):
                 return False

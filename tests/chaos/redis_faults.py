@@ -111,9 +111,9 @@ def forgotten_uploads(rt: Any, uploads: list[dict[str, Any]]) -> tuple[int, int]
 
 def confirm_restores(rt: Any) -> list[int]:
     """The operator's part after a restore: every held shard confirmed (``ctl restore confirm --all``)."""
-    from worker.delivery import restore
+    from worker.delivery import restore, restore_hold
 
-    held = sorted(restore.held_shards(rt))
+    held = sorted(restore_hold.held_shards(rt))
     for shard in held:
         restore.confirm(rt, shard)
     return held

@@ -5,26 +5,15 @@ near expiry (``token_warning_days``). Also the logins quotas count under, for th
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import orjson
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from redis import Redis
-from redis.exceptions import RedisError
 
-from worker.accounts.crypto import KeyRing
-from worker.accounts.reading import read_documents
-from worker.accounts.snapshot import login_key
-from worker.accounts.store import clear_view
+from worker.accounts.logins import login_key
 from worker.dataplane.keys import Keys
-
-if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
 
 PREFIX = "calltrack"
 STATES = ("refused", "expired", "near_expiry")
@@ -94,43 +83,3 @@ def problems(redis: Redis, keys: Keys, warning_days: float, *, now: float | None
 def quota_logins(redis: Redis, keys: Keys) -> dict[str, str]:
     """The name each registry token's quota counts under -> its token fingerprint."""
     return {login_key(r.login, r.fingerprint): r.fingerprint for r in token_rows(redis, keys)}
-
-
-class AccountsCollector(Collector):
-    """``calltrack_account_token_problem{account,token,state}`` = 1 per token in trouble; per account
-    ``calltrack_account_counters``; with this process's key ring (``ring``), ``calltrack_account_unreadable``
-    = 1 per account it cannot read (its counters' batches wait)."""
-
-    def __init__(self, redis: Redis, keys: Keys, warning_days: float, ring: KeyRing | None = None) -> None:
-        self._redis, self._keys, self._warning_days, self._ring = redis, keys, warning_days, ring
-
-    def collect(self) -> Iterator[Metric]:
-        trouble = GaugeMetricFamily(
-            f"{PREFIX}_account_token_problem",
-            "1 for a token Metrica or Yandex's user info refused, that expired or expires soon.",
-            labels=["account", "token", "state"],
-        )
-        counters = GaugeMetricFamily(
-            f"{PREFIX}_account_counters", "Counters of each account in the registry.", labels=["account"]
-        )
-        unreadable = GaugeMetricFamily(
-            f"{PREFIX}_account_unreadable",
-            "1 for an account whose token this process's key ring cannot read (CALLTRACK_SECRET_KEYS): "
-            "its counters' batches wait.",
-            labels=["account"],
-        )
-        try:
-            for problem in problems(self._redis, self._keys, self._warning_days):
-                trouble.add_metric([problem.account, problem.token, problem.state], 1)
-            raw = cast(dict[str, str], self._redis.hgetall(self._keys.accounts))
-            for doc in raw.values():
-                with contextlib.suppress(ValueError):
-                    view = clear_view(doc)
-                    counters.add_metric([view.id], len(view.counters))
-            if self._ring is not None and raw:
-                index = cast(dict[str, str], self._redis.hgetall(self._keys.account_counters))
-                for account in sorted(read_documents(self._ring, raw, index).unreadable):
-                    unreadable.add_metric([account], 1)
-        except RedisError:
-            return  # calltrack_redis_up says so
-        yield from (trouble, counters, unreadable)

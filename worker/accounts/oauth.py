@@ -19,9 +19,9 @@ import orjson
 import structlog
 from pydantic import SecretStr
 
+from worker.accounts.logins import safe_login
 from worker.accounts.model import ACCOUNT_ID, Account, CounterIn, Token
 from worker.accounts.registry import Change, Registry
-from worker.accounts.snapshot import safe_login
 from worker.errors import AccountInputError, OAuthError
 
 if TYPE_CHECKING:

@@ -23,9 +23,10 @@ from redis.exceptions import WatchError
 
 from worker.accounts import store
 from worker.accounts.crypto import KeyRing
+from worker.accounts.logins import login_key, safe_login
 from worker.accounts.model import Account, AccountIn, CounterIn, Telephony, Token, TokenIn
 from worker.accounts.reading import Documents, Unreadable, read_documents
-from worker.accounts.snapshot import Snapshot, login_key, safe_login
+from worker.accounts.snapshot import Snapshot
 from worker.accounts.webhook import webhook_fields
 from worker.dataplane.ids import fingerprint
 from worker.dataplane.keys import Keys

@@ -47,6 +47,7 @@ FOREVER: tuple[tuple[str, str], ...] = (
     ("{s*}:pexhausted", "times each counter's pool had no free number (a counter's tally)"),
     ("{held}:calls", "held calls: capped (held_max_calls), kept until the operator replays them"),
     ("{held}:owners", "held calls per client account: the cap's count, decremented on release"),
+    ("{held}:reasons", "held calls per reason's first word: a field per reason word, decremented on release"),
     ("{n}:outbox", "webhook events not yet delivered: a field leaves when sent or dead"),
     ("{n}:pending", "when each waiting webhook event may be sent: leaves with the event"),
     ("{n}:sent", "delivered webhook events: trimmed after the dedup window (outbox.py)"),

@@ -195,6 +195,12 @@ class Keys:
     def held_owners(self) -> str:
         return f"{self.namespace}:{{held}}:owners"
 
+    def held_reasons(self) -> str:
+        return f"{self.namespace}:{{held}}:reasons"
+
+    def held_recounted(self) -> str:
+        return f"{self.namespace}:{{held}}:recounted"
+
     def caller(self, counter_id: int, caller_hash: str) -> str:
         return f"{self.prefix(self.shard_of(counter_id))}:caller:{counter_id}:{caller_hash}"
 

@@ -70,6 +70,7 @@ class Scripts:
         self.release = register("release")
         self.hold = register("hold")
         self.held_release = register("held_release")
+        self.held_recount = register("held_recount")
         self.xadd_many = register("xadd_many")
         self.notify_add = register("notify_add")
         self.notify_breaker = register("notify_breaker")

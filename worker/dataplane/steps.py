@@ -19,14 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from anyio import to_thread
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoScriptError, ResponseError
 
 from worker.dataplane.scripts import ScriptCall, run_many
+
+if TYPE_CHECKING:  # the asynchronous runner's imports wait for its first use (issue 25: ctl starts without them)
+    from redis.asyncio import Redis as AsyncRedis
 
 T = TypeVar("T")
 
@@ -102,6 +103,8 @@ async def run_async(redis: AsyncRedis, steps: Steps[T]) -> T:
                 if failed is not None:
                     raise failed
             else:
+                from anyio import to_thread  # noqa: PLC0415 - see the imports
+
                 reply = await to_thread.run_sync(step.work)
         except Exception as raised:
             error = raised

@@ -134,6 +134,10 @@ key                                 type    accessor           what it holds (ow
 ``<ns>:{held}:seen:<hash>``         string  held_seen          a provider call already held once, valued with its first
                                                                held entry's id (held; the status API reads it)
 ``<ns>:{held}:owners``              hash    held_owners        client account id -> its held calls (hold.lua; capped)
+``<ns>:{held}:reasons``             hash    held_reasons       reason's first word -> held calls (hold.lua,
+                                                               held_release.lua; recounted by held_recount.lua)
+``<ns>:{held}:recounted``           string  held_recounted     set for an hour by each recount: none, the next
+                                                               ``/metrics`` scrape recounts
 ``<ns>:{sN}:ch:<p>:<b>``            hash    caller_hash+       caller history of period p
                                                                (``first_caller_period_days``), bucket b: 8 characters
                                                                of a keyed hash of (counter, caller number) -> 8 of the

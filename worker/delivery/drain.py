@@ -15,7 +15,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from worker.dataplane.ids import batch_nonce
-from worker.delivery import restore
+from worker.delivery import restore_hold
 from worker.delivery.quota import QuotaGate
 from worker.failpoints import failpoint
 from worker.store import ensure_shard
@@ -103,7 +103,7 @@ def drain(rt: Runtime, *, time_budget: float | None = None, seal_all: bool = Fal
     budget = rt.settings.drain_time_budget if time_budget is None else time_budget
     deadline = time.monotonic() + budget
     total = DrainResult()
-    busy = set(range(rt.keys.shards)) - set(restore.held_shards(rt))  # a restored shard waits
+    busy = set(range(rt.keys.shards)) - set(restore_hold.held_shards(rt))  # a restored shard waits
     while busy:
         for shard in sorted(busy):
             result = drain_shard(rt, shard, seal_all=seal_all)

@@ -34,7 +34,8 @@ from worker.dataplane.ids import is_batch_id, parse_batch_id
 from worker.dataplane.marks import dedup_periods
 from worker.delivery.metrica import LIST_PAGE, Uploading
 from worker.delivery.quota import Purpose, QuotaGate
-from worker.errors import DeferredError, PermanentError, QuotaError, RestoreHeldError, RetryableError
+from worker.delivery.restore_hold import CONFIRMED, HELD, ensure_not_held, held
+from worker.errors import DeferredError, PermanentError, QuotaError, RetryableError
 from worker.store import redis_now_ms
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-HELD, CONFIRMED = "held", "confirmed"
 SEQ_JUMP = 10_000_000  # a confirmation moves the shard's sequence this far past the highest seq seen
 _checked: set[tuple[str, str, int, str]] = set()  # (namespace, Redis run id, counter, kind) checked here
 _lock = threading.Lock()
@@ -70,28 +70,6 @@ def incarnation(redis: Any) -> str:
     if "run_id" in info:
         return str(info["run_id"])
     return ",".join(sorted(str(node.get("run_id")) for node in info.values() if isinstance(node, dict)))
-
-
-def held(rt: Runtime, shard: int) -> dict[str, str]:
-    """The shard's restore record (empty when none); ``state`` is ``held`` while it waits."""
-    return cast(dict[str, str], rt.redis.hgetall(rt.keys.restore_hold(shard)))
-
-
-def held_shards(rt: Runtime) -> dict[int, dict[str, str]]:
-    """Every shard on hold, with its record."""
-    pipe = rt.redis.pipeline(transaction=False)
-    for shard in range(rt.keys.shards):
-        pipe.hgetall(rt.keys.restore_hold(shard))
-    return {shard: rec for shard, rec in enumerate(pipe.execute()) if rec.get("state") == HELD}
-
-
-def ensure_not_held(rt: Runtime, shard: int) -> None:
-    """Raise ``RestoreHeldError`` while the shard waits for the operator."""
-    if rt.redis.hget(rt.keys.restore_hold(shard), "state") == HELD:
-        raise RestoreHeldError(
-            f"a restore of Redis was detected on shard {shard}; its uploads wait for `ctl restore confirm`",
-            retry_after=60.0,
-        )
 
 
 def evidence(rt: Runtime, shard: int, comments: list[str]) -> Evidence | None:

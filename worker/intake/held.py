@@ -17,6 +17,13 @@ account in the entry's ``owner`` field (a replay routes it only to that client's
 in ``{held}:owners``: one client holds at most ``held_max_calls_per_account`` (``HeldAccountFullError``,
 503 for that client only). Entries of before issue 22 have no ``owner``: read as an operator's call,
 never counted per client. Every deletion goes through ``lua/held_release.lua``, which keeps the count.
+
+``{held}:reasons`` counts the entries per reason's first word the same way (hold.lua adds, the release
+takes off), so ``/metrics`` reads one hash, not the stream, on every scrape. What those scripts cannot
+see (entries of a release before the counts, a restored backup) is put right by ``lua/held_recount.lua``,
+which counts the stream again in one atomic step: ``/metrics`` runs it when the last one is over an
+hour old (``{held}:recounted``), and the operator's figures (``ctl held stats``, the admin API) run it
+every time, so they are exact.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ TOO_OLD = "too_old"  # older than the join window, with late_calls=hold
 NO_LEASE = "no_lease"  # a dynamic number no session held at the call's time, and no other identifier
 REASONS = (UNKNOWN_NUMBER, NO_IDENTIFIER, TOO_OLD, NO_LEASE)
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a held entry id as Redis writes it: <ms>-<seq>
-PAGE = 500  # entries read per XRANGE while dropping, expiring or counting
+PAGE = 500  # entries read per XRANGE while dropping or expiring
+RECOUNT_SECONDS = 3600  # how long /metrics trusts the kept per-reason counts before it recounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class HeldCalls:
         keys: Keys,
         hold_script: Script,
         release_script: Script,
+        recount_script: Script,
         *,
         seen_days: int,
         max_calls: int,
@@ -76,6 +85,7 @@ class HeldCalls:
         self._max_per_account = max_per_account
         self._hold_once = hold_script  # worker/dataplane/lua/hold.lua, registered by worker/dataplane/scripts.py
         self._release = release_script  # worker/dataplane/lua/held_release.lua
+        self._recount = recount_script  # worker/dataplane/lua/held_recount.lua
 
     def hold(self, items: Sequence[tuple[InboundCall, str]]) -> list[str | None]:
         """Add each (call, reason) unless that call was held before; one round trip. Entry ids or None.
@@ -89,7 +99,12 @@ class HeldCalls:
         calls: list[ScriptCall] = [
             (
                 self._hold_once,
-                [self._keys.held, self._keys.held_seen(dedup_digest(call.tracking_key)), self._keys.held_owners()],
+                [
+                    self._keys.held,
+                    self._keys.held_seen(dedup_digest(call.tracking_key)),
+                    self._keys.held_owners(),
+                    self._keys.held_reasons(),
+                ],
                 [reason, call.to_json(), now, self._seen_ttl, self._max, call.owner or "", self._max_per_account],
             )
             for call, reason in items
@@ -138,7 +153,10 @@ class HeldCalls:
         """Delete entries whose calls the producer has taken (and take them off their owner's count)."""
         if not entry_ids:
             return 0
-        return int(self._release(keys=[self._keys.held, self._keys.held_owners()], args=list(entry_ids)))
+        return int(self._release(keys=self._release_keys(), args=list(entry_ids)))
+
+    def _release_keys(self) -> list[str]:
+        return [self._keys.held, self._keys.held_owners(), self._keys.held_reasons()]
 
     def drop_ids(self, entry_ids: Iterable[str]) -> list[HeldCall]:
         """Delete the entries named (through the release script); the ones that existed."""
@@ -192,9 +210,10 @@ class HeldCalls:
                 return expired
             expired += self.release(ids)
 
-    def per_reason(self, *, limit: int = 100_000) -> dict[str, int]:
-        """Held calls per reason's first word (``too_old``, ``unknown_number``...), the oldest ``limit``."""
-        return reason_counts(self._redis, self._keys.held, limit=limit)
+    def per_reason(self) -> dict[str, int]:
+        """Held calls per reason's first word (``too_old``, ``unknown_number``...), counted from the
+        stream now (which also puts the kept counts right)."""
+        return recount(self._redis, self._keys, self._recount)
 
     def rehold(self, items: Sequence[tuple[HeldCall, InboundCall, str]]) -> None:
         """Replace entries whose reason or call changed (one transaction: add the new, delete the old).
@@ -212,18 +231,28 @@ class HeldCalls:
             if old.call.owner is not None:
                 fields["owner"] = old.call.owner
                 pipe.hincrby(owners, old.call.owner, 1)
+            pipe.hincrby(self._keys.held_reasons(), reason_head(reason), 1)
             pipe.xadd(self._keys.held, fields)  # type: ignore[arg-type]
-            self._release(keys=[self._keys.held, owners], args=[old.entry_id], client=pipe)
+            self._release(keys=self._release_keys(), args=[old.entry_id], client=pipe)
         pipe.execute()
 
 
-def reason_counts(redis: Redis, stream: str, *, limit: int = 100_000) -> dict[str, int]:
-    """Entries of the held stream per reason's first word, over its oldest ``limit`` entries."""
-    tally: dict[str, int] = {}
-    for _, fields in _scan(redis, stream, end="+", limit=limit):
-        head = reason_head(fields.get("reason", ""))
-        tally[head] = tally.get(head, 0) + 1
-    return dict(sorted(tally.items()))
+def reason_counts(redis: Redis, keys: Keys, recount_script: Script) -> dict[str, int]:
+    """Held calls per reason's first word as hold.lua and held_release.lua keep them (one HGETALL);
+    recounted from the stream first when the last recount is over ``RECOUNT_SECONDS`` old."""
+    if not redis.exists(keys.held_recounted()):
+        return recount(redis, keys, recount_script)
+    raw = cast(dict[str, str], redis.hgetall(keys.held_reasons()))
+    return {reason: int(n) for reason, n in sorted(raw.items()) if int(n) > 0}
+
+
+def recount(redis: Redis, keys: Keys, recount_script: Script) -> dict[str, int]:
+    """Count the held stream per reason's first word now, in one atomic script, and keep the result."""
+    flat = recount_script(
+        keys=[keys.held, keys.held_reasons(), keys.held_recounted()], args=[RECOUNT_SECONDS], client=redis
+    )
+    pairs = cast(list[str], flat)
+    return dict(sorted((str(pairs[i]), int(pairs[i + 1])) for i in range(0, len(pairs), 2)))
 
 
 def _scan(redis: Redis, stream: str, *, end: str, limit: int) -> Iterator[tuple[str, dict[str, str]]]:

@@ -368,6 +368,7 @@ def build_intake(runtime: Runtime) -> Intake:
             runtime.keys,
             runtime.scripts.hold,
             runtime.scripts.held_release,
+            runtime.scripts.held_recount,
             seen_days=s.dedup_window_days,
             max_calls=s.held_max_calls,
             max_per_account=s.held_max_calls_per_account,

@@ -14,10 +14,10 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from worker.delivery.restore import held_shards
+from worker.delivery.restore_hold import held_shards
 from worker.ops.counter_view import batch_figures, held_calls, token_state
 from worker.ops.overview import BatchInfo, batches, counters_known, status
-from worker.ops.scrape import quota_view
+from worker.ops.quotas import quota_view
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime

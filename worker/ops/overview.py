@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from worker.dataplane.ids import fingerprint
-from worker.delivery import restore
+from worker.delivery.restore_hold import held_shards
 from worker.errors import UnknownCounterError
 from worker.model.kinds import Bucket
-from worker.ops.scrape import quota_view
+from worker.ops.quotas import quota_view
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -189,7 +189,7 @@ def status(rt: Runtime, only: set[int] | None = None, *, known_only: bool = Fals
             item.last_status = info.record.get("status", "")
             item.last_upload_at_ms = uploaded_at
     unreadable = rt.accounts.snapshot().unreadable_counters
-    restored = restore.held_shards(rt)
+    restored = held_shards(rt)
     for item in result.values():
         if item.counter_id in unreadable and "token_unreadable" not in item.waiting:
             item.waiting.append("token_unreadable")  # as this process's key ring sees it

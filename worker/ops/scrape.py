@@ -18,16 +18,15 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.accounts.collector import AccountsCollector
 from worker.accounts.crypto import KeyRing
-from worker.accounts.health import AccountsCollector, quota_logins
-from worker.accounts.snapshot import login_key
-from worker.dataplane.ids import fingerprint
 from worker.dataplane.keys import Keys
+from worker.dataplane.scripts import source
 from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
-from worker.delivery.quota import DAY_KEYS, group_counts
 from worker.intake.held import reason_counts
 from worker.ops.labels import bounded
 from worker.ops.metrics import FAMILIES, MAX_OPEN_SCAN, PREFIX, label
+from worker.ops.quotas import quota_view
 from worker.ops.store_state import store_gauges
 
 log = structlog.get_logger(__name__)
@@ -40,6 +39,8 @@ class Collector(PromCollector):
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        # held_recount.lua, for the held calls per reason (no #!lua line: the same text on Redis 6 and 7).
+        self._recount = redis.register_script(source("held_recount"))
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(f"{PREFIX}_redis_up", "1 when Redis answered this scrape.")
@@ -162,14 +163,13 @@ class Collector(PromCollector):
             f"{PREFIX}_held_calls", "Calls in the held stream, waiting for a fix, by reason.", labels=["reason"]
         )
         per_reason: Tally[str] = Tally()
-        for reason, count in reason_counts(r, keys.held).items():
+        for reason, count in reason_counts(r, keys, self._recount).items():
             per_reason[bounded("reason", reason)] += count  # outside labels.py's set: other
         for reason, count in sorted(per_reason.items()):
             held.add_metric([reason], count)
         yield from (lag, oldest, buffered, batches, statuses, open_age, held)
 
     def _quota(self) -> Iterator[Metric]:
-        from config.settings import Settings  # noqa: PLC0415 - only when the collector knows the settings
 
         if not isinstance(self._settings, Settings):
             return
@@ -213,60 +213,6 @@ class Collector(PromCollector):
         for role, count in sorted(tally.items()):
             alive.add_metric([role], count)
         yield from (alive, age)
-
-
-def quota_view(redis: Redis, keys: Keys, settings: Settings) -> list[LoginQuotaView]:
-    """Quota per login without a full Runtime (the collector has only a client and the keys)."""
-    registered = quota_logins(redis, keys)  # login name -> token fingerprint (worker/accounts/)
-    default = settings.token_for(0) if settings.metrica_token is not None or settings.uses_emulator else None
-    unregistered = {
-        fingerprint(t) for t in [*settings.metrica_counter_tokens.values(), *([default] if default else [])]
-    }
-    learned = cast(dict[str, str], redis.hgetall(keys.token_logins))  # environment tokens' logins
-    for fp in unregistered - set(registered.values()):
-        registered.setdefault(login_key(learned.get(fp), fp), fp)
-    logins: set[str] = set(registered)
-    day = time.strftime("%Y%m%d", time.gmtime())
-    paused = {p.split(":", 1)[0] for p in cast(list[str], redis.hkeys(keys.paused))}
-    # One round trip for every login (a fleet serves thousands), five replies each: each of Metrica's
-    # method groups is counted on its own, its key of before issue 24 read while the group's is absent.
-    ordered = sorted(logins)
-    now_ms = int(time.time() * 1000)
-    pipe = redis.pipeline(transaction=False)
-    for login in ordered:
-        pipe.mget([keys.quota_day_purpose(login, name, day) for name in DAY_KEYS])
-        pipe.zcount(keys.quota_inflight(login), now_ms, "+inf")
-    replies = pipe.execute() if ordered else []
-    daily = settings.quota_daily_per_login
-    result = []
-    for n, login in enumerate(ordered):
-        values, in_flight = replies[2 * n : 2 * n + 2]
-        reads, writes = group_counts(values)
-        result.append(
-            LoginQuotaView(
-                login=login,
-                used_today=reads + writes,
-                left_today=max(daily - reads, 0) + max(daily - writes, 0),
-                left_for_uploads=max(daily - writes, 0),
-                left_for_polls=max(daily - reads, 0),
-                in_flight=int(in_flight),
-                paused=bool({login, registered.get(login)} & paused),
-                used={"client_read": reads, "client_write": writes},
-            )
-        )
-    return result
-
-
-@dataclass(frozen=True, slots=True)
-class LoginQuotaView:
-    login: str
-    used_today: int
-    left_today: int
-    left_for_uploads: int
-    left_for_polls: int
-    in_flight: int
-    paused: bool
-    used: dict[str, int]  # Metrica's method group (client_read, client_write) -> requests today
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,3 +112,11 @@ function DP.unmark(prefix, mark)
   end
   return redis.call('DEL', prefix .. ':' .. mark)
 end
+
+-- A held call's reason as /metrics counts it: its first word ('no_identifier (note)' is
+-- 'no_identifier'), 'unspecified' for none (worker/intake/held.py reason_head).
+function DP.reason_head(reason)
+  if reason == nil or reason == '' then return 'unspecified' end
+  local space = string.find(reason, ' ', 1, true)
+  return space and string.sub(reason, 1, space - 1) or reason
+end
