@@ -9,12 +9,14 @@ uvicorn's own access log stays off; its error logger goes through the same rende
 
 from __future__ import annotations
 
+import logging
 import time
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("calltrack.access")
+_LEVEL = logging.getLogger("calltrack.access")  # the standard library logger the line goes to
 
 PATH_LIMIT = 200  # a path is the client's text: a long one is cut
 
@@ -41,12 +43,19 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            client = scope.get("client")
-            log.info(
-                "http_request",
-                method=scope.get("method", ""),
-                path=str(scope.get("path", ""))[:PATH_LIMIT],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                client=f"{client[0]}:{client[1]}" if client else None,
-            )
+            # The level is checked first: below INFO (CALLTRACK_LOG_LEVEL=WARNING) the line would be
+            # built and time-stamped by structlog only to be dropped by the standard library.
+            if _LEVEL.isEnabledFor(logging.INFO):
+                self._log(scope, status, started)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        client = scope.get("client")
+        log.info(
+            "http_request",
+            method=scope.get("method", ""),
+            path=str(scope.get("path", ""))[:PATH_LIMIT],
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )

@@ -75,7 +75,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         *OperationsRoutes(core).routes(),
         *ApiRoutes(core).routes(),
-        *SessionService(settings, core.runtime).routes(),
+        *SessionService(settings, core).routes(),
         *TagRoutes().routes(),
         *ProviderRoutes(core).routes(),
         *AdminRoutes(core).routes(),
@@ -89,6 +89,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(import_env_accounts, core)
         yield
+        await core.runtime.aclose()  # the event loop's redis.asyncio client (worker/runtime.py)
         if runtime is None:
             core.runtime.close()
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import SecretStr
+from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from ingest.edge import BodyTimeout, BodyTooLarge, client_address, is_loopback_h
 from ingest.input import InputError
 from ingest.providers.config import ProviderConfig
 from ingest.tenancy import OPERATOR, KeyRefused, Tenancy, client_key
+from worker.dataplane.steps import run_async
 from worker.delivery.producer import SubmitResult
 from worker.errors import ForeignCallError, HeldAccountFullError, HeldFullError, ProducerError
 from worker.intake.service import Intake, Outcome, build_intake
@@ -148,20 +150,33 @@ class IngestCore:
         return client_address(request, self.settings.ingest_trusted_proxies)
 
     async def submit(self, calls: Sequence[InboundCall]) -> list[Outcome]:
-        return await run_in_threadpool(self.accept, calls)
+        """:meth:`accept` on the event loop: the intake's steps on ``redis.asyncio`` (worker/dataplane/steps.py),
+        so the common request never hops to the thread pool; on a Redis Cluster, in the thread pool."""
+        redis = self.loop_redis()
+        if redis is None:
+            return await run_in_threadpool(self.accept, calls)
+        return self._counted(calls, await run_async(redis, self.intake.accept_steps(calls)))
+
+    def loop_redis(self) -> AsyncRedis | None:
+        """The event loop's client for a request's steps, or None: run them in the thread pool (a Redis
+        Cluster; or the account registry's cached snapshot is due, which the phone rules and the session
+        API read with the synchronous client: that request refreshes it in a thread)."""
+        return None if self.runtime.accounts.stale() else self.runtime.async_redis()
 
     def accept(self, calls: Sequence[InboundCall]) -> list[Outcome]:
         """The intake's answer for ``calls``, counted per provider and outcome (worker/ops/metrics.py)."""
-        outcomes = self.intake.accept(calls)
+        return self._counted(calls, self.intake.accept(calls))
+
+    def _counted(self, calls: Sequence[InboundCall], outcomes: list[Outcome]) -> list[Outcome]:
         self.runtime.metrics.intake((c.provider for c in calls), (_status_reason(o) for o in outcomes))
         return outcomes
 
+    # Counts go to the metrics' buffer (in memory, written every second): no thread hop, no round trip.
     async def count_refused(self, request: Request, reason: str) -> None:
-        provider = _provider_of(request.url.path)
-        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("rejected", reason)])
+        self.runtime.metrics.intake([_provider_of(request.url.path)], [("rejected", reason)])
 
     async def count_ignored(self, provider: str) -> None:
-        await run_in_threadpool(self.runtime.metrics.intake, [provider], [("ignored", "")])
+        self.runtime.metrics.intake([provider], [("ignored", "")])
 
     @staticmethod
     def single_answer(outcome: Outcome) -> Response:

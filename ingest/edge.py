@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator, Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import structlog
@@ -44,6 +45,7 @@ class ExposureError(Exception):
     """The service would serve the generic API anonymously beyond loopback."""
 
 
+@lru_cache(maxsize=4096)  # per request (the peer, X-Forwarded-For hops): a client's address repeats
 def parse_address(text: str) -> Address | None:
     try:
         return ipaddress.ip_address(text.strip().strip("[]"))
@@ -78,6 +80,7 @@ def client_address(request: Request, trusted: Sequence[Network]) -> str:
     return peer
 
 
+@lru_cache(maxsize=4096)
 def network_of(address: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) that holds ``address``; the text itself when it is no address."""
     parsed = parse_address(address)

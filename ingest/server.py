@@ -50,8 +50,12 @@ class BodyDeadline:
                 return await receive()
             if state["deadline"] is None:
                 state["deadline"] = loop.time() + self.timeout
+            if state["deadline"] <= loop.time():
+                raise BodyTimeout
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, state["deadline"] - loop.time()))
+                # asyncio.timeout_at, not wait_for: no task of its own per read (issue 26).
+                async with asyncio.timeout_at(state["deadline"]):
+                    message = await receive()
             except TimeoutError:
                 raise BodyTimeout from None
             if message["type"] != "http.request" or not message.get("more_body", False):

@@ -16,8 +16,11 @@ from worker.dataplane.scripts import Scripts
 from worker.store import Durability, connect_data
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
     from pydantic import SecretStr
+    from redis.asyncio import Redis as AsyncRedis
 
     from worker.accounts.flush import FlushAges
     from worker.accounts.registry import Registry
@@ -38,6 +41,7 @@ class Runtime:
         self.keys = Keys(settings.namespace, settings.shards)
         self._transport = transport
         self.pid = os.getpid()
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncRedis] | None = None
 
     # The models, the registry, the metrics, the producer and the Metrica client are imported when
     # first used: a process that only reads the store (``ctl status``) starts without them (issue 25).
@@ -57,6 +61,29 @@ class Runtime:
     @cached_property
     def redis(self) -> Redis:
         return connect_data(self.settings)
+
+    def async_redis(self) -> AsyncRedis | None:
+        """The ``redis.asyncio`` client of the running event loop (one per loop: its connections belong
+        to it), for the ingestion service's request path (worker/dataplane/steps.py); None on a Redis
+        Cluster, where the request path keeps the synchronous client in the thread pool."""
+        if self.settings.redis_cluster:
+            return None
+        import asyncio  # noqa: PLC0415 - the service's only (issue 25)
+
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            from worker.store import connect_async  # noqa: PLC0415 - the service's only (issue 25)
+
+            self._async = (loop, connect_async(self.settings.redis_url))
+        return self._async[1]
+
+    async def aclose(self) -> None:
+        """Close the event loop's client (the synchronous ones close in :meth:`close`)."""
+        import asyncio  # noqa: PLC0415 - the service's only (issue 25)
+
+        if self._async is not None and self._async[0] is asyncio.get_running_loop():
+            await self._async[1].aclose()
+        self._async = None
 
     @cached_property
     def scripts(self) -> Scripts:

@@ -24,12 +24,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from config.settings import Settings
+from ingest.core import IngestCore
 from ingest.edge import BodyTimeout, BodyTooLarge, client_address, network_of, read_body
 from ingest.input import InputError
+from worker.dataplane.steps import Steps, blocking, run_async, run_sync
 from worker.intake.pools import Lease, NumberPools, RateLimited, Session
 from worker.model.fields import field_errors
-from worker.runtime import Runtime
-from worker.store import redis_now_ms
 
 FIELDS = ("counter", "ClientId", "UserId", "Yclid", "URL")
 MAX_BODY = 8192  # a POST body: counted while it is read, refused at the first byte over
@@ -38,9 +38,10 @@ MAX_BODY = 8192  # a POST body: counted while it is read, refused at the first b
 class SessionService:
     """Handlers of the session API over the process's runtime."""
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, core: IngestCore) -> None:
         self.settings = settings
-        self.runtime = runtime
+        self.core = core
+        self.runtime = runtime = core.runtime
         self.pools = NumberPools(runtime)
         self.origins = set(settings.session_allowed_origins)
 
@@ -97,8 +98,13 @@ class SessionService:
         if isinstance(session, Response):
             return session
         client = client_address(request, self.settings.ingest_trusted_proxies)
+        steps = self._lease(session, client, network_of(client))
+        redis = self.core.loop_redis()
         try:
-            lease, now_ms, swapped = await run_in_threadpool(self._lease, session, client, network_of(client))
+            if redis is None:
+                lease, now_ms, swapped = await run_in_threadpool(run_sync, self.runtime.redis, steps)
+            else:
+                lease, now_ms, swapped = await run_async(redis, steps)
         except InputError as error:
             return self.answer(request, {"error": str(error)}, error.status, {"Retry-After": "1"})
         expires = (
@@ -135,12 +141,16 @@ class SessionService:
         except RateLimited as error:
             raise _rate_error(error) from None
 
-    def _lease(self, session: Session, client: str, network: str) -> tuple[Lease, int, dict[str, Any]]:
+    def _lease(self, session: Session, client: str, network: str) -> Steps[tuple[Lease, int, dict[str, Any]]]:
+        """The lease, Redis's clock and what the tag swaps, as steps: on the event loop (``redis.asyncio``)
+        unless the registry's snapshot is due (``IngestCore.loop_redis``), so ``swapped`` reads it cached."""
         try:
-            lease = self.pools.lease(session, client, network)
+            lease, now_ms = yield from self.pools.lease_steps(session, client, network)
         except RateLimited as error:
             raise _rate_error(error) from None
-        return lease, redis_now_ms(self.runtime.redis), self.swapped(session.counter_id)
+        accounts = self.runtime.accounts  # a snapshot due since the request began is read in a thread
+        swapped = yield from blocking(lambda: self.swapped(session.counter_id), accounts.stale())
+        return lease, now_ms, swapped
 
     def routes(self) -> list[Route]:
         return [

@@ -73,6 +73,10 @@ class Registry:
         self._lock = threading.Lock()
 
     # --- reading -----------------------------------------------------------------------------
+    def stale(self) -> bool:
+        """Whether :meth:`snapshot` would ask Redis now."""
+        return not self._checked or time.monotonic() - self._checked >= self.settings.accounts_cache_seconds
+
     def snapshot(self) -> Snapshot:
         """The registry as of at most ``accounts_cache_seconds`` ago."""
         now = time.monotonic()

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -24,7 +25,8 @@ from redis.exceptions import RedisError
 
 from worker.dataplane.keys import Keys
 from worker.dataplane.marks import call_ref_value
-from worker.dataplane.scripts import Scripts, run_many
+from worker.dataplane.scripts import Scripts as ScriptSet
+from worker.dataplane.steps import Scripts, Steps, blocking, run_sync
 from worker.delivery.rows import FIRST_CALLER_BIT, Event, Prepared, prepare
 from worker.errors import ProducerError
 from worker.model.calls import Rejection, TimePolicy
@@ -91,11 +93,16 @@ class Producer:
         self._policy = policy
         self._clock = clock
         self._ready_shards: set[int] = set()
-        self._scripts = Scripts(redis)
+        self._scripts = ScriptSet(redis)
+
+    @property
+    def redis(self) -> Redis:
+        """The synchronous client the producer writes with (:meth:`submit`)."""
+        return self._redis
 
     def submit(
         self,
-        events: Iterable[Mapping[str, Any] | Event],
+        events: Iterable[Mapping[str, Any] | Event | Prepared],
         kind: UploadKind = UploadKind.CALLS,
         *,
         callers: Sequence[tuple[str, str] | None] | None = None,
@@ -111,14 +118,27 @@ class Producer:
         events may be stored by then; submitting the whole input again is safe, since repeats of a
         call are dropped downstream.
         """
+        return run_sync(self._redis, self.submit_steps(events, kind, callers=callers))
+
+    def submit_steps(
+        self,
+        events: Iterable[Mapping[str, Any] | Event | Prepared],
+        kind: UploadKind = UploadKind.CALLS,
+        *,
+        callers: Sequence[tuple[str, str] | None] | None = None,
+    ) -> Steps[SubmitResult]:
+        """:meth:`submit` as steps (worker/dataplane/steps.py), for a synchronous or an asynchronous runner.
+
+        ``events`` may also hold rows the caller already checked (:class:`Prepared`, as the intake's
+        fused check gives them): they are stored as they are."""
         prepared, rejected = prepare(events, kind, self._clock(), self._policy, self.regions)
         result = SubmitResult(rejected=rejected)
         if prepared:
-            self._check_memory()
+            yield from blocking(self._check_memory, self._watermark.stale())
         for start in range(0, len(prepared), PIPELINE_CHUNK):
             chunk = prepared[start : start + PIPELINE_CHUNK]
             marks = [callers[item.index] if callers is not None else None for item in chunk]
-            entry_ids = self._write(chunk, marks)
+            entry_ids = yield from self._write_steps(chunk, marks)
             result.accepted.extend(
                 Accepted(item.index, item.source_id, entry_id) for item, entry_id in zip(chunk, entry_ids, strict=True)
             )
@@ -126,13 +146,14 @@ class Producer:
             log.info("events_rejected", rejected=len(rejected), accepted=len(result.accepted))
         return result
 
-    def _write(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> list[str]:
-        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order."""
+    def _write_steps(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> Steps[list[str]]:
+        """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order
+        (steps: the arguments built once, for either runner)."""
         per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
         for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
             shard = self._keys.shard_of(item.counter_id)
             if shard not in self._ready_shards:
-                self._prepare(shard)
+                yield from blocking(partial(self._prepare, shard))
             positions, args = per_shard.setdefault(shard, ([], []))
             positions.append(position)
             if item.call_ref is not None:
@@ -150,7 +171,7 @@ class Producer:
             for shard, (_, args) in per_shard.items()
         ]
         try:
-            replies = run_many(self._redis, calls, self._durability.commands)
+            replies = yield Scripts(calls, self._durability.commands)
         except RedisError as error:
             raise ProducerError(f"Redis did not take the events: {type(error).__name__}: {error}") from None
         replies, acks = replies[: len(calls)], replies[len(calls) :]

@@ -6,13 +6,15 @@ chat given as a plain JSON object of the usual shape goes through the fused rule
 :mod:`worker.delivery.fastrows`; anything they are not sure of (another type, a value a rule refuses,
 a value pydantic would strip or convert, a DateTime outside the window) is handed to the model, which
 gives the same rows and the very same errors as before; so the fast path never rejects. Model
-instances (the intake's calls) take the model. ``tests/test_rows_fastpath.py`` holds both paths to
+instances take the model; rows already checked by the same fused rules (:class:`Prepared`, the
+intake's calls) are stored as they are. ``tests/test_rows_fastpath.py`` holds both paths to
 identical rows and errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +46,7 @@ def from_event(index: int, event: Event) -> Prepared:
 
 
 def prepare(
-    events: Iterable[Mapping[str, Any] | Event],
+    events: Iterable[Mapping[str, Any] | Event | Prepared],
     kind: UploadKind,
     now: datetime,
     policy: TimePolicy,
@@ -58,6 +60,9 @@ def prepare(
     fused = {UploadKind.CALLS: checks.call, UploadKind.CONVERSIONS: checks.conversion, UploadKind.CHATS: checks.chat}
     check = fused[kind]
     for index, raw in enumerate(events):
+        if type(raw) is Prepared:  # checked by the caller (the intake's fused check): stored as it is
+            prepared.append(raw if raw.index == index else replace(raw, index=index))
+            continue
         fast = check(index, raw) if type(raw) is dict else None
         if fast is None:
             slow.append(raw)

@@ -62,6 +62,16 @@ class CachedHash(Generic[K, V]):
                         self._cache[name] = (found[name], expires)
         return found
 
+    def cached(self, fields: Iterable[K | None]) -> bool:
+        """Whether :meth:`get` of ``fields`` would answer from the cache alone (no round trip)."""
+        now = self._clock()
+        for name in fields:
+            if name is not None:
+                hit = self._cache.get(name)
+                if hit is None or hit[1] <= now:
+                    return False
+        return True
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()

@@ -60,6 +60,10 @@ class CounterOwners:
         """The tenant of each distinct counter (None: deployment-level), with at most one HMGET."""
         return self._tenants.get(counters)
 
+    def cached(self, counters: Iterable[int]) -> bool:
+        """Whether :meth:`lookup` of ``counters`` needs no round trip."""
+        return self._tenants.cached(counters)
+
     def check(self, owner: str | None, counter_id: int) -> None:
         """Raise ``ForeignCallError`` (``foreign_counter``) when ``owner``'s credential may not reach the counter."""
         if owner is not None and not reaches(owner, self.lookup([counter_id])[counter_id]):

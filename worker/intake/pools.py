@@ -31,7 +31,9 @@ import orjson
 import structlog
 from pydantic import Field, field_validator
 
+from worker.dataplane.steps import Commands, Scripts, Steps, run_sync
 from worker.model.fields import DigitsId, OneLine, UrlText, Visitor
+from worker.store import time_ms
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -138,13 +140,19 @@ class NumberPools:
         address (across every counter) or the counter is over its per-second limit. A counter without
         a pool gets its fallback with nothing written to Redis.
         """
+        return run_sync(self._rt.redis, self.lease_steps(session, client, network))[0]
+
+    def lease_steps(self, session: Session, client: str = "", network: str = "") -> Steps[tuple[Lease, int]]:
+        """:meth:`lease` as steps (worker/dataplane/steps.py), with Redis's clock (``TIME``, in ms) read in
+        the lease's round trip: two round trips, the rate count and then the lease."""
         k, counter = self._rt.keys, session.counter_id
         s = self._rt.settings
         second = int(time.time())
         address = _digest(client)
-        self._limit(address, second)
-        number, ends, how = self._rt.scripts.lease(
-            keys=[
+        yield from self._limit(address, second)
+        lease_call = (
+            self._rt.scripts.lease,
+            [
                 k.pool(counter),
                 k.pool_sessions(counter),
                 k.pool_holders(counter),
@@ -155,7 +163,7 @@ class NumberPools:
                 k.pool_live(counter, "a", address),
                 k.pool_live(counter, "n", _digest(network or client)),
             ],
-            args=[
+            [
                 session.key,
                 session.record(),
                 self._lease_ms,
@@ -168,6 +176,11 @@ class NumberPools:
                 s.pool_leases_per_network,
             ],
         )
+        replies = yield Scripts([lease_call], then=[["TIME"]])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        (number, ends, how), now_ms = replies[0], time_ms(replies[1])
         if how == "rate_counter":
             self._refused("rate_counter")
             raise RateLimited("counter")
@@ -176,16 +189,14 @@ class NumberPools:
                 log.warning("number_pool_exhausted", counter_id=counter)
             self._refused(how)
             fallback = s.pool_fallback_numbers.get(counter)
-            return Lease(fallback, 0, True)
-        return Lease(str(number), int(ends), False)
+            return Lease(fallback, 0, True), now_ms
+        return Lease(str(number), int(ends), False), now_ms
 
-    def _limit(self, address: str, second: int) -> None:
+    def _limit(self, address: str, second: int) -> Steps[None]:
         """The per-address rate across every counter: ``RateLimited('client')`` beyond it."""
         rate_key = self._rt.keys.session_rate(address, second)
-        pipe = self._rt.redis.pipeline(transaction=False)
-        pipe.incr(rate_key)
-        pipe.expire(rate_key, 2)
-        if int(pipe.execute()[0]) > self._rt.settings.session_rate_per_ip:
+        counted = yield Commands([("INCR", rate_key), ("EXPIRE", rate_key, 2)])
+        if int(counted[0]) > self._rt.settings.session_rate_per_ip:
             self._refused("rate_address")
             raise RateLimited("client")
 
@@ -194,7 +205,7 @@ class NumberPools:
         (a visitor may still dial the number just seen; a next page of the site asks again and keeps it).
         The lease's new end in ms, or 0 when the session holds no live number (nothing is written).
         Counted in the per-address rate as a lease is (``RateLimited``)."""
-        self._limit(_digest(client), int(time.time()))
+        run_sync(self._rt.redis, self._limit(_digest(client), int(time.time())))
         k, counter = self._rt.keys, session.counter_id
         keys = [k.pool(counter), k.pool_sessions(counter), k.pool_holders(counter), k.pool_log(counter)]
         return int(self._rt.scripts.release(keys=keys, args=[session.key, self._first_ms]))

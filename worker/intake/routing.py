@@ -133,6 +133,10 @@ class RoutingTable:
         """The route of each distinct number (None for unknown), with at most one HMGET."""
         return self._routes.get(numbers)
 
+    def cached(self, numbers: Iterable[str | None]) -> bool:
+        """Whether :meth:`lookup` of ``numbers`` needs no round trip."""
+        return self._routes.cached(numbers)
+
     def forget_cache(self) -> None:
         self._routes.clear()
 

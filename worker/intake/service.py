@@ -19,6 +19,8 @@ import structlog
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from worker.dataplane.steps import Steps, blocking, run_sync
+from worker.delivery.fastrows import FastCheck, Prepared
 from worker.delivery.producer import Producer
 from worker.errors import ForeignCallError, ProducerError
 from worker.intake.callers import CallerCall, CallerHistory
@@ -60,7 +62,7 @@ class _Work:
     index: int
     call: InboundCall
     route: Route | None = None
-    event: CallEvent | None = None
+    event: CallEvent | Prepared | None = None  # the checked row (or, off the fused path, the model)
     has_id: bool = False
     attributed: bool = False  # a dynamic number's session was found for the call's time
 
@@ -108,10 +110,16 @@ class Intake:
         Raises ``ForeignCallError`` before anything is stored or held when a call's credential may not
         reach the counter its tracking number routes to (``InboundCall.owner``, worker/intake/ownership.py).
         """
-        outcomes, to_hold = self._process(calls, now=now, refuse_foreign=True)
+        return run_sync(self.producer.redis, self.accept_steps(calls, now=now))
+
+    def accept_steps(self, calls: Sequence[InboundCall], *, now: datetime | None = None) -> Steps[list[Outcome]]:
+        """:meth:`accept` as steps (worker/dataplane/steps.py): the ingestion service runs them on its
+        event loop with ``redis.asyncio``; a route or owner cache miss, a lease lookup or a held write
+        goes to the thread pool."""
+        outcomes, to_hold = yield from self._process(calls, now=now, refuse_foreign=True)
         if to_hold:
             try:
-                self.held.hold([(calls[i], reason) for i, reason in to_hold])
+                yield from blocking(lambda: self.held.hold([(calls[i], reason) for i, reason in to_hold]))
             except RedisError as error:
                 raise ProducerError(f"Redis did not take the held calls: {type(error).__name__}") from None
         return outcomes
@@ -126,7 +134,7 @@ class Intake:
         A call now older than the join window is dropped (``ignored``, reason ``too_old``), never re-held.
         """
         calls = [entry.call.with_ids(ids) if ids else entry.call for entry in entries]
-        outcomes, to_hold = self._process(calls)
+        outcomes, to_hold = run_sync(self.producer.redis, self._process(calls))
         # A late call only gets later: replay drops it (released, counted), never re-holds it.
         late = {i for i, reason in to_hold if reason == TOO_OLD}
         for i in late:
@@ -176,19 +184,21 @@ class Intake:
     # --- Steps -----------------------------------------------------------------------------------
     def _process(
         self, calls: Sequence[InboundCall], *, now: datetime | None = None, refuse_foreign: bool = False
-    ) -> tuple[list[Outcome], list[tuple[int, str]]]:
+    ) -> Steps[tuple[list[Outcome], list[tuple[int, str]]]]:
         now = now or datetime.now(UTC)
         outcomes: list[Outcome | None] = [None] * len(calls)
         to_hold: list[tuple[int, str]] = []
+        numbers = [call.tracking_number for call in calls]
         try:
-            routes = self.routing.lookup(call.tracking_number for call in calls)
-            foreign = self._foreign(calls, routes)
+            routes = yield from blocking(lambda: self.routing.lookup(numbers), not self.routing.cached(numbers))
+            foreign = yield from self._foreign(calls, routes)
         except RedisError as error:
             raise ProducerError(f"Redis did not answer the routing lookup: {type(error).__name__}") from None
         if foreign and refuse_foreign:
             number = calls[min(foreign)].tracking_number
             raise ForeignCallError(foreign_message("tracking number", number), reason=FOREIGN_NUMBER)
-        calls, attributed = self._attribute(calls, routes)
+        calls, attributed = yield from self._attribute(calls, routes)
+        fast = FastCheck(now, self.policy, self.producer.regions)
         work: list[_Work] = []
         for index, call in enumerate(calls):
             route = routes.get(call.tracking_number) if call.tracking_number else None
@@ -200,7 +210,7 @@ class Intake:
                 outcomes[index] = Outcome("ignored", "outgoing calls are not enabled for this number")
                 continue
             item = _Work(index, call, route, attributed=index in attributed)
-            errors = self._validate(item, now)
+            errors = self._validate(item, now, fast)
             if errors and all(e.rule == "join_window" for e in errors) and self.late_calls != "static":
                 # Never a 4xx for a late call (providers do not retry those): held or dropped, visibly.
                 if self.late_calls == "drop":
@@ -234,17 +244,19 @@ class Intake:
         marks: list[tuple[str, str] | None] = [
             self._caller_mark(item) if item.call.caller and item.call.direction == "in" else None for item in ready
         ]
-        for i, item in enumerate(ready):
-            if marks[i] is None and item.event is not None and item.event.first_time_caller is not None:
-                events[i] = item.event.model_copy(update={"first_time_caller": None})
-        result = self.producer.submit(events, callers=marks)
+        for i, event in enumerate(events):
+            if marks[i] is None and isinstance(event, Prepared) and event.first_caller is not None:
+                events[i] = replace(event, first_caller=None)
+            elif marks[i] is None and isinstance(event, CallEvent) and event.first_time_caller is not None:
+                events[i] = event.model_copy(update={"first_time_caller": None})
+        result = yield from self.producer.submit_steps(events, callers=marks)
         for rejection in result.rejected:  # only the clock can move between our check and submit's
             outcomes[ready[rejection.index].index] = Outcome("rejected", rejection.reason, rejection.errors)
         for accepted in result.accepted:
             outcomes[ready[accepted.index].index] = Outcome("accepted")
         return [o or Outcome("rejected", "not processed") for o in outcomes], to_hold
 
-    def _foreign(self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]) -> set[int]:
+    def _foreign(self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]) -> Steps[set[int]]:
         """Indexes of calls whose credential's owner may not reach their routed counter (one HMGET)."""
         asks = [
             (index, route.counter_id)
@@ -256,7 +268,10 @@ class Intake:
         if not asks:
             return set()
         # Without an owner lookup every counter counts as the deployment's: a client's call reaches none.
-        tenants = self.owners.lookup(counter for _, counter in asks) if self.owners is not None else {}
+        tenants: Mapping[int, str | None] = {}
+        if self.owners is not None:
+            owners, counters = self.owners, [counter for _, counter in asks]
+            tenants = yield from blocking(lambda: owners.lookup(counters), not owners.cached(counters))
         return {index for index, counter in asks if not reaches(calls[index].owner, tenants.get(counter))}
 
     def _caller_mark(self, item: _Work) -> tuple[str, str] | None:
@@ -267,7 +282,7 @@ class Intake:
 
     def _attribute(
         self, calls: Sequence[InboundCall], routes: Mapping[str, Route | None]
-    ) -> tuple[list[InboundCall], set[int]]:
+    ) -> Steps[tuple[list[InboundCall], set[int]]]:
         """Calls to dynamic numbers take the identifiers and landing URL of the session that held
         the number when the call started (worker/intake/pools.py); returns the calls and which were."""
         result = list(calls)
@@ -279,7 +294,8 @@ class Intake:
         if not asks:
             return result, set()
         try:
-            found = self.pools.attribute([ask for _, ask in asks]) if self.pools else []
+            pools = self.pools
+            found = yield from blocking(lambda: pools.attribute([ask for _, ask in asks]) if pools else [])
         except RedisError as error:
             raise ProducerError(f"Redis did not answer the lease lookup: {type(error).__name__}") from None
         attributed: set[int] = set()
@@ -293,8 +309,10 @@ class Intake:
             attributed.add(index)
         return result, attributed
 
-    def _validate(self, item: _Work, now: datetime) -> list[FieldError]:
-        """The call's columns as the producer will check them (with a stand-in id when it has none)."""
+    def _validate(self, item: _Work, now: datetime, fast: FastCheck) -> list[FieldError]:
+        """The call's columns checked once, as the producer stores them (with a stand-in id when it has
+        none): the fused rules give the stored row; anything they are not sure of goes to ``CallEvent``
+        and the clock check, which explain a rejection (worker/delivery/rows.py)."""
         call, route = item.call, item.route
         data: dict[str, Any] = {
             **call.columns,
@@ -318,6 +336,10 @@ class Intake:
         ids = {column: call.ids[column] for column in ID_COLUMNS if call.ids.get(column)}
         item.has_id = bool(ids)
         data.update(ids or {"ClientId": _PLACEHOLDER_ID})
+        row = fast.call(item.index, data)
+        if row is not None:
+            item.event = row if item.has_id else None
+            return []
         try:
             event = CallEvent.model_validate(data, context=self.producer.regions.context())
         except ValidationError as error:

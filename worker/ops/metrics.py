@@ -23,6 +23,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import structlog
@@ -109,7 +110,8 @@ def label(value: object) -> str:
     return _LABEL_RE.sub("_", str(value))[:64] or "none"
 
 
-def _field(family: str, labels: Sequence[str]) -> str:
+@lru_cache(maxsize=4096)  # per request: the same few fields again (a client's word only churns the cache)
+def _field(family: str, labels: tuple[str, ...]) -> str:
     spec = FAMILIES[family]
     if len(labels) != len(spec.labels):
         raise ValueError(f"{family} takes labels {spec.labels}")
@@ -149,7 +151,7 @@ class Metrics:
 
     def add(self, counts: Mapping[tuple[str, tuple[str, ...]], int]) -> None:
         """Add each ``(family, labels) -> amount`` (in one round trip, or to the buffer); never raises."""
-        items = [(_field(family, labels), amount) for (family, labels), amount in counts.items() if amount]
+        items = [(_field(family, tuple(labels)), amount) for (family, labels), amount in counts.items() if amount]
         if not items:
             return
         if self._pending is not None:
