@@ -2,8 +2,9 @@
 
 Data format 3: an entry holds one bucket's events of a producer's chunk: ``b`` the bucket, ``r`` the rows
 joined, ``l`` their lengths in bytes (',' between), ``d`` the dedup digests (16 characters each, joined),
-and for calls ``f`` the call-ref digests (16 each, dots for none), ``v`` their values joined, ``w`` the
-values' lengths. Format 2 (still read after an upgrade): one event, ``b d r`` and a call's ``f v``.
+and for calls ``f`` the call-ref digests (16 each, dots for none), ``v`` their values joined without
+their counter (the bucket's: "|column|identifier", :func:`worker.dataplane.marks.call_ref_value`), ``w``
+the values' lengths in bytes. Format 2 (still read after an upgrade): one event, ``b d r`` and a call's ``f v``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def split(fields: Mapping[str, str]) -> list[dict[str, str]]:
         if refs:
             ref = refs[n * DIGEST : (n + 1) * DIGEST]
             if not ref.startswith("."):
-                event["f"], event["v"] = ref, values[value_at : value_at + width_of[n]].decode()
+                tail = values[value_at : value_at + width_of[n]].decode()
+                event["f"], event["v"] = ref, fields["b"].split(":", 1)[0] + tail
             value_at += width_of[n]
         events.append(event)
     return events

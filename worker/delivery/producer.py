@@ -5,7 +5,8 @@ A chunk's accepted events become one entry per bucket (counter:kind:id type) of 
 stream (data format 3, ``lua/xadd_many.lua``): ``b`` the bucket, ``r`` the rows, each its CSV line with a
 column mask (:mod:`worker.delivery.csvfile`), joined, ``l`` their lengths, ``d`` each event's digest of
 (kind, counter, source, source id) for deduplication, 16 characters each; a call also carries, in
-``f``/``v``/``w``, the digest of (provider, call id) and "counter|id column letter|identifier", which
+``f``/``v``/``w``, the digest of (provider, call id) and "|id column letter|identifier" (the counter is the
+bucket's), which
 drain keeps so a later conversion can find the call (:mod:`worker.intake.call_refs`). One round trip
 per chunk, one script per shard, one ``XADD`` per bucket.
 """
@@ -89,7 +90,8 @@ def group_args(
         if item.call_ref is not None:
             provider, call_id, column, identifier = item.call_ref
             group.refs.append(call_ref_digest(provider, call_id))
-            group.values.append(call_ref_value(item.counter_id, column, identifier))
+            value = call_ref_value(item.counter_id, column, identifier)
+            group.values.append(value[value.index("|") :])  # its counter is the bucket's
             group.with_refs = True
         else:
             group.refs.append(NO_REF)

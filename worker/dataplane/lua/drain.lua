@@ -1,7 +1,8 @@
 -- drain.lua: move the entries holding about COUNT events from the head of one shard's ingest stream
 -- into their open buffers, drop repeats, trim the entries off the stream, and seal every buffer that is
 -- full or due. An entry is one bucket's events of a producer's chunk (format 3: b bucket, r rows
--- joined, l their lengths, d digests 16 characters each, f v w call refs, xadd_many.lua) or one event
+-- joined, l their lengths, d digests 16 characters each, f v w call refs whose values leave out the
+-- bucket's counter, xadd_many.lua) or one event
 -- (format 2: b d r [f v]); an entry is taken whole, so a run may take up to one entry's rows past COUNT.
 -- One script run is one atomic step: a crash leaves each entry either in the stream or in a buffer,
 -- so no consumer group is needed (issue 18): the stream holds exactly the entries not drained yet,
@@ -146,7 +147,8 @@ end
 
 -- The mark names its hash and field, so discarding the batch can remove it (HDEL).
 local function put(digest, value)
-  return DP.mark_of(dd_hashes, DP.put(dd_hashes, digest, value), digest)
+  local key, field = DP.put(dd_hashes, digest, value)
+  return DP.mark_of(dd_hashes, key, digest, field)
 end
 
 -- A new entry's dedup: a call's ref (where a later conversion finds it) is also its dedup mark; the
@@ -163,14 +165,22 @@ local function dedup_hashed(dd, ref, ref_value, mark)
 end
 
 local repeats = 0
+-- Built once per run: a bucket's buffer per column set, a sequence number's digits, a mark.
+local buffer_of, digits_of, mark_of_gen = {}, {}, {}
 
--- One event into its open buffer, unless it is a repeat.
-local function take(bucket, row, dedup, ref, ref_value)
+-- One event into its open buffer, unless it is a repeat. counter: the bucket's counter when ref_value
+-- is the value's tail ("|column|identifier", format 3), else nil (a whole value, format 2).
+local function take(bucket, row, dedup, ref, ref_value, counter)
   -- One open buffer per column set (the row's mask, worker/delivery/csvfile.py): a batch's rows all
   -- carry the same columns, so its file has no empty optional cell (docs/metrica-api.md, "Mixed
   -- optional columns"). A row stored as JSON (before issue 18) keeps the plain bucket.
-  if string.sub(row, 1, 1) ~= '{' then
-    bucket = bucket .. '/' .. string.match(row, '^[^,]*')
+  if string.byte(row, 1) ~= 123 then  -- '{'
+    local masks = buffer_of[bucket]
+    if not masks then masks = {}; buffer_of[bucket] = masks end
+    local mask = string.match(row, '^[^,]*')
+    local buffer = masks[mask]
+    if not buffer then buffer = bucket .. '/' .. mask; masks[mask] = buffer end
+    bucket = buffer
   end
   local fresh, mark_key = true, nil
   load(bucket)
@@ -179,14 +189,22 @@ local function take(bucket, row, dedup, ref, ref_value)
   -- The batch this row will be sealed as: the open buffer's, or the next sequence number.
   -- Marks name it by its number alone; the nonce is kept once per batch, in <p>:bn:<period>.
   local gen
-  if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = string.match(seq_of[bucket], '^%d+')
-  elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2)  -- seal() numbers it first
+  local seq = seq_of[bucket]
+  if rows_of[bucket] > 0 and not full and seq then
+    gen = digits_of[seq]
+    if not gen then gen = string.match(seq, '^%d+'); digits_of[seq] = gen end
+  elseif full and not seq then gen = tostring(last_seq + 2)  -- seal() numbers it first
   else gen = tostring(last_seq + 1) end
   -- The status API's index (issue 19): a mark's value names the batch, "counter:<seq>R<nonce>".
-  local mark = ':' .. gen  -- a conversion's or chat's digest is its counter's already
+  local mark = mark_of_gen[gen]  -- a conversion's or chat's digest is its counter's already
+  if not mark then mark = ':' .. gen; mark_of_gen[gen] = mark end
   if ref and ref_value then
-    local counter_part = string.match(ref_value, '^[^|]*')
-    ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
+    if counter then
+      ref_value = counter .. ':' .. gen .. ref_value
+    else
+      local counter_part = string.match(ref_value, '^[^|]*')
+      ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
+    end
   end
   fresh, mark_key = dedup_hashed(dedup, ref, ref_value, mark)
   if not fresh then
@@ -216,7 +234,7 @@ end
 -- the next ones as many as the events per entry so far say are missing. Every event is listed first
 -- (E_*: bucket, row, dedup digest, ref digest, ref value), so the lookups of all of them go out
 -- together, one HMGET per dedup hash (DP.prefetch), before any event is taken in order.
-local E_b, E_r, E_d, E_f, E_v = {}, {}, {}, {}, {}
+local E_b, E_r, E_d, E_f, E_v, E_c = {}, {}, {}, {}, {}, {}
 local read, entries_read, last_id = 0, 0, nil
 local from, want = '-', 1
 local NO_REF = 46  -- '.': a row of a group without a call ref
@@ -240,14 +258,14 @@ while read < count do
       -- A group (format 3): its rows split by their lengths, its digests by their fixed width.
       local at, vat, k = 1, 1, 0
       local next_width = widths and string.gmatch(widths, '%d+')
-      for length in string.gmatch(lengths, '%d+') do
-        local size = tonumber(length)
+      local counter = refs and string.match(bucket, '^%d+') or false
+      for size in string.gmatch(lengths, '%d+') do  -- a number's text: Lua's arithmetic reads it
         read = read + 1
         E_b[read], E_r[read] = bucket, string.sub(rows, at, at + size - 1)
-        E_d[read], E_f[read], E_v[read] = string.sub(dedup, k * 16 + 1, k * 16 + 16), false, false
+        E_d[read], E_f[read], E_v[read], E_c[read] = string.sub(dedup, k * 16 + 1, k * 16 + 16), false, false, counter
         at = at + size
         if refs then
-          local width = tonumber(next_width())
+          local width = next_width()
           if string.byte(refs, k * 16 + 1) ~= NO_REF then
             E_f[read], E_v[read] = string.sub(refs, k * 16 + 1, k * 16 + 16), string.sub(values, vat, vat + width - 1)
           end
@@ -258,6 +276,7 @@ while read < count do
     elseif bucket and rows then
       read = read + 1
       E_b[read], E_r[read], E_d[read], E_f[read], E_v[read] = bucket, rows, dedup or false, refs or false, values or false
+      E_c[read] = false
     end
     entries_read = entries_read + 1
     last_id = entries[i][1]
@@ -275,7 +294,7 @@ if read > 0 then
   end
   DP.prefetch(dd_hashes, digests)
   for i = 1, read do
-    take(E_b[i], E_r[i], E_d[i] or nil, E_f[i] or nil, E_v[i] or nil)
+    take(E_b[i], E_r[i], E_d[i] or nil, E_f[i] or nil, E_v[i] or nil, E_c[i] or nil)
   end
 end
 if last_id then

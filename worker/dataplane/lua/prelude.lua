@@ -51,7 +51,8 @@ end
 -- listpack encoding. sizes: "<period>" -> buckets, "c<period>" -> fields written in it.
 function DP.hashes(prefix, key_of, sizes_key, now_ms, ttl, period_days, min_buckets)
   local h = {prefix = prefix, key_of = key_of, sizes_key = sizes_key, min_buckets = min_buckets,
-    sizes = {}, written = 0, writes = {}, written_keys = {}, found = {}, found_in = {}}
+    sizes = {}, written = 0, writes = {}, written_keys = {}, found = {}, found_in = {}, key_now = {}, rel = {},
+    names = {}}
   h.period, h.oldest, h.expire_at = DP.periods(now_ms, ttl, period_days)
   local raw = redis.call('HGETALL', sizes_key)
   for i = 1, #raw, 2 do
@@ -61,11 +62,17 @@ function DP.hashes(prefix, key_of, sizes_key, now_ms, ttl, period_days, min_buck
   return h
 end
 
--- The key of the hash of period per that holds digest, or nil when that period has no hashes.
+-- The key of the hash of period per that holds digest, or nil when that period has no hashes (each
+-- name built once per run).
 function DP.slot(h, per, digest)
   local n = h.sizes[per]
   if not n then return nil end
-  return h.key_of(h.prefix, per, DP.bucket(digest, n))
+  local names = h.names[per]
+  if not names then names = {}; h.names[per] = names end
+  local bucket = DP.bucket(digest, n)
+  local key = names[bucket]
+  if not key then key = h.key_of(h.prefix, per, bucket); names[bucket] = key end
+  return key
 end
 
 -- The value held for each of digests in the newest period of the window that has it, read with one
@@ -80,7 +87,8 @@ function DP.prefetch(h, digests)
       for i = 1, #pending do
         local digest = pending[i]
         if found[digest] == nil then
-          local key = h.key_of(h.prefix, per, DP.bucket(digest, n))
+          local key = DP.slot(h, per, digest)
+          if per == h.period then h.key_now[digest] = key end
           local fields = fields_of[key]
           if not fields then
             fields = {}
@@ -134,8 +142,8 @@ function DP.get(h, digest)
   return nil
 end
 
--- Store digest's field in the current period; returns the hash's key. The fields are written by
--- DP.finish, one HSET of many fields per hash; DP.get sees them at once.
+-- Store digest's field in the current period; returns the hash's key and the field. The fields are
+-- written by DP.finish, one HSET of many fields per hash; DP.get sees them at once.
 function DP.put(h, digest, value)
   local period = h.period
   if not h.sizes[period] then
@@ -151,18 +159,19 @@ function DP.put(h, digest, value)
       end
     end
   end
-  local key = DP.slot(h, period, digest)
+  local key = h.key_now[digest] or DP.slot(h, period, digest)
   local fields = h.writes[key]
   if not fields then
     fields = {}
     h.writes[key] = fields
     h.written_keys[#h.written_keys + 1] = key
   end
-  fields[#fields + 1] = DP.field(digest)
+  local field = DP.field(digest)
+  fields[#fields + 1] = field
   fields[#fields + 1] = value
   h.found[digest], h.found_in[digest] = value, period
   h.written = h.written + 1
-  return key
+  return key, field
 end
 
 -- Remove digest's field from the hash of an older period (it moves into the current one by DP.put).
@@ -189,8 +198,13 @@ end
 -- A dedup mark as a batch keeps it (<p>:marks:<id>): 'dd:<period>:<bucket>:<field>', the key of the
 -- hash relative to the shard's prefix and the field; DP.unmark removes it (the key of its own before
 -- issue 18, 'seen:<digest>' or 'ref:<digest>').
-function DP.mark_of(h, key, digest)
-  return string.sub(key, #h.prefix + 2) .. ':' .. DP.field(digest)
+function DP.mark_of(h, key, digest, field)
+  local rel = h.rel[key]
+  if not rel then
+    rel = string.sub(key, #h.prefix + 2) .. ':'
+    h.rel[key] = rel
+  end
+  return rel .. (field or DP.field(digest))
 end
 
 function DP.unmark(prefix, mark)

@@ -4,7 +4,8 @@
 --       caller-history hashes  4 the stored row's mask bit of FirstTimeCaller (worker/delivery/csvfile.py),
 --       then one group per bucket (worker/delivery/producer.py group_args): bucket, n (rows), the n
 --       dedup digests (16 characters each, joined), the n call-ref digests (16 characters each, 16 dots
---       for none; '' when no row has one), the call-ref values joined, their lengths in bytes (',' between),
+--       for none; '' when no row has one), the call-ref values without their counter (the bucket's:
+--       "|column|identifier") joined, their lengths in bytes (',' between),
 --       the n callers ('' when none has one; else 28 characters a row: 20 of the caller digest, base64 of
 --       a keyed hash of counter and caller number (worker/intake/callers.py), and the first 8 of the call
 --       mark; 28 dots for none), then the n stored rows ("<hex mask>,<CSV cells>"), one argument each.
