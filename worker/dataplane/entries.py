@@ -9,7 +9,7 @@ the values' lengths in bytes. Format 2 (still read after an upgrade): one event,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 DIGEST = 16  # characters of a dedup or call-ref digest (worker/delivery/producer.py dedup_digest)
 
@@ -18,6 +18,13 @@ def events_in(fields: Mapping[str, str]) -> int:
     """How many events the entry holds."""
     lengths = fields.get("l")
     return 1 if lengths is None else lengths.count(",") + 1
+
+
+def events_waiting(length: int, tally: Sequence[str | None]) -> int:
+    """How many events a stream holds, from its XLEN and its tally's ``e`` and ``n`` (``stream_tally``):
+    format-2 entries hold one event each, grouped ones ``n`` in all."""
+    grouped, events = (max(int(value or 0), 0) for value in tally)
+    return max(length - grouped, 0) + events
 
 
 def holds_digest(fields: Mapping[str, str], name: str, digest: str) -> bool:

@@ -21,6 +21,7 @@ from config.settings import Settings
 from worker.accounts.crypto import KeyRing
 from worker.accounts.health import AccountsCollector, quota_logins
 from worker.accounts.snapshot import login_key
+from worker.dataplane.entries import events_waiting
 from worker.dataplane.ids import fingerprint
 from worker.dataplane.keys import Keys
 from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
@@ -129,6 +130,7 @@ class Collector(PromCollector):
         for shard in range(keys.shards):
             pipe = r.pipeline(transaction=False)
             pipe.xlen(keys.stream(shard))
+            pipe.hmget(keys.stream_tally(shard), ["e", "n"])
             pipe.xrange(keys.stream(shard), count=1)
             pipe.hkeys(keys.buffer_bytes(shard))
             pipe.zcard(keys.sealed(shard))
@@ -136,8 +138,8 @@ class Collector(PromCollector):
             pipe.zcard(keys.quarantine(shard))
             pipe.zcard(keys.done(shard))
             pipe.zrange(keys.uploaded(shard), 0, MAX_OPEN_SCAN - 1, withscores=True)
-            length, first, buckets, sealed, uploaded, quarantined, done, open_ids = pipe.execute()
-            lag.add_metric([str(shard)], int(length))
+            length, tally, first, buckets, sealed, uploaded, quarantined, done, open_ids = pipe.execute()
+            lag.add_metric([str(shard)], events_waiting(int(length), tally))
             age = 0.0
             if first:
                 age = max(0.0, (now_ms - int(str(first[0][0]).split("-")[0])) / 1000)

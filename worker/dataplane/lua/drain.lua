@@ -236,6 +236,7 @@ end
 -- together, one HMGET per dedup hash (DP.prefetch), before any event is taken in order.
 local E_b, E_r, E_d, E_f, E_v, E_c = {}, {}, {}, {}, {}, {}
 local read, entries_read, last_id = 0, 0, nil
+local groups_read, grouped = 0, 0  -- format-3 entries taken, and their events (the stream's tally)
 local from, want = '-', 1
 local NO_REF = 46  -- '.': a row of a group without a call ref
 while read < count do
@@ -273,6 +274,7 @@ while read < count do
         end
         k = k + 1
       end
+      groups_read, grouped = groups_read + 1, grouped + k
     elseif bucket and rows then
       read = read + 1
       E_b[read], E_r[read], E_d[read], E_f[read], E_v[read] = bucket, rows, dedup or false, refs or false, values or false
@@ -296,6 +298,10 @@ if read > 0 then
   for i = 1, read do
     take(E_b[i], E_r[i], E_d[i] or nil, E_f[i] or nil, E_v[i] or nil, E_c[i] or nil)
   end
+end
+if groups_read > 0 then
+  redis.call('HINCRBY', K.stream_tally(p), 'e', -groups_read)
+  redis.call('HINCRBY', K.stream_tally(p), 'n', -grouped)
 end
 if last_id then
   -- Everything up to the last entry read leaves the stream: MINID is the id just after it.

@@ -83,7 +83,7 @@ if #callers > 0 then
   DP.prefetch(history, callers)
 end
 
-local ids = {}
+local ids, events = {}, 0
 i = 5
 while i <= #ARGV do
   local bucket, n, with = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 6]
@@ -109,7 +109,11 @@ while i <= #ARGV do
     ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'b', bucket, 'r', r, 'l', l, 'd', ARGV[i + 2],
       'f', ARGV[i + 3], 'v', ARGV[i + 4], 'w', ARGV[i + 5])
   end
+  events = events + n
   i = i + 7 + n
 end
 if history then DP.finish(history) end
+-- The stream's tally: how many of its entries are groups, and how many events they hold.
+redis.call('HINCRBY', K.stream_tally(p), 'e', #ids)
+redis.call('HINCRBY', K.stream_tally(p), 'n', events)
 return ids
