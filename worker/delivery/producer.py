@@ -98,6 +98,8 @@ def group_args(
             group.values.append("")
         if mark is not None:
             caller_key, call_mark = mark
+            if len(caller_key) != 20 or len(call_mark) < 8:  # the script reads them at fixed widths
+                raise ValueError("a caller mark is a 20-character caller digest and a call mark of 8 or more")
             group.callers.append(caller_key + call_mark[:8])
             group.with_callers = True
         else:
