@@ -3,7 +3,8 @@
 Every script starts with the prelude (worker/dataplane/prelude.py); here it runs alone, with a one-line
 body, and its answers for random inputs are compared with worker/dataplane/marks.py and ids.py: the
 bucket and field of a digest, the periods of a time, batch ids (and those round-trip through the parser),
-and every key the prelude builds against the Python accessor of the same row of the key table.
+marks written per hash (DP.put, DP.finish) where dedup_slot puts them and read back per hash (DP.prefetch,
+DP.get), and every key the prelude builds against the Python accessor of the same row of the key table.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from worker.delivery.csvfile import row_cells
 from worker.delivery.drain import drain, drain_shard
 from worker.model.kinds import CALLS, IdType
 from worker.ops.fleet import stream_lag
+from worker.ops.status import where_call
 from worker.runtime import Runtime
 
 
@@ -181,6 +182,10 @@ def test_a_chunk_is_one_entry_per_bucket_and_rows_of_any_bytes_cross_it_whole(ru
     assert all(len(e["d"]) == 16 and len(e["f"]) == 16 for e in events_read)
     assert events_read[20]["v"] == "101|U|пользователь|0"
     before = [e["r"] for e in events_read]
+    # The status API finds a call, conversion or chat anywhere in a group (its digest at a 16-aligned place).
+    middle = events[13]
+    assert where_call(rt, middle["provider"], middle["call_id"]).place == "stream"
+    assert where_call(rt, middle["provider"], "no-such-call").place == "unknown"
     again = rt.producer.submit(events[:3])  # a retry: dropped by drain as repeats
     assert len(again.accepted) == 3
     drained = drain_shard(rt, shard, seal_all=True)
