@@ -128,3 +128,10 @@ def redis_contents(url: str, namespace: str) -> str:
     finally:
         client.close()
     return "\n".join(parts)
+
+
+def stream_events(rt: Any, shard: int, redis: Any = None) -> int:
+    """How many events a shard's ingest stream holds (an entry holds one bucket's events of a chunk)."""
+    from worker.dataplane.entries import events_in
+
+    return sum(events_in(fields) for _, fields in (redis or rt.redis).xrange(rt.keys.stream(shard)))

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from ingest.app import create_app
+from worker.dataplane.entries import split
 from worker.delivery.csvfile import row_cells
 from worker.intake.routing import Route
 from worker.model.kinds import Bucket
@@ -73,10 +74,11 @@ def stored_rows(rt: Runtime) -> list[dict[str, str]]:
     """Every call row in the ingest streams, with its bucket under ``_bucket``."""
     rows = []
     for shard in range(rt.keys.shards):
-        for _, fields in cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard))):
-            bucket = Bucket.decode(fields["b"])
-            cells = row_cells(bucket.spec, bucket.id_type, fields["r"])
-            rows.append({**cells, "_bucket": fields["b"], "_digest": fields["d"]})
+        for _, group in cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard))):
+            for fields in split(group):
+                bucket = Bucket.decode(fields["b"])
+                cells = row_cells(bucket.spec, bucket.id_type, fields["r"])
+                rows.append({**cells, "_bucket": fields["b"], "_digest": fields["d"]})
     return rows
 
 

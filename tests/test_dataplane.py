@@ -3,7 +3,8 @@
 Every script starts with the prelude (worker/dataplane/prelude.py); here it runs alone, with a one-line
 body, and its answers for random inputs are compared with worker/dataplane/marks.py and ids.py: the
 bucket and field of a digest, the periods of a time, batch ids (and those round-trip through the parser),
-and every key the prelude builds against the Python accessor of the same row of the key table.
+marks written per hash (DP.put, DP.finish) where dedup_slot puts them and read back per hash (DP.prefetch,
+DP.get), and every key the prelude builds against the Python accessor of the same row of the key table.
 """
 
 from __future__ import annotations
@@ -177,3 +178,37 @@ def test_every_script_starts_with_the_prelude_after_its_flags_line() -> None:
     assert text.startswith("#!lua flags=allow-oom\n" + prelude())
     assert source("drain").startswith(prelude())
     assert "':" not in source("replay").removeprefix(prelude())  # no key named by hand
+
+
+def test_marks_put_in_one_run_are_where_python_computes_them_and_are_read_back_in_the_next(
+    redis: Redis, namespace: str
+) -> None:
+    """DP.put writes its fields at DP.finish (one HSET per hash) into the hash and field dedup_slot names;
+    DP.prefetch (one HMGET per hash) and DP.get read them back, and DP.get sees a put of the same run."""
+    rng = random.Random(SEED)
+    keys = Keys(namespace, 2)
+    digests = [digest(rng) for _ in range(300)]
+    now_ms = int(redis.time()[0]) * 1000  # the hashes expire from their period on
+    body = """local h = DP.hashes(ARGV[1], K.dedup_hash, K.dedup_sizes(ARGV[1]), tonumber(ARGV[2]), 86400 * 22, 8, 7)
+local digests = {unpack(ARGV, 4)}
+if ARGV[3] == 'put' then
+  for i = 1, #digests do DP.put(h, digests[i], 'v' .. i) end
+  local seen = {}
+  for i = 1, #digests do seen[i] = DP.get(h, digests[i]) end
+  DP.finish(h)
+  return seen
+end
+DP.prefetch(h, {unpack(digests, 1, #digests - 1)})
+local out = {}
+for i = 1, #digests do out[i] = DP.get(h, digests[i]) or false end
+return out"""
+    prefix = keys.prefix(0)
+    assert run(redis, body, prefix, now_ms, "put", *digests[:200]) == [f"v{i + 1}" for i in range(200)]
+    period = dedup_periods(now_ms, 86_400 * 22, 8)[0]
+    for i, text in enumerate(digests[:200]):
+        bucket, name = dedup_slot(text, 7)
+        assert redis.hget(keys.dedup_hash(0, period, bucket), name) == f"v{i + 1}", (SEED, text)
+    # The next run: 200 of them prefetched, the last one read alone; the other 100 were never put.
+    later = [*digests[100:], digests[0]]
+    answers = run(redis, body, prefix, now_ms + 86_400_000, "get", *later)
+    assert answers == [f"v{i + 101}" for i in range(100)] + [None] * 100 + ["v1"], SEED

@@ -4,6 +4,7 @@ before format versions, resumption after a kill, and refusal of a format this re
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from ctl.__main__ import main
 from ctl.context import Context
 from tests.helpers import make_call
 from worker.app import refuse_another_shard_count
+from worker.dataplane.entries import split
 from worker.dataplane.keys import Keys
 from worker.delivery.drain import drain_shard
 from worker.delivery.producer import call_ref_digest
@@ -79,11 +81,47 @@ def test_a_migration_killed_half_way_is_resumed_not_repeated(redis: Redis, names
     assert first is not None and redis.get(keys.dedup_since(1)) is None
     done: list[str] = []
     ensure_format(redis, keys, done.append)
-    assert done == ["migrated ddsince:1", "migrated pin", f"format 1 -> {CURRENT}"]
+    assert done == ["migrated ddsince:1", "migrated pin", "migrated groups", f"format 1 -> {CURRENT}"]
     assert redis.get(keys.dedup_since(0)) == first
     # Killed after the last step, before the version was written: the next process writes it.
     redis.delete(keys.format_version)
     assert ensure_format(redis, keys) == CURRENT and redis.get(keys.format_version) == str(CURRENT)
+
+
+def _version_2_store(redis: Redis, keys: Keys) -> None:
+    """What release v2026.12.06 (8b5e634) leaves: format 2, a negated pin, epochs, ``ddsince`` set."""
+    redis.set(keys.format_version, 2)
+    redis.set(keys.shard_count, -keys.shards)
+    for shard in range(keys.shards):
+        redis.set(keys.epoch(shard), f"ep{shard}")
+        redis.set(keys.dedup_since(shard), 0)
+
+
+def test_a_store_of_format_2_is_migrated_and_its_one_event_entries_drain(runtime: Runtime) -> None:
+    """Format 3 groups a chunk's events per bucket in one stream entry; the one-event entries a release of
+    format 2 left in a stream (or an ingestion process of it writes until rolled) drain beside them."""
+    rt = runtime
+    shard = rt.keys.shard_of(101)
+    old, retried, new = make_call(101, 1), make_call(101, 1), make_call(101, 2)
+    # A format-2 entry, as xadd_many.lua of v2026.12.06 wrote it: one call, b d r f v.
+    assert rt.producer.submit([old]).accepted
+    stream = rt.keys.stream(shard)
+    ((entry_id, group),) = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(stream))
+    (one,) = split(group)
+    assert set(one) == {"b", "d", "r", "f", "v"}
+    rt.redis.xdel(stream, entry_id)
+    rt.redis.xadd(stream, one)  # type: ignore[arg-type]
+    rt.redis.delete(rt.keys.format_version, rt.keys.format_steps)
+    _version_2_store(rt.redis, rt.keys)
+    lines: list[str] = []
+    assert ensure_format(rt.redis, rt.keys, lines.append) == 2
+    assert lines == ["migrated groups", f"format 2 -> {CURRENT}"] and rt.redis.get(rt.keys.format_version) == "3"
+    assert ensure_format(rt.redis, rt.keys) == CURRENT  # idempotent: nothing more to do
+    assert rt.producer.submit([retried, new]).accepted  # grouped: one entry behind the old one
+    assert rt.redis.xlen(rt.keys.stream(shard)) == 2
+    result = drain_shard(rt, shard, seal_all=True)
+    assert (result.read, result.repeats, len(result.sealed)) == (3, 1, 1)  # the retry of the old call dropped
+    assert rt.redis.xlen(rt.keys.stream(shard)) == 0
 
 
 def test_a_format_of_a_newer_release_is_refused_by_every_process(

@@ -9,10 +9,13 @@ import pytest
 from redis import Redis
 
 from config.settings import Settings
-from tests.helpers import make_call, stored_rows
+from tests.helpers import make_call, stored_rows, stream_events
+from worker.dataplane.entries import split
 from worker.delivery.csvfile import row_cells
 from worker.delivery.drain import drain, drain_shard
 from worker.model.kinds import CALLS, IdType
+from worker.ops.fleet import stream_lag
+from worker.ops.status import where_call
 from worker.runtime import Runtime
 
 
@@ -32,8 +35,10 @@ def test_accepted_events_are_in_the_stream_when_submit_returns(runtime: Runtime)
     result = runtime.producer.submit([make_call(101, i) for i in range(50)])
     assert len(result.accepted) == 50 and not result.rejected
     shard = runtime.keys.shard_of(101)
-    assert runtime.redis.xlen(runtime.keys.stream(shard)) == 50
-    entry = cast(list[tuple[str, dict[str, str]]], runtime.redis.xrange(runtime.keys.stream(shard), count=1))[0][1]
+    assert stream_events(runtime, shard) == 50
+    group = cast(list[tuple[str, dict[str, str]]], runtime.redis.xrange(runtime.keys.stream(shard), count=1))[0][1]
+    assert runtime.redis.xlen(runtime.keys.stream(shard)) == 1  # a chunk's events of one bucket: one entry
+    entry = split(group)[0]
     assert entry["b"] == "101:calls:CLIENT_ID"
     row = row_cells(CALLS, IdType.CLIENT_ID, entry["r"])  # the row as its CSV line (worker/delivery/csvfile.py)
     assert row["PhoneNumber"] == "+79120000000" and row["ClientId"] == str(10**15)
@@ -52,7 +57,7 @@ def test_mixed_submission_stores_only_the_valid_ones(runtime: Runtime) -> None:
     result = runtime.producer.submit([make_call(101, 1), make_call(101, 2, TalkDuration=-4), make_call(101, 3)])
     assert [a.index for a in result.accepted] == [0, 2]
     assert [r.index for r in result.rejected] == [1]
-    assert runtime.redis.xlen(runtime.keys.stream(runtime.keys.shard_of(101))) == 2
+    assert stream_events(runtime, runtime.keys.shard_of(101)) == 2
 
 
 def test_drain_groups_rows_per_counter_and_identifier_type(make_settings: Callable[..., Settings]) -> None:
@@ -147,5 +152,62 @@ def test_scripts_forgotten_by_redis_are_loaded_again_and_nothing_runs_twice(runt
     runtime.redis.script_flush()  # as after a Redis restart
     result = runtime.producer.submit([make_call(c, 1) for c in range(1, 9)])
     assert len(result.accepted) == 8
-    total = sum(int(runtime.redis.xlen(runtime.keys.stream(s))) for s in range(runtime.keys.shards))
+    total = sum(stream_events(runtime, s) for s in range(runtime.keys.shards))
     assert total == 16
+
+
+def test_a_chunk_is_one_entry_per_bucket_and_rows_of_any_bytes_cross_it_whole(runtime: Runtime) -> None:
+    """Format 3 (lua/xadd_many.lua): a chunk's events of one bucket share a stream entry, its rows joined and
+    split by their lengths in bytes (the rules refuse control characters in cells today; the framing would
+    carry them too); a cell may hold a quote, a comma, a pipe or any UTF-8."""
+    rt = runtime
+    tags = ["plain", "pipe|bar", 'a "quoted", cell', "Привет, мир ✓", "«ёлка»"]
+    events = [make_call(101, i, Tag=tags[i % 5]) for i in range(20)]
+    events += [make_call(101, 100 + i, id_type="UserId", UserId=f"пользователь|{i}") for i in range(5)]
+    result = rt.producer.submit(events)
+    assert len(result.accepted) == 25
+    shard = rt.keys.shard_of(101)
+    entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard)))
+    assert [fields["b"] for _, fields in entries] == ["101:calls:CLIENT_ID", "101:calls:USER_ID"]
+    assert [a.entry_id for a in result.accepted] == [f"{entries[0][0]}/{n}" for n in range(20)] + [
+        f"{entries[1][0]}/{n}" for n in range(5)
+    ]
+    events_read = [event for _, fields in entries for event in split(fields)]
+    assert [row_cells(CALLS, IdType.CLIENT_ID, e["r"])["Tag"] for e in events_read[:20]] == [
+        tags[i % 5] for i in range(20)
+    ]
+    assert [row_cells(CALLS, IdType.USER_ID, e["r"])["UserId"] for e in events_read[20:]] == [
+        f"пользователь|{i}" for i in range(5)
+    ]
+    assert all(len(e["d"]) == 16 and len(e["f"]) == 16 for e in events_read)
+    assert events_read[20]["v"] == "101|U|пользователь|0"
+    before = [e["r"] for e in events_read]
+    # The status API finds a call, conversion or chat anywhere in a group (its digest at a 16-aligned place).
+    middle = events[13]
+    assert where_call(rt, middle["provider"], middle["call_id"]).place == "stream"
+    assert where_call(rt, middle["provider"], "no-such-call").place == "unknown"
+    again = rt.producer.submit(events[:3])  # a retry: dropped by drain as repeats
+    assert len(again.accepted) == 3
+    drained = drain_shard(rt, shard, seal_all=True)
+    assert (drained.read, drained.repeats) == (28, 3) and rt.redis.xlen(rt.keys.stream(shard)) == 0
+    stored = [r for b in drained.sealed for r in cast(list[str], rt.redis.lrange(rt.keys.rows(b), 0, -1))]
+    assert sorted(stored) == sorted(before)
+
+
+def test_a_drain_run_takes_whole_entries_up_to_about_its_count(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(flush_max_age=60, drain_chunk=50))
+    for chunk in range(4):  # four entries of 30 events each on counter 101's shard
+        rt.producer.submit([make_call(101, chunk * 30 + i) for i in range(30)])
+    shard = rt.keys.shard_of(101)
+    # A one-event entry of format 2 (an ingestion process of the release before, until it is rolled).
+    (one,) = split(cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.keys.stream(shard), count=1))[0][1])[:1]
+    rt.redis.xadd(rt.keys.stream(shard), {**one, "d": "x" * 16})  # type: ignore[dict-item]
+
+    def lag() -> int:  # what calltrack_stream_lag_calls and the console show: events, not entries
+        return next(int(s["calls"]) for s in stream_lag(rt) if s["shard"] == shard)
+
+    assert lag() == 121 == stream_events(rt, shard)
+    first = drain_shard(rt, shard)
+    assert first.read == 60 and stream_events(rt, shard) == 61 == lag()  # two whole entries: 50 reached in the 2nd
+    assert [drain_shard(rt, shard).read for _ in range(3)] == [60, 1, 0] and lag() == 0
+    rt.close()

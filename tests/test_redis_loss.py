@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from config.settings import Settings
 from emulator.server import RunningEmulator
 from standalone.redis_server import RedisServer, find_binary, version_of
-from tests.helpers import batch_record, make_call, seal_batch, unavailable, wait_for
+from tests.helpers import batch_record, make_call, seal_batch, stream_events, unavailable, wait_for
 from tests.pipeline import running_worker
 from worker.dataplane.ids import fingerprint, shard_of_batch
 from worker.delivery import dispatch, uploader
@@ -420,7 +420,7 @@ def test_replica_durability_waits_for_a_real_replica(
         wait_for(lambda: rt.redis.info("replication").get("connected_slaves") == 1, timeout=20, what="the replica")
         assert len(rt.producer.submit([make_call(101, i) for i in range(3)]).accepted) == 3
         replica_client = Runtime(make_settings(redis_url=replica.url)).redis
-        assert replica_client.xlen(rt.keys.stream(rt.keys.shard_of(101))) == 3  # the replica holds them
+        assert stream_events(rt, rt.keys.shard_of(101), replica_client) == 3  # the replica holds them
         posted = seal_batch(rt, n=2, start=100)
         assert uploader.upload_batch(rt, posted) is UploadOutcome.POSTED
         rt.producer.submit([make_call(101, i) for i in (200, 201)])

@@ -20,8 +20,8 @@ def test_an_upgrade_with_work_at_every_stage_loses_and_doubles_nothing(
     assert report.held_replayed == report.held_retries_sent == report.per_stage["held"]
     assert report.killed_mid_upload  # the old uploader died inside its request
     assert report.side_by_side_refused, report.side_by_side_line
-    assert "older release are alive" in report.side_by_side_line and report.format_while_old_alive == 1
-    assert report.format_before == 1 and report.format_after == 2
+    assert "older release are alive" in report.side_by_side_line and report.format_while_old_alive == 2
+    assert report.format_before == 2 and report.format_after == 3
     assert report.lost == 0 and report.doubled == 0
     assert report.stored_rows == report.calls
     assert report.rollback_refused, report.rollback_line

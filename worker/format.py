@@ -12,15 +12,25 @@ Versions:
 1  release v2026.11.30 (8bdd4de) and before: no version key. Recognised by a pinned shard count or a
    shard epoch without ``<ns>:format``. Bucketed dedup marks; a shard that began before them (release
    ebcc7b3) has ``seen:``/``ref:`` one-key marks, honoured only once the shard's ``ddsince`` is set.
-2  this release: buffers per column set, method-group quota keys, held calls per owner, new-style batch
-   ids. The shard pin is stored negated (``-N``): a release of version 1 reads it as a shard count, finds
-   it is not its own, and refuses to start (its line: ``... was started with -N shards``), so old code
-   never runs on this format (a rollback is refused; README, "Upgrading").
+2  release v2026.12.06 (8b5e634): buffers per column set, method-group quota keys, held calls per owner,
+   new-style batch ids. The shard pin is stored negated (``-N``): a release of version 1 reads it as a
+   shard count, finds it is not its own, and refuses to start (its line: ``... was started with -N
+   shards``), so old code never runs on this format (a rollback is refused; README, "Upgrading").
+3  this release: an ingest stream entry holds one bucket's events of a producer's chunk (``lua/xadd_many.lua``,
+   :mod:`worker.dataplane.entries`), which a drain of version 2 would not read (it would trim such an
+   entry unread). A release of version 2 checks ``<ns>:format`` before it touches the data and refuses
+   version 3 (its line: ``... holds data format 3 but this release knows formats 1-2``); the pin stays
+   negated, so version 1 refuses as before.
 
 Migration 1 -> 2: every shard's ``ddsince`` is set if missing (the ms of the migration), so drain and
 call refs read the old one-key marks for one dedup window from the first drain after the upgrade; then
 the shard pin is negated; then the version is written. The other changes of version 2 read version 1's
 records as they are (plain buckets, JSON rows, old batch ids, purpose quota keys).
+
+Migration 2 -> 3: nothing is rewritten: drain reads the one-event entries of version 2 still in a stream
+(and those an ingestion process of version 2 writes until it is rolled) beside the grouped ones. The step
+``groups`` is recorded, then the version is written; like every migration it runs only while no process
+of the older release is alive (its heartbeat), so no drain of version 2 ever meets a grouped entry.
 """
 
 from __future__ import annotations
@@ -34,10 +44,10 @@ from redis import Redis
 from worker.dataplane.keys import Keys
 from worker.errors import FormatVersionError, OlderReleaseAliveError, ShardCountError
 
-CURRENT = 2
+CURRENT = 3
 # Versions this code runs on, and those it can migrate from (to CURRENT).
 RUNS_ON = frozenset({CURRENT})
-MIGRATES_FROM = frozenset({1})
+MIGRATES_FROM = frozenset({1, 2})
 STEPS_TTL_SECONDS = 30 * 86400  # the record of a finished migration, kept for the operator a while
 
 
@@ -53,7 +63,9 @@ def stored_version(redis: Redis, keys: Keys) -> int | None:
         return int(value)
     pin = redis.get(keys.shard_count)
     if pin is not None and int(pin) < 0:
-        return CURRENT  # the version key alone was lost: only version 2 negates the pin
+        # The version key alone was lost (a 1 -> 2 migration killed before its last write; a 2 -> 3 one
+        # keeps the key): versions 2 and 3 negate the pin, and this release reads both.
+        return CURRENT
     if pin is not None or any(redis.exists(keys.epoch(shard)) for shard in range(keys.shards)):
         return 1  # the data of a release before format versions
     return None
@@ -124,6 +136,11 @@ def _migrate_1_to_2(redis: Redis, keys: Keys, log: Callable[[str], None]) -> Non
     _step(redis, keys, "pin", lambda _: redis.set(keys.shard_count, -keys.shards), log)
 
 
+def _migrate_2_to_3(redis: Redis, keys: Keys, log: Callable[[str], None]) -> None:
+    # Nothing to rewrite: drain reads version 2's one-event entries beside the grouped ones.
+    _step(redis, keys, "groups", lambda _: None, log)
+
+
 def ensure_format(
     redis: Redis, keys: Keys, log: Callable[[str], None] = lambda _: None, *, alive_ms: int = 60_000
 ) -> int | None:
@@ -152,7 +169,9 @@ def ensure_format(
                 f"release are alive ({', '.join(alive[:5])}): stop them, then start this release or run "
                 f"./scripts/ctl migrate (README, 'Upgrading'); nothing was migrated"
             )
-        _migrate_1_to_2(redis, keys, log)
+        if found == 1:
+            _migrate_1_to_2(redis, keys, log)
+        _migrate_2_to_3(redis, keys, log)
         redis.set(keys.format_version, CURRENT)
         redis.expire(keys.format_steps, STEPS_TTL_SECONDS)
         log(f"format {found} -> {CURRENT}")

@@ -22,7 +22,9 @@ class DeliverySettings(BaseModel):
         default=60.0, description="Seal a batch this many seconds after its first row."
     )
     drain_chunk: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=5_000, description="Stream entries moved into buffers per Redis script call."
+        default=5_000,
+        description="Events moved into buffers per Redis script call, about: whole stream entries (one bucket's "
+        "events of a producer chunk each) until this many.",
     )
     drain_time_budget: PositiveFloat = Field(
         default=5.0, description="Seconds one drain task keeps draining a backlog."

@@ -1,7 +1,8 @@
 """An upgrade with work at every stage: the previous release (from this repository's history) takes
 calls, then this release takes over and the provider retries every call.
 
-The previous release is the commit in ``tests/upgrade/PREVIOUS_RELEASE`` (tag ``v2026.11.30``; the
+The previous release is the commit in ``tests/upgrade/PREVIOUS_RELEASE`` (tag ``v2026.12.06``, data format 2,
+whose ingest stream entries hold one call each: this release groups them and drains both; the
 file keeps a clone without tags working), extracted with ``git archive`` into a temporary folder and
 run with this checkout's interpreter (its dependencies are a subset of this release's lock) and
 ``PYTHONPATH`` set to that folder. Its code drives the work into each stage, for real, against the
@@ -297,7 +298,7 @@ def run_upgrade(
             code = None
         _stop(old_worker)
         report.rollback_line = _line(log_dir / "old-worker.log")
-        report.rollback_refused = code == 2 and "-2 shards" in report.rollback_line
+        report.rollback_refused = code == 2 and f"holds data format {CURRENT} but" in report.rollback_line
     report.seconds = time.monotonic() - started
     return report
 

@@ -26,6 +26,7 @@ FOREVER: tuple[tuple[str, str], ...] = (
     ("{m}:counters", "metric counters since the deployment began (fixed label sets: bounded)"),
     # Work and indexes that are emptied or trimmed as the pipeline moves, not expired.
     ("{s*}:in", "the ingest stream: the drain trims what it has buffered (XTRIM MINID)"),
+    ("{s*}:inn", "the ingest stream's tally of grouped entries and events: two counters, back to 0 when drained"),
     ("{s*}:buf:*", "an open buffer: sealed (renamed to rows) by size or age"),
     ("{s*}:bufm:*", "an open buffer's marks: renamed with it when it is sealed"),
     ("{s*}:bufbytes", "bytes per open buffer: a field leaves when its buffer is sealed"),

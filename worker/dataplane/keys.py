@@ -30,6 +30,9 @@ class Keys:
     def stream(self, shard: int) -> str:
         return f"{self.prefix(shard)}:in"
 
+    def stream_tally(self, shard: int) -> str:
+        return f"{self.prefix(shard)}:inn"
+
     def epoch(self, shard: int) -> str:
         return f"{self.prefix(shard)}:epoch"
 

@@ -29,6 +29,9 @@ key                                 type    accessor           what it holds (ow
 ``<ns>:format:steps``               hash    format_steps       step -> ms done, of the migration under way (or last
                                                                done; expires 30 days after it)
 ``<ns>:{sN}:in``                    stream  stream+            accepted events not yet drained (producer -> drain.lua)
+``<ns>:{sN}:inn``                   hash    stream_tally+      ``e`` grouped entries in the stream, ``n`` their events
+                                                               (xadd_many.lua adds, drain.lua takes off): the stream
+                                                               holds XLEN - e + n events (worker/dataplane/entries.py)
 ``<ns>:{sN}:epoch``                 string  epoch+             random id of this shard's data; part of every batch id
 ``<ns>:{sN}:buf:<bucket>``          list    buffer+            open buffer: rows of one (counter, kind, id type) and
                                                                one column set; ``<bucket>`` is ``<counter>:<kind>:<id

@@ -41,7 +41,7 @@ class DrainResult:
 
 
 def drain_shard(rt: Runtime, shard: int, *, seal_all: bool = False) -> DrainResult:
-    """Run the drain script once on ``shard``: up to ``drain_chunk`` entries."""
+    """Run the drain script once on ``shard``: whole stream entries until about ``drain_chunk`` events."""
     s = rt.settings
     args: list[str | int] = [
         rt.keys.prefix(shard),

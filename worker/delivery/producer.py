@@ -1,12 +1,14 @@
 """The producer API: validate events (calls, offline conversions or chats) and return only once
 Redis holds the accepted ones.
 
-Each accepted event becomes one entry of its counter's shard stream: ``b`` the bucket
-(counter:kind:id type), ``d`` a digest of (kind, counter, source, source id) for deduplication, ``r``
-the row as its CSV line with a column mask (:mod:`worker.delivery.csvfile`); a call also carries
-``f``/``v``, the digest of (provider, call id) and "counter|id column letter|identifier", which drain
-keeps so a later conversion can find the call (:mod:`worker.intake.call_refs`). Bulk submissions are
-pipelined, one round trip per chunk.
+A chunk's accepted events become one entry per bucket (counter:kind:id type) of their counter's shard
+stream (data format 3, ``lua/xadd_many.lua``): ``b`` the bucket, ``r`` the rows, each its CSV line with a
+column mask (:mod:`worker.delivery.csvfile`), joined, ``l`` their lengths, ``d`` each event's digest of
+(kind, counter, source, source id) for deduplication, 16 characters each; a call also carries, in
+``f``/``v``/``w``, the digest of (provider, call id) and "|id column letter|identifier" (the counter is the
+bucket's), which
+drain keeps so a later conversion can find the call (:mod:`worker.intake.call_refs`). One round trip
+per chunk, one script per shard, one ``XADD`` per bucket.
 """
 
 from __future__ import annotations
@@ -49,9 +51,70 @@ def call_ref_digest(provider: str, call_id: str) -> str:
     return dedup_digest(f"ref\x1f{provider}\x1f{call_id}")
 
 
+NO_REF = "." * 16  # a row without a call ref in its group's refs (not a base64 character)
+NO_CALLER = "." * 28  # a row without a caller in its group's callers
+
+
+@dataclass(slots=True)
+class _Group:
+    """One bucket's events of a chunk: the arguments of one ``XADD`` in ``xadd_many.lua``."""
+
+    bucket: str
+    positions: list[int] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+    callers: list[str] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)
+    with_refs: bool = False
+    with_callers: bool = False
+
+    def args(self) -> list[str | bytes]:
+        refs = "".join(self.refs) if self.with_refs else ""
+        values = "".join(self.values) if self.with_refs else ""
+        widths = ",".join(str(len(v) if v.isascii() else len(v.encode())) for v in self.values) if refs else ""
+        callers = "".join(self.callers) if self.with_callers else ""
+        return [self.bucket, str(len(self.rows)), "".join(self.digests), refs, values, widths, callers, *self.rows]
+
+
+def group_args(
+    chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None], shard_of: Callable[[int], int]
+) -> dict[int, list[_Group]]:
+    """A chunk's events grouped per shard, then per bucket (in input order): what ``xadd_many.lua`` takes."""
+    per_shard: dict[int, dict[str, _Group]] = {}
+    for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
+        groups = per_shard.setdefault(shard_of(item.counter_id), {})
+        group = groups.get(item.bucket)
+        if group is None:
+            group = groups[item.bucket] = _Group(item.bucket)
+        group.positions.append(position)
+        group.digests.append(dedup_digest(item.dedup_source))
+        if item.call_ref is not None:
+            provider, call_id, column, identifier = item.call_ref
+            group.refs.append(call_ref_digest(provider, call_id))
+            value = call_ref_value(item.counter_id, column, identifier)
+            group.values.append(value[value.index("|") :])  # its counter is the bucket's
+            group.with_refs = True
+        else:
+            group.refs.append(NO_REF)
+            group.values.append("")
+        if mark is not None:
+            caller_key, call_mark = mark
+            if len(caller_key) != 20 or len(call_mark) < 8:  # the script reads them at fixed widths
+                raise ValueError("a caller mark is a 20-character caller digest and a call mark of 8 or more")
+            group.callers.append(caller_key + call_mark[:8])
+            group.with_callers = True
+        else:
+            group.callers.append(NO_CALLER)
+        # FirstTimeCaller is decided from the caller history when there is a mark, whatever the event says.
+        group.rows.append(item.row(mark is not None))
+    return {shard: list(groups.values()) for shard, groups in per_shard.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An event Redis holds: its position in the input, its source's id and its stream entry."""
+    """An event Redis holds: its position in the input, its source's id and its stream entry
+    (``<entry id>/<position in the entry>``: an entry holds a chunk's events of one bucket)."""
 
     index: int
     source_id: str
@@ -149,26 +212,17 @@ class Producer:
     def _write_steps(self, chunk: Sequence[Prepared], marks: Sequence[tuple[str, str] | None]) -> Steps[list[str]]:
         """One ``xadd_many.lua`` call per shard, all in one round trip; the entry ids in input order
         (steps: the arguments built once, for either runner)."""
-        per_shard: dict[int, tuple[list[int], list[str | bytes]]] = {}
-        for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
-            shard = self._keys.shard_of(item.counter_id)
+        per_shard = group_args(chunk, marks, self._keys.shard_of)
+        for shard in per_shard:
             if shard not in self._ready_shards:
                 yield from blocking(partial(self._prepare, shard))
-            positions, args = per_shard.setdefault(shard, ([], []))
-            positions.append(position)
-            if item.call_ref is not None:
-                provider, call_id, column, identifier = item.call_ref
-                ref = call_ref_digest(provider, call_id)
-                ref_value = call_ref_value(item.counter_id, column, identifier)
-            else:
-                ref = ref_value = ""
-            caller_key, call_mark = mark or ("", "")
-            # FirstTimeCaller is decided from the caller history when there is a mark, whatever the event says.
-            row = item.row(mark is not None)
-            args += [item.bucket, dedup_digest(item.dedup_source), row, ref, ref_value, caller_key, call_mark]
         calls = [
-            (self._scripts.xadd_many, [self._keys.stream(shard)], [*self._caller_args, FIRST_CALLER_BIT, *args])
-            for shard, (_, args) in per_shard.items()
+            (
+                self._scripts.xadd_many,
+                [self._keys.stream(shard)],
+                [*self._caller_args, FIRST_CALLER_BIT, *(arg for group in groups for arg in group.args())],
+            )
+            for shard, groups in per_shard.items()
         ]
         try:
             replies = yield Scripts(calls, self._durability.commands)
@@ -180,16 +234,22 @@ class Producer:
             raise ProducerError(f"{shortfall}: the events may be lost if Redis fails now; resubmitting is safe")
         failures = [reply for reply in replies if isinstance(reply, Exception)]
         if failures:
-            stored = sum(len(reply) for reply in replies if not isinstance(reply, Exception))
+            stored = sum(
+                len(group.rows)
+                for groups, reply in zip(per_shard.values(), replies, strict=True)
+                if not isinstance(reply, Exception)
+                for group in groups
+            )
             log.error("producer_write_failed", failed_shards=len(failures), stored=stored, error=str(failures[0]))
             raise ProducerError(
                 f"Redis refused events of {len(failures)} of {len(replies)} shards: {failures[0]}; "
                 "resubmitting is safe (repeats are dropped)"
             )
         entry_ids = [""] * len(chunk)
-        for (positions, _), ids in zip(per_shard.values(), replies, strict=True):
-            for position, entry_id in zip(positions, ids, strict=True):
-                entry_ids[position] = str(entry_id)
+        for groups, ids in zip(per_shard.values(), replies, strict=True):
+            for group, entry_id in zip(groups, ids, strict=True):
+                for n, position in enumerate(group.positions):
+                    entry_ids[position] = f"{entry_id}/{n}"
         return entry_ids
 
     def _check_memory(self) -> None:

@@ -14,6 +14,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from worker.dataplane.entries import events_waiting
 from worker.delivery.restore_hold import held_shards
 from worker.ops.counter_view import batch_figures, held_calls, token_state
 from worker.ops.overview import BatchInfo, batches, counters_known, status
@@ -63,11 +64,13 @@ def stream_lag(rt: Runtime) -> list[dict[str, Any]]:
     pipe = rt.redis.pipeline(transaction=False)
     for shard in range(rt.keys.shards):
         pipe.xlen(rt.keys.stream(shard))
+        pipe.hmget(rt.keys.stream_tally(shard), ["e", "n"])
         pipe.xrange(rt.keys.stream(shard), count=1)
     replies = pipe.execute()
     out = []
     for shard in range(rt.keys.shards):
-        length, first = int(replies[2 * shard]), cast(list[tuple[str, Any]], replies[2 * shard + 1])
+        length = events_waiting(int(replies[3 * shard]), replies[3 * shard + 1])
+        first = cast(list[tuple[str, Any]], replies[3 * shard + 2])
         oldest = (now - int(first[0][0].split("-", 1)[0])) / 1000 if first else 0.0
         out.append({"shard": shard, "calls": length, "oldest_seconds": round(max(oldest, 0.0), 1)})
     return out

@@ -69,7 +69,7 @@ FAMILIES: dict[str, Family] = {
             "nopool, rate_address, rate_counter).",
             ("reason",),
         ),
-        Family("calls_drained", "Stream entries moved into buffers by drain."),
+        Family("calls_drained", "Events (calls, conversions, chats) drain read from the streams."),
         Family("calls_deduplicated", "Repeats of an already accepted call dropped by drain."),
         Family("batches_sealed", "Batches sealed from buffers."),
         Family(

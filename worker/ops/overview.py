@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.dataplane.entries import events_in
 from worker.dataplane.ids import fingerprint
 from worker.delivery.restore_hold import held_shards
 from worker.errors import UnknownCounterError
@@ -143,7 +144,7 @@ def _pending(rt: Runtime) -> tuple[Tally[int], bool]:
         for _, fields in entries:
             bucket = fields.get("b", "")
             if bucket:
-                counts[int(bucket.split(":", 1)[0])] += 1
+                counts[int(bucket.split(":", 1)[0])] += events_in(fields)
     return counts, exact
 
 

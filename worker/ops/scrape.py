@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from worker.accounts.collector import AccountsCollector
 from worker.accounts.crypto import KeyRing
+from worker.dataplane.entries import events_waiting
 from worker.dataplane.keys import Keys
 from worker.dataplane.scripts import source
 from worker.delivery.counter_setup import PENDING_PREFIX, Readiness
@@ -130,6 +131,7 @@ class Collector(PromCollector):
         for shard in range(keys.shards):
             pipe = r.pipeline(transaction=False)
             pipe.xlen(keys.stream(shard))
+            pipe.hmget(keys.stream_tally(shard), ["e", "n"])
             pipe.xrange(keys.stream(shard), count=1)
             pipe.hkeys(keys.buffer_bytes(shard))
             pipe.zcard(keys.sealed(shard))
@@ -137,8 +139,8 @@ class Collector(PromCollector):
             pipe.zcard(keys.quarantine(shard))
             pipe.zcard(keys.done(shard))
             pipe.zrange(keys.uploaded(shard), 0, MAX_OPEN_SCAN - 1, withscores=True)
-            length, first, buckets, sealed, uploaded, quarantined, done, open_ids = pipe.execute()
-            lag.add_metric([str(shard)], int(length))
+            length, tally, first, buckets, sealed, uploaded, quarantined, done, open_ids = pipe.execute()
+            lag.add_metric([str(shard)], events_waiting(int(length), tally))
             age = 0.0
             if first:
                 age = max(0.0, (now_ms - int(str(first[0][0]).split("-")[0])) / 1000)

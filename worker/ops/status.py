@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from worker.dataplane.entries import holds_digest
 from worker.dataplane.ids import batch_id as make_batch_id
 from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import locate
@@ -133,7 +134,7 @@ def _search_stream(rt: Runtime, field_name: str, digest: str) -> tuple[int, int,
     for shard in range(rt.keys.shards):
         entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrevrange(rt.keys.stream(shard), count=STREAM_SCAN))
         for entry_id, fields in entries:
-            if fields.get(field_name) == digest:
+            if holds_digest(fields, field_name, digest):
                 counter = fields.get("b", "").split(":", 1)[0]
                 return shard, int(entry_id.split("-", 1)[0]), int(counter) if counter.isdigit() else None
     return None

@@ -1,15 +1,19 @@
--- drain.lua: move up to COUNT entries from the head of one shard's ingest stream into their open
--- buffers, drop repeats, trim the entries off the stream, and seal every buffer that is full or due.
+-- drain.lua: move the entries holding about COUNT events from the head of one shard's ingest stream
+-- into their open buffers, drop repeats, trim the entries off the stream, and seal every buffer that is
+-- full or due. An entry is one bucket's events of a producer's chunk (format 3: b bucket, r rows
+-- joined, l their lengths, d digests 16 characters each, f v w call refs whose values leave out the
+-- bucket's counter, xadd_many.lua) or one event
+-- (format 2: b d r [f v]); an entry is taken whole, so a run may take up to one entry's rows past COUNT.
 -- One script run is one atomic step: a crash leaves each entry either in the stream or in a buffer,
 -- so no consumer group is needed (issue 18): the stream holds exactly the entries not drained yet,
 -- read with XRANGE from its head and cut with one XTRIM MINID (whole listpack nodes at a time).
 --
 -- KEYS: 1 the shard's ingest stream (the other keys of the shard share its hash tag)
--- ARGV: 1 shard prefix  2 count  3 dedup ttl (s)  4 max rows  5 max bytes
+-- ARGV: 1 shard prefix  2 count (events)  3 dedup ttl (s)  4 max rows  5 max bytes
 --       6 max age (ms; a counter's own in <p>:flushage wins)  7 shard number  8 "1" to seal every open buffer now
 --       9 nonce: random letters and digits chosen by the caller for this run (never by Redis)
 --       10 dedup period (days)  11 least buckets of a period's dedup hashes
--- Returns: {entries read, repeats dropped, sealed batch id, ...}
+-- Returns: {events read, repeats dropped, sealed batch id, ...}
 --
 -- A buffer takes its batch's sequence number and the opening run's nonce when it opens
 -- (<p>:bufseq: "<seq>R<nonce>", the batch id's tail), so each call's mark records the batch it will
@@ -132,16 +136,10 @@ local legacy = since > 0 and now_ms < since + dedup_ttl * 1000
 
 -- The value held for a digest within the window (a ref's value, '' for a mark), or nil.
 local function find(digest, legacy_key)
-  local field = DP.field(digest)
-  for per = period, oldest, -1 do
-    local key = DP.slot(dd_hashes, per, digest)
-    if key then
-      local value = redis.call('HGET', key, field)
-      if value then return value end
-    end
-  end
+  local value = DP.get(dd_hashes, digest)
+  if value then return value end
   if legacy then
-    local value = redis.call('GET', legacy_key(p, digest))
+    value = redis.call('GET', legacy_key(p, digest))
     if value then return value end
   end
   return nil
@@ -149,7 +147,8 @@ end
 
 -- The mark names its hash and field, so discarding the batch can remove it (HDEL).
 local function put(digest, value)
-  return DP.mark_of(dd_hashes, DP.put(dd_hashes, digest, value), digest)
+  local key, field = DP.put(dd_hashes, digest, value)
+  return DP.mark_of(dd_hashes, key, digest, field)
 end
 
 -- A new entry's dedup: a call's ref (where a later conversion finds it) is also its dedup mark; the
@@ -165,70 +164,148 @@ local function dedup_hashed(dd, ref, ref_value, mark)
   return true, put(dd, mark)
 end
 
-local read, repeats = 0, 0
-local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
-if #entries > 0 then
+local repeats = 0
+-- Built once per run: a bucket's buffer per column set, a sequence number's digits, a mark.
+local buffer_of, digits_of, mark_of_gen = {}, {}, {}
+
+-- One event into its open buffer, unless it is a repeat. counter: the bucket's counter when ref_value
+-- is the value's tail ("|column|identifier", format 3), else nil (a whole value, format 2).
+local function take(bucket, row, dedup, ref, ref_value, counter)
+  -- One open buffer per column set (the row's mask, worker/delivery/csvfile.py): a batch's rows all
+  -- carry the same columns, so its file has no empty optional cell (docs/metrica-api.md, "Mixed
+  -- optional columns"). A row stored as JSON (before issue 18) keeps the plain bucket.
+  if string.byte(row, 1) ~= 123 then  -- '{'
+    local masks = buffer_of[bucket]
+    if not masks then masks = {}; buffer_of[bucket] = masks end
+    local mask = string.match(row, '^[^,]*')
+    local buffer = masks[mask]
+    if not buffer then buffer = bucket .. '/' .. mask; masks[mask] = buffer end
+    bucket = buffer
+  end
+  local fresh, mark_key = true, nil
+  load(bucket)
+  local size = #row + 1
+  local full = rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes)
+  -- The batch this row will be sealed as: the open buffer's, or the next sequence number.
+  -- Marks name it by its number alone; the nonce is kept once per batch, in <p>:bn:<period>.
+  local gen
+  local seq = seq_of[bucket]
+  if rows_of[bucket] > 0 and not full and seq then
+    gen = digits_of[seq]
+    if not gen then gen = string.match(seq, '^%d+'); digits_of[seq] = gen end
+  elseif full and not seq then gen = tostring(last_seq + 2)  -- seal() numbers it first
+  else gen = tostring(last_seq + 1) end
+  -- The status API's index (issue 19): a mark's value names the batch, "counter:<seq>R<nonce>".
+  local mark = mark_of_gen[gen]  -- a conversion's or chat's digest is its counter's already
+  if not mark then mark = ':' .. gen; mark_of_gen[gen] = mark end
+  if ref and ref_value then
+    if counter then
+      ref_value = counter .. ':' .. gen .. ref_value
+    else
+      local counter_part = string.match(ref_value, '^[^|]*')
+      ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
+    end
+  end
+  fresh, mark_key = dedup_hashed(dedup, ref, ref_value, mark)
+  if not fresh then
+    repeats = repeats + 1
+    return
+  end
+  if full then seal(bucket) end
+  if rows_of[bucket] == 0 or not seq_of[bucket] then
+    if rows_of[bucket] == 0 then redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket) end
+    open(bucket)
+  end
+  local rows = pending_rows[bucket]
+  if not rows then rows = {}; pending_rows[bucket] = rows end
+  rows[#rows + 1] = row
+  -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
+  if mark_key then
+    local marks = pending_marks[bucket]
+    if not marks then marks = {}; pending_marks[bucket] = marks end
+    marks[#marks + 1] = mark_key
+  end
+  rows_of[bucket] = rows_of[bucket] + 1
+  bytes_of[bucket] = bytes_of[bucket] + size
+  touched[bucket] = true
+end
+
+-- Read entries from the stream's head until they hold COUNT events: the first read takes one entry,
+-- the next ones as many as the events per entry so far say are missing. Every event is listed first
+-- (E_*: bucket, row, dedup digest, ref digest, ref value), so the lookups of all of them go out
+-- together, one HMGET per dedup hash (DP.prefetch), before any event is taken in order.
+local E_b, E_r, E_d, E_f, E_v, E_c = {}, {}, {}, {}, {}, {}
+local read, entries_read, last_id = 0, 0, nil
+local groups_read, grouped = 0, 0  -- format-3 entries taken, and their events (the stream's tally)
+local from, want = '-', 1
+local NO_REF = 46  -- '.': a row of a group without a call ref
+while read < count do
+  local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', want)
   for i = 1, #entries do
+    if read >= count then break end
     local fields = entries[i][2]
-    read = read + 1
-    local bucket, dedup, row, ref, ref_value
+    local bucket, dedup, rows, lengths, refs, values, widths
     for j = 1, #fields, 2 do
       local f = fields[j]
       if f == 'b' then bucket = fields[j + 1]
       elseif f == 'd' then dedup = fields[j + 1]
-      elseif f == 'r' then row = fields[j + 1]
-      elseif f == 'f' then ref = fields[j + 1]
-      elseif f == 'v' then ref_value = fields[j + 1] end
+      elseif f == 'r' then rows = fields[j + 1]
+      elseif f == 'l' then lengths = fields[j + 1]
+      elseif f == 'f' then refs = fields[j + 1]
+      elseif f == 'v' then values = fields[j + 1]
+      elseif f == 'w' then widths = fields[j + 1] end
     end
-    if bucket and row then
-      -- One open buffer per column set (the row's mask, worker/delivery/csvfile.py): a batch's rows all
-      -- carry the same columns, so its file has no empty optional cell (docs/metrica-api.md, "Mixed
-      -- optional columns"). A row stored as JSON (before issue 18) keeps the plain bucket.
-      if string.sub(row, 1, 1) ~= '{' then
-        bucket = bucket .. '/' .. string.match(row, '^[^,]*')
-      end
-      local fresh, mark_key = true, nil
-      load(bucket)
-      local size = #row + 1
-      local full = rows_of[bucket] > 0 and (rows_of[bucket] >= max_rows or bytes_of[bucket] + size > max_bytes)
-      -- The batch this row will be sealed as: the open buffer's, or the next sequence number.
-      -- Marks name it by its number alone; the nonce is kept once per batch, in <p>:bn:<period>.
-      local gen
-      if rows_of[bucket] > 0 and not full and seq_of[bucket] then gen = string.match(seq_of[bucket], '^%d+')
-      elseif full and not seq_of[bucket] then gen = tostring(last_seq + 2)  -- seal() numbers it first
-      else gen = tostring(last_seq + 1) end
-      -- The status API's index (issue 19): a mark's value names the batch, "counter:<seq>R<nonce>".
-      local mark = ':' .. gen  -- a conversion's or chat's digest is its counter's already
-      if ref and ref_value then
-        local counter_part = string.match(ref_value, '^[^|]*')
-        ref_value = counter_part .. ':' .. gen .. string.sub(ref_value, #counter_part + 1)
-      end
-      fresh, mark_key = dedup_hashed(dedup, ref, ref_value, mark)
-      if not fresh then
-        repeats = repeats + 1
-      else
-        if full then seal(bucket) end
-        if rows_of[bucket] == 0 or not seq_of[bucket] then
-          if rows_of[bucket] == 0 then redis.call('ZADD', due_key, now_ms + age_of(bucket), bucket) end
-          open(bucket)
+    if lengths then
+      -- A group (format 3): its rows split by their lengths, its digests by their fixed width.
+      local at, vat, k = 1, 1, 0
+      local next_width = widths and string.gmatch(widths, '%d+')
+      local counter = refs and string.match(bucket, '^%d+') or false
+      for size in string.gmatch(lengths, '%d+') do  -- a number's text: Lua's arithmetic reads it
+        read = read + 1
+        E_b[read], E_r[read] = bucket, string.sub(rows, at, at + size - 1)
+        E_d[read], E_f[read], E_v[read], E_c[read] = string.sub(dedup, k * 16 + 1, k * 16 + 16), false, false, counter
+        at = at + size
+        if refs then
+          local width = next_width()
+          if string.byte(refs, k * 16 + 1) ~= NO_REF then
+            E_f[read], E_v[read] = string.sub(refs, k * 16 + 1, k * 16 + 16), string.sub(values, vat, vat + width - 1)
+          end
+          vat = vat + width
         end
-        local rows = pending_rows[bucket]
-        if not rows then rows = {}; pending_rows[bucket] = rows end
-        rows[#rows + 1] = row
-        -- The dedup mark this call set, so discarding its batch can remove it (bufm -> marks:<id>).
-        if mark_key then
-          local marks = pending_marks[bucket]
-          if not marks then marks = {}; pending_marks[bucket] = marks end
-          marks[#marks + 1] = mark_key
-        end
-        rows_of[bucket] = rows_of[bucket] + 1
-        bytes_of[bucket] = bytes_of[bucket] + size
-        touched[bucket] = true
+        k = k + 1
       end
+      groups_read, grouped = groups_read + 1, grouped + k
+    elseif bucket and rows then
+      read = read + 1
+      E_b[read], E_r[read], E_d[read], E_f[read], E_v[read] = bucket, rows, dedup or false, refs or false, values or false
+      E_c[read] = false
     end
+    entries_read = entries_read + 1
+    last_id = entries[i][1]
   end
+  if #entries < want or read >= count then break end
+  from = '(' .. last_id
+  want = read > 0 and math.max(1, math.floor((count - read) * entries_read / read)) or count
+end
+
+if read > 0 then
+  -- A call is looked up by its ref, a conversion or chat by its dedup digest.
+  local digests = {}
+  for i = 1, read do
+    if E_f[i] and E_v[i] then digests[#digests + 1] = E_f[i] elseif E_d[i] then digests[#digests + 1] = E_d[i] end
+  end
+  DP.prefetch(dd_hashes, digests)
+  for i = 1, read do
+    take(E_b[i], E_r[i], E_d[i] or nil, E_f[i] or nil, E_v[i] or nil, E_c[i] or nil)
+  end
+end
+if groups_read > 0 then
+  redis.call('HINCRBY', K.stream_tally(p), 'e', -groups_read)
+  redis.call('HINCRBY', K.stream_tally(p), 'n', -grouped)
+end
+if last_id then
   -- Everything up to the last entry read leaves the stream: MINID is the id just after it.
-  local ms, seq = string.match(entries[#entries][1], '^(%d+)-(%d+)$')
+  local ms, seq = string.match(last_id, '^(%d+)-(%d+)$')
   redis.call('XTRIM', stream, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
 end
 

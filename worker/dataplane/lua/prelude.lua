@@ -51,7 +51,8 @@ end
 -- listpack encoding. sizes: "<period>" -> buckets, "c<period>" -> fields written in it.
 function DP.hashes(prefix, key_of, sizes_key, now_ms, ttl, period_days, min_buckets)
   local h = {prefix = prefix, key_of = key_of, sizes_key = sizes_key, min_buckets = min_buckets,
-    sizes = {}, expiring = {}, written = 0}
+    sizes = {}, written = 0, writes = {}, written_keys = {}, found = {}, found_in = {}, key_now = {}, rel = {},
+    names = {}}
   h.period, h.oldest, h.expire_at = DP.periods(now_ms, ttl, period_days)
   local raw = redis.call('HGETALL', sizes_key)
   for i = 1, #raw, 2 do
@@ -61,14 +62,88 @@ function DP.hashes(prefix, key_of, sizes_key, now_ms, ttl, period_days, min_buck
   return h
 end
 
--- The key of the hash of period per that holds digest, or nil when that period has no hashes.
+-- The key of the hash of period per that holds digest, or nil when that period has no hashes (each
+-- name built once per run).
 function DP.slot(h, per, digest)
   local n = h.sizes[per]
   if not n then return nil end
-  return h.key_of(h.prefix, per, DP.bucket(digest, n))
+  local names = h.names[per]
+  if not names then names = {}; h.names[per] = names end
+  local bucket = DP.bucket(digest, n)
+  local key = names[bucket]
+  if not key then key = h.key_of(h.prefix, per, bucket); names[bucket] = key end
+  return key
 end
 
--- Store digest's field in the current period; returns the hash's key.
+-- The value held for each of digests in the newest period of the window that has it, read with one
+-- HMGET per hash (period and bucket) instead of one HGET per digest and period: DP.get answers from
+-- it. Digests not listed are read by DP.get one at a time.
+function DP.prefetch(h, digests)
+  local pending, found = digests, h.found
+  for per = h.period, h.oldest, -1 do
+    local n = h.sizes[per]
+    if n and #pending > 0 then
+      local fields_of, keys, rest = {}, {}, {}
+      for i = 1, #pending do
+        local digest = pending[i]
+        if found[digest] == nil then
+          local key = DP.slot(h, per, digest)
+          if per == h.period then h.key_now[digest] = key end
+          local fields = fields_of[key]
+          if not fields then
+            fields = {}
+            fields_of[key] = fields
+            keys[#keys + 1] = key
+          end
+          fields[#fields + 1] = digest
+        end
+      end
+      for k = 1, #keys do
+        local fields = fields_of[keys[k]]
+        local names = {}
+        for i = 1, #fields do names[i] = DP.field(fields[i]) end
+        local values = redis.call('HMGET', keys[k], unpack(names))
+        for i = 1, #fields do
+          if values[i] then
+            found[fields[i]], h.found_in[fields[i]] = values[i], per
+          else
+            rest[#rest + 1] = fields[i]
+          end
+        end
+      end
+      pending = rest
+    end
+  end
+  for i = 1, #pending do
+    if found[pending[i]] == nil then found[pending[i]] = false end
+  end
+end
+
+-- The value held for digest within the window and the period that holds it, or nil.
+function DP.get(h, digest)
+  local held = h.found[digest]
+  if held == nil then
+    held = false
+    local field = DP.field(digest)
+    for per = h.period, h.oldest, -1 do
+      local key = DP.slot(h, per, digest)
+      if key then
+        local value = redis.call('HGET', key, field)
+        if value then
+          held = value
+          h.found_in[digest] = per
+          break
+        end
+      end
+    end
+    h.found[digest] = held
+  end
+  if held then return held, h.found_in[digest] end
+  return nil
+end
+
+-- Store digest's field in the current period; returns the hash's key and the field. The fields are
+-- written by DP.finish, one HSET of many fields per hash; DP.get sees them at once.
 function DP.put(h, digest, value)
   local period = h.period
   if not h.sizes[period] then
@@ -84,26 +159,52 @@ function DP.put(h, digest, value)
       end
     end
   end
-  local key = DP.slot(h, period, digest)
-  redis.call('HSET', key, DP.field(digest), value)
-  if not h.expiring[key] then
-    h.expiring[key] = true
-    redis.call('EXPIREAT', key, h.expire_at)
+  local key = h.key_now[digest] or DP.slot(h, period, digest)
+  local fields = h.writes[key]
+  if not fields then
+    fields = {}
+    h.writes[key] = fields
+    h.written_keys[#h.written_keys + 1] = key
   end
+  local field = DP.field(digest)
+  fields[#fields + 1] = field
+  fields[#fields + 1] = value
+  h.found[digest], h.found_in[digest] = value, period
   h.written = h.written + 1
-  return key
+  return key, field
 end
 
--- Count the fields this run wrote into the current period (the next period's size).
+-- Remove digest's field from the hash of an older period (it moves into the current one by DP.put).
+function DP.drop(h, per, digest)
+  redis.call('HDEL', DP.slot(h, per, digest), DP.field(digest))
+end
+
+-- Write the fields of this run (one HSET per hash, each hash's expiry set once) and count them into
+-- the current period (the next period's size).
 function DP.finish(h)
+  for i = 1, #h.written_keys do
+    local key = h.written_keys[i]
+    local fields = h.writes[key]
+    for j = 1, #fields, 1000 do
+      redis.call('HSET', key, unpack(fields, j, math.min(j + 999, #fields)))
+    end
+    redis.call('EXPIREAT', key, h.expire_at)
+  end
+  h.writes, h.written_keys = {}, {}
   if h.written > 0 then redis.call('HINCRBY', h.sizes_key, 'c' .. h.period, h.written) end
+  h.written = 0
 end
 
 -- A dedup mark as a batch keeps it (<p>:marks:<id>): 'dd:<period>:<bucket>:<field>', the key of the
 -- hash relative to the shard's prefix and the field; DP.unmark removes it (the key of its own before
 -- issue 18, 'seen:<digest>' or 'ref:<digest>').
-function DP.mark_of(h, key, digest)
-  return string.sub(key, #h.prefix + 2) .. ':' .. DP.field(digest)
+function DP.mark_of(h, key, digest, field)
+  local rel = h.rel[key]
+  if not rel then
+    rel = string.sub(key, #h.prefix + 2) .. ':'
+    h.rel[key] = rel
+  end
+  return rel .. (field or DP.field(digest))
 end
 
 function DP.unmark(prefix, mark)
