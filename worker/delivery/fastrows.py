@@ -73,8 +73,12 @@ def _micros(moment: datetime) -> int:
 _CALL_KEYS = frozenset({"counter_id", "call_id", "provider", "ClientId", "UserId", "Yclid", *CALLS.columns})
 _ORDER = stored_order(CALLS, IdType.CLIENT_ID)  # the identifier column first; the same bits for every id type
 _BIT = {column: position for position, column in enumerate(_ORDER)}
-_FLAGS = (("StaticCall", _BIT["StaticCall"]), ("CallMissed", _BIT["CallMissed"]))
-_TEXTS = (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
+_STATIC_BIT, _MISSED_BIT, _DATETIME_BIT = _BIT["StaticCall"], _BIT["CallMissed"], _BIT["DateTime"]
+_PRICE_BIT, _CURRENCY_BIT, _PHONE_BIT = _BIT["Price"], _BIT["Currency"], _BIT["PhoneNumber"]
+_TEXTS = tuple(
+    (column, limit, url, _BIT[column])
+    for column, limit, url in (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
+)
 _SECONDS = (("TalkDuration", _BIT["TalkDuration"]), ("HoldDuration", _BIT["HoldDuration"]))
 _ID_TYPES = ((IdType.CLIENT_ID, "ClientId"), (IdType.USER_ID, "UserId"), (IdType.YCLID, "Yclid"))
 _TEXT_IDS = frozenset({IdType.USER_ID, IdType.PURCHASE_ID})
@@ -314,23 +318,24 @@ class FastCheck:
         if head is None:
             return None
         counter, call_id, provider, when, id_type, identifier = head
-        cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_BIT["DateTime"], str(when))]
+        cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_DATETIME_BIT, str(when))]
         static = _flag(raw.get("StaticCall"))
-        for column, bit in _FLAGS:
-            flag = static if column == "StaticCall" else _flag(raw.get(column))
-            if flag == _UNSURE:
-                return None
-            if flag is not None:
-                cells.append((bit, flag))
+        missed = _flag(raw.get("CallMissed"))
+        if _UNSURE in (static, missed):
+            return None
+        if static is not None:
+            cells.append((_STATIC_BIT, static))
+        if missed is not None:
+            cells.append((_MISSED_BIT, missed))
         first = _flag(raw.get("FirstTimeCaller"))
         if first == _UNSURE:
             return None
         stamp = when * 1_000_000
         if stamp > self._future_us or (stamp < self._oldest_us and not (self._late_static and static == "1")):
             return None
-        if not _value(raw, cells, _BIT["Price"], _BIT["Currency"]):
+        if not _value(raw, cells, _PRICE_BIT, _CURRENCY_BIT):
             return None
-        if not self._phone(raw, counter, cells, _BIT["PhoneNumber"]):
+        if not self._phone(raw, counter, cells, _PHONE_BIT):
             return None
         for column, bit in _SECONDS:
             seconds = raw.get(column)
@@ -338,13 +343,13 @@ class FastCheck:
                 if type(seconds) is not int or not 0 <= seconds <= _MAX_SECONDS:
                     return None
                 cells.append((bit, str(seconds)))
-        for column, limit, url in _TEXTS:
+        for column, limit, url, bit in _TEXTS:
             value = raw.get(column)
             if value is not None:
                 text = _plain(value, limit)
                 if text is None or (url and not _URL_RE.fullmatch(text)):
                     return None
-                cells.append((_BIT[column], _cell(text)))
+                cells.append((bit, _cell(text)))
         mask, line = _line(cells)
         bucket = self._bucket(counter, UploadKind.CALLS, id_type)
         return Prepared(
