@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +19,9 @@ from ctl.context import Context
 from ingest.crm_csv import ColumnMap, MappingError, import_file
 from tests.helpers import make_call, stored_rows, wait_for
 from tests.pipeline import running_emulator, running_ingest, running_worker
-from worker.dataplane.marks import call_ref_value, parse_call_ref
+from worker.dataplane.marks import _to_base36, call_ref_value, parse_call_ref
 from worker.delivery.drain import drain
+from worker.delivery.producer import call_ref_digest, dedup_digest
 from worker.intake.call_refs import batch_tail, find_call, locate, record_conversion
 from worker.model.conversions import ConversionEvent, validate_conversions
 from worker.model.fields import TimePolicy
@@ -160,6 +163,19 @@ def test_call_ref_values_are_compact_and_read_back_exactly(column: str, identifi
     assert value == f"303|{stored}"
     assert parse_call_ref(value) == (303, column, identifier)
     assert parse_call_ref("303|C|1556018960123456789") == (303, "ClientId", "1556018960123456789")  # as before
+
+
+def test_call_ref_base36_and_digests_match_the_standard_library() -> None:
+    # base 36 two digits a division and base64 by binascii (issue 26): the same text as int(x, 36) reads
+    # and as urlsafe_b64encode wrote before.
+    for number in [*range(2_000), *(36**k + d for k in range(1, 14) for d in (-1, 0, 1)), 10**19 + 7, 2**64 - 1]:
+        text = _to_base36(number)
+        assert int(text, 36) == number
+        assert text == "0" or not text.startswith("0")
+    for source in ("", "1\x1ftwilio\x1fCA1", "é" * 40, "x" * 1_000):
+        digest = hashlib.blake2b(source.encode(), digest_size=12).digest()
+        assert dedup_digest(source) == base64.urlsafe_b64encode(digest).decode()
+    assert call_ref_digest("p", "1") == dedup_digest("ref\x1fp\x1f1")
 
 
 def test_marks_name_their_batch_by_number_and_old_marks_still_resolve(runtime: Runtime) -> None:

@@ -16,15 +16,25 @@ _REF_NAMES = {code: name for name, code in _REF_COLUMNS.items()}
 
 
 _BASE36 = string.digits + string.ascii_lowercase
+_PAIRS = [high + low for high in _BASE36 for low in _BASE36]  # two base-36 digits per division
 
 
 def _to_base36(number: int) -> str:
-    digits = []
-    while True:
-        number, rest = divmod(number, 36)
-        digits.append(_BASE36[rest])
-        if not number:
-            return "".join(reversed(digits))
+    if number < 36:
+        return _BASE36[number]
+    pairs = []
+    while number:
+        number, rest = divmod(number, 1296)
+        pairs.append(_PAIRS[rest])
+    return "".join(reversed(pairs)).lstrip("0")
+
+
+def call_ref_tail(column: str, identifier: str) -> str:
+    """A call ref value without its counter: "|column letter|identifier" (:func:`call_ref_value`)."""
+    code = _REF_COLUMNS.get(column, column)
+    if identifier.isascii() and identifier.isdigit() and not identifier.startswith("0") and len(code) == 1:
+        return f"|{code.lower()}|{_to_base36(int(identifier))}"
+    return f"|{code}|{identifier}"
 
 
 def call_ref_value(counter_id: int, column: str, identifier: str) -> str:
@@ -33,10 +43,7 @@ def call_ref_value(counter_id: int, column: str, identifier: str) -> str:
     A decimal identifier (a ClientId or Yclid: 16-20 digits) is kept in base 36 (11-13 characters)
     under the column's lowercase letter; it is kept for weeks per call (issue 18).
     """
-    code = _REF_COLUMNS.get(column, column)
-    if identifier.isascii() and identifier.isdigit() and not identifier.startswith("0") and len(code) == 1:
-        return f"{counter_id}|{code.lower()}|{_to_base36(int(identifier))}"
-    return f"{counter_id}|{code}|{identifier}"
+    return f"{counter_id}{call_ref_tail(column, identifier)}"
 
 
 def parse_call_ref(value: str) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ value it would strip, convert or refuse, a DateTime within the clock rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -60,12 +60,25 @@ class Prepared:
 _MAX_COUNTER = 2**63 - 1
 _MAX_SECONDS = 86_400 * 7
 _LAST_TIME = 2**34  # Unix seconds beyond which the fast path leaves DateTime to the model
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(moment: datetime) -> int:
+    """``moment`` in whole microseconds since the epoch: compared with a DateTime (whole seconds) exactly."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
 # What a call object may hold: its source fields, the identifiers and the calls file's columns.
 _CALL_KEYS = frozenset({"counter_id", "call_id", "provider", "ClientId", "UserId", "Yclid", *CALLS.columns})
 _ORDER = stored_order(CALLS, IdType.CLIENT_ID)  # the identifier column first; the same bits for every id type
 _BIT = {column: position for position, column in enumerate(_ORDER)}
-_FLAGS = (("StaticCall", _BIT["StaticCall"]), ("CallMissed", _BIT["CallMissed"]))
-_TEXTS = (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
+_STATIC_BIT, _MISSED_BIT, _DATETIME_BIT = _BIT["StaticCall"], _BIT["CallMissed"], _BIT["DateTime"]
+_PRICE_BIT, _CURRENCY_BIT, _PHONE_BIT = _BIT["Price"], _BIT["Currency"], _BIT["PhoneNumber"]
+_TEXTS = tuple(
+    (column, limit, url, _BIT[column])
+    for column, limit, url in (("Tag", MAX_TEXT, False), ("URL", MAX_URL, True), ("CallTrackerURL", MAX_URL, True))
+)
 _SECONDS = (("TalkDuration", _BIT["TalkDuration"]), ("HoldDuration", _BIT["HoldDuration"]))
 _ID_TYPES = ((IdType.CLIENT_ID, "ClientId"), (IdType.USER_ID, "UserId"), (IdType.YCLID, "Yclid"))
 _TEXT_IDS = frozenset({IdType.USER_ID, IdType.PURCHASE_ID})
@@ -199,7 +212,7 @@ def _line(cells: list[tuple[int, str]]) -> tuple[int, str]:
     mask = 0
     for bit, _ in cells:
         mask |= 1 << bit
-    return mask, ",".join(cell for _, cell in cells)
+    return mask, ",".join([cell for _, cell in cells])
 
 
 class FastCheck:
@@ -211,8 +224,10 @@ class FastCheck:
         self._future = now + policy.clock_skew
         self._oldest = now - policy.join_window
         self._late_static = policy.late_static
+        self._now_us, self._future_us, self._oldest_us = _micros(now), _micros(self._future), _micros(self._oldest)
         self._regions = regions
         self._buckets: dict[tuple[int, UploadKind, IdType], str] = {}
+        self._regions_of: dict[int, str | None] = {}  # a counter's numbering plan, read once per chunk
 
     def _bucket(self, counter: int, kind: UploadKind, id_type: IdType) -> str:
         key = (counter, kind, id_type)
@@ -230,8 +245,8 @@ class FastCheck:
         if head is None or type(target) is not str or not _TARGET_RE.fullmatch(target):
             return None
         counter, conversion_id, source, when, id_type, identifier = head
-        stamp = datetime.fromtimestamp(when, UTC)
-        if stamp >= self._now or stamp < self._oldest:
+        stamp = when * 1_000_000
+        if stamp >= self._now_us or stamp < self._oldest_us:
             return None
         cells = [(0, _cell(identifier)), (_CONVERSION_BIT["Target"], target), (_CONVERSION_BIT["DateTime"], str(when))]
         if not _value(raw, cells, _CONVERSION_BIT["Price"], _CONVERSION_BIT["Currency"]):
@@ -250,8 +265,8 @@ class FastCheck:
         if origin is None or type(platform) is not str or platform.lower() not in PLATFORMS:
             return None
         counter, chat_id, source, when = origin
-        stamp = datetime.fromtimestamp(when, UTC)
-        if stamp > self._future or stamp < self._oldest:
+        stamp = when * 1_000_000
+        if stamp > self._future_us or stamp < self._oldest_us:
             return None
         cells = [(_CHAT_BIT["DateTime"], str(when)), (_CHAT_BIT["ChatPlatform"], platform.lower())]
         for column, names, digits in _CHAT_TEXTS:
@@ -283,7 +298,13 @@ class FastCheck:
         if value is None:
             return True
         text = _plain(value, 250)
-        number = normalize_phone(text, self._regions.of(counter)) if text is not None else None
+        if text is None:
+            return False
+        try:
+            region = self._regions_of[counter]
+        except KeyError:
+            region = self._regions_of[counter] = self._regions.of(counter)
+        number = normalize_phone(text, region)
         if number is None:
             return False
         cells.append((bit, number))
@@ -297,23 +318,24 @@ class FastCheck:
         if head is None:
             return None
         counter, call_id, provider, when, id_type, identifier = head
-        cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_BIT["DateTime"], str(when))]
+        cells: list[tuple[int, str]] = [(0, _cell(identifier)), (_DATETIME_BIT, str(when))]
         static = _flag(raw.get("StaticCall"))
-        for column, bit in _FLAGS:
-            flag = static if column == "StaticCall" else _flag(raw.get(column))
-            if flag == _UNSURE:
-                return None
-            if flag is not None:
-                cells.append((bit, flag))
+        missed = _flag(raw.get("CallMissed"))
+        if _UNSURE in (static, missed):
+            return None
+        if static is not None:
+            cells.append((_STATIC_BIT, static))
+        if missed is not None:
+            cells.append((_MISSED_BIT, missed))
         first = _flag(raw.get("FirstTimeCaller"))
         if first == _UNSURE:
             return None
-        stamp = datetime.fromtimestamp(when, UTC)
-        if stamp > self._future or (stamp < self._oldest and not (self._late_static and static == "1")):
+        stamp = when * 1_000_000
+        if stamp > self._future_us or (stamp < self._oldest_us and not (self._late_static and static == "1")):
             return None
-        if not _value(raw, cells, _BIT["Price"], _BIT["Currency"]):
+        if not _value(raw, cells, _PRICE_BIT, _CURRENCY_BIT):
             return None
-        if not self._phone(raw, counter, cells, _BIT["PhoneNumber"]):
+        if not self._phone(raw, counter, cells, _PHONE_BIT):
             return None
         for column, bit in _SECONDS:
             seconds = raw.get(column)
@@ -321,13 +343,13 @@ class FastCheck:
                 if type(seconds) is not int or not 0 <= seconds <= _MAX_SECONDS:
                     return None
                 cells.append((bit, str(seconds)))
-        for column, limit, url in _TEXTS:
+        for column, limit, url, bit in _TEXTS:
             value = raw.get(column)
             if value is not None:
                 text = _plain(value, limit)
                 if text is None or (url and not _URL_RE.fullmatch(text)):
                     return None
-                cells.append((_BIT[column], _cell(text)))
+                cells.append((bit, _cell(text)))
         mask, line = _line(cells)
         bucket = self._bucket(counter, UploadKind.CALLS, id_type)
         return Prepared(

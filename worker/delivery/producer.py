@@ -13,7 +13,7 @@ per chunk, one script per shard, one ``XADD`` per bucket.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from worker.dataplane.keys import Keys
-from worker.dataplane.marks import call_ref_value
+from worker.dataplane.marks import call_ref_tail
 from worker.dataplane.scripts import Scripts as ScriptSet
 from worker.dataplane.steps import Scripts, Steps, blocking, run_sync
 from worker.delivery.rows import FIRST_CALLER_BIT, Event, Prepared, prepare
@@ -40,10 +40,14 @@ log = structlog.get_logger(__name__)
 PIPELINE_CHUNK = 1_000
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def dedup_digest(source: str) -> str:
-    """A short, fixed-size key for "the same call": no provider data lands in a Redis key."""
+    """A short, fixed-size key for "the same call": no provider data lands in a Redis key
+    (URL-safe base64 of 12 bytes of BLAKE2b: 16 characters)."""
     digest = hashlib.blake2b(source.encode(), digest_size=12).digest()
-    return base64.urlsafe_b64encode(digest).decode()
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode()
 
 
 def call_ref_digest(provider: str, call_id: str) -> str:
@@ -82,18 +86,18 @@ def group_args(
 ) -> dict[int, list[_Group]]:
     """A chunk's events grouped per shard, then per bucket (in input order): what ``xadd_many.lua`` takes."""
     per_shard: dict[int, dict[str, _Group]] = {}
+    by_bucket: dict[str, _Group] = {}  # the same groups by bucket alone (a bucket names its counter)
     for position, (item, mark) in enumerate(zip(chunk, marks, strict=True)):
-        groups = per_shard.setdefault(shard_of(item.counter_id), {})
-        group = groups.get(item.bucket)
+        group = by_bucket.get(item.bucket)
         if group is None:
-            group = groups[item.bucket] = _Group(item.bucket)
+            group = by_bucket[item.bucket] = _Group(item.bucket)
+            per_shard.setdefault(shard_of(item.counter_id), {})[item.bucket] = group
         group.positions.append(position)
         group.digests.append(dedup_digest(item.dedup_source))
         if item.call_ref is not None:
             provider, call_id, column, identifier = item.call_ref
             group.refs.append(call_ref_digest(provider, call_id))
-            value = call_ref_value(item.counter_id, column, identifier)
-            group.values.append(value[value.index("|") :])  # its counter is the bucket's
+            group.values.append(call_ref_tail(column, identifier))  # its counter is the bucket's
             group.with_refs = True
         else:
             group.refs.append(NO_REF)

@@ -53,6 +53,10 @@ def normalize_phone(text: str | None, region: str | None = None) -> str | None:
 
 
 def _parse(text: str, region: str | None) -> str | None:
+    if text[0] == "+":  # E.164 already (most numbers): nothing to strip
+        fast = _e164(text)
+        if fast is not None:
+            return fast or None
     cleaned = _PHONE_STRIP_RE.sub("", text)
     if cleaned.startswith("00"):
         cleaned = "+" + cleaned[2:]
