@@ -13,9 +13,7 @@ from typing import Any
 
 from redis import Redis
 
-from bench import http_load
-from bench.costs import redis_cpu
-from bench.ingestion import generator, load_figures, served, service_cpu, us_per
+from bench.ingestion import generator, load_figures, served, single_and_bulk, us_per
 from bench.stack import Infra
 
 STREAM = "benchfloor:stream"
@@ -29,14 +27,11 @@ def floor(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, number
             "--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"]  # fmt: skip
     with served(infra, args, env, "floor") as (url, service):
         result: dict[str, Any] = {"workers": workers, "generator": generator()}
-        run = f"floor{time.time_ns()}"
-        http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up, as the ingestion section's
         redis = Redis.from_url(infra.redis_url)
-        cpu0, rcpu0 = service_cpu(service), redis_cpu(redis)
-        single = http_load.single_calls(url, run, numbers, seconds, http_load.SINGLE_CONNECTIONS)
-        cpu1, rcpu1 = service_cpu(service), redis_cpu(redis)
-        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, http_load.bulk_connections(workers))
-        cpu2, rcpu2 = service_cpu(service), redis_cpu(redis)
+        single, bulk, (cpu0, cpu1, cpu2), (rcpu0, rcpu1, rcpu2) = single_and_bulk(
+            url, service, redis, f"floor{time.time_ns()}", numbers=numbers, seconds=seconds, bulk_lines=bulk_lines,
+            workers=workers,
+        )  # fmt: skip
         stored = int(redis.xlen(STREAM))
         redis.delete(STREAM)
         redis.close()

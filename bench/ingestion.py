@@ -57,14 +57,11 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
     }
     with served(infra, ["-m", "ingest", "--workers", str(workers)], env, "ingest") as (url, service):
         result: dict[str, Any] = {"workers": workers, "generator": generator()}
-        run = f"ing{time.time_ns()}"
-        http_load.single_calls(url, run + "w", numbers, 1.0, 8)  # warm-up: imports, caches, connections
         redis = Redis.from_url(infra.redis_url)
-        cpu0, rcpu0 = service_cpu(service), redis_cpu(redis)
-        single = http_load.single_calls(url, run, numbers, seconds, http_load.SINGLE_CONNECTIONS)
-        cpu1, rcpu1 = service_cpu(service), redis_cpu(redis)
-        bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, http_load.bulk_connections(workers))
-        cpu2, rcpu2 = service_cpu(service), redis_cpu(redis)
+        single, bulk, (cpu0, cpu1, cpu2), (rcpu0, rcpu1, rcpu2) = single_and_bulk(
+            url, service, redis, f"ing{time.time_ns()}", numbers=numbers, seconds=seconds, bulk_lines=bulk_lines,
+            workers=workers,
+        )  # fmt: skip
         sessions = http_load.session_requests(
             url, SESSION_COUNTER, SESSION_VISITORS, seconds, http_load.SESSION_CONNECTIONS
         )
@@ -90,6 +87,29 @@ def ingest(infra: Infra, *, seconds: float, bulk_lines: int, workers: int, numbe
             seconds=seconds,
         )
         return result
+
+
+def single_and_bulk(
+    url: str,
+    service: psutil.Process,
+    redis: Redis,
+    run: str,
+    *,
+    numbers: int,
+    seconds: float,
+    bulk_lines: int,
+    workers: int,
+) -> tuple[http_load.LoadResult, http_load.LoadResult, tuple[float, float, float], tuple[float, float, float]]:
+    """The single-call then the bulk load, after a warm-up (imports, caches, connections), as the
+    ingestion and floor sections both run them; the service's and Redis's CPU seconds before, between
+    and after the two."""
+    http_load.single_calls(url, run + "w", numbers, 1.0, 8)
+    cpu0, rcpu0 = service_cpu(service), redis_cpu(redis)
+    single = http_load.single_calls(url, run, numbers, seconds, http_load.SINGLE_CONNECTIONS)
+    cpu1, rcpu1 = service_cpu(service), redis_cpu(redis)
+    bulk = http_load.bulk_calls(url, run, numbers, bulk_lines, seconds, http_load.bulk_connections(workers))
+    cpu2, rcpu2 = service_cpu(service), redis_cpu(redis)
+    return single, bulk, (cpu0, cpu1, cpu2), (rcpu0, rcpu1, rcpu2)  # fmt: skip
 
 
 def generator() -> str:
