@@ -171,10 +171,10 @@ def stats(ctx: Context, as_json: bool) -> None:
     """Held calls per reason and per client account, against the caps."""
     held = ctx.intake.held
     s = ctx.settings
-    per_reason = held.per_reason()
+    per_reason, count = held.per_reason(), held.count()
     emit(
         {
-            "held": held.count(),
+            "held": count,
             "max_calls": s.held_max_calls,
             "retention_days": s.held_retention_days,
             "per_reason": per_reason,
@@ -185,4 +185,4 @@ def stats(ctx: Context, as_json: bool) -> None:
         rows=list(per_reason.items()),
     )
     if not as_json:
-        say(f"{held.count()} held of {s.held_max_calls} (CALLTRACK_HELD_MAX_CALLS), kept {s.held_retention_days} days")
+        say(f"{count} held of {s.held_max_calls} (CALLTRACK_HELD_MAX_CALLS), kept {s.held_retention_days} days")

@@ -85,7 +85,7 @@ STATIC_LINKS = {
 }
 
 
-def test_page(tag_base: str, ym: str = "ok") -> Starlette:
+def shop_page(tag_base: str, ym: str = "ok") -> Starlette:
     html = (PAGE.replace("__TAG__", tag_base).replace("__COUNTER__", str(COUNTER))
             .replace("__YM__", ym).replace("__CID__", CLIENT_ID))  # fmt: skip
 
@@ -96,9 +96,6 @@ def test_page(tag_base: str, ym: str = "ok") -> Starlette:
         return Response(status_code=204)
 
     return Starlette(routes=[WebRoute("/", page), WebRoute("/favicon.ico", no_icon)])
-
-
-test_page.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def gateway(target: str, mode: dict[str, str]) -> Starlette:
@@ -172,7 +169,7 @@ def test_the_tag_swaps_every_spelling_renews_the_lease_and_releases_it(
     settings, rt = tag_settings
     with (
         running_ingest(settings) as ingest,
-        serving(test_page(ingest)) as site,
+        serving(shop_page(ingest)) as site,
         browser_page(site + "/") as (
             page,
             errors,
@@ -220,7 +217,7 @@ def test_the_static_number_stays_when_the_session_api_or_metrica_fails(
     with (
         running_ingest(settings) as ingest,
         serving(gateway(ingest, mode)) as front,
-        serving(test_page(front, ym)) as site,
+        serving(shop_page(front, ym)) as site,
         browser_page(site + "/") as (page, errors),
     ):
         page.wait_for_function("window.CalltrackTag && window.CalltrackTag.state === 'static'", timeout=15_000)
@@ -294,7 +291,7 @@ def test_a_selector_from_the_registry_and_a_lease_that_can_no_longer_be_renewed(
     with (
         running_ingest(settings) as ingest,
         serving(gateway(ingest, mode)) as front,
-        serving(test_page(front)) as site,
+        serving(shop_page(front)) as site,
         browser_page(site + "/") as (page, errors),
     ):
         page.wait_for_function("window.CalltrackTag && window.CalltrackTag.state === 'swapped'", timeout=15_000)

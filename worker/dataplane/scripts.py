@@ -105,24 +105,39 @@ def run_many(redis: Redis, calls: Sequence[ScriptCall], then: Sequence[Sequence[
     pending = list(range(len(calls)))
     for _ in range(2):
         pipe = redis.pipeline(transaction=False)
-        for i in pending:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        for command in then:
+        for command in [*(evalsha_command(calls[i]) for i in pending), *then]:
             pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         answers = pipe.execute(raise_on_error=False)
         tail = answers[len(pending) :]
-        missing = []
-        for i, answer in zip(pending, answers[: len(pending)], strict=True):
-            replies[i] = answer
-            if isinstance(answer, NoScriptError):
-                missing.append(i)
+        missing = take_round(replies, pending, answers)
         if not missing:
             break
-        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+        for script in unloaded(calls, missing):
             redis.script_load(script.script)
         pending = missing
     return replies + tail
+
+
+def evalsha_command(call: ScriptCall) -> tuple[Any, ...]:
+    """A script call as the ``EVALSHA`` command :func:`run_many` and its asynchronous twin send."""
+    script, keys, args = call
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def take_round(replies: list[Any], pending: Sequence[int], answers: Sequence[Any]) -> list[int]:
+    """Store the answer of each of the ``pending`` calls (``answers`` in their order, the ``then``
+    commands' after them) in ``replies``; the calls Redis answered ``NOSCRIPT``: they did not run."""
+    missing = []
+    for i, answer in zip(pending, answers[: len(pending)], strict=True):
+        replies[i] = answer
+        if isinstance(answer, NoScriptError):
+            missing.append(i)
+    return missing
+
+
+def unloaded(calls: Sequence[ScriptCall], missing: Sequence[int]) -> list[Script]:
+    """The distinct scripts of the calls Redis answered ``NOSCRIPT``: to load before sending them again."""
+    return list({calls[i][0].sha: calls[i][0] for i in missing}.values())
 
 
 def _run_many_cluster(cluster: RedisCluster, calls: Sequence[ScriptCall], then: Sequence[Sequence[Any]]) -> list[Any]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
-from worker.dataplane.scripts import ScriptCall, run_many
+from worker.dataplane.scripts import ScriptCall, evalsha_command, run_many, take_round, unloaded
 
 if TYPE_CHECKING:  # the asynchronous runner's imports wait for its first use (issue 25: ctl starts without them)
     from redis.asyncio import Redis as AsyncRedis
@@ -60,15 +60,23 @@ def blocking(work: Callable[[], T], needs_redis: bool = True) -> Steps[T]:
     return work()
 
 
+def _advance(steps: Steps[T], reply: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Hand ``steps`` the last step's reply (or raise its error at the ``yield``): (True, the result)
+    when they are done, else (False, the next step). Both runners drive the steps with it."""
+    try:
+        return False, steps.send(reply) if error is None else steps.throw(error)
+    except StopIteration as done:
+        return True, done.value
+
+
 def run_sync(redis: Redis, steps: Steps[T]) -> T:
     """Run ``steps`` on the synchronous client."""
     reply: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        done, step = _advance(steps, reply, error)
+        if done:
+            return step  # type: ignore[no-any-return]
         reply, error = None, None
         try:
             if isinstance(step, Scripts):
@@ -89,10 +97,9 @@ async def run_async(redis: AsyncRedis, steps: Steps[T]) -> T:
     reply: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        done, step = _advance(steps, reply, error)
+        if done:
+            return step  # type: ignore[no-any-return]
         reply, error = None, None
         try:
             if isinstance(step, Scripts):
@@ -125,17 +132,12 @@ async def _run_many(redis: AsyncRedis, calls: Sequence[ScriptCall], then: Sequen
     tail: list[Any] = []
     pending = list(range(len(calls)))
     for _ in range(2):
-        commands = [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in pending]
-        answers = await pipelined(redis, [*commands, *then])
+        answers = await pipelined(redis, [*(evalsha_command(calls[i]) for i in pending), *then])
         tail = answers[len(pending) :]
-        missing = []
-        for i, answer in zip(pending, answers[: len(pending)], strict=True):
-            replies[i] = answer
-            if isinstance(answer, NoScriptError):
-                missing.append(i)
+        missing = take_round(replies, pending, answers)
         if not missing:
             break
-        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+        for script in unloaded(calls, missing):
             await redis.script_load(script.script)
         pending = missing
     return replies + tail

@@ -62,15 +62,18 @@ class CachedHash(Generic[K, V]):
                         self._cache[name] = (found[name], expires)
         return found
 
-    def cached(self, fields: Iterable[K | None]) -> bool:
-        """Whether :meth:`get` of ``fields`` would answer from the cache alone (no round trip)."""
+    def cached(self, fields: Iterable[K | None]) -> dict[K, V] | None:
+        """What :meth:`get` of ``fields`` answers, from the cache alone; None when any field is missing
+        or expired there (then :meth:`get` needs its round trip)."""
         now = self._clock()
+        found: dict[K, V] = {}
         for name in fields:
-            if name is not None:
+            if name is not None and name not in found:
                 hit = self._cache.get(name)
                 if hit is None or hit[1] <= now:
-                    return False
-        return True
+                    return None
+                found[name] = hit[0]
+        return found
 
     def clear(self) -> None:
         with self._lock:

@@ -60,8 +60,8 @@ class CounterOwners:
         """The tenant of each distinct counter (None: deployment-level), with at most one HMGET."""
         return self._tenants.get(counters)
 
-    def cached(self, counters: Iterable[int]) -> bool:
-        """Whether :meth:`lookup` of ``counters`` needs no round trip."""
+    def cached(self, counters: Iterable[int]) -> dict[int, str | None] | None:
+        """:meth:`lookup` of ``counters`` from the cache alone, or None when it needs its round trip."""
         return self._tenants.cached(counters)
 
     def check(self, owner: str | None, counter_id: int) -> None:

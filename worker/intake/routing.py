@@ -133,8 +133,8 @@ class RoutingTable:
         """The route of each distinct number (None for unknown), with at most one HMGET."""
         return self._routes.get(numbers)
 
-    def cached(self, numbers: Iterable[str | None]) -> bool:
-        """Whether :meth:`lookup` of ``numbers`` needs no round trip."""
+    def cached(self, numbers: Iterable[str | None]) -> dict[str, Route | None] | None:
+        """:meth:`lookup` of ``numbers`` from the cache alone, or None when it needs its round trip."""
         return self._routes.cached(numbers)
 
     def forget_cache(self) -> None:

@@ -190,7 +190,9 @@ class Intake:
         to_hold: list[tuple[int, str]] = []
         numbers = [call.tracking_number for call in calls]
         try:
-            routes = yield from blocking(lambda: self.routing.lookup(numbers), not self.routing.cached(numbers))
+            routes = self.routing.cached(numbers)
+            if routes is None:  # a miss: the round trip on the synchronous client (a thread, on the loop path)
+                routes = yield from blocking(lambda: self.routing.lookup(numbers))
             foreign = yield from self._foreign(calls, routes)
         except RedisError as error:
             raise ProducerError(f"Redis did not answer the routing lookup: {type(error).__name__}") from None
@@ -271,7 +273,8 @@ class Intake:
         tenants: Mapping[int, str | None] = {}
         if self.owners is not None:
             owners, counters = self.owners, [counter for _, counter in asks]
-            tenants = yield from blocking(lambda: owners.lookup(counters), not owners.cached(counters))
+            cached = owners.cached(counters)
+            tenants = cached if cached is not None else (yield from blocking(lambda: owners.lookup(counters)))
         return {index for index, counter in asks if not reaches(calls[index].owner, tenants.get(counter))}
 
     def _caller_mark(self, item: _Work) -> tuple[str, str] | None:
